@@ -1,0 +1,46 @@
+import pytest
+
+from vlm_node.config import NodeConfig, load_params_yaml, node_config_from_params
+from vlm_node.errors import ConfigError
+
+
+def test_cameras_and_nested_overrides():
+    c = node_config_from_params({"cameras": ["front", "rear"],
+                                 "camera": {"rear": {"transport": "compressed",
+                                                     "analysis_rate": 2}},
+                                 "anonymizer.margin": 0.4, "max_frame_age": 2})
+    assert c.cameras == ("front", "rear")
+    assert c.camera_config("front").resolved_topic("front") == "/front/image_raw"
+    assert c.camera_config("rear").resolved_topic("rear") == "/rear/image_raw/compressed"
+    assert c.camera_config("rear").analysis_rate == 2.0
+    assert isinstance(c.max_frame_age, float) and c.anonymizer.margin == 0.4
+
+
+@pytest.mark.parametrize("params, fragment", [
+    ({"max_frame_age": 0.0}, "max_frame_age=0.0 is below the minimum 0.01"),
+    ({"anonymizer.failure_policy": "pass_through"}, "choose from 'drop', 'full_blur'"),
+    ({"qos_depth": "five"}, "qos_depth='five' has the wrong type"),
+    ({"no_such_thing": 1}, "unknown setting 'no_such_thing'"),
+    ({"cameras": ["a"], "camera.b.topic": "/x"}, "camera.b is configured but not listed"),
+    ({"cameras": []}, "at least one camera"),
+    ({"cameras": ["a"], "camera.a.transport": "h264"}, "camera.a.transport='h264'"),
+])
+def test_invalid_values_are_rejected_with_reason(params, fragment):
+    with pytest.raises(ConfigError, match=None) as err:
+        node_config_from_params(params)
+    assert fragment in str(err.value)
+
+
+def test_params_yaml(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("vlm_node:\n  ros__parameters:\n    cameras: [left]\n    qos_depth: 3\n")
+    c = node_config_from_params(load_params_yaml(f))
+    assert c.cameras == ("left",) and c.qos_depth == 3
+    f.write_text("other_node:\n  ros__parameters: {a: 1}\n")
+    with pytest.raises(ConfigError, match="no `vlm_node: ros__parameters:` section"):
+        load_params_yaml(f)
+
+
+def test_defaults_are_valid():
+    assert node_config_from_params({}) == node_config_from_params({"cameras": ["camera"]})
+    assert NodeConfig().cameras == ("camera",)

@@ -1,0 +1,1 @@
+"""Command-line tools: one `vlm-node` entry point with a subcommand per job."""

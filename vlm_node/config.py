@@ -1,0 +1,110 @@
+"""The node's configuration tree: node settings, cameras, anonymizer, analysis.
+
+The same dataclasses configure the ROS node (each leaf becomes a declared parameter, dotted by
+nesting: `anonymizer.margin`), the offline tools (which read the same YAML files), and tests. One
+YAML format: the ROS 2 parameters file (`<node>: ros__parameters: {...}`), so `config/*.yaml`
+works with `--params-file`, launch files and `vlm-node eval --config` alike.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vlm_node.anonymize.config import AnonymizerConfig
+from vlm_node.errors import ConfigError
+from vlm_node.params import apply_overrides, setting, validate
+
+TRANSPORTS = ("raw", "compressed")
+RELIABILITY = ("best_effort", "reliable")
+
+
+@dataclass
+class CameraConfig:
+    """One camera. Declared as parameters `camera.<name>.<field>` for each name in `cameras`."""
+
+    topic: str = setting("", "Input image topic; empty = /<name>/image_raw (or "
+                             "/<name>/image_raw/compressed for compressed transport).")
+    transport: str = setting("raw", "sensor_msgs/Image (`raw`) or CompressedImage "
+                                    "(`compressed`).", choices=TRANSPORTS)
+    analysis_rate: float = setting(0.0, "Maximum analyses per second for this camera; 0 = as "
+                                        "often as the backend keeps up.", min=0.0, max=120.0,
+                                   dynamic=True)
+    publish_compressed: bool = setting(False, "Also publish <name>/image_anonymized/compressed "
+                                              "(JPEG).")
+
+    def resolved_topic(self, name: str) -> str:
+        if self.topic:
+            return self.topic
+        suffix = "/compressed" if self.transport == "compressed" else ""
+        return f"/{name}/image_raw{suffix}"
+
+
+@dataclass
+class NodeConfig:
+    cameras: tuple[str, ...] = setting(
+        ("camera",), "Camera names; each gets parameters camera.<name>.topic/transport/"
+                     "analysis_rate and publishes <name>/image_anonymized.",
+        default_factory=lambda: ("camera",))
+    results_topic: str = setting("scene_understanding", "SceneUnderstanding output topic.")
+    publish_anonymized: bool = setting(True, "Publish <camera>/image_anonymized at camera rate.")
+    max_frame_age: float = setting(1.0, "Frames and results older than this many seconds "
+                                        "(since arrival) are dropped, never published as fresh.",
+                                   min=0.01, max=60.0, dynamic=True)
+    analysis_enabled: bool = setting(True, "Run the analysis backend (off: anonymize and "
+                                           "republish only).")
+    qos_reliability: str = setting("best_effort", "Input QoS reliability (SensorDataQoS is "
+                                                  "best_effort).", choices=RELIABILITY)
+    qos_depth: int = setting(5, "Input QoS history depth.", min=1, max=100)
+    diagnostics_period: float = setting(1.0, "Seconds between /diagnostics messages.",
+                                        min=0.1, max=60.0)
+    jpeg_quality: int = setting(90, "JPEG quality of /compressed outputs.", min=10, max=100,
+                                dynamic=True)
+    anonymizer: AnonymizerConfig = field(default_factory=AnonymizerConfig)
+    camera: dict[str, CameraConfig] = field(default_factory=dict)
+
+    def camera_config(self, name: str) -> CameraConfig:
+        return self.camera.get(name) or CameraConfig()
+
+
+def load_params_yaml(path: str | Path, node_name: str = "vlm_node") -> dict[str, Any]:
+    """The `ros__parameters` mapping for `node_name` (or `/**`) of a ROS 2 parameters file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    params: dict[str, Any] = {}
+    for key in ("/**", node_name, f"/{node_name}"):
+        section = data.get(key)
+        if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
+            params.update(section["ros__parameters"])
+    if not params and data:
+        raise ConfigError(f"{path}: no `{node_name}: ros__parameters:` section")
+    return params
+
+
+def node_config_from_params(params: dict[str, Any]) -> NodeConfig:
+    """Build and validate a NodeConfig from a (nested or dotted) parameter mapping."""
+    params = dict(params)
+    cameras_raw = params.pop("camera", {}) or {}
+    dotted_cams = {k: params.pop(k) for k in list(params) if k.startswith("camera.")}
+    for key, value in dotted_cams.items():
+        _, name, leaf = key.split(".", 2)
+        cameras_raw.setdefault(name, {})[leaf] = value
+    config = apply_overrides(NodeConfig(), params)
+    if not config.cameras:
+        raise ConfigError("cameras must name at least one camera")
+    unknown = set(cameras_raw) - set(config.cameras)
+    if unknown:
+        raise ConfigError(f"camera.{sorted(unknown)[0]} is configured but not listed in cameras "
+                          f"{list(config.cameras)}")
+    cams = {name: apply_overrides(CameraConfig(), cameras_raw.get(name, {}), f"camera.{name}.")
+            for name in config.cameras}
+    config = dataclasses.replace(config, camera=cams)
+    validate(config)
+    for name, cam in cams.items():
+        validate(cam, f"camera.{name}.")
+    return config

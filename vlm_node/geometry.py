@@ -1,0 +1,107 @@
+"""Axis-aligned pixel boxes: the one box type shared by detectors, redaction, signs and labels.
+
+Boxes are `[x, y, w, h]` in pixels of the image as stored, the convention of the label files
+(`labels.json`) and of `sensor_msgs/RegionOfInterest`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """A box `[x, y, w, h]` in pixels (float, so that scaling and expansion do not round)."""
+
+    x: float
+    y: float
+    w: float
+    h: float
+
+    @classmethod
+    def from_xyxy(cls, x1: float, y1: float, x2: float, y2: float) -> "Box":
+        return cls(float(x1), float(y1), float(x2 - x1), float(y2 - y1))
+
+    @classmethod
+    def from_list(cls, values: Sequence[float]) -> "Box":
+        if len(values) != 4:
+            raise ValueError(f"a box is [x, y, w, h]; got {list(values)!r}")
+        return cls(*(float(v) for v in values))
+
+    @property
+    def x2(self) -> float:
+        return self.x + self.w
+
+    @property
+    def y2(self) -> float:
+        return self.y + self.h
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.w) * max(0.0, self.h)
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return (self.x + self.w / 2.0, self.y + self.h / 2.0)
+
+    def to_list(self, ndigits: int | None = 1) -> list[float]:
+        vals = [self.x, self.y, self.w, self.h]
+        return [round(v, ndigits) for v in vals] if ndigits is not None else vals
+
+    def scaled(self, sx: float, sy: float | None = None) -> "Box":
+        sy = sx if sy is None else sy
+        return Box(self.x * sx, self.y * sy, self.w * sx, self.h * sy)
+
+    def shifted(self, dx: float, dy: float) -> "Box":
+        return Box(self.x + dx, self.y + dy, self.w, self.h)
+
+    def expanded(self, margin: float) -> "Box":
+        """Grow by `margin` times width/height on every side (0.2 -> 40 % larger per axis)."""
+        mx, my = self.w * margin, self.h * margin
+        return Box(self.x - mx, self.y - my, self.w + 2 * mx, self.h + 2 * my)
+
+    def clipped(self, width: int, height: int) -> "Box":
+        x1, y1 = min(max(self.x, 0.0), width), min(max(self.y, 0.0), height)
+        x2, y2 = min(max(self.x2, 0.0), width), min(max(self.y2, 0.0), height)
+        return Box(x1, y1, x2 - x1, y2 - y1)
+
+    def int_slices(self, width: int, height: int) -> tuple[slice, slice]:
+        """Row and column slices covering the box (rounded outwards), clipped to the image."""
+        x1 = max(0, int(self.x)) if self.x >= 0 else 0
+        y1 = max(0, int(self.y)) if self.y >= 0 else 0
+        x2 = min(width, int(-(-self.x2 // 1)))
+        y2 = min(height, int(-(-self.y2 // 1)))
+        return slice(y1, max(y1, y2)), slice(x1, max(x1, x2))
+
+    def intersection(self, other: "Box") -> float:
+        iw = min(self.x2, other.x2) - max(self.x, other.x)
+        ih = min(self.y2, other.y2) - max(self.y, other.y)
+        return iw * ih if iw > 0 and ih > 0 else 0.0
+
+    def iou(self, other: "Box") -> float:
+        inter = self.intersection(other)
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+    def coverage_by(self, other: "Box") -> float:
+        """Fraction of this box's area inside `other` (1.0 = fully covered)."""
+        return self.intersection(other) / self.area if self.area > 0 else 0.0
+
+
+def nms(boxes: Sequence[Box], scores: Sequence[float], iou_threshold: float) -> list[int]:
+    """Indices kept by greedy non-maximum suppression, highest score first."""
+    order = sorted(range(len(boxes)), key=lambda i: -scores[i])
+    keep: list[int] = []
+    for i in order:
+        if all(boxes[i].iou(boxes[k]) <= iou_threshold for k in keep):
+            keep.append(i)
+    return keep
+
+
+def union_box(boxes: Iterable[Box]) -> Box | None:
+    """Smallest box containing all `boxes` (None for none)."""
+    items = list(boxes)
+    if not items:
+        return None
+    return Box.from_xyxy(min(b.x for b in items), min(b.y for b in items),
+                         max(b.x2 for b in items), max(b.y2 for b in items))

@@ -1,0 +1,87 @@
+"""Plain data produced by the core pipeline: detections, sign readings, scene descriptions.
+
+These dataclasses are what the core passes around and what the CLI prints as JSON; the ROS
+adapter (`vlm_node.ros.convert`) is the one place that turns them into messages.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlm_node.geometry import Box
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """A region that must be redacted: `kind` is "face" or "plate"."""
+
+    kind: str
+    box: Box
+    score: float
+    detector: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "box": self.box.to_list(), "score": round(self.score, 3),
+                "detector": self.detector}
+
+
+@dataclass(slots=True)
+class SignReading:
+    """One validated traffic-sign reading. Only `vlm_node.analysis.schema` validation and the
+    backends create these, so every field holds a vocabulary value or a checked number."""
+
+    sign_class: str
+    confidence: float
+    source: str
+    value: float | None = None
+    unit: str = ""
+    text: str = ""
+    box: Box | None = None
+    track_state: str = "tentative"
+    track_id: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        value = self.value
+        if value is not None and float(value).is_integer():
+            value = int(value)
+        return {"class": self.sign_class, "value": value, "unit": self.unit, "text": self.text,
+                "box": self.box.to_list() if self.box else None,
+                "confidence": round(self.confidence, 3), "source": self.source,
+                "track_state": self.track_state, "track_id": self.track_id}
+
+
+@dataclass(slots=True)
+class SceneInfo:
+    """A validated scene description (the SceneDescription message's content)."""
+
+    summary: str
+    weather: str = "unknown"
+    lighting: str = "unknown"
+    road_type: str = "unknown"
+    hazards: tuple[str, ...] = ()
+    confidence: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"summary": self.summary, "weather": self.weather, "lighting": self.lighting,
+                "road_type": self.road_type, "hazards": list(self.hazards),
+                "confidence": round(self.confidence, 3)}
+
+
+@dataclass(slots=True)
+class AnalysisResult:
+    """What an analysis backend concluded about one anonymized frame."""
+
+    signs: list[SignReading] = field(default_factory=list)
+    scene: SceneInfo | None = None
+    backend: str = ""
+    model_id: str = ""
+    analysis_ms: float = 0.0
+    degraded: bool = False
+    degraded_reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"signs": [s.to_json() for s in self.signs],
+                "scene": self.scene.to_json() if self.scene else None,
+                "backend": self.backend, "model_id": self.model_id,
+                "analysis_ms": round(self.analysis_ms, 2), "degraded": self.degraded,
+                "degraded_reason": self.degraded_reason}
