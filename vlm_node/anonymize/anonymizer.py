@@ -1,49 +1,249 @@
-"""The anonymizer: detect faces (and, later, plates), redact them, and release the frame only when
-every step succeeded. Any exception inside detection or redaction means the frame is not released:
-policy `drop` raises AnonymizationError (the caller counts and drops), policy `full_blur` releases
-a frame blurred as a whole. There is no path that returns the input pixels unredacted."""
+"""The anonymizer: detect faces and plates, carry regions across detector misses, redact them,
+and release the frame only when every step succeeded.
+
+Fail closed: an exception inside a detector or the redaction, a detector call that took longer
+than its time budget, or detector output that is not a sane box (NaN, inf, empty, outside the
+frame) means the frame is not released. Policy `drop` raises AnonymizationError (the caller
+counts and drops), policy `full_blur` releases a frame blurred as a whole. Every failure is
+counted by reason in `Anonymizer.stats` for the node's diagnostics. There is no code path that
+returns the input pixels unredacted.
+"""
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from vlm_node.anonymize.config import AnonymizerConfig
-from vlm_node.anonymize.faces import YuNetFaceDetector
-from vlm_node.anonymize.redact import blur_full_frame, blur_region
-from vlm_node.errors import AnonymizationError
+from vlm_node.anonymize.faces import load_face_model
+from vlm_node.anonymize.multiscale import (CorruptOutput, RawDetections, check_finite, merge,
+                                           merge_indices, plan_views, run_view, working_scale)
+from vlm_node.anonymize.plates import (HaarPlateDetector, PlateGeometry, SsdPlateDetector,
+                                       TextPlateDetector)
+from vlm_node.anonymize.redact import blur_full_frame, redact, redaction_region
+from vlm_node.anonymize.tracking import CarryOver
+from vlm_node.errors import AnonymizationError, ConfigError
 from vlm_node.frames import AnonymizedFrame, FrameMeta, _release
+from vlm_node.geometry import Box
 from vlm_node.params import validate
 from vlm_node.results import Detection
 
+FAILURE_REASONS = ("bad_input", "exception", "over_budget", "corrupt_output", "redaction_error")
+
+# Settings that decide which models are loaded and how; changing one rebuilds the detectors.
+_STRUCTURAL = ("faces", "face_detectors", "face_model_paths", "face_nms_threshold", "plates",
+               "plate_detector", "plate_model", "plate_text_threshold", "plate_verify",
+               "providers", "threads")
+
+
+class DetectorFailure(Exception):
+    """A detector failed in a way that must fail the frame; `reason` is a FAILURE_REASONS
+    entry."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class AnonymizerStats:
+    """Counters for diagnostics: frames seen and released, failures by reason, redactions by
+    kind, and the last frame's per-stage times. Updated under the Anonymizer's lock."""
+
+    frames: int = 0
+    released: int = 0
+    full_frame_blurred: int = 0
+    failures: Counter = field(default_factory=Counter)
+    redacted: Counter = field(default_factory=Counter)
+    carried: int = 0
+    last_ms: dict[str, float] = field(default_factory=dict)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"frames": self.frames, "released": self.released,
+                "full_frame_blurred": self.full_frame_blurred,
+                "failures": {r: self.failures.get(r, 0) for r in FAILURE_REASONS},
+                "redacted": dict(self.redacted), "carried": self.carried,
+                "last_ms": {k: round(v, 2) for k, v in self.last_ms.items()}}
+
+
+class FaceStage:
+    """One face model run over the frame at the configured pixel budget (tiles + global pass
+    for fixed-input models)."""
+
+    kind = "face"
+
+    def __init__(self, name: str, model: Any) -> None:
+        self.name = name
+        self.model = model
+
+    def threshold(self, config: AnonymizerConfig) -> float:
+        return float(getattr(config, f"{self.name}_score_threshold"))
+
+    def detect(self, frame: np.ndarray, config: AnonymizerConfig) -> list[Detection]:
+        h, w = frame.shape[:2]
+        scale = working_scale(w, h, config.face_max_side, config.face_max_upscale)
+        views = plan_views(w, h, self.model.input_size, scale, config.face_tile_overlap,
+                           config.face_global_pass)
+        thr = self.threshold(config)
+        parts = [run_view(self.model, frame, v, thr) for v in views]
+        for p in parts:
+            check_finite(p, self.name)
+        dets = merge(RawDetections.concat(parts, 0 if not parts else parts[0].points.shape[1]),
+                     config.face_nms_threshold)
+        return _to_detections(dets, "face", self.name, w, h, config.face_min_size)
+
+
+class PlateStage:
+    """The configured plate detector."""
+
+    kind = "plate"
+
+    def __init__(self, detector: Any) -> None:
+        self.detector = detector
+        self.name = detector.name
+
+    def detect(self, frame: np.ndarray, config: AnonymizerConfig) -> list[Detection]:
+        d = self.detector
+        d.max_side, d.max_upscale = config.plate_max_side, config.plate_max_upscale
+        if isinstance(d, TextPlateDetector):
+            d.score_threshold = config.plate_score_threshold
+            d.geometry = _geometry(config)
+        elif isinstance(d, SsdPlateDetector):
+            d.score_threshold = config.plate_score_threshold
+        dets = d.detect(frame)
+        check_finite(dets, self.name)
+        h, w = frame.shape[:2]
+        return _to_detections(dets, "plate", self.name, w, h, 0.0)
+
+
+def _geometry(config: AnonymizerConfig) -> PlateGeometry:
+    return PlateGeometry(min_height=config.plate_min_height, min_aspect=config.plate_min_aspect,
+                         sure_aspect=config.plate_sure_aspect, min_chars=config.plate_min_chars,
+                         max_reads=config.plate_max_reads)
+
+
+def _to_detections(dets: RawDetections, kind: str, source: str, w: int, h: int,
+                   min_size: float) -> list[Detection]:
+    out = []
+    for (x1, y1, x2, y2), score in zip(dets.boxes.tolist(), dets.scores.tolist()):
+        box = Box.from_xyxy(x1, y1, x2, y2).clipped(w, h)
+        if box.w <= 0 or box.h <= 0 or min(box.w, box.h) < min_size:
+            continue
+        out.append(Detection(kind, box, float(score), source))
+    return out
+
+
+def _parse_model_paths(entries: tuple[str, ...]) -> dict[str, str]:
+    paths: dict[str, str] = {}
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"anonymizer.face_model_paths entry {entry!r} must be "
+                              f"`detector=path`, e.g. `yunet=/models/yunet.onnx`")
+        paths[name.strip()] = path.strip()
+    return paths
+
+
+def build_stages(config: AnonymizerConfig) -> list[Any]:
+    """The detector stages `config` asks for, models loaded."""
+    stages: list[Any] = []
+    if config.faces:
+        paths = _parse_model_paths(config.face_model_paths)
+        unknown = set(paths) - set(config.face_detectors)
+        if unknown:
+            raise ConfigError(f"anonymizer.face_model_paths names {', '.join(sorted(unknown))}, "
+                              f"which is not in face_detectors")
+        if not config.face_detectors:
+            raise ConfigError("anonymizer.faces is on but face_detectors is empty")
+        for name in dict.fromkeys(config.face_detectors):
+            model = load_face_model(name, paths.get(name, ""), config.providers, config.threads,
+                                    config.face_nms_threshold)
+            stages.append(FaceStage(name, model))
+    if config.plates:
+        if config.plate_detector == "ppocr":
+            det: Any = TextPlateDetector(
+                config.providers, config.threads, score_threshold=config.plate_score_threshold,
+                bin_threshold=config.plate_text_threshold, max_side=config.plate_max_side,
+                max_upscale=config.plate_max_upscale, geometry=_geometry(config),
+                verify=config.plate_verify)
+        elif config.plate_detector == "haar":
+            det = HaarPlateDetector(config.plate_max_side, config.plate_max_upscale,
+                                    config.plate_model)
+        else:
+            det = SsdPlateDetector(config.plate_model, config.plate_score_threshold,
+                                   config.plate_max_side, config.plate_max_upscale)
+        stages.append(PlateStage(det))
+    return stages
+
 
 class Anonymizer:
-    """Thread-safe (one lock: OpenCV detectors are not re-entrant); create one per camera to
-    anonymize cameras in parallel."""
+    """Thread-safe (one lock: onnxruntime sessions are, the tracker is not); create one per
+    camera, since the carried-over regions belong to one camera's image geometry."""
 
     def __init__(self, config: AnonymizerConfig | None = None) -> None:
         self.config = config or AnonymizerConfig()
         validate(self.config)
         self._lock = threading.Lock()
-        self._faces = (YuNetFaceDetector(self.config.face_model, self.config.face_score_threshold,
-                                         self.config.face_nms_threshold)
-                       if self.config.faces else None)
+        self.stats = AnonymizerStats()
+        self.detectors = build_stages(self.config)
+        self._carry = CarryOver(self.config.carry_frames, self.config.carry_iou,
+                                self.config.carry_growth)
 
     def reconfigure(self, config: AnonymizerConfig) -> None:
-        """Apply run-time changes (thresholds, margin, policy); the model path is fixed."""
+        """Apply new settings. Model choices rebuild the detectors (loaded before the swap, so
+        a failing load leaves the old ones working); everything else applies to the next
+        frame."""
         validate(config)
+        rebuild = any(getattr(config, n) != getattr(self.config, n) for n in _STRUCTURAL)
+        stages = build_stages(config) if rebuild else None
         with self._lock:
-            self.config = config
-            if self._faces is not None:
-                self._faces.set_thresholds(config.face_score_threshold, config.face_nms_threshold)
+            if stages is not None:
+                self.detectors = stages
+            self.config = dataclasses.replace(config)
+            self._carry.frames = config.carry_frames
+            self._carry.iou_threshold = config.carry_iou
+            self._carry.growth = config.carry_growth
+
+    def reset(self) -> None:
+        """Forget carried regions (the next frame starts a new scene, e.g. unrelated photos)."""
+        with self._lock:
+            self._carry.reset()
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        """Regions to redact in `image` (HxWx3 uint8 BGR), margins not yet applied."""
-        detections: list[Detection] = []
-        if self._faces is not None:
-            detections += self._faces.detect(image)
-        return detections
+        """Regions to redact in `image` (HxWx3 uint8 BGR), margins not yet applied, without
+        carry-over. Raises DetectorFailure when a detector fails, is over budget or returns
+        corrupt boxes."""
+        return self._detect(image, self.config, {})
+
+    def _detect(self, image: np.ndarray, config: AnonymizerConfig,
+                timings: dict[str, float]) -> list[Detection]:
+        h, w = image.shape[:2]
+        faces: list[Detection] = []
+        plates: list[Detection] = []
+        for stage in self.detectors:
+            t0 = time.perf_counter()
+            try:
+                found = stage.detect(image, config)
+            except CorruptOutput as exc:
+                raise DetectorFailure("corrupt_output", str(exc)) from exc
+            except Exception as exc:  # noqa: BLE001 - any detector failure fails the frame
+                raise DetectorFailure("exception", f"{stage.name}: {exc}") from exc
+            ms = (time.perf_counter() - t0) * 1e3
+            key = f"{stage.kind}s_ms"
+            timings[key] = timings.get(key, 0.0) + ms
+            if config.detector_budget_ms > 0 and ms > config.detector_budget_ms:
+                raise DetectorFailure("over_budget", f"{stage.name} took {ms:.0f} ms, over the "
+                                      f"{config.detector_budget_ms:.0f} ms budget")
+            _check_detections(found, stage.name, w, h)
+            (faces if stage.kind == "face" else plates).extend(found)
+        if sum(isinstance(s, FaceStage) for s in self.detectors) > 1 and len(faces) > 1:
+            faces = _merge_detections(faces, config.face_nms_threshold)
+        return faces + plates
 
     def anonymize(self, meta: FrameMeta, image: np.ndarray) -> AnonymizedFrame:
         """Redact `image` in place and release it as an AnonymizedFrame.
@@ -52,25 +252,82 @@ class Anonymizer:
         the frame. `image` must not be used by the caller afterwards in either case.
         """
         t0 = time.perf_counter()
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or image.size == 0:
-            raise AnonymizationError(f"expected a non-empty HxWx3 uint8 image, got "
-                                     f"{image.shape} {image.dtype}")
         with self._lock:
+            self.stats.frames += 1
+            if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
+                    and image.dtype == np.uint8 and image.size > 0):
+                self.stats.failures["bad_input"] += 1
+                shape = getattr(image, "shape", None)
+                raise AnonymizationError(f"expected a non-empty HxWx3 uint8 image, got {shape} "
+                                         f"{getattr(image, 'dtype', type(image).__name__)}")
             config = self.config
+            timings: dict[str, float] = {}
+            if not image.flags.writeable:
+                image = image.copy()
             try:
-                if not image.flags.writeable:
-                    image = image.copy()
-                detections = self.detect(image)
+                detections = self._detect(image, config, timings)
                 h, w = image.shape[:2]
-                for det in detections:
-                    blur_region(image, det.box.expanded(config.margin).clipped(w, h),
-                                ellipse=det.kind == "face")
-            except Exception as exc:  # noqa: BLE001 - any failure must fail closed
-                if config.failure_policy == "full_blur":
+                seen, carried = (self._carry.update(detections, w, h) if config.carry_frames
+                                 else ([(d, 0) for d in detections], []))
+                t1 = time.perf_counter()
+                for det, track_id in seen + carried:
+                    margin = config.margin if det.kind == "face" else config.plate_margin
+                    box, ellipse = redaction_region(det, margin, w, h)
                     try:
-                        blur_full_frame(image)
-                    except Exception as blur_exc:  # noqa: BLE001
-                        raise AnonymizationError(f"full-frame blur failed: {blur_exc}") from exc
-                    return _release(meta, image, (), (time.perf_counter() - t0) * 1e3, True)
-                raise AnonymizationError(f"anonymization failed, frame dropped: {exc}") from exc
-        return _release(meta, image, tuple(detections), (time.perf_counter() - t0) * 1e3)
+                        redact(image, box, ellipse, config.redaction,
+                               blocks=config.pixelate_blocks, fill_value=config.fill_value,
+                               seed=track_id)
+                    except Exception as exc:  # noqa: BLE001
+                        raise DetectorFailure("redaction_error", f"redaction failed: {exc}") \
+                            from exc
+                timings["redact_ms"] = (time.perf_counter() - t1) * 1e3
+            except DetectorFailure as exc:
+                return self._fail(meta, image, config, exc.reason, str(exc), exc, t0)
+            except Exception as exc:  # noqa: BLE001 - anything unexpected also fails closed
+                return self._fail(meta, image, config, "exception", str(exc), exc, t0)
+            all_dets = tuple(d for d, _ in seen + carried)
+            self.stats.released += 1
+            self.stats.carried += len(carried)
+            for d in all_dets:
+                self.stats.redacted[d.kind] += 1
+            self.stats.last_ms = timings
+            return _release(meta, image, all_dets, (time.perf_counter() - t0) * 1e3)
+
+    def _fail(self, meta: FrameMeta, image: np.ndarray, config: AnonymizerConfig, reason: str,
+              message: str, cause: BaseException, t0: float) -> AnonymizedFrame:
+        self.stats.failures[reason] += 1
+        # the tracker may hold half-updated state; carried regions restart from detections
+        self._carry.reset()
+        if config.failure_policy == "full_blur":
+            try:
+                blur_full_frame(image)
+            except Exception as exc:  # noqa: BLE001
+                raise AnonymizationError(f"full-frame blur failed: {exc}") from cause
+            self.stats.full_frame_blurred += 1
+            return _release(meta, image, (), (time.perf_counter() - t0) * 1e3, True)
+        raise AnonymizationError(f"anonymization failed ({reason}), frame dropped: {message}") \
+            from cause
+
+
+def _check_detections(found: Any, source: str, w: int, h: int) -> None:
+    if not isinstance(found, list):
+        raise DetectorFailure("corrupt_output", f"{source} returned {type(found).__name__}, "
+                              f"not a list of detections")
+    for d in found:
+        if not isinstance(d, Detection):
+            raise DetectorFailure("corrupt_output", f"{source} returned {d!r}")
+        b = d.box
+        values = (b.x, b.y, b.w, b.h, d.score)
+        if not all(np.isfinite(values)):
+            raise DetectorFailure("corrupt_output", f"{source} returned a non-finite box "
+                                  f"{b.to_list(None)} score {d.score}")
+        if b.w <= 0 or b.h <= 0 or b.x < -1 or b.y < -1 or b.x2 > w + 1 or b.y2 > h + 1:
+            raise DetectorFailure("corrupt_output", f"{source} returned a box outside the "
+                                  f"{w}x{h} frame or with negative size: {b.to_list(None)}")
+
+
+def _merge_detections(dets: list[Detection], iou: float) -> list[Detection]:
+    """One box per face when several face detectors found it (the highest score wins)."""
+    boxes = np.array([[d.box.x, d.box.y, d.box.x2, d.box.y2] for d in dets], np.float32)
+    scores = np.array([d.score for d in dets], np.float32)
+    return [dets[i] for i in merge_indices(boxes, scores, iou)]

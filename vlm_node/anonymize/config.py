@@ -1,30 +1,142 @@
-"""Anonymizer settings (the `anonymizer.*` parameters of the node)."""
+"""Anonymizer settings (the `anonymizer.*` parameters of the node).
+
+Defaults come from the measurements in docs/anonymizer.md (labelled photos and 1080p composites
+on 2 CPU cores). Settings that pick or load models (`dynamic=False`) take effect when the
+Anonymizer is built or `reconfigure`d; thresholds, margins and redaction apply to the next frame.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vlm_node.anonymize.faces import FACE_MODELS
+from vlm_node.anonymize.plates import PLATE_DETECTORS, VERIFY_MODES
+from vlm_node.anonymize.runtime import KNOWN_PROVIDERS
 from vlm_node.params import setting
 
 FAILURE_POLICIES = ("drop", "full_blur")
-REDACTION_MODES = ("blur",)
+REDACTION_MODES = ("blur", "pixelate", "fill", "synthetic")
 
 
 @dataclass
 class AnonymizerConfig:
+    # --- faces ---------------------------------------------------------------------------
     faces: bool = setting(True, "Detect and redact faces.")
-    face_model: str = setting(
-        "", "Path of the YuNet face detector ONNX file; empty = the model shipped with vlm_node.")
-    face_score_threshold: float = setting(
-        0.6, "Minimum detector score for a face to be redacted.", min=0.05, max=0.99,
-        dynamic=True)
+    face_detectors: tuple[str, ...] = setting(
+        ("yunet",),
+        "Face detectors; with several, their boxes are united (NMS). yunet (tiled, 640x640 "
+        "input) found every labelled face at the default budget; ultraface and centerface "
+        "were measured weaker or slower (docs/anonymizer.md).", choices=FACE_MODELS,
+        default_factory=lambda: ("yunet",))
+    face_model_paths: tuple[str, ...] = setting(
+        (), "ONNX files replacing the shipped ones, as `detector=path` entries; empty = the "
+            "models shipped in vlm_node/assets/models.", default_factory=tuple)
+    yunet_score_threshold: float = setting(
+        0.6, "Minimum YuNet score for a face.", min=0.05, max=0.99, dynamic=True)
+    ultraface_score_threshold: float = setting(
+        0.7, "Minimum UltraFace score for a face.", min=0.05, max=0.99, dynamic=True)
+    centerface_score_threshold: float = setting(
+        0.5, "Minimum CenterFace heatmap score for a face.", min=0.05, max=0.99, dynamic=True)
     face_nms_threshold: float = setting(
         0.3, "IoU above which overlapping face boxes are merged.", min=0.05, max=0.95,
         dynamic=True)
+    face_max_side: int = setting(
+        1280, "Pixel budget of the tiled face pass: the frame's long side as the detector sees "
+              "it (0 = native resolution). Lower is faster and loses small faces.",
+        min=0, max=8192, dynamic=True)
+    face_max_upscale: float = setting(
+        1.0, "Small frames are enlarged by up to this factor for the face pass (1 = never: "
+             "enlarging photos found only unlabelled 5-10 px bystanders).", min=1.0,
+        max=4.0, dynamic=True)
+    face_tile_overlap: int = setting(
+        64, "Pixels (in detector input) shared by neighbouring tiles, so a face cut by one tile "
+            "edge is whole in the next.", min=0, max=320, dynamic=True)
+    face_global_pass: bool = setting(
+        True, "Also run fixed-input detectors once on the whole frame (large faces).",
+        dynamic=True)
+    face_min_size: float = setting(
+        8.0, "Face boxes smaller than this many pixels (short side) are ignored: too small "
+             "to identify, and mostly false.", min=0.0,
+        max=200.0, dynamic=True)
     margin: float = setting(
-        0.25, "Each redacted box grows by this fraction of its size on every side.",
+        0.25, "Each redacted face box grows by this fraction of its size on every side "
+              "(plates: plate_margin).",
         min=0.0, max=1.0, dynamic=True)
-    redaction: str = setting("blur", "How regions are redacted.", choices=REDACTION_MODES,
-                             dynamic=True)
+    # --- plates --------------------------------------------------------------------------
+    plates: bool = setting(True, "Detect and redact licence plates.")
+    plate_detector: str = setting(
+        "ppocr", "ppocr: text lines with plate geometry (PP-OCRv4); haar: OpenCV cascade "
+                 "(weak); ssd: hyperlpr2 SSD (Chinese plates, model not shipped).",
+        choices=PLATE_DETECTORS)
+    plate_model: str = setting(
+        "", "Model file for the plate detector; empty = shipped/installed default (required "
+            "for `ssd`).")
+    plate_score_threshold: float = setting(
+        0.5, "Minimum mean text probability of a text line (ppocr) or detector score (ssd).",
+        min=0.05, max=0.99, dynamic=True)
+    plate_text_threshold: float = setting(
+        0.3, "Per-pixel text probability that counts as text (ppocr).", min=0.05, max=0.95)
+    plate_max_side: int = setting(
+        960, "Pixel budget of the plate pass (long side; 0 = native resolution).", min=0,
+        max=8192, dynamic=True)
+    plate_max_upscale: float = setting(
+        2.0, "Small frames are enlarged by up to this factor for the plate pass.", min=1.0,
+        max=4.0, dynamic=True)
+    plate_min_height: float = setting(
+        6.0, "Text lines lower than this many pixels are ignored.", min=0.0, max=200.0,
+        dynamic=True)
+    plate_min_aspect: float = setting(
+        1.0, "A single text line narrower than this (long/short side of its box) is never a "
+             "plate.", min=0.5, max=10.0, dynamic=True)
+    plate_sure_aspect: float = setting(
+        2.2, "Single lines at least this long (about 6 glyphs) are plates on geometry alone; "
+             "shorter ones are read when plate_verify is `ambiguous` and must show "
+             "plate_min_chars characters (the 2-3 digits of a speed-limit sign do not).",
+        min=1.0, max=10.0, dynamic=True)
+    plate_verify: str = setting(
+        "all", "Read text with PP-OCR recognition to confirm plates: none (geometry "
+               "only: short sign numbers are redacted too), ambiguous (short single lines "
+               "only) or all (every line; drops prose and captions; the most precise).",
+        choices=VERIFY_MODES)
+    plate_min_chars: int = setting(
+        4, "Alphanumeric characters a read plate must show (a bare number of 1-3 digits is "
+           "always sign text).", min=1, max=12, dynamic=True)
+    plate_max_reads: int = setting(
+        12, "Recognition calls per frame; candidates beyond are redacted unread.", min=0,
+        max=200, dynamic=True)
+    plate_margin: float = setting(
+        0.1, "Each redacted plate box grows by this fraction of its size on every side.",
+        min=0.0, max=1.0, dynamic=True)
+    # --- redaction, tracking, failure handling -------------------------------------------
+    redaction: str = setting(
+        "blur", "How regions are redacted: blur, pixelate, fill, or synthetic (plates get a "
+                "rendered fake plate; faces are blurred).", choices=REDACTION_MODES,
+        dynamic=True)
+    pixelate_blocks: int = setting(
+        8, "Blocks across the long side of a pixelated region.", min=2, max=64, dynamic=True)
+    fill_value: int = setting(
+        96, "Grey level of `fill` redaction.", min=0, max=255, dynamic=True)
+    carry_frames: int = setting(
+        3, "Frames a region stays redacted after its detector lost it (0 = off).", min=0,
+        max=60, dynamic=True)
+    carry_iou: float = setting(
+        0.2, "IoU that associates a detection with a carried region.", min=0.01, max=0.9,
+        dynamic=True)
+    carry_growth: float = setting(
+        0.1, "A carried box grows by this fraction per missed frame (besides its motion).",
+        min=0.0, max=1.0, dynamic=True)
+    detector_budget_ms: float = setting(
+        3000.0, "A detector call taking longer than this fails the frame (0 = no limit): a "
+                "guard against a wedged detector, not a latency target (a first call at a new "
+                "frame size took up to 2 s on a loaded 2-core machine).",
+        min=0.0, max=60000.0, dynamic=True)
     failure_policy: str = setting(
         "drop", "When detection fails: `drop` the frame, or release it `full_blur`red.",
         choices=FAILURE_POLICIES, dynamic=True)
+    # --- runtime ---------------------------------------------------------------------------
+    providers: tuple[str, ...] = setting(
+        ("CPUExecutionProvider",), "onnxruntime execution providers in order of preference "
+                                   "(e.g. TensorrtExecutionProvider, CUDAExecutionProvider); "
+                                   "every one must be available.",
+        choices=KNOWN_PROVIDERS, default_factory=lambda: ("CPUExecutionProvider",))
+    threads: int = setting(
+        0, "onnxruntime intra-op threads per model (0 = one per core).", min=0, max=256)

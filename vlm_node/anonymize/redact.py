@@ -1,12 +1,26 @@
-"""Redaction of regions in place. Blur strength scales with the region, so a small face is as
-unrecognisable as a large one, and a face region is redacted inside an ellipse (its shape),
-leaving the corners of the box, often background, untouched."""
+"""Redaction of regions in place: blur, pixelate, fill, or a synthetic plate.
+
+Strength scales with the region, so a small face is as unrecognisable as a large one: every mode
+first throws away all detail finer than 1/`cells` of the region (blur and pixelate both go
+through a tiny image of the region), which is what a sharpening filter would need to bring the
+face back. Faces are redacted inside an ellipse (their shape), leaving the box corners, often
+background, untouched; plates as rectangles.
+"""
 from __future__ import annotations
+
+import math
 
 import cv2
 import numpy as np
 
+from vlm_node.anonymize.synthetic import render_plate
 from vlm_node.geometry import Box
+from vlm_node.results import Detection
+
+# Detail kept by `blur`: the region is reduced to this many cells across its long side before
+# smoothing. 6 cells leave a face as a few skin-coloured blobs (identity distances in
+# docs/anonymizer.md).
+BLUR_CELLS = 6
 
 
 def _odd(n: float) -> int:
@@ -14,33 +28,87 @@ def _odd(n: float) -> int:
     return k if k % 2 else k + 1
 
 
-def blur_region(image: np.ndarray, box: Box, ellipse: bool = False) -> None:
-    """Blur `box` of `image` (HxWx3 uint8) in place so that it cannot be recovered.
+def redaction_region(det: Detection, margin: float, width: int, height: int
+                     ) -> tuple[Box, bool]:
+    """The box that is redacted for `det` (grown by `margin`, clipped to the frame) and
+    whether the redaction is elliptical (faces) or rectangular (plates)."""
+    return det.box.expanded(margin).clipped(width, height), det.kind == "face"
 
-    Two passes: the region is first shrunk to a few pixels per side and scaled back (which
-    destroys the high frequencies a sharpening filter would need to recover detail) and then
-    smoothed with a Gaussian whose kernel is half the region's size, so no block edges remain.
-    """
+
+def region_mask(width: int, height: int, regions: list[tuple[Box, bool]]) -> np.ndarray:
+    """Boolean HxW mask of every pixel the regions redact (used by leak metrics)."""
+    mask = np.zeros((height, width), np.uint8)
+    for box, ellipse in regions:
+        rows, cols = box.int_slices(width, height)
+        sub = mask[rows, cols]
+        if sub.size == 0:
+            continue
+        if ellipse:
+            sub |= _ellipse(sub.shape[1], sub.shape[0])
+        else:
+            sub[...] = 1
+    return mask.astype(bool)
+
+
+def _ellipse(w: int, h: int) -> np.ndarray:
+    m = np.zeros((h, w), np.uint8)
+    cv2.ellipse(m, (((w - 1) / 2.0, (h - 1) / 2.0), (float(w), float(h)), 0.0), 255, -1)
+    return (m > 0).astype(np.uint8)
+
+
+def blurred(roi: np.ndarray, cells: int = BLUR_CELLS) -> np.ndarray:
+    """A copy of `roi` with no detail finer than 1/`cells` of its long side: reduced to a tiny
+    image by area averaging (which cannot alias detail back in), then enlarged smoothly. The
+    smoothing (a Gaussian one cell wide, so no block edges remain) runs on an intermediate
+    image 8 px per cell, which makes the cost independent of the region's size."""
+    rh, rw = roi.shape[:2]
+    f = cells / max(rh, rw)
+    sw, sh = max(1, round(rw * f)), max(1, round(rh * f))
+    small = cv2.resize(roi, (sw, sh), interpolation=cv2.INTER_AREA)
+    mid = cv2.resize(small, (sw * 8, sh * 8), interpolation=cv2.INTER_LINEAR)
+    mid = cv2.GaussianBlur(mid, (0, 0), 4.0, borderType=cv2.BORDER_REPLICATE)
+    return cv2.resize(mid, (rw, rh), interpolation=cv2.INTER_LINEAR)
+
+
+def pixelated(roi: np.ndarray, blocks: int) -> np.ndarray:
+    """A copy of `roi` made of square blocks of side ceil(long side / `blocks`), each the mean
+    colour of the pixels it covers."""
+    rh, rw = roi.shape[:2]
+    bs = max(1, math.ceil(max(rh, rw) / blocks))
+    gw, gh = math.ceil(rw / bs), math.ceil(rh / bs)
+    padded = cv2.copyMakeBorder(roi, 0, gh * bs - rh, 0, gw * bs - rw, cv2.BORDER_REPLICATE)
+    small = padded.reshape(gh, bs, gw, bs, 3).mean(axis=(1, 3))
+    big = np.repeat(np.repeat(np.rint(small).astype(np.uint8), bs, 0), bs, 1)
+    return big[:rh, :rw]
+
+
+def redact(image: np.ndarray, box: Box, ellipse: bool, mode: str, *, blocks: int = 8,
+           fill_value: int = 96, seed: int = 0) -> None:
+    """Redact `box` of `image` (HxWx3 uint8) in place with `mode`. `synthetic` replaces a
+    rectangular region with a rendered fake plate; for elliptical (face) regions it blurs."""
     h, w = image.shape[:2]
     rows, cols = box.int_slices(w, h)
     roi = image[rows, cols]
     rh, rw = roi.shape[:2]
-    if rh < 2 or rw < 2:
+    if rh == 0 or rw == 0:
         return
-    small = cv2.resize(roi, (max(1, rw // 8), max(1, rh // 8)), interpolation=cv2.INTER_AREA)
-    coarse = cv2.resize(small, (rw, rh), interpolation=cv2.INTER_LINEAR)
-    k = _odd(max(rh, rw) / 2)
-    blurred = cv2.GaussianBlur(coarse, (k, k), 0)
-    if ellipse:
-        mask = np.zeros((rh, rw), np.uint8)
-        cv2.ellipse(mask, (rw // 2, rh // 2), (max(1, rw // 2), max(1, rh // 2)), 0, 0, 360,
-                    255, -1)
-        np.copyto(roi, blurred, where=mask[:, :, None].astype(bool))
+    if mode == "blur" or (mode == "synthetic" and ellipse):
+        new = blurred(roi)
+    elif mode == "pixelate":
+        new = pixelated(roi, blocks)
+    elif mode == "fill":
+        new = np.full_like(roi, fill_value)
+    elif mode == "synthetic":
+        new = render_plate(roi, np.random.default_rng(seed))
     else:
-        roi[...] = blurred
+        raise ValueError(f"unknown redaction mode {mode!r}")
+    if ellipse:
+        np.copyto(roi, new, where=_ellipse(rw, rh)[:, :, None].astype(bool))
+    else:
+        roi[...] = new
 
 
 def blur_full_frame(image: np.ndarray) -> None:
-    """The fail-closed `full_blur` policy: nothing in the frame stays recognisable."""
-    h, w = image.shape[:2]
-    blur_region(image, Box(0, 0, w, h))
+    """The fail-closed `full_blur` policy: nothing in the frame stays recognisable (the frame
+    keeps only colour blobs 1/12 of its long side across)."""
+    image[...] = blurred(image, cells=12)

@@ -1,0 +1,76 @@
+"""Plate detection rules, and traffic-sign text surviving plate redaction."""
+import numpy as np
+import pytest
+
+from helpers import read_bgr, shared
+from vlm_node.anonymize import Anonymizer, AnonymizerConfig
+from vlm_node.anonymize.plates import (PlateGeometry, _group_lines, _judge_read,
+                                       line_is_plate_text, registration_like)
+from vlm_node.frames import FrameMeta
+from vlm_node.geometry import Box
+
+META = FrameMeta("cam", 1, "cam_optical")
+
+
+@pytest.mark.parametrize("texts, accepted", [
+    (["DZ17 YXR"], True), (["9214"], True), (["KL", "BOSS"], True),
+    (["50"], False), (["120"], False),           # speed-limit numbers are sign text
+    (["RZ6"], False),                            # too few characters to be sure
+    (["Look at her butt"], False),               # lower-case prose: a caption
+    (["SHOTCOPF10000REWARDNOW"], False),         # longer than any plate line
+])
+def test_read_text_decides_plates(texts, accepted):
+    assert _judge_read(texts, PlateGeometry())[0] is accepted
+
+
+def test_line_and_registration_rules():
+    assert line_is_plate_text("MH 20 BQ 20", 12) and not line_is_plate_text("", 12)
+    assert registration_like(["京A12345"]) and registration_like(["DL7CN5617"])
+    assert not registration_like(["ORIGINAL CLUB"]) and not registration_like(["A7", "KOLN"])
+
+
+def test_stacked_lines_group_but_side_by_side_lines_do_not():
+    boxes = np.array([[100, 100, 200, 130],   # registration
+                      [120, 132, 180, 142],   # state name below, a third of the height
+                      [260, 100, 300, 130]],  # a word beside: another object
+                     np.float32)
+    groups = sorted(sorted(g) for g in _group_lines(boxes, np.array([30, 10, 30], np.float32)))
+    assert groups == [[0, 1], [2]]
+
+
+def test_speed_limit_sign_survives_plate_redaction():
+    """A rendered speed-limit sign beside a car: the plate is redacted, the sign's pixels are
+    untouched, and the OCR backend still reads the limit from the anonymized frame."""
+    scenes = pytest.importorskip("vlm_node.render.scenes",
+                                 reason="sign renderer (vlm_node.render) not present")
+    from vlm_node.render.signs import SignSpec
+
+    img = read_bgr(shared("plates/images/Cars0.jpg"))
+    plate = Box(188, 194, 160, 74)
+    sign = None
+    for seed in range(20):  # a spot clear of the plate and the car's grille
+        candidate = img.copy()
+        sign = scenes.place_sign(candidate, SignSpec("speed_limit", 60), 96,
+                                 np.random.default_rng(seed), avoid=[plate.expanded(0.3)])
+        if sign is not None:
+            img = candidate
+            break
+    assert sign is not None
+    original = img.copy()
+    frame = Anonymizer(AnonymizerConfig(faces=False)).anonymize(META, img)
+    plates = [d for d in frame.detections if d.kind == "plate"]
+    assert any(d.box.iou(plate) > 0.5 for d in plates)
+    assert not any(d.box.intersection(sign) > 0 for d in plates)
+    rows, cols = sign.int_slices(416, 416)
+    assert np.array_equal(frame.image[rows, cols], original[rows, cols])
+    ocr = pytest.importorskip("vlm_node.analysis.ocr_backend",
+                              reason="OcrBackend (vlm_node.analysis.ocr_backend) not present")
+    backend = ocr.OcrBackend()
+    backend.load()
+    try:
+        before = [(r.sign_class, r.value) for r in backend.read_signs(original)]
+        after = [(r.sign_class, r.value) for r in backend.read_signs(frame.image)]
+    finally:
+        backend.close()
+    assert ("speed_limit", 60) in before
+    assert after == before

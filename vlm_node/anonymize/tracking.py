@@ -1,0 +1,108 @@
+"""Temporal carry-over: a region stays redacted for a few frames after its detector lost it.
+
+Detectors flicker: a face turned for one frame, motion blur, a plate behind a wiper. A single
+missed frame in a 10 Hz stream is a readable face in a published image. So every detection
+starts or updates a track (one camera = one Anonymizer = one tracker); a track that finds no
+detection is carried `carry_frames` frames, moved by its last observed motion and grown by
+`carry_growth` per missed frame so that it still covers the object while it keeps moving.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vlm_node.geometry import Box
+from vlm_node.results import Detection
+
+
+@dataclass(slots=True)
+class Track:
+    """One redacted object followed across frames of one camera."""
+
+    id: int
+    kind: str
+    box: Box
+    score: float
+    detector: str
+    velocity: tuple[float, float] = (0.0, 0.0)  # centre motion per frame, pixels
+    misses: int = 0
+
+
+@dataclass
+class CarryOver:
+    """Associates detections with tracks by IoU (greedy, best pairs first, same kind only) and
+    emits carried boxes for tracks that were not seen in this frame."""
+
+    frames: int = 3
+    iou_threshold: float = 0.2
+    growth: float = 0.1
+    tracks: list[Track] = field(default_factory=list)
+    _next_id: int = 1
+    _size: tuple[int, int] | None = None
+
+    def reset(self) -> None:
+        self.tracks.clear()
+        self._size = None
+
+    def update(self, detections: list[Detection], width: int, height: int
+               ) -> tuple[list[tuple[Detection, int]], list[tuple[Detection, int]]]:
+        """Feed this frame's detections; returns (detections with their track ids, carried
+        detections with their track ids). A new frame size (camera reconfigured) drops all
+        tracks: old boxes mean nothing in the new geometry."""
+        if self._size != (width, height):
+            self.tracks.clear()
+            self._size = (width, height)
+        # a lost track is matched where it is expected to be now, not where it was last seen
+        pairs = sorted(((det.box.iou(self.predicted(t) if t.misses else t.box), di, ti)
+                        for di, det in enumerate(detections)
+                        for ti, t in enumerate(self.tracks) if t.kind == det.kind),
+                       reverse=True)
+        det_track: dict[int, int] = {}
+        used: set[int] = set()
+        for iou, di, ti in pairs:
+            if iou < self.iou_threshold:
+                break
+            if di in det_track or ti in used:
+                continue
+            det_track[di] = ti
+            used.add(ti)
+        seen: list[tuple[Detection, int]] = []
+        for di, det in enumerate(detections):
+            if di in det_track:
+                t = self.tracks[det_track[di]]
+                (ox, oy), (nx, ny) = t.box.center, det.box.center
+                steps = t.misses + 1
+                t.velocity = ((nx - ox) / steps, (ny - oy) / steps)
+                t.box, t.score, t.detector, t.misses = det.box, det.score, det.detector, 0
+            else:
+                t = Track(self._next_id, det.kind, det.box, det.score, det.detector)
+                self._next_id += 1
+                self.tracks.append(t)
+                used.add(len(self.tracks) - 1)
+            seen.append((det, t.id))
+        carried: list[tuple[Detection, int]] = []
+        alive: list[Track] = []
+        for ti, t in enumerate(self.tracks):
+            if ti in used:
+                alive.append(t)
+                continue
+            t.misses += 1
+            if t.misses > self.frames:
+                continue
+            alive.append(t)
+            box = self.predicted(t)
+            if box.w > 0 and box.h > 0:
+                carried.append((Detection(t.kind, box, t.score, f"carry:{t.detector}"), t.id))
+        self.tracks = alive
+        return seen, carried
+
+    def predicted(self, t: Track) -> Box:
+        """Where a lost track's object is expected now: last box moved `misses` steps along its
+        velocity, grown on every side by the distance moved plus `growth` per missed frame."""
+        dx, dy = t.velocity[0] * t.misses, t.velocity[1] * t.misses
+        grow = self.growth * t.misses
+        b = t.box.shifted(dx, dy)
+        gx = b.w * grow + abs(t.velocity[0])
+        gy = b.h * grow + abs(t.velocity[1])
+        out = Box(b.x - gx, b.y - gy, b.w + 2 * gx, b.h + 2 * gy)
+        assert self._size is not None
+        return out.clipped(*self._size)

@@ -1,0 +1,231 @@
+"""`vlm-node anonymize`: redact faces and plates in image files, optionally scored against
+labels.
+
+Every output is the pixels of an AnonymizedFrame, so the command cannot write an image the
+anonymizer did not release: an image that cannot be read or whose anonymization fails is
+skipped and listed (exit status 1), never copied.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import glob
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from vlm_node.errors import AnonymizationError, ConfigError, VlmNodeError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+_JPEG = (".jpg", ".jpeg")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "anonymize", help="redact faces and licence plates in image files",
+        description="Redact faces and licence plates in INPUT (an image, a directory searched "
+                    "recursively, or a glob) and write each result under --output at the same "
+                    "relative path, name and format. Images that cannot be anonymized are "
+                    "skipped and reported, never copied.")
+    p.add_argument("input", help="image file, directory, or glob pattern (quote it)")
+    p.add_argument("--output", "-o", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--labels", metavar="JSON",
+                   help="labels.json to score against: prints recall, precision and leak rate "
+                        "per kind and writes them to DIR/metrics.json (and the report)")
+    p.add_argument("--report", metavar="JSON",
+                   help="write detections ([x, y, w, h] boxes, kind, score) per image and the "
+                        "configuration used")
+    p.add_argument("--mode", choices=("blur", "pixelate", "fill", "synthetic"),
+                   help="redaction mode (overrides the configuration)")
+    p.add_argument("--config", metavar="YAML",
+                   help="anonymizer settings: a ROS 2 parameters file (anonymizer.* entries) or "
+                        "a mapping of AnonymizerConfig fields")
+    p.add_argument("--sequence", action="store_true",
+                   help="inputs are consecutive frames of one camera: keep regions redacted "
+                        "across detector misses (carry-over); default treats images as "
+                        "unrelated")
+    p.add_argument("--iou", type=float, default=0.3,
+                   help="IoU for a detection to match a label (default 0.3)")
+    p.add_argument("--leak-coverage", type=float, default=0.3,
+                   help="a label is leaked when less than this share of it was redacted "
+                        "(default 0.3)")
+    p.add_argument("--ignore-smaller", type=float, default=0.0, metavar="PX",
+                   help="do not score labels or unmatched detections whose short side is "
+                        "below PX pixels (default 0: score everything)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality of outputs (95)")
+    p.set_defaults(func=run)
+
+
+def load_config(path: str | None, mode: str | None):  # noqa: ANN201
+    """AnonymizerConfig from a YAML file (ROS parameters file or plain mapping) plus --mode."""
+    from vlm_node.anonymize import AnonymizerConfig
+    from vlm_node.params import apply_overrides, validate
+
+    config = AnonymizerConfig()
+    if path:
+        import yaml
+
+        from vlm_node.config import load_params_yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read --config {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of settings")
+        ros = any(isinstance(v, dict) and "ros__parameters" in v for v in data.values())
+        params = load_params_yaml(path) if ros else data
+        values: dict[str, Any] = {}
+        for key, value in params.items():
+            if key == "anonymizer" and isinstance(value, dict):
+                values.update(value)
+            elif key.startswith("anonymizer."):
+                values[key.split(".", 1)[1]] = value
+            elif not ros:
+                values[key] = value
+        config = apply_overrides(config, values, "anonymizer.")
+    if mode:
+        config = dataclasses.replace(config, redaction=mode)
+    validate(config, "anonymizer.")
+    return config
+
+
+def collect_inputs(spec: str, exclude: Path | None = None) -> list[tuple[Path, Path]]:
+    """(image path, path relative to the input root) for INPUT: a file, a directory (recursive)
+    or a glob. Files under `exclude` (the output directory) are skipped."""
+    path = Path(spec)
+    if path.is_file():
+        found, root = [path], path.parent
+    elif path.is_dir():
+        found = [p for p in path.rglob("*") if p.is_file()]
+        root = path
+    elif glob.has_magic(spec):
+        found = [Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()]
+        parts = Path(spec).parts
+        first_magic = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+        root = Path(*parts[:first_magic]) if first_magic else Path(".")
+    else:
+        raise VlmNodeError(f"input not found: {spec}")
+    excluded = exclude.resolve() if exclude else None
+    images = []
+    for p in sorted(found):
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        if excluded is not None and excluded in p.resolve().parents:
+            continue
+        images.append((p, p.relative_to(root) if p.is_relative_to(root) else Path(p.name)))
+    if not images:
+        raise VlmNodeError(f"no images found in {spec} (looked for "
+                           f"{', '.join(IMAGE_EXTENSIONS)})")
+    return images
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from vlm_node.anonymize import Anonymizer
+    from vlm_node.anonymize.evaluation import KINDS, KindCounts, load_labels, score_image
+    from vlm_node.frames import FrameMeta
+
+    out_dir = Path(args.output)
+    config = load_config(args.config, args.mode)
+    inputs = collect_inputs(args.input, exclude=out_dir)
+    labels: dict[Path, Any] = {}
+    if args.labels:
+        try:
+            labels = {item.path.resolve(): item for item in load_labels(args.labels)}
+        except (OSError, ValueError) as exc:
+            raise VlmNodeError(f"--labels {args.labels}: {exc}") from exc
+    anonymizer = Anonymizer(config)
+    margins = {"face": config.margin, "plate": config.plate_margin}
+    totals = {k: KindCounts() for k in KINDS}
+    records: list[dict[str, Any]] = []
+    failed: list[dict[str, str]] = []
+    scored = 0
+    t_start = time.perf_counter()
+    for i, (src, rel) in enumerate(tqdm(inputs, desc="anonymize", unit="img",
+                                        file=sys.stderr, disable=None)):
+        dst = out_dir / rel
+        if dst.resolve() == src.resolve():
+            failed.append({"input": str(src), "error": "output would overwrite the input"})
+            continue
+        image = cv2.imread(str(src), cv2.IMREAD_COLOR)
+        if image is None:
+            failed.append({"input": str(src), "error": "unreadable image"})
+            log.warning("%s: unreadable image, skipped", src)
+            continue
+        if not args.sequence:
+            anonymizer.reset()
+        h, w = image.shape[:2]
+        try:
+            frame = anonymizer.anonymize(FrameMeta("files", i, str(rel)), image)
+        except AnonymizationError as exc:
+            failed.append({"input": str(src), "error": str(exc)})
+            log.warning("%s: %s; skipped", src, exc)
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        params = [cv2.IMWRITE_JPEG_QUALITY, args.quality] if dst.suffix.lower() in _JPEG else []
+        if not cv2.imwrite(str(dst), frame.image, params):
+            failed.append({"input": str(src), "error": f"could not write {dst}"})
+            continue
+        record: dict[str, Any] = {
+            "input": str(rel), "output": str(dst), "width": w, "height": h,
+            "anonymize_ms": round(frame.anonymize_ms, 2),
+            "full_frame_redacted": frame.full_frame_redacted,
+            "detections": [d.to_json() for d in frame.detections]}
+        item = labels.get(src.resolve())
+        if item is not None:
+            counts = score_image(item.boxes, frame.detections, w, h, margins=margins,
+                                 iou=args.iou, leak_coverage=args.leak_coverage,
+                                 ignore_below=args.ignore_smaller)
+            record["metrics"] = {k: c.to_json() for k, c in counts.items()}
+            for k, c in counts.items():
+                totals[k].add(c)
+            scored += 1
+        records.append(record)
+    elapsed = time.perf_counter() - t_start
+    print(f"anonymized {len(records)} of {len(inputs)} images into {out_dir} "
+          f"({elapsed:.1f} s)" + (f"; {len(failed)} skipped" if failed else ""))
+    for f in failed:
+        print(f"  skipped {f['input']}: {f['error']}")
+    metrics = None
+    if args.labels:
+        metrics = {"images_scored": scored, "iou": args.iou,
+                   "leak_coverage": args.leak_coverage, "ignore_smaller": args.ignore_smaller,
+                   **{k: c.to_json() for k, c in totals.items() if c.labels or c.detections}}
+        if scored == 0:
+            print(f"no processed image is listed in {args.labels}")
+        for kind in KINDS:
+            if kind in metrics:
+                m = metrics[kind]
+                print(f"{kind}s: recall {_fmt(m['recall'])} ({m['matched']}/{m['labels']}), "
+                      f"precision {_fmt(m['precision'])} ({m['detections']} detections), "
+                      f"leak rate {_fmt(m['leak_rate'])} ({m['leaked']} leaked)")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(out_dir / "metrics.json", metrics)
+    if args.report:
+        _write_json(Path(args.report), {
+            "config": dataclasses.asdict(config), "images": records, "failed": failed,
+            **({"metrics": metrics} if metrics is not None else {})})
+    return 1 if failed else 0
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=list) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

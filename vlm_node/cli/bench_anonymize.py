@@ -1,0 +1,268 @@
+"""`vlm-node bench anonymize`: speed and recall of the anonymizer per setting, one table.
+
+Frames are built from the labelled photos (`evaluation.compose_frame`: a grid of photos scaled
+down into a 720p or 1080p frame, like the small distant faces and plates of a road camera), and
+shown as short clips panning a few pixels per frame so the carry-over works as on video. Each
+setting is timed per stage (decode, face detection, plate detection, redaction, encode) and
+scored twice: on the labelled photos themselves and on the composite frames it was timed on.
+The `baseline` setting runs the same detectors in one plain full-frame pass, in the same run,
+so speed-ups are measured against the same machine state.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from vlm_node.errors import VlmNodeError
+
+# Settings compared; `default` is AnonymizerConfig() itself.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "baseline": {"face_max_side": 640, "face_max_upscale": 1.0, "face_global_pass": False,
+                 "plate_max_side": 960, "plate_max_upscale": 1.0, "plate_verify": "none",
+                 "carry_frames": 0},
+    "fast": {"face_max_side": 960, "plate_max_side": 640},
+    "default": {},
+    "accurate": {"face_max_side": 1920, "plate_max_side": 1920},
+}
+_DEFAULT_LABELS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "labels.json"
+
+
+def add_anonymize_parser(bench_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = bench_sub.add_parser(
+        "anonymize", help="anonymizer frames/s and recall per setting",
+        description="Time the anonymizer per stage at several frame sizes and settings on "
+                    "frames composed from labelled photos, and score each setting's recall, "
+                    "precision and leak rate on the labelled photos and the timed frames.")
+    p.add_argument("--labels", default=str(_DEFAULT_LABELS), metavar="JSON",
+                   help=f"labels.json with face and plate boxes (default {_DEFAULT_LABELS})")
+    p.add_argument("--sizes", default="1280x720,1920x1080",
+                   help="frame sizes WxH, comma-separated (default 1280x720,1920x1080)")
+    p.add_argument("--frames", type=int, default=20, help="timed frames per size and setting")
+    p.add_argument("--warmup", type=int, default=3, help="untimed frames first (default 3)")
+    p.add_argument("--settings", default=",".join(SETTINGS),
+                   help=f"settings to compare, comma-separated, from {', '.join(SETTINGS)}")
+    p.add_argument("--providers", default="CPUExecutionProvider",
+                   help="onnxruntime execution providers in order, comma-separated, e.g. "
+                        "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider")
+    p.add_argument("--threads", type=int, default=0,
+                   help="onnxruntime intra-op threads (0 = one per core)")
+    p.add_argument("--no-labelled", action="store_true",
+                   help="skip scoring on the labelled photos (timing and frame recall only)")
+    p.add_argument("--output", metavar="JSON", help="write all numbers as JSON")
+    p.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+    return p
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    out = []
+    for part in text.split(","):
+        try:
+            w, h = (int(v) for v in part.lower().split("x"))
+        except ValueError as exc:
+            raise VlmNodeError(f"--sizes: {part!r} is not WxH") from exc
+        if w < 64 or h < 64:
+            raise VlmNodeError(f"--sizes: {part} is too small")
+        out.append((w, h))
+    return out
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import onnxruntime as ort
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "onnxruntime": ort.__version__, "opencv": cv2.__version__,
+            "available_providers": ort.get_available_providers()}
+
+
+def clip(frame: np.ndarray, boxes: dict[str, list], length: int, step: float
+         ) -> list[tuple[np.ndarray, dict[str, list]]]:
+    """`length` frames panning `frame` by `step` px per frame (border replicated), labels
+    moved along (boxes leaving the frame are dropped)."""
+    h, w = frame.shape[:2]
+    out = []
+    for k in range(length):
+        dx = step * k
+        m = np.float32([[1, 0, dx], [0, 1, 0]])
+        img = cv2.warpAffine(frame, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+        moved = {kind: [b.shifted(dx, 0) for b in bs if b.x2 + dx <= w] for kind, bs in
+                 boxes.items()}
+        out.append((img, moved))
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from vlm_node.anonymize import Anonymizer, AnonymizerConfig
+    from vlm_node.anonymize.evaluation import (KINDS, KindCounts, compose_frame, load_labels,
+                                               score_image)
+    from vlm_node.frames import FrameMeta
+    from vlm_node.params import apply_overrides
+
+    labels_path = Path(args.labels)
+    if not labels_path.is_file():
+        raise VlmNodeError(f"labels file not found: {labels_path} (pass --labels)")
+    items = load_labels(labels_path)
+    photos = []
+    for it in items:
+        img = cv2.imread(str(it.path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise VlmNodeError(f"unreadable labelled image {it.path}")
+        photos.append((it, img))
+    names = [s.strip() for s in args.settings.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SETTINGS]
+    if unknown:
+        raise VlmNodeError(f"unknown setting(s) {', '.join(unknown)}; choose from "
+                           f"{', '.join(SETTINGS)}")
+    providers = tuple(p.strip() for p in args.providers.split(",") if p.strip())
+    rng = np.random.default_rng(args.seed)
+    sizes = _sizes(args.sizes)
+    # one set of clips per size, shared by all settings: faces and plates photos mixed per
+    # frame (each photo keeps only its own labelled kind)
+    mixed = [(img, {k: it.boxes[k] for k in KINDS}) for it, img in photos]
+    clips: dict[tuple[int, int], list] = {}
+    for size in sizes:
+        frames: list = []
+        while len(frames) < args.frames + args.warmup:
+            comp = compose_frame(mixed, size, rng)
+            frames += clip(comp.image, comp.boxes, 5, 3.0)
+        clips[size] = frames[:args.frames + args.warmup]
+    results = []
+    for name in names:
+        # no time budget: a benchmark measures slow frames instead of dropping them
+        config = apply_overrides(AnonymizerConfig(), {**SETTINGS[name], "providers": providers,
+                                                      "threads": args.threads,
+                                                      "detector_budget_ms": 0.0})
+        anon = Anonymizer(config)
+        margins = {"face": config.margin, "plate": config.plate_margin}
+        row: dict[str, Any] = {"setting": name, "overrides": SETTINGS[name]}
+        if not args.no_labelled:
+            totals = {k: KindCounts() for k in KINDS}
+            dogs = 0
+            for it, img in photos:
+                anon.reset()
+                frame = anon.anonymize(FrameMeta("bench", 0, "labelled"), img.copy())
+                h, w = img.shape[:2]
+                if "dogs" in it.relative:
+                    dogs = len(frame.detections)
+                for k, c in score_image(it.boxes, frame.detections, w, h,
+                                        margins=margins).items():
+                    totals[k].add(c)
+            row["labelled"] = {k: c.to_json() for k, c in totals.items()}
+            row["labelled"]["dogs_redactions"] = dogs
+        row["sizes"] = {}
+        for size, frames in clips.items():
+            anon.reset()
+            stages: dict[str, list[float]] = {k: [] for k in
+                                              ("decode", "faces", "plates", "redact", "encode",
+                                               "anonymize")}
+            totals = {k: KindCounts() for k in KINDS}
+            for i, (img, boxes) in enumerate(frames):
+                ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+                t0 = time.perf_counter()
+                decoded = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+                t1 = time.perf_counter()
+                frame = anon.anonymize(FrameMeta("bench", i, "frame"), decoded)
+                t2 = time.perf_counter()
+                cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+                t3 = time.perf_counter()
+                if i < args.warmup:
+                    continue
+                last = anon.stats.last_ms
+                stages["decode"].append((t1 - t0) * 1e3)
+                stages["anonymize"].append((t2 - t1) * 1e3)
+                stages["encode"].append((t3 - t2) * 1e3)
+                stages["faces"].append(last.get("faces_ms", 0.0))
+                stages["plates"].append(last.get("plates_ms", 0.0))
+                stages["redact"].append(last.get("redact_ms", 0.0))
+                for k, c in score_image(boxes, frame.detections, *size, margins=margins,
+                                        ignore_below=10).items():
+                    totals[k].add(c)
+            ms = {k: round(float(np.mean(v)), 1) for k, v in stages.items()}
+            p50 = float(np.median(stages["anonymize"]))
+            e2e = ms["decode"] + ms["anonymize"] + ms["encode"]
+            row["sizes"][f"{size[0]}x{size[1]}"] = {
+                "ms_mean": ms, "anonymize_ms_p50": round(p50, 1),
+                "fps": round(1000.0 / ms["anonymize"], 2), "fps_end_to_end": round(1000 / e2e, 2),
+                "frames": {k: c.to_json() for k, c in totals.items()}}
+        results.append(row)
+        print(_row_text(row), flush=True)
+    report = {"machine": machine(), "providers": list(providers), "threads": args.threads,
+              "frames_per_size": args.frames, "results": results}
+    if args.output:
+        Path(args.output).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    table = markdown(report)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table + "\n", encoding="utf-8")
+    return 0
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _row_text(row: dict[str, Any]) -> str:
+    parts = [row["setting"]]
+    for size, r in row["sizes"].items():
+        parts.append(f"{size}: {r['fps']} fps ({r['ms_mean']['anonymize']} ms)")
+    return "  ".join(parts)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The comparison as a Markdown table (one row per setting and size)."""
+    m = report["machine"]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores; onnxruntime {m['onnxruntime']} "
+             f"({', '.join(report['providers'])}); OpenCV {m['opencv']}; "
+             f"{report['frames_per_size']} frames per size.", "",
+             "| setting | frame | decode | faces | plates | redact | encode | anonymize ms "
+             "(p50) | fps | fps incl. codec | face R / P (photos) | plate R / P (photos) | "
+             "dogs.jpg redactions | face R (frames) | plate R (frames) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in report["results"]:
+        lab = row.get("labelled", {})
+        for size, r in row["sizes"].items():
+            ms = r["ms_mean"]
+            fr = r["frames"]
+            lines.append(
+                f"| {row['setting']} | {size} | {ms['decode']} | {ms['faces']} | "
+                f"{ms['plates']} | {ms['redact']} | {ms['encode']} | {ms['anonymize']} "
+                f"({r['anonymize_ms_p50']}) | {r['fps']} | {r['fps_end_to_end']} | "
+                f"{_fmt(lab.get('face', {}).get('recall'))} / "
+                f"{_fmt(lab.get('face', {}).get('precision'))} | "
+                f"{_fmt(lab.get('plate', {}).get('recall'))} / "
+                f"{_fmt(lab.get('plate', {}).get('precision'))} | "
+                f"{lab.get('dogs_redactions', '–')} | "
+                f"{_fmt(fr.get('face', {}).get('recall'))} | "
+                f"{_fmt(fr.get('plate', {}).get('recall'))} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark without the `vlm-node bench` parent (python -m ...)."""
+    parser = argparse.ArgumentParser(prog="vlm-node bench")
+    sub = parser.add_subparsers(dest="bench", required=True)
+    add_anonymize_parser(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
