@@ -1,0 +1,141 @@
+"""Colour/shape sign candidates: rendered signs on real photos are found with the right shape
+and colours, at sizes down to about 20 px; real photos without signs give few candidates."""
+import glob
+
+import numpy as np
+import pytest
+
+from helpers import SHARED_DATA, read_bgr
+from vlm_node.analysis.sign_candidates import (CandidateConfig, Shape, colour_masks,
+                                               find_candidates)
+from vlm_node.params import validate
+from vlm_node.render.scenes import compose_scene, load_photos
+from vlm_node.render.signs import SignSpec
+
+PHOTOS = {p.file: p for p in load_photos()}
+
+
+def found(spec, height, photo="Cars2.jpg", seed=0, size=(640, 480)):
+    """The candidate matching the one rendered sign (IoU >= 0.5), or None."""
+    scene = compose_scene(PHOTOS[photo], [spec], seed=seed, size=size, heights=[height])
+    (label,) = scene.signs
+    cands = find_candidates(scene.image)
+    best = max(cands, key=lambda c: c.box.iou(label.box), default=None)
+    return best if best is not None and best.box.iou(label.box) >= 0.5 else None
+
+
+@pytest.mark.parametrize("height, photo", [
+    (h, p) for p in ("Cars2.jpg", "Cars36.jpg", "Cars34.jpg") for h in (20, 28, 40, 64, 110)
+    if (h, p) != (20, "Cars34.jpg")])  # 20 px on red paint: the blurred rim merges away
+def test_speed_limit_rings_are_found_at_many_sizes_on_real_photos(height, photo):
+    # Cars34 is a red car and Cars36 has round red tail lights: the ring must still stand out.
+    cand = found(SignSpec("speed_limit", 60), height, photo, seed=height)
+    assert cand is not None
+    assert (cand.shape, cand.border, cand.inner, cand.filled) == (
+        Shape.CIRCLE, "red", "white", False)
+    assert cand.legend.coverage_by(cand.box) == 1.0 and cand.legend.area < cand.box.area
+    assert 0.5 <= cand.score <= 1.0
+
+
+@pytest.mark.parametrize("spec, shape, border, filled", [
+    (SignSpec("stop"), (Shape.OCTAGON, Shape.CIRCLE), "red", True),
+    (SignSpec("no_entry"), (Shape.CIRCLE,), "red", True),
+    (SignSpec("yield"), (Shape.TRIANGLE_DOWN,), "red", False),
+    (SignSpec("general_caution"), (Shape.TRIANGLE_UP,), "red", False),
+    (SignSpec("priority_road"), (Shape.DIAMOND,), "yellow", True),
+    (SignSpec("minimum_speed", 40), (Shape.CIRCLE,), "blue", True),
+    (SignSpec("parking"), (Shape.RECTANGLE,), "blue", True),
+])
+@pytest.mark.parametrize("height", [36, 90])
+def test_each_sign_family_is_found_with_its_shape_and_colour(spec, shape, border, filled,
+                                                             height):
+    cand = found(spec, height, "Cars21.jpg", seed=height)
+    assert cand is not None
+    assert cand.shape in shape and cand.border == border and cand.filled == filled
+
+
+@pytest.mark.parametrize("spec, shape, height, photo", [
+    (SignSpec("speed_limit", 55, "us"), (Shape.RECTANGLE,), 60, "Cars21.jpg"),
+    (SignSpec("speed_limit", 55, "us"), (Shape.RECTANGLE,), 90, "Cars21.jpg"),
+    (SignSpec("end_speed_limit", 80), (Shape.CIRCLE, Shape.OCTAGON), 60, "Cars21.jpg"),
+    (SignSpec("end_speed_limit", 80), (Shape.CIRCLE, Shape.OCTAGON), 90, "Cars41.jpg"),
+])
+def test_white_signs_are_found_where_they_stand_out(spec, shape, height, photo):
+    # White signs are found from white pixels, so they merge with bright, grey surroundings
+    # (sky, white cars, spray): measured recall is lower than for coloured signs.
+    cand = found(spec, height, photo, seed=height)
+    assert cand is not None
+    assert cand.shape in shape and cand.border == "white" and cand.inner == "black"
+
+
+def test_a_ring_in_front_of_red_paint_is_still_a_ring():
+    # Placed on the red hatchback, the rim touches red paint all round; the light inner disc
+    # still outlines the sign.
+    for seed in range(4):
+        scene = compose_scene(PHOTOS["Cars34.jpg"], [SignSpec("speed_limit", 100)], seed=seed,
+                              size=(640, 480), heights=[80])
+        (label,) = scene.signs
+        cands = [c for c in find_candidates(scene.image) if c.box.iou(label.box) >= 0.5]
+        assert [(c.shape, c.border) for c in cands] == [(Shape.CIRCLE, "red")]
+
+
+REAL = sorted(glob.glob(str(SHARED_DATA / "plates" / "images" / "*.jpg"))) + \
+    sorted(glob.glob(str(SHARED_DATA / "faces" / "*" / "*.jpg")))
+
+
+@pytest.fixture(scope="module")
+def real_candidates():
+    if not REAL:
+        pytest.skip("shared test photos not present")
+    return {p.rsplit("/", 1)[1]: find_candidates(read_bgr(p)) for p in REAL}
+
+
+def test_real_photos_without_signs_give_few_candidates(real_candidates):
+    # Measured: 7 false candidates in 46 photos (30 car photos incl. red cars and round tail
+    # lights, 16 portraits and group photos): a Fiat badge (red ring with white inside), two
+    # small red triangles, one white disc and a blue '4' on a police car (the same car in
+    # three photos). None becomes a reading (test_ocr_backend).
+    assert len(real_candidates) == 46
+    total = sum(len(c) for c in real_candidates.values())
+    assert total <= 7
+    assert sum(len(c) > 0 for c in real_candidates.values()) <= 7
+    for name in ("Cars36.jpg", "Cars14.jpg", "Cars21.jpg", "Cars2.jpg"):  # red tail lights
+        assert real_candidates[name] == []
+
+
+def test_red_cars_are_not_candidates(real_candidates):
+    # Red car bodies: Cars13 (Ferrari), Cars34 (hatchback), Cars45; only badge-sized regions
+    # may remain.
+    for name in ("Cars13.jpg", "Cars34.jpg", "Cars45.jpg"):
+        for cand in real_candidates[name]:
+            assert cand.box.w < 40 and cand.box.h < 45
+
+
+def test_limits_of_the_configuration_hold():
+    scene = compose_scene(PHOTOS["Cars7.jpg"], [SignSpec("speed_limit", 30)] * 3 +
+                          [SignSpec("yield")] * 2, seed=2, size=(1280, 720),
+                          heights=[60, 70, 80, 50, 55])
+    assert len(scene.signs) == 5
+    assert len(find_candidates(scene.image)) == 5
+    assert len(find_candidates(scene.image, CandidateConfig(max_candidates=2))) == 2
+    # Raising the minimum size drops the small signs first.
+    sizes = sorted(c.box.h for c in find_candidates(scene.image))
+    big_only = find_candidates(scene.image, CandidateConfig(min_size_px=65))
+    assert 0 < len(big_only) < 5
+    assert min(c.box.h for c in big_only) > sizes[0]
+    validate(CandidateConfig())
+
+
+def test_colour_masks_separate_sign_paints():
+    import cv2
+
+    swatches = np.array([[[30, 22, 200], [160, 82, 0], [0, 196, 250], [242, 246, 246],
+                          [40, 40, 40], [60, 130, 200]]], np.uint8)  # BGR
+    hsv = cv2.cvtColor(np.repeat(np.repeat(swatches, 8, axis=0), 8, axis=1), cv2.COLOR_BGR2HSV)
+    masks = colour_masks(hsv, CandidateConfig())
+    at = {k: [bool(m[4, 4 + 8 * i]) for i in range(6)] for k, m in masks.items()}
+    assert at["red"] == [True, False, False, False, False, False]
+    assert at["blue"] == [False, True, False, False, False, False]
+    assert at["yellow"] == [False, False, True, False, False, False]
+    assert at["white"][3] and not at["white"][4]  # white vs dark grey; skin is none
+    assert not any(at[k][5] for k in ("red", "blue", "yellow"))

@@ -1,0 +1,661 @@
+"""The `ocr` analysis backend: colour/shape sign candidates read with PP-OCR, no VLM.
+
+It runs on a CPU with the PP-OCRv4 recogniser that ships inside the pinned
+`rapidocr-onnxruntime` wheel, so the node still publishes speed limits when no VLM can be
+loaded (the `auto` backend falls back to it, marked degraded). OCR runs only on candidate crops
+(the sign's legend), never on the whole frame: the recogniser alone costs a few milliseconds
+per crop, where text detection on a 720p frame costs hundreds.
+
+A candidate becomes a reading only when shape, colour and text agree on one class:
+- red ring + large number: speed limit (km/h); "7.5 t": weight limit; "3.5 m" between
+  arrowheads above and below: height limit (width limits are skipped: their side arrowheads
+  get read into the number);
+- white portrait rectangle + "SPEED LIMIT" + number: speed limit (mph);
+- white disc crossed by stripes + number: end of speed limit;
+- red octagon or disc + "STOP": stop; red disc + one white bar: no entry;
+- red inverted triangle: yield; red triangle + "!": general caution;
+- yellow diamond: priority road (crossed out: end of priority road);
+- blue disc + number: minimum speed; blue square + "P": parking.
+Everything else is skipped rather than guessed, and every number is checked against
+`vocab.VALUE_RULES` (a speed of 7 or 1000 is a misreading and is dropped).
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+
+from vlm_node import vocab
+from vlm_node.analysis.base import AnalysisBackend
+from vlm_node.analysis.sign_candidates import (CandidateConfig, Shape, SignCandidate,
+                                               find_candidates)
+from vlm_node.errors import AnalysisError, BackendUnavailableError
+from vlm_node.frames import AnonymizedFrame
+from vlm_node.params import setting
+from vlm_node.results import AnalysisResult, SignReading
+
+OCR_PACKAGE = "rapidocr-onnxruntime"
+OCR_PIN = "rapidocr-onnxruntime==1.4.4"
+
+
+@dataclass
+class OcrConfig:
+    """Settings of the `ocr` backend (`analysis.ocr.*` parameters)."""
+
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
+    max_reads: int = setting(8, "OCR at most this many candidates per frame (best scores "
+                                "first); each costs a few ms.", min=1, max=64, dynamic=True)
+    min_text_score: float = setting(0.5, "Minimum PP-OCR recognition score for text to count.",
+                                    min=0.0, max=1.0, dynamic=True)
+    min_confidence: float = setting(0.35, "Readings below this confidence (text score x "
+                                          "candidate score) are not published.",
+                                    min=0.0, max=1.0, dynamic=True)
+    legend_height_px: int = setting(64, "Legend crops smaller than this are enlarged (bicubic) "
+                                        "before recognition.", min=16, max=256)
+    confirm_below_px: int = setting(24, "Legends smaller than this many pixels are read twice "
+                                        "(colour and binarized) and published only when both "
+                                        "reads agree.", min=0, max=256, dynamic=True)
+    retry_binarized: bool = setting(True, "When the first read of a legend is unusable, read "
+                                          "a binarized copy too (a second recogniser pass).",
+                                    dynamic=True)
+    threads: int = setting(0, "onnxruntime intra-op threads for PP-OCR; 0 = library default "
+                              "(all cores).", min=0, max=64)
+
+
+@dataclass(frozen=True, slots=True)
+class TextRead:
+    """One recogniser output for one crop."""
+
+    text: str
+    score: float
+
+
+# --- text parsing ------------------------------------------------------------------------------
+
+# Letters PP-OCR returns for digits on signs, used only next to real digits ("1O0" -> "100").
+_DIGIT_CONFUSIONS = str.maketrans({"O": "0", "o": "0", "D": "0", "Q": "0", "U": "0",
+                                   "I": "1", "l": "1", "i": "1", "|": "1", "!": "1",
+                                   "S": "5", "s": "5", "B": "8", "Z": "2", "z": "2"})
+_NUMBER = re.compile(r"^(?P<num>[0-9OoDQUIli|!SsBZz]{1,4}(?:[.,][0-9OoDQUIli|SsBZz])?)"
+                     r"(?P<unit>km/?h|kmh|mph|t|m)?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedNumber:
+    value: float
+    unit: str  # "", "km/h", "mph", "t" or "m" as printed on the sign
+
+
+def parse_number(text: str) -> ParsedNumber | None:
+    """The number (and printed unit) in a legend's text, tolerating OCR confusions in digit
+    context; None when the text is not a number. "1O0" -> 100, "7.5t" -> 7.5 t, "STOP" -> None.
+    """
+    t = re.sub(r"\s+", "", text).strip(".,:;-_'\"`()[]{}（）【】|")
+    m = _NUMBER.match(t)
+    if not m:
+        return None
+    raw = m.group("num")
+    if not any(ch.isdigit() for ch in raw):
+        return None  # letters alone are words, not misread digits
+    digits = raw.translate(_DIGIT_CONFUSIONS).replace(",", ".")
+    try:
+        value = float(digits)
+    except ValueError:
+        return None
+    if "." not in digits and len(digits) > 1 and digits.startswith("0"):
+        return None  # "05" is not how a sign prints a number
+    unit = (m.group("unit") or "").lower()
+    unit = {"kmh": "km/h", "km/h": "km/h", "kmh/": "km/h"}.get(unit, unit)
+    return ParsedNumber(value, unit)
+
+
+def plausible(sign_class: str, value: float, unit: str) -> bool:
+    """Whether `value` in `unit` can be on a `sign_class` sign (vocab.VALUE_RULES); speeds
+    must also be a multiple of vocab.SPEED_STEP."""
+    rule = vocab.VALUE_RULES.get(sign_class)
+    if rule is None:
+        return False
+    units, lo, hi = rule
+    if unit not in units or not lo <= value <= hi:
+        return False
+    if unit in ("km/h", "mph"):
+        return float(value).is_integer() and value % vocab.SPEED_STEP == 0
+    return True
+
+
+def _letters(text: str) -> str:
+    """Upper-case letters of `text`, with the digits OCR puts in words mapped back."""
+    return re.sub(r"[^A-Z]", "", text.upper().translate(str.maketrans("0518", "OSIB")))
+
+
+def _near(word: str, target: str) -> bool:
+    """`word` equals `target` up to one substitution, insertion or deletion."""
+    if word == target:
+        return True
+    if abs(len(word) - len(target)) > 1:
+        return False
+    if len(word) == len(target):
+        return sum(a != b for a, b in zip(word, target)) <= 1
+    short, long_ = sorted((word, target), key=len)
+    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
+
+
+def says(text: str, target: str) -> bool:
+    """Whether OCR `text` contains the word `target` (e.g. STOP), allowing one error."""
+    letters = _letters(text)
+    if target in letters:
+        return True
+    n = len(target)
+    return any(_near(letters[i:i + k], target) for k in (n - 1, n, n + 1)
+               for i in range(0, max(1, len(letters) - k + 1)))
+
+
+_MIN_SPEED_TEXT_HEIGHT = 0.36
+
+
+def _decimal_point(sign_class: str, value: float, unit: str, score: float
+                   ) -> tuple[float | None, float]:
+    """The value of a weight/height/width limit, restoring a decimal point OCR dropped
+    ("35 m" on a height-limit sign is 3.5 m; no such sign says 35 m). Returns (None, 0) when
+    neither reading is plausible; a restored point costs confidence."""
+    if plausible(sign_class, value, unit):
+        return value, score
+    if float(value).is_integer() and 10 <= value <= 99 and \
+            plausible(sign_class, value / 10.0, unit):
+        return value / 10.0, score * 0.8
+    return None, 0.0
+
+
+# --- crops -------------------------------------------------------------------------------------
+
+
+def _slice(bgr: np.ndarray, box: Any) -> np.ndarray:
+    ys, xs = box.int_slices(bgr.shape[1], bgr.shape[0])
+    return bgr[ys, xs]
+
+
+def _enlarge(img: np.ndarray, height: int) -> np.ndarray:
+    if img.shape[0] >= height or img.shape[0] == 0:
+        return img
+    k = height / img.shape[0]
+    return cv2.resize(img, (max(1, int(round(img.shape[1] * k))), height),
+                      interpolation=cv2.INTER_CUBIC)
+
+
+def _whiten_outside_ellipse(crop: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Paint everything outside the crop's inscribed ellipse (times `scale`) with the crop's
+    white, so the remains of a red rim in the corners are not read as '(' or '1'."""
+    h, w = crop.shape[:2]
+    mask = np.zeros((h, w), np.uint8)
+    axes = (max(1, int(w * scale) // 2), max(1, int(h * scale) // 2))
+    cv2.ellipse(mask, (w // 2, h // 2), axes, 0, 0, 360, 255, -1)
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    inside = gray[mask > 0]
+    white = np.percentile(inside, 90) if inside.size else 255
+    bg = crop[(mask > 0) & (gray >= white - 10)]
+    fill = np.median(bg, axis=0) if len(bg) else np.array([255, 255, 255])
+    out = crop.copy()
+    out[mask == 0] = fill.astype(np.uint8)
+    return out
+
+
+def _binarized(crop: np.ndarray, light_legend: bool) -> np.ndarray:
+    """Black legend on white (Otsu on grey), as a 3-channel image for the recogniser."""
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    gray = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX)
+    mode = cv2.THRESH_BINARY if not light_legend else cv2.THRESH_BINARY_INV
+    _, bw = cv2.threshold(gray, 0, 255, mode + cv2.THRESH_OTSU)
+    return cv2.cvtColor(bw, cv2.COLOR_GRAY2BGR)
+
+
+def _without_stripes(crop: np.ndarray, size: int = 128) -> np.ndarray:
+    """An end-of-limit legend with its diagonal stripes closed away: a grey closing along
+    the falling diagonal, perpendicular to the thin rising stripes, fills them with the
+    white around them and leaves the thicker digit strokes standing."""
+    gray = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), (size, size),
+                      interpolation=cv2.INTER_CUBIC)
+    closed = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, np.eye(7, dtype=np.uint8))
+    return cv2.cvtColor(closed, cv2.COLOR_GRAY2BGR)
+
+
+def _dark_mask(crop: np.ndarray) -> np.ndarray:
+    """Legend ink: darker than Otsu's threshold and not saturated (sign red is dark in grey
+    but is the rim, not the legend)."""
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    _, bw = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    sat = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)[..., 1]
+    return (bw > 0) & (sat < 110)
+
+
+def _count_glyphs(row: np.ndarray) -> int:
+    """Ink blobs at least 60 % as tall as the text row (digits; not specks or dots)."""
+    if row.size == 0:
+        return 0
+    n, _, stats, _ = cv2.connectedComponentsWithStats(row.astype(np.uint8))
+    return int(sum(1 for st in stats[1:] if st[cv2.CC_STAT_HEIGHT] >= 0.6 * row.shape[0]))
+
+
+def _row_bands(dark: np.ndarray, min_frac: float = 0.25) -> list[tuple[int, int]]:
+    """Text rows of a legend: runs of rows holding dark pixels, keeping those at least
+    `min_frac` as tall as the tallest (drops borders and specks)."""
+    h, w = dark.shape
+    # Ignore the outer 10 % / 4 % (the sign's border line, tilted by perspective).
+    mx, my = max(1, int(w * 0.1)), max(1, int(h * 0.04))
+    prof = dark[:, mx:w - mx].mean(axis=1)
+    prof[:my] = 0
+    prof[h - my:] = 0
+    on = prof > 0.05
+    bands, start = [], None
+    for i, v in enumerate(on):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            bands.append((start, i))
+            start = None
+    if start is not None:
+        bands.append((start, h))
+    if not bands:
+        return []
+    tallest = max(b - a for a, b in bands)
+    return [(a, b) for a, b in bands if (b - a) >= min_frac * tallest and b - a >= 3]
+
+
+# --- shape checks for legends without text -----------------------------------------------------
+
+
+def _is_exclamation(crop: np.ndarray) -> bool:
+    """A '!' pictogram: a tall bar above a dot, centred, and nothing else of size."""
+    dark = _dark_mask(crop).astype(np.uint8)
+    h, w = dark.shape
+    n, _, stats, _ = cv2.connectedComponentsWithStats(dark)
+    parts = [s for s in stats[1:] if s[cv2.CC_STAT_AREA] >= max(3, 0.004 * h * w)]
+    # Keep what lies in the middle third across (the slanted sides of the triangle and its
+    # blurred red border fall outside it).
+    parts = [s for s in parts if 0.3 * w <= s[0] + s[2] / 2 <= 0.7 * w
+             and s[2] < 0.4 * w]
+    if len(parts) != 2:
+        return False
+    bar, dot = sorted(parts, key=lambda s: -s[cv2.CC_STAT_HEIGHT])
+    bx, by, bw, bh = bar[:4]
+    dx, dy, dw, dh = dot[:4]
+    return (bh >= 2.2 * bw and bh >= 0.3 * h and dy > by + bh * 0.8
+            and abs((bx + bw / 2) - (dx + dw / 2)) <= max(2.0, bw) and dh <= 0.5 * bh)
+
+
+def _is_bar(crop: np.ndarray) -> bool:
+    """The no-entry legend: one solid white bar, wide and low, across the middle."""
+    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
+    s, v = hsv[..., 1].astype(np.float32), hsv[..., 2].astype(np.float32)
+    light = ((s < 0.5 * np.median(s)) & (v > 0.8 * np.median(v))).astype(np.uint8)
+    h, w = light.shape
+    # Only inside the disc: the legend box's corners show what is behind the sign.
+    disc = np.zeros_like(light)
+    cv2.ellipse(disc, (w // 2, h // 2), (max(1, w // 2), max(1, h // 2)), 0, 0, 360, 1, -1)
+    light &= disc
+    n, _, stats, _ = cv2.connectedComponentsWithStats(light)
+    parts = [st for st in stats[1:] if st[cv2.CC_STAT_AREA] >= 0.01 * h * w]
+    if len(parts) != 1:
+        return False
+    x, y, bw, bh, area = parts[0]
+    return (bw >= 0.6 * w and bw >= 2.5 * bh and area >= 0.7 * bw * bh
+            and 0.3 * h < y + bh / 2 < 0.7 * h)
+
+
+def _limit_class(crop: np.ndarray) -> str | None:
+    """Height or width limit from the arrowheads around the "3.5 m": above and below the text
+    (height) or left and right of it (width); None when neither shows."""
+    dark = _dark_mask(crop)
+    h, w = dark.shape
+    bands = _row_bands(dark, min_frac=0.5)
+    if not bands:
+        return None
+    a, b = max(bands, key=lambda ab: ab[1] - ab[0])  # the text row
+    centre = slice(int(w * 0.35), int(w * 0.65) + 1)
+    above = dark[max(0, int(h * 0.08)):a, centre]
+    below = dark[b:int(h * 0.92), centre]
+    if above.size and below.size and above.mean() > 0.06 and below.mean() > 0.06:
+        return "height_limit"
+    # Width: a separate small blob at each end of the text row, clear of the text.
+    n, _, stats, _ = cv2.connectedComponentsWithStats(dark[a:b].astype(np.uint8))
+    blobs = sorted((st for st in stats[1:] if st[cv2.CC_STAT_AREA] >= 3), key=lambda st: st[0])
+    if len(blobs) >= 3:
+        left, right = blobs[0], blobs[-1]
+        if left[0] + left[2] <= 0.2 * w and blobs[1][0] >= left[0] + left[2] + 0.02 * w and \
+                right[0] >= 0.8 * w and right[0] >= blobs[-2][0] + blobs[-2][2] + 0.02 * w:
+            return "width_limit"
+    return None
+
+
+# --- the backend -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    """What to recognise for one candidate, and how to interpret it."""
+
+    cand: SignCandidate
+    kind: str  # "ring", "us", "end", "stop", "blue", "none"
+    crops: list[np.ndarray]  # one per text row (or one)
+    light_legend: bool = False
+    reads: list[TextRead] = field(default_factory=list)
+    alt_reads: list[TextRead] | None = None  # of the binarized crops, when read
+    # Height of the main text row over the legend's height: large digits fill about half of a
+    # speed-limit disc, the "7.5 t" of a weight limit about a quarter.
+    text_height: float = 0.0
+    # US rectangle: index of each crop's row, and how many rows the legend has.
+    rows: int = 1
+    # Separate glyphs (full-height ink blobs) in the main text row: more glyphs than the
+    # recogniser returned characters means it dropped one ("1000" read as "100").
+    glyphs: int = 0
+
+
+class OcrBackend(AnalysisBackend):
+    """Sign candidates + PP-OCR recognition; no scene description, results marked degraded."""
+
+    name = "ocr"
+    supports_batching = False
+    describes_scene = False
+
+    def __init__(self, config: OcrConfig | None = None,
+                 engine_factory: Callable[[OcrConfig], Any] | None = None) -> None:
+        self.config = config or OcrConfig()
+        self._engine_factory = engine_factory or _rapidocr_engine
+        self._engine: Any = None
+        self._model_id = ""
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id or "ocr (not loaded)"
+
+    def load(self) -> None:
+        if self._engine is not None:
+            return
+        self._engine = self._engine_factory(self.config)
+        self._model_id = _engine_id()
+        # Warm-up: the first onnxruntime run allocates and picks kernels (~100 ms).
+        probe = np.full((48, 96, 3), 255, np.uint8)
+        cv2.putText(probe, "50", (14, 38), cv2.FONT_HERSHEY_SIMPLEX, 1.3, (0, 0, 0), 3)
+        self._recognize([probe])
+
+    def close(self) -> None:
+        self._engine = None
+
+    def analyze(self, frames: Sequence[AnonymizedFrame]) -> list[AnalysisResult]:
+        if self._engine is None:
+            raise BackendUnavailableError("the ocr backend is not loaded; call load() first")
+        results = []
+        for frame in frames:
+            t0 = time.perf_counter()
+            signs = self.read_signs(frame.image)
+            results.append(AnalysisResult(
+                signs=signs, scene=None, backend=self.name, model_id=self.model_id,
+                analysis_ms=(time.perf_counter() - t0) * 1000.0, degraded=True,
+                degraded_reason="OCR-only analysis (sign candidates + PP-OCR): no scene "
+                                "description, pictogram signs not classified"))
+        return results
+
+    # The work, on plain arrays so that evaluation tools can call it too.
+
+    def read_signs(self, bgr: np.ndarray) -> list[SignReading]:
+        """Validated sign readings of one BGR frame (already anonymized by the caller)."""
+        if self._engine is None:
+            raise BackendUnavailableError("the ocr backend is not loaded; call load() first")
+        cfg = self.config
+        cands = find_candidates(bgr, cfg.candidates)
+        readings: list[SignReading] = []
+        jobs: list[_Job] = []
+        for cand in cands:
+            decided, direct = self._without_text(bgr, cand)
+            if decided:
+                if direct is not None and direct.confidence >= cfg.min_confidence:
+                    readings.append(direct)
+                continue
+            job = self._job(bgr, cand)
+            if job is not None and len(jobs) < cfg.max_reads:
+                jobs.append(job)
+        self._run(jobs, [j.crops for j in jobs])
+        # Second pass on binarized crops: for legends the first pass could not use, and for
+        # small ones, whose reading must be confirmed (a blurred 50 reads as 30 alone).
+        second = [j for j in jobs if self._is_small(j) or
+                  (cfg.retry_binarized and self._interpret(bgr, j, j.reads) is None)]
+        self._run(second, [[_binarized(c, j.light_legend) for c in j.crops] for j in second],
+                  alt=True)
+        for job in jobs:
+            reading = self._reading(bgr, job)
+            if reading is not None and reading.confidence >= cfg.min_confidence:
+                readings.append(reading)
+        return readings
+
+    def _recognize(self, crops: list[np.ndarray]) -> list[TextRead]:
+        if not crops:
+            return []
+        try:
+            res, _ = self._engine.text_rec(crops)
+        except Exception as exc:  # onnxruntime raises plain RuntimeErrors
+            raise AnalysisError(f"PP-OCR recognition failed: {exc}") from exc
+        return [TextRead(str(t), float(s)) for t, s in res]
+
+    def _run(self, jobs: list[_Job], crops: list[list[np.ndarray]], alt: bool = False) -> None:
+        """Recognise all crops of all jobs in one batched call."""
+        flat = [c for cs in crops for c in cs]
+        reads = self._recognize(flat)
+        i = 0
+        for job, cs in zip(jobs, crops):
+            if alt:
+                job.alt_reads = reads[i:i + len(cs)]
+            else:
+                job.reads = reads[i:i + len(cs)]
+            i += len(cs)
+
+    def _is_small(self, job: _Job) -> bool:
+        return job.kind != "us" and job.cand.legend.h < self.config.confirm_below_px
+
+    def _reading(self, bgr: np.ndarray, job: _Job) -> SignReading | None:
+        """The job's reading: from the first pass, else the binarized pass; small legends
+        need both passes to agree on class and value."""
+        first = self._interpret(bgr, job, job.reads)
+        alt = self._interpret(bgr, job, job.alt_reads) if job.alt_reads is not None else None
+        if self._is_small(job):
+            if first is None or alt is None or (first.sign_class, first.value) != \
+                    (alt.sign_class, alt.value):
+                return None
+            return first if first.confidence >= alt.confidence else alt
+        return first if first is not None else alt
+
+    def _without_text(self, bgr: np.ndarray, cand: SignCandidate
+                      ) -> tuple[bool, SignReading | None]:
+        """Classes that shape and colour decide alone (or with a simple legend check):
+        (True, reading) when decided, (True, None) when the candidate is to be skipped, and
+        (False, None) when its text has to be read."""
+        def reading(cls: str, conf: float) -> tuple[bool, SignReading]:
+            return True, SignReading(cls, float(min(1.0, conf)), "ocr", box=cand.box)
+
+        if cand.border == "red" and cand.shape == Shape.TRIANGLE_DOWN and not cand.filled:
+            return reading("yield", cand.score)
+        if cand.border == "red" and cand.shape == Shape.TRIANGLE_UP and not cand.filled:
+            crop = _enlarge(_slice(bgr, cand.legend), self.config.legend_height_px)
+            if crop.size and _is_exclamation(crop):
+                return reading("general_caution", cand.score * 0.9)
+            return True, None  # other warning signs differ only in pictograms: skip
+        if cand.border == "yellow" and cand.shape == Shape.DIAMOND:
+            # 'End of priority road' crosses the yellow field with dark stripes.
+            cls = "end_priority_road" if cand.dark_fraction > 0.15 else "priority_road"
+            return reading(cls, cand.score)
+        if cand.border == "red" and cand.filled and cand.shape == Shape.CIRCLE:
+            crop = _slice(bgr, cand.legend)
+            if crop.size and _is_bar(_enlarge(crop, self.config.legend_height_px)):
+                return reading("no_entry", cand.score * 0.95)
+        return False, None
+
+    def _job(self, bgr: np.ndarray, cand: SignCandidate) -> _Job | None:
+        """The crop(s) to read for a candidate whose class depends on its text."""
+        height = self.config.legend_height_px
+        # A ring's legend box is its inner disc exactly; other legends get a small margin.
+        ring = cand.border == "red" and not cand.filled and cand.shape == Shape.CIRCLE
+        legend = _slice(bgr, cand.legend if ring else cand.legend.expanded(0.04))
+        if legend.size == 0 or min(legend.shape[:2]) < 6:
+            return None
+        if cand.border == "red" and not cand.filled and cand.shape == Shape.CIRCLE:
+            if cand.inner != "white":
+                return None  # red ring on blue: no parking / no stopping, no text to read
+            face = _enlarge(_whiten_outside_ellipse(legend), height)
+            bands = _row_bands(_dark_mask(face), min_frac=0.5)
+            # For counting glyphs, also drop the blurred inner edge of the rim.
+            core = _enlarge(_whiten_outside_ellipse(legend, 0.92), height)
+            if not bands:
+                return None
+            # The tallest row is the text; arrowheads of height limits are rows of their own.
+            a, b = max(bands, key=lambda ab: ab[1] - ab[0])
+            pad = max(2, (b - a) // 5)
+            row = face[max(0, a - pad):b + pad] if len(bands) > 1 else face
+            return _Job(cand, "ring", [_enlarge(row, height)],
+                        text_height=(b - a) / face.shape[0],
+                        glyphs=_count_glyphs(_dark_mask(core)[a:b]))
+        if cand.border == "red" and cand.filled:
+            return _Job(cand, "stop", [_enlarge(legend, height)], light_legend=True)
+        if cand.border == "blue":
+            return _Job(cand, "blue", [_enlarge(legend, height)], light_legend=True)
+        if cand.border == "white" and cand.shape == Shape.RECTANGLE:
+            big = _enlarge(legend, 3 * height)
+            bands = _row_bands(_dark_mask(big))
+            if not bands:
+                return None
+            crops = [_enlarge(big[max(0, a - 3):b + 3], height) for a, b in bands]
+            return _Job(cand, "us", crops, rows=len(bands))
+        if cand.border == "white" and cand.shape in (Shape.CIRCLE, Shape.OCTAGON):
+            return _Job(cand, "end", [_without_stripes(_whiten_outside_ellipse(legend))])
+        return None
+
+    def _interpret(self, bgr: np.ndarray, job: _Job, reads: list[TextRead]
+                   ) -> SignReading | None:
+        """Interpret one pass of a job's text; None when it does not make a valid reading."""
+        cfg = self.config
+        cand = job.cand
+        good = [r for r in reads if r.score >= cfg.min_text_score and r.text.strip()]
+        if not good:
+            return None
+        text = " ".join(r.text.strip() for r in good)[:64]
+
+        def reading(cls: str, score: float, value: float | None = None, unit: str = ""
+                    ) -> SignReading:
+            return SignReading(cls, float(min(1.0, score * cand.score)), "ocr", value=value,
+                               unit=unit, text=text, box=cand.box)
+
+        if job.kind in ("ring", "end", "blue"):
+            best = max(good, key=lambda r: r.score)
+            num = parse_number(best.text)
+            if job.kind == "blue":
+                if num is not None and num.unit in ("", "km/h") and \
+                        plausible("minimum_speed", num.value, "km/h"):
+                    return reading("minimum_speed", best.score, num.value, "km/h")
+                if cand.shape == Shape.RECTANGLE and _letters(best.text) == "P":
+                    return reading("parking", best.score)
+                return None
+            if num is None:
+                return None
+            if job.kind == "end":
+                if num.unit in ("", "km/h") and plausible("end_speed_limit", num.value, "km/h"):
+                    return reading("end_speed_limit", best.score, num.value, "km/h")
+                return None
+            if num.unit in ("t", "m"):
+                if num.unit == "t":
+                    cls = "weight_limit"
+                else:
+                    crop = _enlarge(_whiten_outside_ellipse(_slice(bgr, cand.legend)),
+                                    cfg.legend_height_px)
+                    found = _limit_class(crop) if crop.size else None
+                    if found != "height_limit":
+                        # No arrowheads seen (height or width?), or arrowheads beside the text,
+                        # which the recogniser reads into it ("2.2 m" as "2m"): skip.
+                        return None
+                    cls = found
+                value, score = _decimal_point(cls, num.value, num.unit, best.score)
+                if value is None:
+                    return None
+                return reading(cls, score, value, num.unit)
+            if num.unit == "" and not float(num.value).is_integer() and \
+                    job.text_height < _MIN_SPEED_TEXT_HEIGHT:
+                # Small text with a decimal point on a red ring, its unit not read: with
+                # arrowheads a height or width limit, without them a weight limit ("7.5").
+                # (A bare integer could be anything with a lost digit or unit: skipped.)
+                crop = _enlarge(_whiten_outside_ellipse(_slice(bgr, cand.legend)),
+                                cfg.legend_height_px)
+                cls = (_limit_class(crop) if crop.size else None) or "weight_limit"
+                if cls == "width_limit":
+                    return None
+                unit = "t" if cls == "weight_limit" else "m"
+                if not plausible(cls, num.value, unit):
+                    return None
+                return reading(cls, best.score * 0.8, num.value, unit)
+            if num.unit not in ("", "km/h") or not plausible("speed_limit", num.value, "km/h"):
+                return None
+            if job.glyphs > len(re.sub(r"\D", "", best.text.translate(_DIGIT_CONFUSIONS))):
+                return None  # a digit more on the sign than in the text: misread
+            if job.text_height < _MIN_SPEED_TEXT_HEIGHT:
+                # Small text on a red ring with its unit unread: a weight or height limit
+                # whose "t" or "m" was lost; publishing it as a speed would be wrong.
+                return None
+            return reading("speed_limit", best.score, num.value, "km/h")
+        if job.kind == "stop":
+            if any(says(r.text, "STOP") for r in good):
+                best = max(r.score for r in good if says(r.text, "STOP"))
+                return reading("stop", best)
+            # A ring sign in front of red paint is found as a red disc; a large number on it
+            # is a speed limit all the same.
+            num = parse_number(max(good, key=lambda r: r.score).text)
+            if num is not None and num.unit in ("", "km/h") and \
+                    plausible("speed_limit", num.value, "km/h"):
+                return reading("speed_limit", good[0].score * 0.8, num.value, "km/h")
+            return None
+        if job.kind == "us":
+            words = " ".join(r.text for r in good)
+            nums = [(i, r, parse_number(r.text)) for i, r in enumerate(reads) if r in good]
+            nums = [(i, r, n) for i, r, n in nums if n is not None and n.unit in ("", "mph")]
+            if not nums:
+                return None
+            i, r, n = max(nums, key=lambda t: t[1].score)
+            if not plausible("speed_limit", n.value, "mph"):
+                return None
+            # A white rectangle with a number is also a house number or a price tag: require
+            # the words, or the layout of SPEED LIMIT (text rows above the number, which is
+            # the last row).
+            if says(words, "SPEED") or says(words, "LIMIT"):
+                return reading("speed_limit", r.score, n.value, "mph")
+            if i == job.rows - 1 and i >= 1:
+                return reading("speed_limit", r.score * 0.8, n.value, "mph")
+            return None
+        return None
+
+
+def _rapidocr_engine(config: OcrConfig) -> Any:
+    """A RapidOCR instance (PP-OCRv4 ONNX models from the wheel)."""
+    try:
+        from rapidocr_onnxruntime import RapidOCR
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"the ocr backend needs {OCR_PIN} (pip install '{OCR_PIN}'), or choose another "
+            f"analysis.backend") from exc
+    kwargs: dict[str, Any] = {"print_verbose": False}
+    if config.threads > 0:
+        kwargs["intra_op_num_threads"] = config.threads
+    try:
+        engine = RapidOCR(**kwargs)
+    except Exception as exc:  # missing model files, onnxruntime errors
+        raise BackendUnavailableError(f"PP-OCR could not be loaded: {exc}") from exc
+    if not hasattr(engine, "text_rec"):
+        raise BackendUnavailableError(
+            f"this {OCR_PACKAGE} has no text_rec recogniser; install {OCR_PIN}")
+    return engine
+
+
+def _engine_id() -> str:
+    try:
+        from importlib.metadata import version
+        ver = version(OCR_PACKAGE)
+    except Exception:  # not installed as a distribution (vendored): still report the models
+        ver = "unknown"
+    return f"{OCR_PACKAGE} {ver} (PP-OCRv4 rec) + colour/shape sign candidates"

@@ -1,0 +1,237 @@
+"""Score a sign reader against a labelled set (the project's labels.json format).
+
+Used to measure the OCR backend on rendered sets (`render_labelled_set`) and meant for the
+`vlm-node analyze --labels` command: any callable that turns a BGR frame into SignReadings can
+be scored, so the VLM backends are measured with the same matching and the same tables.
+
+Matching: each labelled sign takes the unmatched reading with the highest box IoU (at least
+`iou`, 0.3 by default: readers box the sign face, labels box the drawn alpha). A matched
+reading counts as class-correct when its class equals the label's, and value-correct when
+also its value and unit equal the label's (signs without a value need only the class).
+Readings that match no label are false readings; labels no reading matches are missed.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from vlm_node.geometry import Box
+from vlm_node.results import SignReading
+
+Reader = Callable[[np.ndarray], list[SignReading]]
+
+SIZE_BUCKETS: tuple[tuple[str, float, float], ...] = (
+    ("<32 px", 0, 32), ("32-63 px", 32, 64), ("64-127 px", 64, 128), (">=128 px", 128, 1e9))
+
+
+def size_bucket(box: Box) -> str:
+    """Bucket of a sign by its larger side in pixels."""
+    side = max(box.w, box.h)
+    for name, lo, hi in SIZE_BUCKETS:
+        if lo <= side < hi:
+            return name
+    return SIZE_BUCKETS[-1][0]
+
+
+def label_key(sign: dict[str, Any]) -> str:
+    """Class name for the tables; US speed limits (mph) are kept apart from km/h ones."""
+    cls = str(sign["class"])
+    return f"{cls} (mph)" if sign.get("unit") == "mph" else cls
+
+
+@dataclass
+class Tally:
+    """Counts for one class or size bucket."""
+
+    labelled: int = 0
+    read: int = 0  # a reading overlaps the sign
+    class_ok: int = 0
+    value_ok: int = 0  # class, value and unit all right
+
+    def add(self, read: bool, class_ok: bool, value_ok: bool) -> None:
+        self.labelled += 1
+        self.read += int(read)
+        self.class_ok += int(class_ok)
+        self.value_ok += int(value_ok)
+
+    @property
+    def accuracy(self) -> float:
+        """Share of labelled signs read with the right class, value and unit."""
+        return self.value_ok / self.labelled if self.labelled else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"labelled": self.labelled, "read": self.read, "class_ok": self.class_ok,
+                "value_ok": self.value_ok, "accuracy": round(self.accuracy, 4)}
+
+
+@dataclass
+class SignEvaluation:
+    """Result of `evaluate_labels`."""
+
+    images: int = 0
+    by_class: dict[str, Tally] = field(default_factory=dict)
+    by_size: dict[str, Tally] = field(default_factory=dict)
+    false_readings: int = 0
+    wrong: list[dict[str, Any]] = field(default_factory=list)  # misread and false readings
+    ms_by_size: dict[str, list[float]] = field(default_factory=dict)  # "WxH" -> per frame
+
+    @property
+    def total(self) -> Tally:
+        t = Tally()
+        for tally in self.by_class.values():
+            t.labelled += tally.labelled
+            t.read += tally.read
+            t.class_ok += tally.class_ok
+            t.value_ok += tally.value_ok
+        return t
+
+    def timing(self) -> dict[str, dict[str, float]]:
+        """Mean / median / 90th percentile milliseconds per frame, by frame size."""
+        out = {}
+        for size, values in sorted(self.ms_by_size.items()):
+            out[size] = {"frames": len(values), "mean": round(statistics.fmean(values), 1),
+                         "p50": round(float(np.percentile(values, 50)), 1),
+                         "p90": round(float(np.percentile(values, 90)), 1)}
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"images": self.images, "total": self.total.to_json(),
+                "by_class": {k: v.to_json() for k, v in sorted(self.by_class.items())},
+                "by_size": {k: self.by_size[k].to_json() for k, _, _ in SIZE_BUCKETS
+                            if k in self.by_size},
+                "false_readings": self.false_readings, "timing_ms": self.timing(),
+                "wrong": self.wrong}
+
+    def table(self) -> str:
+        """A Markdown table: per class and per size bucket."""
+        rows = ["| signs | labelled | read | class right | class+value right |",
+                "|---|---:|---:|---:|---:|"]
+
+        def row(name: str, t: Tally) -> str:
+            return (f"| {name} | {t.labelled} | {t.read} | {t.class_ok} | {t.value_ok} "
+                    f"({100 * t.accuracy:.0f} %) |")
+
+        rows += [row(k, v) for k, v in sorted(self.by_class.items())]
+        rows += [row(k, self.by_size[k]) for k, _, _ in SIZE_BUCKETS if k in self.by_size]
+        rows.append(row("**all**", self.total))
+        rows.append(f"\nfalse readings: {self.false_readings} in {self.images} images")
+        return "\n".join(rows)
+
+
+def _value_matches(reading: SignReading, sign: dict[str, Any]) -> bool:
+    if sign.get("value") is None:
+        return True  # a sign without a number: the class is all there is to get right
+    if reading.value is None or abs(float(reading.value) - float(sign["value"])) > 1e-6:
+        return False
+    return not sign.get("unit") or reading.unit == sign["unit"]
+
+
+def score_image(readings: Sequence[SignReading], signs: Sequence[dict[str, Any]],
+                iou: float = 0.3) -> tuple[list[tuple[dict[str, Any], SignReading | None]],
+                                           list[SignReading]]:
+    """Match readings to labelled signs: (label, reading or None) pairs and unmatched
+    readings. Labels without a box match nothing (image-level labels)."""
+    free = list(range(len(readings)))
+    pairs: list[tuple[dict[str, Any], SignReading | None]] = []
+    for sign in signs:
+        box = Box.from_list(sign["box"]) if sign.get("box") else None
+        best, best_iou = None, iou
+        for i in free:
+            r = readings[i]
+            if box is None or r.box is None:
+                continue
+            o = r.box.iou(box)
+            if o >= best_iou:
+                best, best_iou = i, o
+        if best is not None:
+            free.remove(best)
+        pairs.append((sign, readings[best] if best is not None else None))
+    return pairs, [readings[i] for i in free]
+
+
+def evaluate_labels(labels_path: str | Path, reader: Reader, iou: float = 0.3,
+                    limit: int | None = None) -> SignEvaluation:
+    """Run `reader` on every image of a labels.json that has a `signs` list and score it."""
+    labels_path = Path(labels_path)
+    doc = json.loads(labels_path.read_text(encoding="utf-8"))
+    root = labels_path.parent
+    result = SignEvaluation()
+    entries = [e for e in doc["images"] if "signs" in e]
+    for entry in entries[:limit]:
+        image = cv2.imread(str(root / entry["file"]), cv2.IMREAD_COLOR)
+        if image is None:
+            raise FileNotFoundError(f"{root / entry['file']} (listed in {labels_path})")
+        t0 = time.perf_counter()
+        readings = reader(image)
+        ms = (time.perf_counter() - t0) * 1000.0
+        result.ms_by_size.setdefault(f"{image.shape[1]}x{image.shape[0]}", []).append(ms)
+        result.images += 1
+        pairs, extra = score_image(readings, entry["signs"], iou)
+        for sign, reading in pairs:
+            class_ok = reading is not None and reading.sign_class == sign["class"]
+            value_ok = class_ok and reading is not None and _value_matches(reading, sign)
+            for table, key in ((result.by_class, label_key(sign)),
+                               (result.by_size, size_bucket(Box.from_list(sign["box"]))
+                                if sign.get("box") else "no box")):
+                table.setdefault(key, Tally()).add(reading is not None, class_ok, value_ok)
+            if reading is not None and not value_ok:
+                result.wrong.append({"file": entry["file"], "label": sign,
+                                     "reading": reading.to_json()})
+        result.false_readings += len(extra)
+        result.wrong += [{"file": entry["file"], "label": None, "reading": r.to_json()}
+                         for r in extra]
+    return result
+
+
+def false_readings(paths: Iterable[str | Path], reader: Reader) -> dict[str, list[SignReading]]:
+    """Readings per image for images known to hold no traffic sign (each one is false)."""
+    out = {}
+    for path in paths:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise FileNotFoundError(str(path))
+        out[str(path)] = reader(image)
+    return out
+
+
+def ocr_benchmark(out_dir: str | Path, count: int = 100, seed: int = 2024,
+                  sign_free: Sequence[str | Path] = (), config: Any = None) -> dict[str, Any]:
+    """Render a labelled set (unless `out_dir/labels.json` exists), score the OCR backend on
+    it and count its readings on sign-free photos (the shipped car photos plus `sign_free`).
+    Writes `out_dir/ocr_report.json` (with the configuration used) and returns it."""
+    from dataclasses import asdict
+
+    from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
+    from vlm_node.render.scenes import load_photos, render_labelled_set
+
+    out = Path(out_dir)
+    labels = out / "labels.json"
+    if not labels.is_file():
+        render_labelled_set(out, count=count, seed=seed)
+    cfg = config or OcrConfig()
+    backend = OcrBackend(cfg)
+    t0 = time.perf_counter()
+    backend.load()
+    load_s = time.perf_counter() - t0
+    try:
+        evaluation = evaluate_labels(labels, backend.read_signs)
+        photos = [p.path for p in load_photos() if p.use == "background"]
+        free = false_readings([*photos, *sign_free], backend.read_signs)
+    finally:
+        backend.close()
+    report = {"model_id": backend.model_id, "config": asdict(cfg), "load_s": round(load_s, 2),
+              "labels": str(labels), **evaluation.to_json(),
+              "sign_free_images": len(free),
+              "sign_free_false_readings": {k: [r.to_json() for r in v]
+                                           for k, v in free.items() if v}}
+    (out / "ocr_report.json").write_text(json.dumps(report, indent=1) + "\n",
+                                         encoding="utf-8")
+    report["table"] = evaluation.table()
+    return report
