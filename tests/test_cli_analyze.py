@@ -1,0 +1,151 @@
+"""`vlm-node analyze` and `vlm-node bench analyze`: inputs, JSON lines, label scoring; end to end
+against the local chat-completions test server."""
+import argparse
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from test_openai_backend import MODEL, ChatServer
+from vlm_node.analysis.bench import bench_analyze
+from vlm_node.cli import analyze as cli
+from vlm_node.cli.bench_analyze import add_analyze_parser
+from vlm_node.errors import ConfigError
+from vlm_node.geometry import Box
+from vlm_node.results import AnalysisResult, SignReading
+
+
+def parse(argv, register=cli.register):
+    parser = argparse.ArgumentParser(prog="vlm-node")
+    register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+def test_find_images_file_directory_and_glob(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/x.jpg", "a/b/y.PNG", "a/notes.txt", "z.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    root = str(tmp_path)
+    assert cli.find_images(f"{root}/z.jpg") == [f"{root}/z.jpg"]
+    assert cli.find_images(f"{root}/a") == [f"{root}/a/b/y.PNG", f"{root}/a/x.jpg"]
+    assert cli.find_images(f"{root}/a/") == [f"{root}/a/b/y.PNG", f"{root}/a/x.jpg"]
+    assert cli.find_images(f"{root}/**/*.jpg") == [f"{root}/a/x.jpg", f"{root}/z.jpg"]
+    with pytest.raises(FileNotFoundError, match="no images"):
+        cli.find_images(f"{root}/*.gif")
+
+
+def reading(cls, value=None, box=None):
+    return SignReading(cls, 0.9, "vlm", value, "km/h" if value else "", "", box)
+
+
+def test_matching_by_iou_then_by_class_in_the_image():
+    labels = [cli.LabelledSign("speed_limit", 50, Box(10, 10, 40, 40)),
+              cli.LabelledSign("stop", None, None),
+              cli.LabelledSign("yield", None, Box(300, 10, 40, 40))]
+    readings = [reading("stop", box=Box(200, 200, 30, 30)),  # boxless label: class match
+                reading("speed_limit", 50, Box(12, 11, 40, 40)),
+                reading("yield")]  # boxless reading: class match
+    assert cli.match_signs(labels, readings) == {0: 1, 1: 0, 2: 2}
+    # an overlapping reading of the wrong class is matched (and scored wrong)
+    assert cli.match_signs(labels[:1], [reading("no_entry", box=Box(10, 10, 40, 40))]) == {0: 0}
+    # no overlap and both boxed: no match, even with the same class
+    assert cli.match_signs(labels[:1], [reading("speed_limit", 50, Box(400, 300, 20, 20))]) == {}
+
+
+def test_scores():
+    score = cli.SignScore()
+    labels = [cli.LabelledSign("speed_limit", 50, Box(10, 10, 40, 40)),
+              cli.LabelledSign("speed_limit", 80, Box(100, 10, 40, 40)),
+              cli.LabelledSign("stop", None, Box(200, 10, 40, 40))]
+    result = AnalysisResult([reading("speed_limit", 50, Box(10, 10, 40, 40)),
+                             reading("speed_limit", 60, Box(100, 10, 40, 40)),
+                             reading("yield", None, Box(200, 10, 40, 40)),
+                             reading("no_entry", None, Box(500, 300, 40, 40))], degraded=True)
+    cli.score_image(score, labels, result)
+    s = score.summary()
+    assert s["class_accuracy"] == 0.6667
+    assert s["speed_limit_value_accuracy"] == 0.5 and s["speed_limit_signs"] == 2
+    assert s["unmatched_readings"] == 1 and s["degraded_images"] == 1
+    assert s["per_class"]["stop"] == {"correct": 0, "labelled": 1}
+
+
+@pytest.fixture
+def server():
+    s = ChatServer()
+    yield s
+    s.close()
+
+
+def test_end_to_end_json_lines_and_label_scores(tmp_path, server, capsys):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for name in ("a.jpg", "b.png"):
+        cv2.imwrite(str(images / name), np.full((480, 640, 3), 120, np.uint8))
+    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"images": [
+        {"file": "imgs/a.jpg", "width": 640, "height": 480,
+         "signs": [{"box": [410, 95, 40, 40], "class": "speed_limit", "value": 50}]},
+        {"file": "imgs/b.png", "width": 640, "height": 480,
+         "signs": [{"box": [20, 20, 40, 40], "class": "stop"}]}]}))
+    params = tmp_path / "params.yaml"
+    params.write_text("vlm_node:\n  ros__parameters:\n"
+                      f"    analysis.openai.base_url: {server.url}\n"
+                      f"    analysis.openai.model: {MODEL}\n"
+                      "    analysis.fusion.enabled: false\n"
+                      "    analysis:\n      fallback: false\n")
+    args = parse(["analyze", str(images), "--backend", "openai", "--config", str(params),
+                  "--labels", str(labels), "--json", "--batch", "2"])
+    assert args.func(args) == 1  # the unreadable image is reported
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["file"] for line in lines] == [f"{images}/a.jpg", f"{images}/b.png"]
+    first = lines[0]
+    assert first["degraded"] is False and first["scene"]["road_type"] == "urban"
+    assert first["signs"] == [{"class": "speed_limit", "value": 50, "unit": "km/h",
+                               "text": "50", "box": [412.0, 96.0, 38.0, 40.0],
+                               "confidence": 0.9, "source": "vlm"}]
+    assert "broken.jpg: cannot read" in err
+    assert "sign class accuracy: 50.0 % of 2 labelled signs in 2 images" in err
+    assert "speed-limit value accuracy: 100.0 % of 1" in err
+    assert "1 readings matched no label" in err
+
+
+def test_text_output(tmp_path, server, capsys):
+    img = tmp_path / "one.jpg"
+    cv2.imwrite(str(img), np.full((480, 640, 3), 90, np.uint8))
+    params = tmp_path / "p.yaml"
+    params.write_text(f"vlm_node:\n  ros__parameters:\n    analysis.openai.base_url: "
+                      f"{server.url}\n    analysis.openai.model: {MODEL}\n"
+                      "    analysis.fusion.enabled: false\n")
+    args = parse(["analyze", str(img), "--backend", "openai", "--config", str(params)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{img}: 1 sign(s), openai")
+    assert '  speed_limit 50 km/h "50" at [412.0, 96.0, 38.0, 40.0] (vlm, 0.90)' in out
+    assert "road=urban hazards=['cyclist']" in out
+
+
+def test_unknown_analysis_setting_in_config_is_an_error(tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("vlm_node:\n  ros__parameters:\n    analysis.no_such: 1\n")
+    args = parse(["analyze", str(tmp_path), "--config", str(params)])
+    with pytest.raises(ConfigError, match="unknown setting analysis.*no_such"):
+        cli.analysis_config(args)
+
+
+def test_bench_parser_and_a_tiny_benchmark():
+    args = parse(["analyze", "--cameras", "1,2", "--size", "tiny", "--frame-size", "320x240"],
+                 register=add_analyze_parser)
+    assert args.cameras == (1, 2) and args.frame_size == (320, 240) and args.size == "tiny"
+    lines = []
+    figures = bench_analyze(archs=("smolvlm-256m",), cameras=(1, 2), max_new_tokens=3,
+                            size="tiny", frame_size=(320, 240), backends=("transformers",),
+                            print_fn=lines.append)
+    smol = figures["transformers"]["smolvlm-256m"]
+    assert set(smol["batched"]) == set(smol["naive"]) == {1, 2}
+    assert smol["batched"][2]["frames_per_s"] > 0 and smol["speedup"][2] > 0
+    assert figures["answer_tokens"]["example_answer"] > figures["answer_tokens"][
+        "answer_without_signs"]
+    assert any("speed-up" in line for line in lines)

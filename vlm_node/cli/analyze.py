@@ -1,0 +1,293 @@
+"""`vlm-node analyze INPUT`: anonymize images, read their signs and describe them, optionally
+score the readings against a labels file.
+
+INPUT is an image, a directory (searched recursively) or a glob. Every image goes through the
+anonymizer first (fail closed: an image that cannot be anonymized is skipped, never analysed),
+then through the analysis engine configured as the node would be (`--config` reads the
+`analysis.*` parameters of a ROS 2 parameters file; `--backend`, `--model`, `--device` override).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from vlm_node.analysis.config import BACKENDS, DEVICES, AnalysisConfig
+from vlm_node.errors import AnonymizationError, ConfigError, VlmNodeError
+from vlm_node.geometry import Box
+from vlm_node.params import apply_overrides
+from vlm_node.results import AnalysisResult, SignReading
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+MATCH_IOU = 0.3
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "analyze", help="anonymize images, read traffic signs and describe the scene",
+        description="Anonymize each image, analyse it with the configured backend and print the "
+                    "sign readings and scene. With --labels, print sign class accuracy and "
+                    "speed-limit value accuracy (a reading matches a labelled sign at box IoU "
+                    f">= {MATCH_IOU} when both have boxes, else by class within the image).")
+    p.add_argument("input", metavar="INPUT", help="image file, directory (recursive) or glob")
+    p.add_argument("--backend", choices=BACKENDS, help="analysis backend (default: auto)")
+    p.add_argument("--model", help="VLM hub id (already downloaded) or local directory")
+    p.add_argument("--device", choices=DEVICES, help="torch device for model backends")
+    p.add_argument("--config", metavar="YAML", action="append", default=[],
+                   help="ROS 2 parameters file whose analysis.* settings apply (repeatable)")
+    p.add_argument("--batch", type=int, default=1, metavar="N",
+                   help="images analysed per batch (as N cameras would be)")
+    p.add_argument("--labels", type=Path, metavar="labels.json",
+                   help="score sign readings against this labels file")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per image per line (scores go to stderr)")
+    p.set_defaults(func=run)
+
+
+# --------------------------------------------------------------------------------- inputs
+def find_images(spec: str) -> list[str]:
+    """Image paths for INPUT, written as the user wrote INPUT (sorted)."""
+    path = Path(spec)
+    if path.is_file():
+        return [spec]
+    if path.is_dir():
+        found = [os.path.join(spec, str(p.relative_to(path))) for p in path.rglob("*")
+                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    else:
+        found = [p for p in glob.glob(spec, recursive=True)
+                 if os.path.isfile(p) and Path(p).suffix.lower() in IMAGE_SUFFIXES]
+    if not found:
+        raise FileNotFoundError(f"no images found for {spec!r} (a file, a directory or a glob "
+                                f"of {', '.join(IMAGE_SUFFIXES)} files)")
+    return sorted(found)
+
+
+def analysis_config(args: argparse.Namespace) -> AnalysisConfig:
+    """Defaults, then `analysis.*` from each --config file, then the command-line options."""
+    from vlm_node.config import load_params_yaml
+    config = AnalysisConfig()
+    for yaml_file in args.config:
+        params = load_params_yaml(yaml_file)
+        nested = params.get("analysis") if isinstance(params.get("analysis"), dict) else {}
+        dotted = {k[len("analysis."):]: v for k, v in params.items()
+                  if k.startswith("analysis.")}
+        config = apply_overrides(config, {**nested, **dotted}, "analysis.")
+    overrides = {k: v for k, v in (("backend", args.backend), ("model", args.model),
+                                   ("device", args.device)) if v is not None}
+    return apply_overrides(config, overrides, "analysis.")
+
+
+# --------------------------------------------------------------------------------- output
+def sign_json(s: SignReading) -> dict[str, Any]:
+    value = s.value
+    if value is not None and float(value).is_integer():
+        value = int(value)
+    return {"class": s.sign_class, "value": value, "unit": s.unit, "text": s.text,
+            "box": s.box.to_list() if s.box else None, "confidence": round(s.confidence, 3),
+            "source": s.source}
+
+
+def image_json(file: str, result: AnalysisResult) -> dict[str, Any]:
+    return {"file": file, "signs": [sign_json(s) for s in result.signs],
+            "scene": result.scene.to_json() if result.scene else None,
+            "degraded": result.degraded}
+
+
+def image_text(file: str, result: AnalysisResult) -> str:
+    head = f"{file}: {len(result.signs)} sign(s), {result.backend}, {result.analysis_ms:.0f} ms"
+    if result.degraded:
+        head += f", DEGRADED ({result.degraded_reason})"
+    lines = [head]
+    for s in result.signs:
+        value = f" {s.value:g} {s.unit}".rstrip() if s.value is not None else ""
+        text = f' "{s.text}"' if s.text else ""
+        box = f" at {s.box.to_list(0)}" if s.box else ""
+        lines.append(f"  {s.sign_class}{value}{text}{box} ({s.source}, {s.confidence:.2f})")
+    if result.scene:
+        sc = result.scene
+        lines.append(f"  scene: {sc.summary!r} weather={sc.weather} lighting={sc.lighting} "
+                     f"road={sc.road_type} hazards={list(sc.hazards)}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------- scoring
+@dataclass
+class LabelledSign:
+    sign_class: str
+    value: float | None
+    box: Box | None
+
+
+@dataclass
+class SignScore:
+    """Counts over labelled images (each labelled sign is matched to at most one reading)."""
+
+    images: int = 0
+    labelled: int = 0
+    class_correct: int = 0
+    speed_labelled: int = 0  # speed_limit labels with a value
+    speed_correct: int = 0
+    unmatched_readings: int = 0
+    degraded_images: int = 0
+    per_class: dict[str, list[int]] = field(default_factory=dict)  # class -> [correct, total]
+
+    def summary(self) -> dict[str, Any]:
+        def ratio(a: int, b: int) -> float | None:
+            return round(a / b, 4) if b else None
+        return {"images": self.images, "labelled_signs": self.labelled,
+                "class_accuracy": ratio(self.class_correct, self.labelled),
+                "speed_limit_signs": self.speed_labelled,
+                "speed_limit_value_accuracy": ratio(self.speed_correct, self.speed_labelled),
+                "unmatched_readings": self.unmatched_readings,
+                "degraded_images": self.degraded_images,
+                "per_class": {c: {"correct": v[0], "labelled": v[1]}
+                              for c, v in sorted(self.per_class.items())}}
+
+
+def match_signs(labels: Sequence[LabelledSign], readings: Sequence[SignReading]
+                ) -> dict[int, int]:
+    """label index -> reading index. Boxes on both sides: best IoU >= MATCH_IOU first, one to
+    one; where either side has no box, a reading of the same class in the image."""
+    pairs = sorted(((lab.box.iou(r.box), i, j) for i, lab in enumerate(labels)
+                    for j, r in enumerate(readings) if lab.box is not None and r.box is not None),
+                   reverse=True)
+    matched: dict[int, int] = {}
+    used: set[int] = set()
+    for iou, i, j in pairs:
+        if iou >= MATCH_IOU and i not in matched and j not in used:
+            matched[i] = j
+            used.add(j)
+    for i, lab in enumerate(labels):
+        if i in matched:
+            continue
+        for j, r in enumerate(readings):
+            if j not in used and r.sign_class == lab.sign_class and (
+                    lab.box is None or r.box is None):
+                matched[i] = j
+                used.add(j)
+                break
+    return matched
+
+
+def score_image(score: SignScore, labels: Sequence[LabelledSign],
+                result: AnalysisResult) -> None:
+    matched = match_signs(labels, result.signs)
+    score.images += 1
+    score.degraded_images += int(result.degraded)
+    score.unmatched_readings += len(result.signs) - len(matched)
+    for i, lab in enumerate(labels):
+        reading = result.signs[matched[i]] if i in matched else None
+        ok = reading is not None and reading.sign_class == lab.sign_class
+        score.labelled += 1
+        score.class_correct += int(ok)
+        counts = score.per_class.setdefault(lab.sign_class, [0, 0])
+        counts[0] += int(ok)
+        counts[1] += 1
+        if lab.sign_class == "speed_limit" and lab.value is not None:
+            score.speed_labelled += 1
+            score.speed_correct += int(ok and reading is not None and reading.value is not None
+                                       and abs(reading.value - lab.value) < 1e-6)
+
+
+def load_sign_labels(path: Path) -> dict[str, list[LabelledSign]]:
+    """Resolved image path -> labelled signs, for entries that label signs (labels.json
+    format of shared/data/README.md: paths relative to the labels file)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--labels {path}: cannot read: {exc}") from exc
+    out: dict[str, list[LabelledSign]] = {}
+    for entry in data.get("images", []):
+        if "signs" not in entry:
+            continue  # signs not labelled in this image
+        signs = []
+        for s in entry["signs"]:
+            box = Box.from_list(s["box"]) if s.get("box") is not None else None
+            value = float(s["value"]) if s.get("value") is not None else None
+            signs.append(LabelledSign(s["class"], value, box))
+        out[str((path.parent / entry["file"]).resolve())] = signs
+    return out
+
+
+# --------------------------------------------------------------------------------- command
+def _batches(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i:i + n]
+
+
+def run(args: argparse.Namespace) -> int:
+    import cv2
+
+    from vlm_node.analysis.engine import AnalysisEngine
+    from vlm_node.anonymize import Anonymizer
+    from vlm_node.frames import FrameMeta
+
+    if args.batch < 1:
+        raise ConfigError("--batch must be at least 1")
+    files = find_images(args.input)
+    labels = load_sign_labels(args.labels) if args.labels else None
+    score = SignScore()
+    anonymizer = Anonymizer()
+    engine = AnalysisEngine(analysis_config(args)).start()
+    status = engine.status()
+    if status["degraded"]:
+        print(f"analysis degraded: {status['reason']}", file=sys.stderr)
+    failures = 0
+    try:
+        for batch in _batches(list(enumerate(files)), args.batch):
+            frames, names = [], []
+            for index, file in batch:
+                image = cv2.imread(file, cv2.IMREAD_COLOR)
+                if image is None:
+                    print(f"{file}: cannot read the image", file=sys.stderr)
+                    failures += 1
+                    continue
+                try:
+                    frames.append(anonymizer.anonymize(FrameMeta("cli", index, file), image))
+                    names.append(file)
+                except AnonymizationError as exc:
+                    print(f"{file}: skipped, not anonymized: {exc}", file=sys.stderr)
+                    failures += 1
+            if not frames:
+                continue
+            try:
+                results = engine.analyze(frames)
+            except VlmNodeError as exc:
+                print(f"{', '.join(names)}: analysis failed: {exc}", file=sys.stderr)
+                failures += len(frames)
+                continue
+            for file, result in zip(names, results):
+                print(json.dumps(image_json(file, result)) if args.json
+                      else image_text(file, result), flush=True)
+                if labels is not None:
+                    key = str(Path(file).resolve())
+                    if key in labels:
+                        score_image(score, labels[key], result)
+    finally:
+        engine.close()
+    if labels is not None:
+        _print_score(score, sys.stderr if args.json else sys.stdout)
+    return 1 if failures else 0
+
+
+def _print_score(score: SignScore, stream: Any) -> None:
+    s = score.summary()
+    if not s["images"]:
+        print("no analysed image is in the labels file", file=stream)
+        return
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f} %"
+
+    print(f"\nsign class accuracy: {pct(s['class_accuracy'])} of {s['labelled_signs']} labelled "
+          f"signs in {s['images']} images; speed-limit value accuracy: "
+          f"{pct(s['speed_limit_value_accuracy'])} of {s['speed_limit_signs']}; "
+          f"{s['unmatched_readings']} readings matched no label; "
+          f"{s['degraded_images']} images degraded", file=stream)
+    for cls, c in s["per_class"].items():
+        print(f"  {cls:<22} {c['correct']:>4} / {c['labelled']:<4}", file=stream)
