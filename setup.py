@@ -9,13 +9,16 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["py.typed", "assets/**/*", "schema/*.json", "fastdds/*.xml"]},
+    package_data={PACKAGE: ["py.typed", "assets/**/*", "schema/*.json"]},
     include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        # The Fast DDS profile lives in the Python package (vlm-node run applies it) and is
+        # installed beside the configs too, for launch files and users' own processes.
+        (f"share/{PACKAGE}/config", ["vlm_node/assets/fastdds_large_images.xml"]),
     ],
     install_requires=["setuptools"],
     zip_safe=False,

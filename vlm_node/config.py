@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from vlm_node.analysis.config import AnalysisConfig
 from vlm_node.anonymize.config import AnonymizerConfig
 from vlm_node.errors import ConfigError
 from vlm_node.params import apply_overrides, setting, validate
@@ -64,6 +65,7 @@ class NodeConfig:
     jpeg_quality: int = setting(90, "JPEG quality of /compressed outputs.", min=10, max=100,
                                 dynamic=True)
     anonymizer: AnonymizerConfig = field(default_factory=AnonymizerConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     camera: dict[str, CameraConfig] = field(default_factory=dict)
 
     def camera_config(self, name: str) -> CameraConfig:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PROFILE = Path(__file__).resolve().parent / "fastdds" / "large_images.xml"
+PROFILE = Path(__file__).resolve().parent / "assets" / "fastdds_large_images.xml"
 ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 
 

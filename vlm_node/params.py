@@ -86,7 +86,8 @@ def validate(obj: Any, prefix: str = "") -> None:
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
     """Convert YAML/CLI values to the field's type (int -> float where a float is declared)."""
     text = str(annotation)
-    if text in ("float", "<class 'float'>") and isinstance(value, int) and not isinstance(value, bool):
+    if (text in ("float", "<class 'float'>") and isinstance(value, int)
+            and not isinstance(value, bool)):
         return float(value)
     if text in ("int", "<class 'int'>") and isinstance(value, float) and value.is_integer():
         return int(value)
@@ -115,7 +116,8 @@ def apply_overrides(obj: Any, values: dict[str, Any], prefix: str = "") -> Any:
     names = {f.name for f in fields(obj)}
     for key, value in flat.items():
         if key not in names:
-            raise ConfigError(f"unknown setting {prefix}{key!r}; known: {', '.join(sorted(names))}")
+            raise ConfigError(f"unknown setting {prefix + key!r}; known: "
+                              f"{', '.join(sorted(names))}")
         current = getattr(obj, key)
         if is_dataclass(current) and isinstance(value, dict):
             changes[key] = apply_overrides(current, value, f"{prefix}{key}.")

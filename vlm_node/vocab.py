@@ -25,7 +25,8 @@ ROAD_TYPES: tuple[str, ...] = _group("SceneDescription", "ROAD_")
 HAZARDS: tuple[str, ...] = _group("SceneDescription", "HAZARD_")
 
 # Which unit a class's number is in, and the range of plausible values. A value outside the range
-# is a misreading (a speed limit of 7 or 1000), so the parser drops the value rather than publish it.
+# is a misreading (a speed limit of 7 or 1000), so the parser drops the value rather than
+# publishes it.
 VALUE_RULES: dict[str, tuple[tuple[str, ...], float, float]] = {
     "speed_limit": (("km/h", "mph"), 5.0, 130.0),
     "end_speed_limit": (("km/h", "mph"), 5.0, 130.0),
@@ -35,6 +36,16 @@ VALUE_RULES: dict[str, tuple[tuple[str, ...], float, float]] = {
     "height_limit": (("m",), 1.5, 6.0),
     "width_limit": (("m",), 1.5, 5.0),
 }
+
+# Words printed on traffic signs (upper case, as OCR reads them). Text that reads two of them
+# ("SPEED LIMIT", "ONE WAY", "DO NOT ENTER") is a sign, never a licence plate.
+SIGN_WORDS: frozenset[str] = frozenset({
+    "SPEED", "LIMIT", "MPH", "KMH", "STOP", "YIELD", "ONE", "WAY", "DO", "NOT", "ENTER",
+    "WRONG", "NO", "ENTRY", "END", "MINIMUM", "MAXIMUM", "ZONE", "SCHOOL", "AHEAD", "ONLY",
+    "LANE", "TURN", "LEFT", "RIGHT", "EXIT", "ROAD", "WORK", "WORKS", "CLOSED", "PARKING",
+    "TOW", "AWAY", "PASSING", "OVERTAKING", "TRUCKS", "WEIGHT", "HEIGHT", "CLEARANCE",
+    "PEDESTRIAN", "CROSSING", "MERGE", "SLOW", "DETOUR", "TONS",
+})
 
 # Speed limits are posted in multiples of 5 (km/h and mph) almost everywhere.
 SPEED_STEP = 5.0

@@ -15,6 +15,7 @@ Chinese plates; not shipped, pass its path).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,6 +23,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from vlm_node import vocab
 from vlm_node.anonymize.multiscale import (RawDetections, check_finite, merge, plan_views,
                                            run_view, working_scale)
 from vlm_node.anonymize.runtime import create_session, rapidocr_model
@@ -195,6 +197,9 @@ def _judge_read(lines_text: list[str], g: PlateGeometry) -> tuple[bool, str]:
     can be plate text, and not a bare 1-3 digit number (what speed-limit and weight signs
     carry; a plate of 3 characters or less has letters)."""
     glyph_text = "".join(ch for ch in "".join(lines_text) if ch.isascii() and ch.isalnum())
+    words = {w for t in lines_text for w in re.findall(r"[A-Z]+", t.upper())}
+    if len(words & vocab.SIGN_WORDS) >= 2:
+        return False, f"read {' '.join(lines_text)!r}: sign words"
     if not any(line_is_plate_text(t, g.max_chars) for t in lines_text):
         return False, f"read {glyph_text!r}: not plate text"
     if glyph_text.isdigit() and len(glyph_text) < 4:
@@ -393,7 +398,7 @@ class TextPlateDetector:
                 cand.reason = "too many lines"
             elif self.verify == "none" and red > g.red_share:
                 cand.reason = "text on red: sign"
-            elif coloured and self.verify != "none" and not registration_like(
+            elif coloured and self.verify != "none" and rows == 1 and not registration_like(
                     [" ".join(read(int(usable[i])) for i in group)] if rows == 1
                     else [read(int(usable[i])) for i in group]):
                 cand.text = " ".join(texts.get(int(usable[i]), "") for i in group)

@@ -12,14 +12,15 @@ from vlm_node import __version__
 from vlm_node.errors import VlmNodeError
 
 # Subcommand modules, in the order `--help` lists them.
-SUBCOMMANDS = ("demo", "run")
+SUBCOMMANDS = ("demo", "run", "anonymize", "analyze", "bench",
+               "params")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlm-node",
-        description="Anonymize camera frames, read traffic signs and describe scenes; run the ROS 2 "
-                    "node, evaluate and anonymize rosbag2 recordings.",
+        description="Anonymize camera frames (faces, licence plates), read traffic signs and "
+                    "describe scenes; run the ROS 2 node, its demo and benchmarks.",
         epilog="Run `vlm-node COMMAND --help` for a command's options.")
     parser.add_argument("--version", action="version", version=f"vlm-node {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -15,6 +15,7 @@ from std_msgs.msg import Header
 
 from vlm_node import image_codec
 from vlm_node.frames import AnonymizedFrame, FrameMeta
+from vlm_node.geometry import Box
 from vlm_node.pipeline import SceneResult
 from vlm_node.results import SignReading
 from vlm_node_interfaces.msg import SceneDescription, SceneUnderstanding, TrafficSign
@@ -34,7 +35,7 @@ def meta_of(msg: Image | CompressedImage, camera: str, received: float) -> Frame
     return FrameMeta(camera, stamp_ns(msg.header.stamp), msg.header.frame_id, received)
 
 
-def _byte_array(buf: Any) -> array.array:
+def byte_array(buf: Any) -> array.array:
     """uint8[] field value from any buffer with one copy (assigning bytes would make rclpy
     check every element in Python, which takes seconds for a 1080p frame)."""
     out = array.array("B")
@@ -49,13 +50,13 @@ def image_msg(frame: AnonymizedFrame, encoding: str = "bgr8") -> Image:
     raw = image_codec.array_to_image(np.ascontiguousarray(arr), encoding)
     return Image(header=header_of(frame.meta), height=raw.height, width=raw.width,
                  encoding=raw.encoding, is_bigendian=bool(raw.is_bigendian), step=raw.step,
-                 data=_byte_array(raw.data))
+                 data=byte_array(raw.data))
 
 
 def compressed_msg(frame: AnonymizedFrame, kind: str = "jpeg", quality: int = 90
                    ) -> CompressedImage:
     fmt, data = image_codec.encode_compressed(frame.image, kind, quality)
-    return CompressedImage(header=header_of(frame.meta), format=fmt, data=_byte_array(data))
+    return CompressedImage(header=header_of(frame.meta), format=fmt, data=byte_array(data))
 
 
 def _roi(sign: SignReading) -> RegionOfInterest:
@@ -73,6 +74,18 @@ def sign_msg(sign: SignReading) -> TrafficSign:
                        unit=sign.unit if sign.value is not None else "",
                        confidence=float(sign.confidence), roi=_roi(sign), source=sign.source,
                        track_state=sign.track_state, track_id=int(sign.track_id))
+
+
+def sign_reading_of(msg: TrafficSign) -> SignReading:
+    """The core reading of a received TrafficSign (inverse of `sign_msg`; an all-zero ROI
+    means no box)."""
+    roi = msg.roi
+    box = (Box(float(roi.x_offset), float(roi.y_offset), float(roi.width), float(roi.height))
+           if roi.width and roi.height else None)
+    return SignReading(sign_class=msg.sign_class, confidence=float(msg.confidence),
+                       source=msg.source, value=float(msg.value) if msg.has_value else None,
+                       unit=msg.unit, text=msg.text, box=box, track_state=msg.track_state,
+                       track_id=int(msg.track_id))
 
 
 def scene_understanding_msg(result: SceneResult, latency_ms: float) -> SceneUnderstanding:

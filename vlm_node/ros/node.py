@@ -58,7 +58,7 @@ class VlmNode(LifecycleNode):
         self.stats = {name: CameraStats() for name in self.config.cameras}
         self.pipeline: Pipeline | None = None
         self.scheduler: LatestFrameScheduler | None = None
-        self._subscriptions: list[Any] = []
+        self._camera_subs: list[Any] = []
         self._image_pubs: dict[str, Any] = {}
         self._compressed_pubs: dict[str, Any] = {}
         self._encodings: dict[str, str] = {}
@@ -132,7 +132,7 @@ class VlmNode(LifecycleNode):
                 msg_type, cc.resolved_topic(cam),
                 lambda msg, cam=cam: self.image_callback(msg, cam), qos,
                 callback_group=MutuallyExclusiveCallbackGroup())
-            self._subscriptions.append(sub)
+            self._camera_subs.append(sub)
         if self.config.analysis_enabled:
             self._running.set()
             self._worker = threading.Thread(target=self._analysis_loop, name="vlm_analysis",
@@ -157,9 +157,9 @@ class VlmNode(LifecycleNode):
         return super().on_shutdown(state)
 
     def _stop_io(self) -> None:
-        for sub in self._subscriptions:
+        for sub in self._camera_subs:
             self.destroy_subscription(sub)
-        self._subscriptions.clear()
+        self._camera_subs.clear()
         self._running.clear()
         if self.scheduler is not None:
             self.scheduler.close()

@@ -1,7 +1,10 @@
 """Entry point of `ros2 run vlm_node vlm_node` (and `vlm-node run`)."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from vlm_node import fastdds
@@ -10,20 +13,36 @@ from vlm_node import fastdds
 def main(args: Sequence[str] | None = None) -> int:
     """Start the node: apply the large-image Fast DDS profile (unless the user set one), parse
     ROS arguments, configure + activate when `autostart`, spin a multi-threaded executor (one
-    thread per camera plus the diagnostics timer), and shut down cleanly on SIGINT/SIGTERM."""
+    thread per camera plus the diagnostics timer), and shut down cleanly on SIGINT/SIGTERM.
+
+    rclpy's own signal handlers are replaced: they shut the context down at once, after which
+    the node can no longer publish its lifecycle transitions or release its entities in order.
+    Here a signal only ends the spin; the node then goes through its shutdown transition (stop
+    subscriptions, join the analysis worker, release models) while the context is still valid.
+    A second signal exits immediately.
+    """
     fastdds.apply()
     # rclpy after fastdds.apply(): Fast DDS reads the profile variable when the first
     # participant is created.
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import MultiThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.signals import SignalHandlerOptions
 
     from vlm_node.errors import ConfigError
     from vlm_node.ros.node import VlmNode
 
-    rclpy.init(args=list(args) if args is not None else None)
+    rclpy.init(args=list(args) if args is not None else None,
+               signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():
+            os._exit(128 + signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     node = None
-    code = 0
     try:
         try:
             node = VlmNode()
@@ -39,18 +58,27 @@ def main(args: Sequence[str] | None = None) -> int:
                 return 1
         executor = MultiThreadedExecutor(num_threads=len(node.config.cameras) + 2)
         executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        spinner = threading.Thread(target=executor.spin, name="executor", daemon=True)
+        spinner.start()
+        while not stop.wait(0.2) and spinner.is_alive():
+            pass
+        executor.shutdown(timeout_sec=5.0)
+        return 0
     finally:
         if node is not None:
-            try:
-                node.trigger_shutdown()
-            except Exception:  # noqa: BLE001 - already shut down or never configured
-                pass
+            _shutdown(node)
             node.destroy_node()
         rclpy.try_shutdown()
-    return code
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _shutdown(node: "VlmNode") -> None:  # noqa: F821 - imported lazily in main()
+    """The lifecycle shutdown transition, from whichever primary state the node is in."""
+    state_id, label = node._state_machine.current_state
+    if label in ("unconfigured", "inactive", "active"):
+        node.trigger_shutdown()
+        node.get_logger().info("shut down")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,168 @@
+"""End to end over real DDS, across a process boundary: the real `vlm-node run` executable, a
+publisher and subscribers in the test process, Fast DDS shared memory between them.
+
+The frame: a real photo with a rendered 60 km/h sign, a STOP sign and a real face pasted at
+pedestrian size (bundled scene 4), published as sensor_msgs/Image bgr8 like a camera driver.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import Image
+
+from ros_helpers import Harness, wait_for, wait_for_subscribers
+from vlm_node import image_codec
+from vlm_node.geometry import Box
+from vlm_node.render.scenes import make_road_scene
+from vlm_node.ros import convert
+from vlm_node.ros.process import NodeProcess
+from vlm_node_interfaces.msg import SceneUnderstanding
+
+STAMP = (1_700_000_123, 456_789_000)
+FRAME_ID = "front_camera_optical_frame"
+
+
+def _image_msg(bgr: np.ndarray) -> Image:
+    raw = image_codec.array_to_image(np.ascontiguousarray(bgr), "bgr8")
+    msg = Image(height=raw.height, width=raw.width, encoding="bgr8", step=raw.step,
+                data=convert.byte_array(raw.data))
+    msg.header.stamp.sec, msg.header.stamp.nanosec = STAMP
+    msg.header.frame_id = FRAME_ID
+    return msg
+
+
+def _grown(box: Box, factor: float, w: int, h: int) -> tuple[slice, slice]:
+    """Pixel slices of `box` grown by `factor` of its size on every side (clipped)."""
+    x1, y1 = int(max(0, box.x - factor * box.w)), int(max(0, box.y - factor * box.h))
+    x2 = int(min(w, box.x + box.w * (1 + factor) + 1))
+    y2 = int(min(h, box.y + box.h * (1 + factor) + 1))
+    return slice(y1, y2), slice(x1, x2)
+
+
+@pytest.fixture(scope="module")
+def node_process():
+    node = NodeProcess(["-p", "cameras:=[front]", "-p", "analysis.backend:=ocr",
+                        "-p", "qos_reliability:=reliable", "-p", "max_frame_age:=30.0"])
+    try:
+        node.wait_ready(120)
+        yield node
+    finally:
+        node.stop()
+
+
+def test_sign_read_face_redacted_rest_identical_header_kept(node_process: NodeProcess) -> None:
+    scene = make_road_scene(4, (640, 480))
+    assert [s.value for s in scene.signs if s.sign_class == "speed_limit"] == [60]
+    h, w = scene.image.shape[:2]
+    harness = Harness("e2e_probe")
+    try:
+        results = harness.subscribe(SceneUnderstanding, "/scene_understanding", reliable=True)
+        images = harness.subscribe(Image, "/front/image_anonymized")
+        pub = harness.publisher(Image, "/front/image_raw")
+        wait_for_subscribers(pub, 20)
+        wait_for(lambda: harness.node.count_publishers("/scene_understanding") > 0, 20,
+                 "the node's result publisher")
+        pub.publish(_image_msg(scene.image.copy()))
+        wait_for(lambda: results, 60, "a SceneUnderstanding message")
+        wait_for(lambda: images, 10, "an anonymized image")
+    finally:
+        harness.close()
+
+    result, image = results[0], images[0]
+    # headers of the source frame, on both outputs
+    for header in (result.header, image.header):
+        assert (header.stamp.sec, header.stamp.nanosec) == STAMP
+        assert header.frame_id == FRAME_ID
+    assert result.camera == "front"
+
+    # the sign: value 60 in km/h, where it was drawn
+    label = next(s for s in scene.signs if s.sign_class == "speed_limit")
+    speed = [s for s in result.signs if s.sign_class == "speed_limit"]
+    assert len(speed) == 1, [(s.sign_class, s.value) for s in result.signs]
+    assert speed[0].has_value and speed[0].value == 60.0 and speed[0].unit == "km/h"
+    assert convert.sign_reading_of(speed[0]).box.iou(label.box) > 0.5
+    assert result.backend == "ocr" and result.degraded  # no VLM: flagged, not hidden
+
+    # pixels: same size and encoding; the face changed well beyond noise; outside the redacted
+    # face and plate regions not one pixel differs
+    assert (image.width, image.height, image.encoding) == (w, h, "bgr8")
+    out = image_codec.image_to_bgr8(image).astype(np.int16)
+    src = scene.image.astype(np.int16)
+    face = scene.faces[-1]  # the pasted pedestrian
+    fy, fx = _grown(face, 0.0, w, h)
+    assert np.abs(out[fy, fx] - src[fy, fx]).mean() > 12.0
+    assert result.faces_redacted == 1
+    # redaction regions are the detector's boxes plus margins: allow generously around the
+    # labelled boxes (plates are short, so relative to their height more)
+    allowed = np.zeros((h, w), bool)
+    allowed[_grown(face, 0.5, w, h)] = True
+    for plate in scene.plates:
+        allowed[_grown(plate, 0.8, w, h)] = True
+    changed = np.abs(out - src).max(axis=2) > 0
+    assert changed.any()
+    ys, xs = np.nonzero(changed & ~allowed)
+    assert not len(ys), f"{len(ys)} pixels changed outside the redacted regions, e.g. " \
+                        f"x={xs[:3]} y={ys[:3]}"
+
+
+def test_malformed_frame_is_dropped_and_counted_not_fatal(node_process: NodeProcess) -> None:
+    harness = Harness("malformed_probe")
+    try:
+        images = harness.subscribe(Image, "/front/image_anonymized")
+        pub = harness.publisher(Image, "/front/image_raw")
+        wait_for_subscribers(pub, 20)
+        bad = Image(height=10, width=10, encoding="bgr8", step=30,
+                    data=convert.byte_array(bytes(17)))  # 300 bytes expected
+        pub.publish(bad)
+        good = _image_msg(np.full((48, 64, 3), 128, np.uint8))
+        pub.publish(good)
+        wait_for(lambda: images, 30, "the good frame after the malformed one")
+    finally:
+        harness.close()
+    assert [(m.width, m.height) for m in images] == [(64, 48)]
+    wait_for(lambda: "frame dropped" in node_process.output(), 10,
+             "the node to log the dropped frame")
+    assert node_process.proc.poll() is None
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_node_shuts_down_cleanly_on_signal(sig: int) -> None:
+    node = NodeProcess(["-p", "analysis.backend:=ocr"])
+    node.wait_ready(120)
+    code, seconds = node.stop(sig, timeout=10)
+    assert code == 0, node.output()
+    assert seconds < 5.0
+    log = node.output()
+    assert "shut down" in log  # the lifecycle shutdown transition ran, in order
+    assert "Traceback" not in log and "ERROR" not in log, log
+
+
+def test_bad_parameter_fails_at_start_with_the_reason() -> None:
+    node = NodeProcess(["-p", "max_frame_age:=-1.0"])
+    code = node.proc.wait(60)
+    node.stop()
+    assert code != 0
+    assert "max_frame_age" in node.output()
+
+
+def test_demo_command_prints_readings_and_writes_output(tmp_path) -> None:
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "vlm_node.cli.main", "demo", "--frames", "2",
+                           "--backend", "ocr", "--output", str(out)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "ROS_DOMAIN_ID": os.environ["ROS_DOMAIN_ID"]})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "speed_limit 50 km/h" in proc.stdout  # scene 0 carries a 50 km/h sign
+    data = json.loads((out / "results.json").read_text())
+    assert data["summary"]["frames"] == 2
+    names = sorted(p.name for p in out.glob("*.jpg"))
+    assert names == ["00_front_anonymized.jpg", "01_rear_anonymized.jpg"]
+    first = data["frames"][0]["message"]
+    assert first["faces_redacted"] >= 1 and first["camera"] == "front"
+    assert any(s["class"] == "speed_limit" and s["value"] == 50 for s in first["signs"])
