@@ -84,6 +84,23 @@ if needs vlm_node "$h" || ! "$PY" -c 'import vlm_node' 2>/dev/null; then
   done_step vlm_node "$h"
 fi
 
+# An editable install skips setup.py's data_files, so register vlm_node in the venv's ament index
+# the way a colcon install would: package marker, share/vlm_node (package.xml, launch/, config/ as
+# links into the checkout, so edits apply at once) and the node executable in lib/vlm_node. Then
+# launch_ros finds `package=vlm_node executable=vlm_node` with AMENT_PREFIX_PATH=$VENV.
+SHARE="$VENV/share/vlm_node"
+mkdir -p "$VENV/share/ament_index/resource_index/packages" "$SHARE/config" "$VENV/lib/vlm_node"
+: >"$VENV/share/ament_index/resource_index/packages/vlm_node"
+ln -sfn "$ROOT/package.xml" "$SHARE/package.xml"
+ln -sfn "$ROOT/launch" "$SHARE/launch"
+find "$SHARE/config" -type l -delete
+for f in "$ROOT"/config/*.yaml "$ROOT/vlm_node/assets/fastdds_large_images.xml"; do
+  ln -sfn "$f" "$SHARE/config/$(basename "$f")"
+done
+printf '#!%s\nimport sys\nfrom vlm_node.ros.node_main import main\nsys.exit(main())\n' "$PY" \
+  >"$VENV/lib/vlm_node/vlm_node"
+chmod +x "$VENV/lib/vlm_node/vlm_node"
+
 # ROS 2 launch/launch_ros are not on PyPI; the launch tests use wheels built from their sources
 # where they are available beside the checkout (optional: the launch tests skip without them).
 if [ -d "$LAUNCH_WHEELS" ]; then

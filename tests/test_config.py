@@ -37,8 +37,29 @@ def test_params_yaml(tmp_path):
     c = node_config_from_params(load_params_yaml(f))
     assert c.cameras == ("left",) and c.qos_depth == 3
     f.write_text("other_node:\n  ros__parameters: {a: 1}\n")
-    with pytest.raises(ConfigError, match="no `vlm_node: ros__parameters:` section"):
+    with pytest.raises(ConfigError, match="no `/\\*\\*/vlm_node: ros__parameters:` section"):
         load_params_yaml(f)
+
+
+def test_params_yaml_sections_match_like_rcl(tmp_path):
+    """Wildcard and namespaced sections apply, in file order; other nodes' do not."""
+    f = tmp_path / "p.yaml"
+    f.write_text("/**:\n  ros__parameters: {qos_depth: 7, jpeg_quality: 50}\n"
+                 "/**/vlm_node:\n  ros__parameters: {qos_depth: 4}\n"
+                 "/car1/vlm_node:\n  ros__parameters: {cameras: [front]}\n"
+                 "/car1/camera_driver:\n  ros__parameters: {cameras: [wrong]}\n")
+    c = node_config_from_params(load_params_yaml(f))
+    assert (c.qos_depth, c.jpeg_quality, c.cameras) == (4, 50, ("front",))
+
+
+def test_shipped_configs_are_valid():
+    from vlm_node.paths import config_file
+    for name in ("default.yaml", "vehicle_1cam.yaml", "vehicle_4cam.yaml"):
+        config = node_config_from_params(load_params_yaml(config_file(name)))
+        assert config.cameras
+    four = node_config_from_params(load_params_yaml(config_file("vehicle_4cam.yaml")))
+    assert four.camera_config("rear").resolved_topic("rear") == \
+        "/cameras/rear/image_raw/compressed"
 
 
 def test_defaults_are_valid():

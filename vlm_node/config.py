@@ -72,19 +72,29 @@ class NodeConfig:
         return self.camera.get(name) or CameraConfig()
 
 
+def _section_applies(key: str, node_name: str) -> bool:
+    """Whether a parameters-file section key names this node the way rcl matches it: `/**`,
+    `/**/name`, `name`, `/name` or `/any/namespace/name`."""
+    parts = [p for p in str(key).split("/") if p]
+    return parts in (["**"], [node_name]) or (bool(parts) and parts[-1] == node_name)
+
+
 def load_params_yaml(path: str | Path, node_name: str = "vlm_node") -> dict[str, Any]:
-    """The `ros__parameters` mapping for `node_name` (or `/**`) of a ROS 2 parameters file."""
+    """The `ros__parameters` of every section of a ROS 2 parameters file that applies to
+    `node_name` (in file order, later sections overriding earlier ones)."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of node names to ros__parameters")
     params: dict[str, Any] = {}
-    for key in ("/**", node_name, f"/{node_name}"):
-        section = data.get(key)
-        if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
+    for key, section in data.items():
+        if (_section_applies(key, node_name) and isinstance(section, dict)
+                and isinstance(section.get("ros__parameters"), dict)):
             params.update(section["ros__parameters"])
     if not params and data:
-        raise ConfigError(f"{path}: no `{node_name}: ros__parameters:` section")
+        raise ConfigError(f"{path}: no `/**/{node_name}: ros__parameters:` section")
     return params
 
 

@@ -1,0 +1,101 @@
+"""The node object in the test process (own rclpy Context, real Fast DDS): parameters, fail-closed
+anonymization, diagnostics. The cross-process path is in test_node_process.py."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+
+from ros_helpers import Harness, wait_for, wait_for_subscribers
+from vlm_node import image_codec
+from vlm_node.ros import convert
+from vlm_node.ros.node import VlmNode
+from vlm_node_interfaces.msg import SceneUnderstanding
+
+CAM = "cam"
+
+
+def _frame(value: int = 128, stamp_sec: int = 1) -> Image:
+    raw = image_codec.array_to_image(np.full((60, 80, 3), value, np.uint8), "bgr8")
+    msg = Image(height=raw.height, width=raw.width, encoding="bgr8", step=raw.step,
+                data=convert.byte_array(raw.data))
+    msg.header.stamp.sec = stamp_sec
+    msg.header.frame_id = "cam_optical"
+    return msg
+
+
+@pytest.fixture
+def running():
+    harness = Harness("node_probe")
+    node = VlmNode(context=harness.context, parameter_overrides=[
+        Parameter("cameras", value=[CAM]), Parameter("analysis.backend", value="ocr"),
+        Parameter("qos_reliability", value="reliable"),
+        Parameter("diagnostics_period", value=0.2), Parameter("max_frame_age", value=30.0)])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        harness.add_node(node)
+        yield harness, node
+    finally:
+        harness.executor.remove_node(node)
+        node.trigger_shutdown()
+        node.destroy_node()
+        harness.close()
+
+
+def test_parameters_validated_with_reasons_and_applied_at_run_time(running) -> None:
+    _, node = running
+    bad = node.set_parameters([Parameter("max_frame_age", value=-1.0)])[0]
+    assert not bad.successful and "max_frame_age out of range" in bad.reason
+    fixed = node.set_parameters([Parameter("cameras", value=["a", "b"])])[0]
+    assert not fixed.successful and "read-only" in fixed.reason
+    mode = node.set_parameters([Parameter("anonymizer.redaction", value="sparkle")])[0]
+    assert not mode.successful and "sparkle" in mode.reason
+    ok = node.set_parameters([Parameter("anonymizer.margin", value=0.4)])[0]
+    assert ok.successful, ok.reason
+    assert node.config.anonymizer.margin == 0.4
+    assert node.pipeline._anonymizer(CAM).config.margin == 0.4  # reached the running core
+    assert node.config.max_frame_age == 30.0  # rejected values left nothing behind
+
+
+def test_failing_detector_drops_frame_counts_it_publishes_nothing(running, monkeypatch) -> None:
+    harness, node = running
+    images = harness.subscribe(Image, f"/{CAM}/image_anonymized")
+    results = harness.subscribe(SceneUnderstanding, "/scene_understanding", reliable=True)
+    pub = harness.publisher(Image, f"/{CAM}/image_raw")
+    wait_for_subscribers(pub)
+    stage = node.pipeline._anonymizer(CAM).detectors[0]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("detector exploded")
+    monkeypatch.setattr(stage, "detect", broken)
+    pub.publish(_frame(stamp_sec=1))
+    wait_for(lambda: node.stats[CAM].snapshot()["dropped_anonymizer_failure"] == 1, 10,
+             "the failure to be counted")
+    diag = node.diagnostics()
+    cam_status = next(s for s in diag.status if s.hardware_id == CAM)
+    values = {kv.key: kv.value for kv in cam_status.values}
+    assert values["dropped_anonymizer_failure"] == "1"
+    assert cam_status.level != 0  # not OK while frames are being dropped
+
+    monkeypatch.undo()  # the detector works again: frames flow
+    pub.publish(_frame(stamp_sec=2))
+    wait_for(lambda: results, 30, "a result for the good frame")
+    assert [m.header.stamp.sec for m in images] == [2]
+    assert [m.header.stamp.sec for m in results] == [2]
+
+
+def test_diagnostics_published_with_rates_and_backend_state(running) -> None:
+    harness, _ = running
+    diags = harness.subscribe(DiagnosticArray, "/diagnostics", reliable=True)
+    wait_for(lambda: diags, 10, "a /diagnostics message")
+    statuses = {s.name.split(": ", 1)[1]: s for s in diags[-1].status}
+    assert set(statuses) == {"analysis", f"camera {CAM}"}
+    analysis = {kv.key: kv.value for kv in statuses["analysis"].values}
+    assert analysis["backend"] == "ocr"
+    assert statuses["analysis"].message.startswith("degraded")
+    keys = {kv.key for kv in statuses[f"camera {CAM}"].values}
+    assert {"input_rate_hz", "frames_received", "dropped_decode_error", "degraded"} <= keys
