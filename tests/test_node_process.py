@@ -166,3 +166,18 @@ def test_demo_command_prints_readings_and_writes_output(tmp_path) -> None:
     first = data["frames"][0]["message"]
     assert first["faces_redacted"] >= 1 and first["camera"] == "front"
     assert any(s["class"] == "speed_limit" and s["value"] == 50 for s in first["signs"])
+
+
+def test_bench_node_prints_figures_for_echo_and_node(tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "vlm_node.cli.main", "bench", "node",
+                           "--frames", "10", "--rate", "20", "--size", "320x240",
+                           "--output", str(out)], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "rclpy echo (baseline)" in proc.stdout and "vlm_node, detectors off" in proc.stdout
+    figures = json.loads(out.read_text())
+    assert [t["name"] for t in figures["targets"]] == ["rclpy echo (baseline)",
+                                                       "vlm_node, detectors off"]
+    for target in figures["targets"]:
+        assert target["received"] >= 8 and 0 < target["p50_ms"] <= target["p99_ms"]
+    assert figures["p95_ratio"] > 0

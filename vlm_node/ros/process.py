@@ -59,11 +59,18 @@ class NodeProcess:
     READY_MARK = "active:"
 
     def __init__(self, ros_args: Sequence[str] = (), *, configs: Sequence[str | Path] = (),
-                 env: dict[str, str] | None = None, cwd: str | Path | None = None) -> None:
-        cmd = [sys.executable, "-m", "vlm_node.cli.main", "run"]
-        for cfg in configs:
-            cmd += ["--config", str(cfg)]
+                 env: dict[str, str] | None = None, cwd: str | Path | None = None,
+                 module: str | None = None, ready_mark: str | None = None) -> None:
+        """`module`: run `python -m MODULE --ros-args ...` instead of `vlm-node run` (e.g. the
+        benchmark's echo node), ready when its output shows `ready_mark`."""
+        if module is None:
+            cmd = [sys.executable, "-m", "vlm_node.cli.main", "run"]
+            for cfg in configs:
+                cmd += ["--config", str(cfg)]
+        else:
+            cmd = [sys.executable, "-m", module]
         cmd += ["--ros-args", *ros_args]
+        self.ready_mark = ready_mark or self.READY_MARK
         self.command = cmd
         fd, name = tempfile.mkstemp(prefix="vlm_node_", suffix=".log")
         self.log_path = Path(name)
@@ -93,7 +100,7 @@ class NodeProcess:
             if self.proc.poll() is not None:
                 raise NodeProcessError(f"the node exited with status {self.proc.returncode}:\n"
                                        f"{self.tail()}")
-            return self.READY_MARK in self.output()
+            return self.ready_mark in self.output()
         try:
             wait_until(ready, timeout, "the node to become active", interval=0.05)
         except NodeProcessError:

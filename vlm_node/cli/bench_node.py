@@ -1,0 +1,39 @@
+"""`vlm-node bench node`: the node's image-path latency and CPU against an rclpy echo node."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_node_parser(bench_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = bench_sub.add_parser(
+        "node", help="node latency p50/p95/p99 and CPU per frame vs an rclpy echo node",
+        description="Play the same frames through a bare rclpy echo node and through vlm_node "
+                    "(analysis off; detectors off unless --anonymize), each in its own process "
+                    "over Fast DDS, and print publish->receive latency percentiles, frames "
+                    "received and CPU per frame. Runs in a ROS domain of its own.")
+    p.add_argument("--size", default="1920x1080", metavar="WxH", help="frame size (1920x1080)")
+    p.add_argument("--frames", type=int, default=100, help="measured frames per target (100)")
+    p.add_argument("--rate", type=float, default=10.0, help="frames per second (10)")
+    p.add_argument("--anonymize", action="store_true",
+                   help="also measure vlm_node with the default anonymizer (faces, plates)")
+    p.add_argument("--output", metavar="JSON", help="write the figures as JSON")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from vlm_node.ros.node_bench import bench_node
+
+    try:
+        width, height = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"vlm-node bench node: error: --size must look like 1920x1080, not "
+                         f"{args.size!r}")
+    if args.frames < 1 or args.rate <= 0:
+        raise SystemExit("vlm-node bench node: error: --frames and --rate must be positive")
+    figures = bench_node(width, height, args.frames, args.rate, args.anonymize)
+    if args.output:
+        Path(args.output).write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+    return 0
