@@ -57,6 +57,9 @@ def test_shipped_configs_are_valid():
     for name in ("default.yaml", "vehicle_1cam.yaml", "vehicle_4cam.yaml"):
         config = node_config_from_params(load_params_yaml(config_file(name)))
         assert config.cameras
+    # `ros2 run vlm_node vlm_node` without a params file must behave like `vlm-node run`
+    assert node_config_from_params(load_params_yaml(config_file("default.yaml"))) == \
+        node_config_from_params({})
     four = node_config_from_params(load_params_yaml(config_file("vehicle_4cam.yaml")))
     assert four.camera_config("rear").resolved_topic("rear") == \
         "/cameras/rear/image_raw/compressed"

@@ -151,6 +151,28 @@ def test_bad_parameter_fails_at_start_with_the_reason() -> None:
     assert "max_frame_age" in node.output()
 
 
+def test_require_vlm_makes_a_missing_model_fatal() -> None:
+    node = NodeProcess(["-p", "analysis.require_vlm:=true",
+                        "-p", "analysis.model:=/nonexistent/model_dir"])
+    code = node.proc.wait(120)
+    node.stop()
+    assert code == 1
+    log = node.output()
+    assert "configure failed" in log and "/nonexistent/model_dir" in log
+
+
+def test_default_start_warns_when_running_degraded() -> None:
+    node = NodeProcess(["-p", "analysis.model:=/nonexistent/model_dir"])
+    try:
+        node.wait_ready(120)
+        log = node.output()
+    finally:
+        node.stop()
+    line = next(x for x in log.splitlines() if "configured:" in x)
+    assert line.startswith("[WARN]") and "DEGRADED" in line and "/nonexistent/model_dir" in line
+    assert "camera <- /camera/image_raw" in log  # config/default.yaml: one camera
+
+
 def test_demo_command_prints_readings_and_writes_output(tmp_path) -> None:
     out = tmp_path / "demo"
     proc = subprocess.run([sys.executable, "-m", "vlm_node.cli.main", "demo", "--frames", "2",

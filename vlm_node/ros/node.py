@@ -114,10 +114,12 @@ class VlmNode(LifecycleNode):
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.VOLATILE))
         status = pipeline.status()
-        self.get_logger().info(
-            f"configured: cameras {list(self.config.cameras)}, analysis "
-            f"{status.get('backend', 'off')} ({status.get('state', '')})"
-            + (f", DEGRADED: {status.get('reason')}" if status.get("degraded") else ""))
+        text = (f"configured: cameras {list(self.config.cameras)}, analysis "
+                f"{status.get('backend', 'off')} ({status.get('state', '')})")
+        if status.get("degraded"):
+            self.get_logger().warning(f"{text}, DEGRADED: {status.get('reason')}")
+        else:
+            self.get_logger().info(text)
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
