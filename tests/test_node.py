@@ -99,3 +99,23 @@ def test_diagnostics_published_with_rates_and_backend_state(running) -> None:
     assert statuses["analysis"].message.startswith("degraded")
     keys = {kv.key for kv in statuses[f"camera {CAM}"].values}
     assert {"input_rate_hz", "frames_received", "dropped_decode_error", "degraded"} <= keys
+
+
+def test_lifecycle_deactivate_stops_io_and_activate_resumes_it(running) -> None:
+    harness, node = running
+    images = harness.subscribe(Image, f"/{CAM}/image_anonymized")
+    pub = harness.publisher(Image, f"/{CAM}/image_raw")
+    wait_for_subscribers(pub)
+    pub.publish(_frame(stamp_sec=1))
+    wait_for(lambda: images, 10, "output while active")
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    wait_for(lambda: pub.get_subscription_count() == 0, 10, "the subscription to go")
+    pub.publish(_frame(stamp_sec=2))
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS  # models released
+    assert node.pipeline is None
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    wait_for_subscribers(pub)
+    pub.publish(_frame(stamp_sec=3))
+    wait_for(lambda: len(images) >= 2, 10, "output after re-activation")
+    assert [m.header.stamp.sec for m in images] == [1, 3]  # nothing while inactive
