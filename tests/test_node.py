@@ -7,7 +7,7 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from ros_helpers import Harness, wait_for, wait_for_subscribers
 from vlm_node import image_codec
@@ -119,3 +119,35 @@ def test_lifecycle_deactivate_stops_io_and_activate_resumes_it(running) -> None:
     pub.publish(_frame(stamp_sec=3))
     wait_for(lambda: len(images) >= 2, 10, "output after re-activation")
     assert [m.header.stamp.sec for m in images] == [1, 3]  # nothing while inactive
+
+
+def test_compressed_output_and_latency_percentiles_in_diagnostics() -> None:
+    harness = Harness("compressed_probe")
+    node = VlmNode(context=harness.context, parameter_overrides=[
+        Parameter("cameras", value=[CAM]), Parameter("analysis.backend", value="ocr"),
+        Parameter(f"camera.{CAM}.publish_compressed", value=True),
+        Parameter("qos_reliability", value="reliable"), Parameter("max_frame_age", value=30.0)])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        harness.add_node(node)
+        jpegs = harness.subscribe(CompressedImage, f"/{CAM}/image_anonymized/compressed")
+        results = harness.subscribe(SceneUnderstanding, "/scene_understanding", reliable=True)
+        pub = harness.publisher(Image, f"/{CAM}/image_raw")
+        wait_for_subscribers(pub)
+        pub.publish(_frame(value=200, stamp_sec=4))
+        wait_for(lambda: jpegs and results, 30, "the compressed image and the result")
+        assert jpegs[0].format.startswith("bgr8; jpeg compressed")
+        assert jpegs[0].header.stamp.sec == 4
+        pixels = image_codec.compressed_to_bgr8(jpegs[0])
+        assert pixels.shape == (60, 80, 3) and abs(float(pixels.mean()) - 200) < 3
+        cam_status = next(s for s in node.diagnostics().status if s.hardware_id == CAM)
+        values = {kv.key: float(kv.value) for kv in cam_status.values
+                  if kv.key.startswith("latency_ms_")}
+        assert set(values) == {"latency_ms_p50", "latency_ms_p95"}
+        assert 0 < values["latency_ms_p50"] <= values["latency_ms_p95"] < 30_000
+    finally:
+        harness.executor.remove_node(node)
+        node.trigger_shutdown()
+        node.destroy_node()
+        harness.close()
