@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vlm_node.analysis.bench import ARCHS, SIZES, bench_analyze
 from vlm_node.analysis.config import DEVICES, DTYPES
+from vlm_node.cli.args import frame_size
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -19,14 +20,6 @@ def _ints(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError("camera counts must be >= 1")
     return values
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from exc
-    return w, h
 
 
 def _names(choices: tuple[str, ...]):
@@ -58,7 +51,7 @@ def add_analyze_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--dtype", choices=DTYPES, default="auto")
     p.add_argument("--size", choices=SIZES, default="reduced",
                    help="full = published layer counts; reduced = fewer layers (CPU)")
-    p.add_argument("--frame-size", type=_size, default=(640, 480), metavar="WxH")
+    p.add_argument("--frame-size", type=frame_size, default=(640, 480), metavar="WxH")
     p.add_argument("--image-longest-edge", type=int, default=512,
                    help="SmolVLM processor size.longest_edge (0 = model default 2048)")
     p.add_argument("--json-out", type=Path, metavar="FILE", help="also write figures here")

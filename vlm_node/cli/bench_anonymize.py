@@ -21,6 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vlm_node.cli.args import frame_sizes
 from vlm_node.errors import VlmNodeError
 
 # Settings compared; `default` is AnonymizerConfig() itself.
@@ -43,7 +44,7 @@ def add_anonymize_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argu
                     "precision and leak rate on the labelled photos and the timed frames.")
     p.add_argument("--labels", default=str(_DEFAULT_LABELS), metavar="JSON",
                    help=f"labels.json with face and plate boxes (default {_DEFAULT_LABELS})")
-    p.add_argument("--sizes", default="1280x720,1920x1080",
+    p.add_argument("--sizes", type=frame_sizes, default=[(1280, 720), (1920, 1080)],
                    help="frame sizes WxH, comma-separated (default 1280x720,1920x1080)")
     p.add_argument("--frames", type=int, default=20, help="timed frames per size and setting")
     p.add_argument("--warmup", type=int, default=3, help="untimed frames first (default 3)")
@@ -61,19 +62,6 @@ def add_anonymize_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
     return p
-
-
-def _sizes(text: str) -> list[tuple[int, int]]:
-    out = []
-    for part in text.split(","):
-        try:
-            w, h = (int(v) for v in part.lower().split("x"))
-        except ValueError as exc:
-            raise VlmNodeError(f"--sizes: {part!r} is not WxH") from exc
-        if w < 64 or h < 64:
-            raise VlmNodeError(f"--sizes: {part} is too small")
-        out.append((w, h))
-    return out
 
 
 def machine() -> dict[str, Any]:
@@ -133,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
                            f"{', '.join(SETTINGS)}")
     providers = tuple(p.strip() for p in args.providers.split(",") if p.strip())
     rng = np.random.default_rng(args.seed)
-    sizes = _sizes(args.sizes)
+    sizes = args.sizes
     # one set of clips per size, shared by all settings: faces and plates photos mixed per
     # frame (each photo keeps only its own labelled kind)
     mixed = [(img, {k: it.boxes[k] for k in KINDS}) for it, img in photos]

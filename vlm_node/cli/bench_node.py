@@ -5,6 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
+from vlm_node.cli.args import frame_size
+
 
 def add_node_parser(bench_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = bench_sub.add_parser(
@@ -13,7 +15,8 @@ def add_node_parser(bench_sub: argparse._SubParsersAction) -> argparse.ArgumentP
                     "(analysis off; detectors off unless --anonymize), each in its own process "
                     "over Fast DDS, and print publish->receive latency percentiles, frames "
                     "received and CPU per frame. Runs in a ROS domain of its own.")
-    p.add_argument("--size", default="1920x1080", metavar="WxH", help="frame size (1920x1080)")
+    p.add_argument("--size", type=frame_size, default=(1920, 1080), metavar="WxH",
+                   help="frame size (1920x1080)")
     p.add_argument("--frames", type=int, default=100, help="measured frames per target (100)")
     p.add_argument("--rate", type=float, default=10.0, help="frames per second (10)")
     p.add_argument("--anonymize", action="store_true",
@@ -26,11 +29,7 @@ def add_node_parser(bench_sub: argparse._SubParsersAction) -> argparse.ArgumentP
 def run(args: argparse.Namespace) -> int:
     from vlm_node.ros.node_bench import bench_node
 
-    try:
-        width, height = (int(v) for v in args.size.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"vlm-node bench node: error: --size must look like 1920x1080, not "
-                         f"{args.size!r}")
+    width, height = args.size
     if args.frames < 1 or args.rate <= 0:
         raise SystemExit("vlm-node bench node: error: --frames and --rate must be positive")
     figures = bench_node(width, height, args.frames, args.rate, args.anonymize)

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from vlm_node.cli.args import frame_size
+
 DEFAULT_CAMERAS = "front,rear"
 
 
@@ -40,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="number of frames to play (default 6: one of each bundled scene)")
     p.add_argument("--cameras", default=DEFAULT_CAMERAS, metavar="A,B",
                    help=f"camera names; frames go to them in turn (default {DEFAULT_CAMERAS})")
-    p.add_argument("--size", default="640x480", metavar="WxH",
+    p.add_argument("--size", type=frame_size, default=(640, 480), metavar="WxH",
                    help="frame size (default 640x480)")
     p.add_argument("--backend", default="auto",
                    choices=("auto", "transformers", "openai", "ocr", "clip"),
@@ -54,16 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--domain-id", type=int, metavar="N",
                    help="ROS_DOMAIN_ID for the demo (default: yours if exported, else random)")
     p.set_defaults(func=run_demo)
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise SystemExit(f"vlm-node demo: error: --size must look like 640x480, not {text!r}")
-    if not (160 <= w <= 4096 and 120 <= h <= 4096):
-        raise SystemExit("vlm-node demo: error: --size must be between 160x120 and 4096x4096")
-    return w, h
 
 
 def _describe_sign(sign: dict[str, Any]) -> str:
@@ -84,7 +76,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from vlm_node.render.evaluate import score_image
     from vlm_node.render.scenes import ROAD_SCENE_COUNT, load_photos, make_road_scene
 
-    size = _size(args.size)
+    size = args.size
     cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
     if not cameras:
         raise SystemExit("vlm-node demo: error: --cameras names no camera")

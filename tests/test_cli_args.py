@@ -1,0 +1,24 @@
+"""Shared argument types: every --size parses and fails the same way."""
+import argparse
+
+import pytest
+
+from vlm_node.cli.args import frame_size, frame_sizes
+from vlm_node.cli.main import build_parser
+
+
+def test_frame_size_parses_and_bounds():
+    assert frame_size("640x480") == (640, 480) and frame_size(" 1920X1080 ") == (1920, 1080)
+    assert frame_sizes("1280x720,1920x1080") == [(1280, 720), (1920, 1080)]
+    for bad in ("640", "640x", "x480", "-640x480", "640x480x3", "axb", "8x8", "9000x10"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            frame_size(bad)
+
+
+@pytest.mark.parametrize("argv", [["demo", "--size", "big"], ["bench", "node", "--size", "1x1"],
+                                  ["bench", "anonymize", "--sizes", "640x480,oops"]])
+def test_bad_size_is_a_usage_error_naming_the_option(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == 2
+    assert "--size" in capsys.readouterr().err
