@@ -35,13 +35,14 @@ class SlowAnalyzer:
     """An analyzer that takes MODEL_S per call, whatever the batch size (like a batched GPU
     model), and records the batches it was given."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = MODEL_S) -> None:
+        self.delay = delay
         self.batches: list[list[str]] = []
 
     def analyze(self, frames: Sequence[AnonymizedFrame]) -> list[AnalysisResult]:
         self.batches.append([f.meta.camera for f in frames])
-        time.sleep(MODEL_S)
-        return [AnalysisResult(backend="slow", model_id="sleep", analysis_ms=MODEL_S * 1e3)
+        time.sleep(self.delay)
+        return [AnalysisResult(backend="slow", model_id="sleep", analysis_ms=self.delay * 1e3)
                 for _ in frames]
 
     def status(self) -> dict[str, Any]:
@@ -189,3 +190,36 @@ def test_every_kind_of_malformed_message_is_counted_and_nothing_leaks(guarded) -
             for s in node.diagnostics().status if s.hardware_id in ("raw", "jpg")}
     assert diag["raw"]["dropped_decode_error"] == str(len(MALFORMED))
     assert diag["jpg"]["dropped_decode_error"] == "4"
+
+
+def test_frames_queued_behind_a_slow_anonymizer_count_their_wait_and_expire(monkeypatch) -> None:
+    """Anonymizing (150 ms) slower than the camera (20 Hz): frames wait in the subscription
+    queue. That wait is part of latency_ms, and frames that waited past max_frame_age are
+    dropped as stale_input instead of being processed and published late."""
+    harness = Harness("queue_probe")
+    node = _node(harness, SlowAnalyzer(delay=0.0), [
+        Parameter("cameras", value=["q"]), Parameter("qos_reliability", value="reliable"),
+        Parameter("qos_depth", value=10), Parameter("max_frame_age", value=0.4)])
+    anonymizer = node.pipeline._anonymizer("q")
+    original = anonymizer.anonymize
+
+    def slow(meta, image):
+        time.sleep(0.15)
+        return original(meta, image)
+    monkeypatch.setattr(anonymizer, "anonymize", slow)
+    try:
+        results = harness.subscribe(SceneUnderstanding, "/scene_understanding", reliable=True)
+        pub = harness.publisher(Image, "/q/image_raw", reliable=True)
+        wait_for_subscribers(pub)
+        rng = np.random.default_rng(1)
+        for _ in range(40):
+            pub.publish(_image(time.time_ns(), rng))
+            time.sleep(0.05)
+        time.sleep(1.0)
+    finally:
+        _close(harness, node)
+    snap = node.stats["q"].snapshot()
+    assert snap["dropped_stale_input"] > 0
+    assert results and max(r.latency_ms for r in results) <= 400.0
+    # the queue wait is in latency_ms: a result processed after waiting shows it
+    assert max(r.latency_ms for r in results) > 150.0 + 50.0

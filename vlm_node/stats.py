@@ -14,8 +14,11 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 # Reasons a frame or result is dropped; one vocabulary for counters, diagnostics and reports.
-DROP_REASONS = ("decode_error", "anonymizer_failure", "stale", "stale_result", "backend_error",
-                "superseded")
+# stale_input: waited in the subscription queue longer than max_frame_age before the camera
+# callback got to it; stale: waited too long in the analysis slot; stale_result: analysed, but
+# too late to publish.
+DROP_REASONS = ("decode_error", "stale_input", "anonymizer_failure", "stale", "stale_result",
+                "backend_error", "superseded")
 
 
 def percentiles(values: Iterable[float], qs: Sequence[float] = (50, 95, 99)) -> dict[str, float]:

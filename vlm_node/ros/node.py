@@ -132,7 +132,7 @@ class VlmNode(LifecycleNode):
             msg_type = CompressedImage if cc.transport == "compressed" else Image
             sub = self.create_subscription(
                 msg_type, cc.resolved_topic(cam),
-                lambda msg, cam=cam: self.image_callback(msg, cam), qos,
+                lambda msg, info, cam=cam: self.image_callback(msg, cam, info), qos,
                 callback_group=MutuallyExclusiveCallbackGroup())
             self._camera_subs.append(sub)
         if self.config.analysis_enabled:
@@ -190,14 +190,26 @@ class VlmNode(LifecycleNode):
         self.scheduler = None
 
     # ---------------------------------------------------------------- camera path
-    def image_callback(self, msg: Image | CompressedImage, camera: str) -> None:
+    def image_callback(self, msg: Image | CompressedImage, camera: str,
+                       info: dict[str, int] | None = None) -> None:
         """Decode, anonymize, republish at camera rate, hand to the analysis slot. Never blocks
-        on the model; any failure drops this frame only (counted), never the node."""
-        received = time.monotonic()
+        on the model; any failure drops this frame only (counted), never the node.
+
+        Age is counted from when the middleware received the frame (`info`), not from when
+        this callback runs: when anonymizing is slower than the camera, frames wait in the
+        subscription queue, and that wait belongs in `latency_ms` and `max_frame_age`."""
+        now = time.monotonic()
+        received = now - _queued_seconds(info)
         stats = self.stats[camera]
         stats.on_received()
         pipeline, scheduler = self.pipeline, self.scheduler
         if pipeline is None or scheduler is None:
+            return
+        if now - received > self.config.max_frame_age:
+            stats.on_drop("stale_input")
+            self._warn_throttled(f"queue:{camera}", f"{camera}: frames waited over "
+                                 f"{self.config.max_frame_age} s in the input queue (anonymizing "
+                                 f"slower than the camera); dropped, not published late")
             return
         try:
             bgr = decode(msg)
@@ -318,3 +330,12 @@ class VlmNode(LifecycleNode):
         if now - self._warned.get(key, -1e9) >= period:
             self._warned[key] = now
             self.get_logger().warning(text)
+
+
+def _queued_seconds(info: dict[str, int] | None) -> float:
+    """Seconds since the middleware received the message (rmw `received_timestamp`, system
+    clock of this host); 0 when unknown or implausible (clock stepped)."""
+    if not info or not info.get("received_timestamp"):
+        return 0.0
+    waited = (time.time_ns() - int(info["received_timestamp"])) / 1e9
+    return waited if 0.0 <= waited < 3600.0 else 0.0
