@@ -24,6 +24,7 @@ class Harness:
         self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
         self.executor.add_node(self.node)
         self.received: dict[str, list[Any]] = {}
+        self.subscriptions: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
@@ -45,8 +46,16 @@ class Harness:
         def callback(msg: Any) -> None:
             with self._lock:
                 box.append(msg)
-        self.node.create_subscription(msg_type, topic, callback, qos)
+        self.subscriptions[topic] = self.node.create_subscription(msg_type, topic, callback, qos)
         return box
+
+    def wait_matched(self, *topics: str, timeout: float = 20.0) -> None:
+        """Until each subscription made with `subscribe` (or those on `topics`) is matched
+        with a publisher: a sample sent before matching is simply lost."""
+        for topic in topics or tuple(self.subscriptions):
+            sub = self.subscriptions[topic]
+            wait_for(lambda sub=sub: sub.get_publisher_count() > 0, timeout,
+                     f"a publisher matched to {topic}")
 
     def publisher(self, msg_type: Any, topic: str, reliable: bool = True) -> Any:
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE if reliable

@@ -54,7 +54,9 @@ def test_launch_file_starts_node_with_namespace_and_backend(launch_file: str) ->
                      10, "/car7/front/image_anonymized")
             wait_for(lambda: harness.node.count_subscribers("/front/image_raw") > 0, 10,
                      "the node's subscription to /front/image_raw")
-            found["names"] = harness.node.get_node_names_and_namespaces()
+            found["names"] = wait_for(
+                lambda: [n for n in harness.node.get_node_names_and_namespaces()
+                         if n == ("vlm_node", "/car7")], 10, "the node's name in the graph")
             found["types"] = dict(harness.node.get_topic_names_and_types())
         except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
             found["error"] = exc

@@ -67,6 +67,7 @@ def test_failing_detector_drops_frame_counts_it_publishes_nothing(running, monke
     results = harness.subscribe(SceneUnderstanding, "/scene_understanding", reliable=True)
     pub = harness.publisher(Image, f"/{CAM}/image_raw")
     wait_for_subscribers(pub)
+    harness.wait_matched()
     stage = node.pipeline._anonymizer(CAM).detectors[0]
 
     def broken(*args, **kwargs):
@@ -106,6 +107,7 @@ def test_lifecycle_deactivate_stops_io_and_activate_resumes_it(running) -> None:
     images = harness.subscribe(Image, f"/{CAM}/image_anonymized")
     pub = harness.publisher(Image, f"/{CAM}/image_raw")
     wait_for_subscribers(pub)
+    harness.wait_matched()
     pub.publish(_frame(stamp_sec=1))
     wait_for(lambda: images, 10, "output while active")
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
@@ -116,6 +118,7 @@ def test_lifecycle_deactivate_stops_io_and_activate_resumes_it(running) -> None:
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     wait_for_subscribers(pub)
+    harness.wait_matched()
     pub.publish(_frame(stamp_sec=3))
     wait_for(lambda: len(images) >= 2, 10, "output after re-activation")
     assert [m.header.stamp.sec for m in images] == [1, 3]  # nothing while inactive
@@ -135,6 +138,7 @@ def test_compressed_output_and_latency_percentiles_in_diagnostics() -> None:
         results = harness.subscribe(SceneUnderstanding, "/scene_understanding", reliable=True)
         pub = harness.publisher(Image, f"/{CAM}/image_raw")
         wait_for_subscribers(pub)
+        harness.wait_matched()
         pub.publish(_frame(value=200, stamp_sec=4))
         wait_for(lambda: jpegs and results, 30, "the compressed image and the result")
         assert jpegs[0].format.startswith("bgr8; jpeg compressed")

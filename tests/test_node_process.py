@@ -66,6 +66,7 @@ def test_sign_read_face_redacted_rest_identical_header_kept(node_process: NodePr
         images = harness.subscribe(Image, "/front/image_anonymized")
         pub = harness.publisher(Image, "/front/image_raw")
         wait_for_subscribers(pub, 20)
+        harness.wait_matched()
         wait_for(lambda: harness.node.count_publishers("/scene_understanding") > 0, 20,
                  "the node's result publisher")
         pub.publish(_image_msg(scene.image.copy()))
@@ -117,6 +118,7 @@ def test_malformed_frame_is_dropped_and_counted_not_fatal(node_process: NodeProc
         images = harness.subscribe(Image, "/front/image_anonymized")
         pub = harness.publisher(Image, "/front/image_raw")
         wait_for_subscribers(pub, 20)
+        harness.wait_matched()
         bad = Image(height=10, width=10, encoding="bgr8", step=30,
                     data=convert.byte_array(bytes(17)))  # 300 bytes expected
         pub.publish(bad)

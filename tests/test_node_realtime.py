@@ -7,12 +7,14 @@ is counted and dropped without harming the node or leaking a frame.
 """
 from __future__ import annotations
 
-import gc
+import os
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
@@ -23,8 +25,10 @@ from vlm_node.frames import AnonymizedFrame
 from vlm_node.results import AnalysisResult
 from vlm_node.ros import convert
 from vlm_node.ros.node import VlmNode
+from vlm_node.ros.process import NodeProcess
 from vlm_node_interfaces.msg import SceneUnderstanding
 
+REPO = Path(__file__).resolve().parent.parent
 RATE_HZ = 20.0
 SECONDS = 4.0
 MODEL_S = 0.2
@@ -52,14 +56,6 @@ class SlowAnalyzer:
         pass
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 def _image(stamp_ns: int, rng: np.random.Generator) -> Image:
     raw = image_codec.array_to_image(rng.integers(0, 255, (240, 320, 3), np.uint8), "bgr8")
     msg = Image(height=raw.height, width=raw.width, encoding="bgr8", step=raw.step,
@@ -85,51 +81,78 @@ def _close(harness: Harness, node: VlmNode) -> None:
     harness.close()
 
 
+def _rss_of(pid: int) -> float:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
 def test_two_cameras_at_20hz_with_slow_backend_keep_rate_and_freshness() -> None:
+    """The node in its own process (as on a vehicle), its backend slowed to 200 ms a batch."""
+    proc = NodeProcess(["-p", "cameras:=[a,b]", "-p", f"max_frame_age:={MAX_AGE}",
+                        "-p", "qos_reliability:=reliable", "-p", "qos_depth:=20",
+                        "-p", "anonymizer.faces:=false", "-p", "anonymizer.plates:=false"],
+                       module="tests.slow_analysis_node", cwd=REPO,
+                       env={**os.environ, "SLOW_ANALYSIS_S": str(MODEL_S)})
     harness = Harness("rt_probe")
-    analyzer = SlowAnalyzer()
-    node = _node(harness, analyzer, [Parameter("cameras", value=["a", "b"]),
-                                     Parameter("max_frame_age", value=MAX_AGE)])
     try:
+        proc.wait_ready(60)
         outs = {c: harness.subscribe(Image, f"/{c}/image_anonymized") for c in "ab"}
         results = harness.subscribe(SceneUnderstanding, "/scene_understanding", reliable=True)
-        pubs = {c: harness.publisher(Image, f"/{c}/image_raw", reliable=False) for c in "ab"}
+        diags = harness.subscribe(DiagnosticArray, "/diagnostics", reliable=True)
+        pubs = {c: harness.publisher(Image, f"/{c}/image_raw", reliable=True) for c in "ab"}
         for pub in pubs.values():
             wait_for_subscribers(pub)
+            harness.wait_matched()
         rng = np.random.default_rng(0)
-        sent = {c: [] for c in "ab"}
+        frames = {c: _image(0, rng) for c in "ab"}
+        sent: dict[str, list[int]] = {c: [] for c in "ab"}
         rss: list[float] = []
-        t0 = time.monotonic()
         n = int(RATE_HZ * SECONDS)
+        t0 = time.monotonic()
         for i in range(n):
             for c in "ab":
                 stamp = time.time_ns()
-                pubs[c].publish(_image(stamp, rng))
+                msg = frames[c]
+                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+                pubs[c].publish(msg)
                 sent[c].append(stamp)
             if i in (n // 4, n - 1):
-                gc.collect()
-                rss.append(_rss_mb())
+                rss.append(_rss_of(proc.proc.pid))
             time.sleep(max(0.0, t0 + (i + 1) / RATE_HZ - time.monotonic()))
-        time.sleep(MODEL_S + 0.3)
+        elapsed = time.monotonic() - t0
+        time.sleep(MODEL_S + 1.2)  # the last result and one more diagnostics period
     finally:
-        _close(harness, node)
+        harness.close()
+        proc.stop()
 
+    last = {s.hardware_id: {kv.key: kv.value for kv in s.values} for s in diags[-1].status}
     for c in "ab":
-        # camera rate: (nearly) every frame republished, in order, while the model was busy
+        # camera rate: every frame anonymized and republished, in order, while the model was
+        # busy (had the 200 ms model blocked the camera path, at most ~21 frames would have
+        # come out). Counted by the node; the probe's best-effort subscription on a loaded
+        # 2-core machine may itself lose some.
+        assert int(last[c]["frames_anonymized"]) >= 0.95 * n, (c, n, last[c])
         got = [convert.stamp_ns(m.header.stamp) for m in outs[c]]
-        assert len(got) >= 0.9 * n, (c, len(got), n)
+        assert len(got) >= 0.6 * n, (c, len(got), n, last[c])
         assert got == sorted(got) and set(got) <= set(sent[c])
-    # the model saw a batch about every 200 ms, with the latest frame of both cameras
-    assert 0.6 * SECONDS / MODEL_S <= len(analyzer.batches) <= SECONDS / MODEL_S + 2
-    assert sum(sorted(b) == ["a", "b"] for b in analyzer.batches) >= 0.8 * len(analyzer.batches)
-    # results are fresh: never older than max_frame_age when published, and one per batch
-    # and camera at most (superseded frames are skipped, not queued)
-    assert results
+    batches = [line.split()[1].split(",") for line in proc.output().splitlines()
+               if line.startswith("batch ")]
+    # a batch about every 200 ms, each with the latest frame of both cameras
+    assert 0.7 * elapsed / MODEL_S <= len(batches) <= elapsed / MODEL_S + 2
+    assert sum(b == ["a", "b"] for b in batches) >= 0.8 * len(batches)
+    # results are fresh (never older than max_frame_age when published) and there is at most
+    # one per batch and camera: superseded frames are skipped, not queued
     assert max(r.latency_ms for r in results) <= MAX_AGE * 1e3
-    per_cam = {c: [r for r in results if r.camera == c] for c in "ab"}
     for c in "ab":
-        assert len(per_cam[c]) <= len(analyzer.batches)
-        assert len(per_cam[c]) >= 0.6 * SECONDS / MODEL_S
+        assert 0.6 * len(batches) <= sum(r.camera == c for r in results) <= len(batches)
+    # diagnostics agree: nothing dropped on the way in, superseded frames counted
+    for c in "ab":
+        assert int(last[c]["frames_received"]) == n
+        assert int(last[c]["dropped_decode_error"]) == 0
+        assert int(last[c]["dropped_superseded"]) > 0.5 * n
     # the slot never holds more than the latest frame: memory stays flat while frames flow
     assert rss[-1] - rss[0] < 40.0, rss
 
@@ -211,6 +234,7 @@ def test_frames_queued_behind_a_slow_anonymizer_count_their_wait_and_expire(monk
         results = harness.subscribe(SceneUnderstanding, "/scene_understanding", reliable=True)
         pub = harness.publisher(Image, "/q/image_raw", reliable=True)
         wait_for_subscribers(pub)
+        harness.wait_matched()
         rng = np.random.default_rng(1)
         for _ in range(40):
             pub.publish(_image(time.time_ns(), rng))

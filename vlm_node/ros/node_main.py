@@ -5,12 +5,13 @@ import os
 import signal
 import sys
 import threading
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from vlm_node import fastdds
 
 
-def main(args: Sequence[str] | None = None) -> int:
+def main(args: Sequence[str] | None = None, *,
+         node_factory: Callable[[], Any] | None = None) -> int:
     """Start the node: apply the large-image Fast DDS profile (unless the user set one), parse
     ROS arguments, configure + activate when `autostart`, spin the executor (`make_executor`), and
     shut down cleanly on SIGINT/SIGTERM.
@@ -19,7 +20,8 @@ def main(args: Sequence[str] | None = None) -> int:
     the node can no longer publish its lifecycle transitions or release its entities in order.
     Here a signal only ends the spin; the node then goes through its shutdown transition (stop
     subscriptions, join the analysis worker, release models) while the context is still valid.
-    A second signal exits immediately.
+    A second signal exits immediately. `node_factory` (tests) builds the node instead of
+    `VlmNode()`, e.g. with an injected analyzer.
     """
     fastdds.apply()
     # rclpy after fastdds.apply(): Fast DDS reads the profile variable when the first
@@ -44,7 +46,7 @@ def main(args: Sequence[str] | None = None) -> int:
     node = None
     try:
         try:
-            node = VlmNode()
+            node = node_factory() if node_factory is not None else VlmNode()
         except ConfigError as exc:
             print(f"vlm_node: {exc}", file=sys.stderr)
             return 2
@@ -72,15 +74,15 @@ def main(args: Sequence[str] | None = None) -> int:
             signal.signal(sig, handler)
 
 
-def make_executor(cameras: int) -> "Executor":  # noqa: F821 - rclpy imported lazily
+def make_executor(cameras: int, context: Any = None) -> "Executor":  # noqa: F821
     """One camera: a single-threaded executor (the analysis worker has its own thread anyway);
     measured on 1080p frames, rclpy's MultiThreadedExecutor costs about 9 ms CPU and 8 ms latency
     more per frame. Several cameras: one thread per camera plus one for timers and services, so
     cameras are decoded and anonymized in parallel (their callback groups allow it)."""
     from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
     if cameras <= 1:
-        return SingleThreadedExecutor()
-    return MultiThreadedExecutor(num_threads=cameras + 1)
+        return SingleThreadedExecutor(context=context)
+    return MultiThreadedExecutor(num_threads=cameras + 1, context=context)
 
 
 def _shutdown(node: "VlmNode") -> None:  # noqa: F821 - imported lazily in main()

@@ -1,0 +1,45 @@
+"""The real node executable with its analysis backend replaced by one that takes a fixed time
+per batch (like a batched GPU model) and logs each batch's cameras. Run as its own process by
+test_node_realtime.py, so the node does not share a GIL with the test's publishers:
+
+    python -m tests.slow_analysis_node --ros-args -p cameras:=[a,b]   (env SLOW_ANALYSIS_S)
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+from vlm_node.frames import AnonymizedFrame
+from vlm_node.results import AnalysisResult
+
+
+class SlowAnalyzer:
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def analyze(self, frames: Sequence[AnonymizedFrame]) -> list[AnalysisResult]:
+        print("batch " + ",".join(sorted(f.meta.camera for f in frames)), flush=True)
+        time.sleep(self.delay)
+        return [AnalysisResult(backend="slow", model_id="sleep", analysis_ms=self.delay * 1e3)
+                for _ in frames]
+
+    def status(self) -> dict[str, Any]:
+        return {"backend": "slow", "state": "ok"}
+
+    def close(self) -> None:
+        pass
+
+
+def main() -> int:
+    from vlm_node.ros.node import VlmNode
+    from vlm_node.ros.node_main import main as node_main
+
+    delay = float(os.environ.get("SLOW_ANALYSIS_S", "0.2"))
+    return node_main(sys.argv, node_factory=lambda: VlmNode(
+        analyzer_factory=lambda config: SlowAnalyzer(delay)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
