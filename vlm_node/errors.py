@@ -40,3 +40,7 @@ class BackendUnavailableError(AnalysisError):
 
 class ModelOutputError(AnalysisError):
     """Model output could not be parsed into the output schema at all."""
+
+
+class BagError(VlmNodeError):
+    """A rosbag2 cannot be opened, read or written (missing, corrupt, truncated, unsupported)."""

@@ -13,7 +13,7 @@ from vlm_node.errors import VlmNodeError
 
 # Subcommand modules, in the order `--help` lists them.
 SUBCOMMANDS = ("demo", "run", "anonymize", "analyze", "bench",
-               "params")
+               "params", "sample_bag", "anonymize_bag")
 
 
 def build_parser() -> argparse.ArgumentParser:

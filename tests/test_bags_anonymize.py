@@ -1,0 +1,336 @@
+"""`anonymize_bag`: every labelled face redacted, non-image messages byte-identical with the same
+timestamps and connection metadata, image layouts kept, dropped frames never copied, atomic
+output that never exists after a corrupt or truncated input."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+from mcap.reader import make_reader
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability
+from rosbags.interfaces import QosTime
+
+from bag_helpers import (REDACTED_MEAN_DIFF, box_change, connections, images, jpeg_bytes,
+                         portrait, read_all, write_bag)
+from helpers import shared
+from vlm_node.anonymize import AnonymizerConfig
+from vlm_node.bags import io
+from vlm_node.bags.anonymize import anonymize_bag, camera_name, load_anonymizer_config
+from vlm_node.bags.compressed import inspect_compressed
+from vlm_node.bags.sample import write_sample_bag
+from vlm_node.errors import BagError, ConfigError
+
+SIZE = (320, 240)
+PAD = 32  # bytes of padding per row of the padded Image topic
+CHATTER_QOS = Qos(QosHistory.KEEP_LAST, 7, QosReliability.RELIABLE, QosDurability.VOLATILE,
+                  QosTime(0, 0), QosTime(0, 0), QosLiveliness.AUTOMATIC, QosTime(0, 0), False)
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    """A 3-camera sample bag (Image + 2 CompressedImage + /tf) and its anonymized copy."""
+    root = tmp_path_factory.mktemp("anon")
+    labels = write_sample_bag(root / "in", 2, 3, 0.2, "mcap", SIZE, seed=5)
+    summary = anonymize_bag(root / "in", root / "out", AnonymizerConfig(),
+                            results_topic="/anonymization", progress=False)
+    return labels.parent, root / "out", summary, json.loads(labels.read_text())["images"]
+
+
+def _special_bag(path, storage="mcap"):
+    """Padded rgb8 Image, plain-"jpeg" CompressedImage at quality 75 (plus one corrupt JPEG),
+    a depth image (no BGR meaning) and a String topic with its own QoS."""
+    image, face = portrait(SIZE)
+    store = io.typestore()
+
+    def build(w):
+        raw = w.add_topic("/cam/image_raw", io.IMAGE, [io.SENSOR_DATA_QOS])
+        comp = w.add_topic("/cam/image_raw/compressed", io.COMPRESSED_IMAGE)
+        depth = w.add_topic("/depth/image_raw", io.IMAGE)
+        chat = w.add_topic("/chatter", "std_msgs/msg/String", [CHATTER_QOS])
+        CompressedImage = store.types[io.COMPRESSED_IMAGE]
+        for i in range(2):
+            t = 1_000_000_000 * (i + 1)
+            hdr = io.header(t + 5, "cam_optical")  # header stamp differs from log time
+            w.write_msg(raw, t, io.bgr_to_image(image, hdr, "rgb8", SIZE[0] * 3 + PAD))
+            w.write_msg(comp, t + 1, CompressedImage(header=hdr, format="jpeg", data=np.frombuffer(
+                jpeg_bytes(image, 75), np.uint8)))
+            w.write_msg(chat, t + 2, store.types["std_msgs/msg/String"](data=f"hello {i}"))
+        w.write_msg(comp, 3_000_000_001, CompressedImage(
+            header=io.header(3, "cam_optical"), format="jpeg",
+            data=np.frombuffer(b"\xff\xd8\xff\xe0 not really a jpeg", np.uint8)))
+        w.write_msg(depth, 3_000_000_002, store.types[io.IMAGE](
+            header=io.header(3, "depth"), height=4, width=4, encoding="16UC1", is_bigendian=0,
+            step=8, data=np.zeros(32, np.uint8)))
+    write_bag(path, build, storage)
+    return image, face
+
+
+@pytest.fixture(scope="module")
+def special(tmp_path_factory):
+    root = tmp_path_factory.mktemp("special")
+    image, face = _special_bag(root / "in")
+    summary = anonymize_bag(root / "in", root / "out", progress=False)
+    return root / "in", root / "out", summary, image, face
+
+
+def test_every_labelled_face_is_redacted(sample):
+    src, out, summary, labels = sample
+    before, after = images(src), images(out)
+    faces = [(e, box) for e in labels for box in e["faces"]]
+    assert len(faces) >= 3
+    for entry, box in faces:
+        key = (entry["topic"], entry["stamp_ns"])
+        assert box_change(before[key], after[key], box) >= REDACTED_MEAN_DIFF, (key, box)
+    assert summary.faces >= len(faces) and summary.dropped == 0
+    assert set(after) == set(before)  # every frame written, at its own log time
+
+
+def test_non_image_messages_are_byte_identical(sample):
+    src, out, _, _ = sample
+    a = [(m.topic, m.timestamp, m.raw) for m in read_all(src) if not io.is_image_type(m.msgtype)]
+    b = [(m.topic, m.timestamp, m.raw) for m in read_all(out)
+         if not io.is_image_type(m.msgtype) and m.topic != "/anonymization"]
+    assert a == b and {t for t, _, _ in a} == {"/tf", "/tf_static"}
+
+
+def test_connections_and_custom_data_are_kept(sample):
+    src, out, summary, _ = sample
+    before, after = connections(src), connections(out)
+    assert {t: v for t, v in after.items() if t != "/anonymization"} == before
+    with io.open_bag(src) as bag:
+        original = bag.custom_data
+    with io.open_bag(out) as bag:
+        custom = bag.custom_data
+        assert bag.storage == "mcap"
+    assert custom["vlm_node.sample"] == original["vlm_node.sample"]
+    used = json.loads(custom["vlm_node.anonymize_bag"])
+    assert used["input"] == "in" and used["anonymizer"]["redaction"] == "blur"
+    assert summary.config["redaction"] == "blur"
+
+
+def test_image_headers_and_layouts_are_kept(sample):
+    src, out, _, _ = sample
+
+    def headers(path):
+        with io.open_bag(path) as bag:
+            out = {}
+            for m in bag.messages(bag.image_topics()):
+                msg = bag.deserialize(m)
+                layout = (msg.encoding, msg.step) if m.msgtype == io.IMAGE else (
+                    msg.format, inspect_compressed(msg.data))
+                out[(m.topic, m.timestamp)] = (m.msgtype, io.stamp_ns(msg.header),
+                                               msg.header.frame_id, layout)
+            return out
+    assert headers(out) == headers(src)
+
+
+def test_results_topic(sample):
+    src, out, summary, _ = sample
+    with io.open_bag(out) as bag:
+        assert bag.topics["/anonymization"].msgtype == \
+            "vlm_node_interfaces/msg/SceneUnderstanding"
+        results = [bag.deserialize(m) for m in bag.messages(["/anonymization"])]
+    assert len(results) == summary.results_written == summary.frames == 6
+    assert sum(r.faces_redacted for r in results) == summary.faces
+    assert sum(r.plates_redacted for r in results) == summary.plates
+    assert {r.camera for r in results} == {"front", "rear", "left"}
+    assert all(r.degraded and not r.signs and not r.has_scene for r in results)
+
+
+def test_summary_figures(sample):
+    _, _, summary, _ = sample
+    data = summary.to_json()
+    assert data["frames"] == 6 and data["dropped"] == 0
+    assert data["copied"] == {"/tf_static": 1, "/tf": 2}
+    assert data["bag_seconds"] == pytest.approx(0.1 + 0.1 * 2 / 6, abs=1e-3)
+    assert data["frames_per_second"] > 0 and data["realtime_factor"] > 0
+    assert data["stage_ms_per_frame"]["faces"] > 0
+    assert "real-time factor" in summary.report()
+
+
+def test_padded_rgb8_image_keeps_layout_and_is_redacted(special):
+    src, out, summary, image, face = special
+    with io.open_bag(out) as bag:
+        msgs = [bag.deserialize(m) for m in bag.messages(["/cam/image_raw"])]
+    assert len(msgs) == 2
+    for msg in msgs:
+        assert (msg.encoding, msg.step, msg.width, msg.height, msg.is_bigendian) == \
+            ("rgb8", SIZE[0] * 3 + PAD, SIZE[0], SIZE[1], 0)
+        rows = np.asarray(msg.data).reshape(SIZE[1], msg.step)
+        assert not rows[:, SIZE[0] * 3:].any()  # padding stays padding
+        assert msg.header.frame_id == "cam_optical"
+        after = io.image_to_bgr(msg, io.IMAGE).astype(int)
+        assert box_change(image.astype(int), after, face) >= REDACTED_MEAN_DIFF
+    assert summary.images["/cam/image_raw"].faces >= 2
+
+
+def test_compressed_stays_compressed_in_the_same_format(special):
+    src, out, summary, image, face = special
+    with io.open_bag(out) as bag:
+        assert bag.topics["/cam/image_raw/compressed"].msgtype == io.COMPRESSED_IMAGE
+        msgs = [bag.deserialize(m) for m in bag.messages(["/cam/image_raw/compressed"])]
+    assert len(msgs) == 2  # the corrupt JPEG was dropped, not copied
+    for msg in msgs:
+        assert msg.format == "jpeg"
+        layout = inspect_compressed(msg.data)
+        assert (layout.kind, layout.quality, layout.sampling) == ("jpeg", 75, (2, 2))
+        after = io.image_to_bgr(msg, io.COMPRESSED_IMAGE).astype(int)
+        assert box_change(image.astype(int), after, face) >= REDACTED_MEAN_DIFF
+
+
+def test_undecodable_frames_are_dropped_and_counted(special):
+    src, out, summary, _, _ = special
+    counts = summary.to_json()["images"]
+    assert counts["/cam/image_raw/compressed"]["dropped"] == {"decode_error": 1}
+    assert counts["/depth/image_raw"] == {"messages": 1, "written": 0, "faces": 0, "plates": 0,
+                                          "full_frame_redacted": 0,
+                                          "dropped": {"unsupported_encoding": 1}}
+    assert summary.dropped == 2
+    with io.open_bag(out) as bag:
+        assert bag.topics["/depth/image_raw"].count == 0  # the topic is there, empty
+    chat_in = [(m.timestamp, m.raw) for m in read_all(src) if m.topic == "/chatter"]
+    chat_out = [(m.timestamp, m.raw) for m in read_all(out) if m.topic == "/chatter"]
+    assert chat_in == chat_out and len(chat_in) == 2
+    assert connections(out)["/chatter"][4] == [CHATTER_QOS]
+
+
+def test_topic_selection_leaves_other_image_topics_out(special, tmp_path):
+    src = special[0]
+    summary = anonymize_bag(src, tmp_path / "out", topics=("/cam/image_raw",), progress=False)
+    with io.open_bag(tmp_path / "out") as bag:
+        assert set(bag.topics) == {"/cam/image_raw", "/chatter"}
+    assert summary.excluded == {"/cam/image_raw/compressed": 3, "/depth/image_raw": 1}
+    assert "NOT written" in summary.report()
+    with pytest.raises(ConfigError, match="not image topics"):
+        anonymize_bag(src, tmp_path / "x", topics=("/chatter",))
+    with pytest.raises(ConfigError, match="not in"):
+        anonymize_bag(src, tmp_path / "x", topics=("/nope",))
+    assert not (tmp_path / "x").exists()
+
+
+def test_shared_camera_sample_to_sqlite3(tmp_path):
+    src = shared("rosbag/camera_sample.mcap")
+    files = shared("rosbag/frames.txt").read_text().split()
+    labels = {e["file"]: e for e in json.loads(shared("labels.json").read_text())["images"]}
+    summary = anonymize_bag(src, tmp_path / "out", storage="sqlite3", progress=False)
+    assert summary.storage_out == "sqlite3" and summary.dropped == 0 and summary.frames == 20
+    before, after = images(src), images(tmp_path / "out")
+    assert set(before) == set(after)
+    checked, start = 0, min(stamp for _, stamp in before)
+    for (topic, stamp), pixels in before.items():
+        entry = labels[files[(stamp - start) // 1_000_000_000]]  # one photo per second
+        sx, sy = pixels.shape[1] / entry["width"], pixels.shape[0] / entry["height"]
+        for x, y, w, h in entry.get("faces", []):
+            box = [x * sx, y * sy, w * sx, h * sy]
+            assert box_change(pixels, after[(topic, stamp)], box) >= REDACTED_MEAN_DIFF
+            checked += 1
+    assert checked >= 40  # the faces of 5 photos, on both topics
+    with io.open_bag(tmp_path / "out") as bag:
+        for c in bag.connections:
+            assert c.digest.startswith("RIHS01_")  # computed: the input had none
+        fmt = {bag.deserialize(m).format for m in bag.messages(["/camera/image_raw/compressed"])}
+    assert fmt == {"jpeg"}
+
+
+@pytest.fixture
+def small_bag(tmp_path):
+    write_sample_bag(tmp_path / "in", 3, 1, 0.3, "mcap", SIZE, seed=2)
+    return tmp_path / "in"
+
+
+def _assert_nothing_left(tmp_path, expected):
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(expected)
+
+
+def test_truncated_mcap_bag_gives_error_and_no_output(small_bag, tmp_path):
+    data_file = small_bag / "in.mcap"
+    data = data_file.read_bytes()
+    data_file.write_bytes(data[:len(data) * 2 // 3])
+    with pytest.raises(BagError, match="magic"):
+        anonymize_bag(small_bag, tmp_path / "out", progress=False)
+    _assert_nothing_left(tmp_path, ["in"])
+
+
+def test_corrupt_chunk_gives_error_and_no_output(small_bag, tmp_path):
+    data_file = small_bag / "in.mcap"
+    with data_file.open("rb") as f:
+        chunk = make_reader(f).get_summary().chunk_indexes[0].chunk_start_offset
+    data = bytearray(data_file.read_bytes())
+    assert data[chunk] == 0x06  # a chunk record: opcode, length, 3 x uint64, then the CRC
+    data[chunk + 33:chunk + 37] = b"\x01\x02\x03\x04"  # a wrong checksum
+    data_file.write_bytes(bytes(data))
+    with pytest.raises(BagError, match="damaged bag.*[Cc]hecksum"):
+        anonymize_bag(small_bag, tmp_path / "out", progress=False)
+    _assert_nothing_left(tmp_path, ["in"])
+
+
+def test_truncated_sqlite3_bag_gives_error_and_no_output(tmp_path):
+    write_sample_bag(tmp_path / "in", 3, 1, 0.3, "sqlite3", SIZE, seed=2)
+    db = tmp_path / "in" / "in.db3"
+    db.write_bytes(db.read_bytes()[:db.stat().st_size // 2])
+    with pytest.raises(BagError, match="in"):
+        anonymize_bag(tmp_path / "in", tmp_path / "out", progress=False)
+    _assert_nothing_left(tmp_path, ["in"])
+
+
+def test_failure_part_way_keeps_the_old_output(small_bag, tmp_path):
+    old = tmp_path / "out"
+    old.mkdir()
+    (old / "previous.txt").write_text("old result")
+    seen = []
+
+    def fail_after_three(message):
+        seen.append(message.topic)
+        if len(seen) == 3:
+            raise BagError("simulated read failure")
+    with pytest.raises(BagError, match="simulated"):
+        anonymize_bag(small_bag, old, force=True, progress=False, on_message=fail_after_three)
+    assert (old / "previous.txt").read_text() == "old result"
+    _assert_nothing_left(tmp_path, ["in", "out"])
+    with pytest.raises(BagError, match="--force"):
+        anonymize_bag(small_bag, old, progress=False)
+
+
+def test_output_inside_input_is_refused(small_bag):
+    with pytest.raises(ConfigError, match="overwrite"):
+        anonymize_bag(small_bag, small_bag / "out")
+    with pytest.raises(ConfigError, match="overwrite"):
+        anonymize_bag(small_bag, small_bag, force=True)
+
+
+def test_results_topic_must_be_new(small_bag, tmp_path):
+    with pytest.raises(ConfigError, match="results-topic"):
+        anonymize_bag(small_bag, tmp_path / "o", results_topic="/tf")
+    with pytest.raises(ConfigError, match="results-topic"):
+        anonymize_bag(small_bag, tmp_path / "o", results_topic="relative")
+
+
+def test_config_from_the_node_yaml(tmp_path):
+    default = load_anonymizer_config()
+    assert default.redaction == "blur"
+    params = tmp_path / "vehicle.yaml"
+    params.write_text("/**/vlm_node:\n  ros__parameters:\n    cameras: [front]\n"
+                      "    anonymizer:\n      redaction: pixelate\n      margin: 0.4\n")
+    config = load_anonymizer_config(params)
+    assert (config.redaction, config.margin) == ("pixelate", 0.4)
+    assert config.face_detectors == default.face_detectors  # the rest from default.yaml
+    assert load_anonymizer_config(params, mode="fill").redaction == "fill"
+    params.write_text("/**/vlm_node:\n  ros__parameters:\n    anonymizer:\n      margin: 7.0\n")
+    with pytest.raises(ConfigError, match="margin"):
+        load_anonymizer_config(params)
+
+
+@pytest.mark.parametrize("topic,camera", [("/front/image_raw", "front"),
+                                          ("/car1/rear/image_raw/compressed", "car1"),
+                                          ("image", "image")])
+def test_camera_name(topic, camera):
+    assert camera_name(topic) == camera
+
+
+def test_directory_without_metadata_is_refused(tmp_path):
+    """A bare .mcap copied into a directory without metadata.yaml is not a bag directory."""
+    d = tmp_path / "bag"
+    d.mkdir()
+    shutil.copy(shared("rosbag/camera_sample.mcap"), d / "x.mcap")
+    with pytest.raises(BagError, match="no metadata.yaml"):
+        anonymize_bag(d, tmp_path / "out")
