@@ -12,8 +12,8 @@ from vlm_node import __version__
 from vlm_node.errors import VlmNodeError
 
 # Subcommand modules, in the order `--help` lists them.
-SUBCOMMANDS = ("demo", "run", "anonymize", "analyze", "bench",
-               "params", "sample_bag", "anonymize_bag")
+SUBCOMMANDS = ("demo", "run", "anonymize", "analyze", "sample_bag", "anonymize_bag", "eval",
+               "bench", "params")
 
 
 def build_parser() -> argparse.ArgumentParser:

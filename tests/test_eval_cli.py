@@ -1,0 +1,252 @@
+"""`vlm-node eval` end to end on small labelled bags: offline replay through the core pipeline
+with the OCR backend (exact figures), tracks on a static scene, `--compare`, errors, and one
+`--live` run through the real node process over DDS."""
+import contextlib
+import io as stdio
+import json
+
+import numpy as np
+import pytest
+
+from vlm_node.bags import io
+from vlm_node.bags.sample import write_sample_bag
+from vlm_node.cli import main as cli_main
+from vlm_node.render.scenes import make_road_scene
+
+NO_CARRY = ("/**/vlm_node:\n  ros__parameters:\n    anonymizer:\n"
+            "      carry_frames: 0  # the sample bag's frames are unrelated stills\n")
+
+
+def run_cli(*argv):
+    """The real `vlm-node` entry point (exit statuses included) with only `eval` registered,
+    so a subcommand being written elsewhere in the tree cannot break these tests."""
+    out, err = stdio.StringIO(), stdio.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        mp.setattr(cli_main, "SUBCOMMANDS", ("eval",))
+        code = cli_main.main(["eval", *map(str, argv)])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("eval")
+
+
+@pytest.fixture(scope="module")
+def sample(workdir):
+    """8 frames, one camera (raw Image), 1 Hz: each frame a new shot of the sample-bag writer's
+    labelled scenes (unrelated frames)."""
+    return write_sample_bag(workdir / "sample", frames=8, cameras=1, seconds=8.0)
+
+
+@pytest.fixture(scope="module")
+def no_carry(workdir):
+    path = workdir / "no_carry.yaml"
+    path.write_text(NO_CARRY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def offline(sample, no_carry, workdir):
+    out = workdir / "offline"
+    code, stdout, _ = run_cli(sample.parent, "--labels", sample, "--backend", "ocr",
+                              "--config", no_carry, "--out", out)
+    assert code == 0, stdout
+    return json.loads((out / "report.json").read_text()), out, stdout
+
+
+def test_offline_reads_every_speed_value_of_the_sample_bag_exactly(offline):
+    report, out, stdout = offline
+    assert report["run"]["mode"] == "offline" and report["run"]["backend"] == "ocr"
+    assert report["run"]["cameras"] == {"front": "/front/image_raw"}
+    cov = report["coverage"]
+    assert (cov["messages"], cov["analysed"], cov["not_analysed"], cov["dropped"]) == \
+        (8, 8, 0, 0)
+    assert cov["orphan_labels"] == 0 and cov["unlabelled_messages"] == 0
+    # Measured: all 8 labelled speed limits read with the right value and unit, no reading
+    # that matches no sign; the two pictogram-only misses are end_speed_limit and no_overtaking.
+    speed = report["speed"]
+    assert (speed["labelled"], speed["value_ok"], speed["misread"]) == (8, 8, [])
+    signs = report["signs"]["all"]
+    assert (signs["labelled"], signs["tp"], signs["fp"]) == (11, 9, 0)
+    assert signs["precision"] == 1.0 and signs["recall"] == 0.8182
+    assert report["signs"]["per_class"]["speed_limit"]["recall"] == 1.0
+    values = [(r["value"], r["unit"]) for f in report["frames"] for r in f["readings"]
+              if r["class"] == "speed_limit"]
+    assert values[:3] == [(50, "km/h"), (30, "km/h"), (80, "km/h")]
+    anon = report["anonymization"]["per_kind"]
+    assert (anon["face"]["labels"], anon["face"]["recall"], anon["face"]["leak_rate"]) == \
+        (5, 1.0, 0.0)
+    assert (anon["plate"]["labels"], anon["plate"]["recall"], anon["plate"]["leak_rate"]) == \
+        (8, 1.0, 0.0)
+    timing = report["timing"]
+    assert timing["latency_ms"]["count"] == 8 and timing["recorded_s"] == 8.0
+    assert timing["frames_per_s"] > 0.5 and timing["latency_ms"]["p99"] >= \
+        timing["latency_ms"]["p50"] > 0
+    assert "speed value accuracy         1" in stdout
+
+
+def test_offline_writes_report_files_and_plots(offline):
+    report, out, _ = offline
+    assert sorted(p.name for p in out.iterdir()) == [
+        "confusion.png", "latency.png", "report.json", "report.md", "timeline.png"]
+    for name in report["plots"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert "| speed value accuracy | 1.000 |" in md and "| face | 5 | 5 | 1.000 |" in md
+
+
+def test_carry_over_across_unrelated_frames_hides_a_sign_and_compare_shows_it(
+        sample, offline, workdir):
+    """With the default carry-over, regions of frame 3 stay redacted in frame 4 (a different
+    scene) and cover its 60 km/h sign: measured 7 of 8 speed values instead of 8."""
+    out = workdir / "default"
+    code, _, _ = run_cli(sample.parent, "--labels", sample, "--backend", "ocr", "--out", out)
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (report["speed"]["labelled"], report["speed"]["value_ok"]) == (8, 7)
+    code, stdout, _ = run_cli("--compare", offline[1] / "report.json", out / "report.json")
+    assert code == 0
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in stdout.splitlines()}
+    assert rows["speed value accuracy"] == \
+        "| speed value accuracy | 1.000 | 0.875 | -0.125 (worse) |"
+    assert rows["analysed"] == "| analysed | 8 | 8 | +0 |"
+
+
+def test_tracks_on_a_static_scene_confirm_in_the_third_frame(workdir):
+    """Four identical frames of one road scene: the sign's track is tentative twice, then
+    confirmed (k=3 of n=5), with the right value, never falsely."""
+    scene = make_road_scene(0, (640, 480))
+    bag, t0 = workdir / "static", 1_750_000_000_000_000_000
+    entries = []
+    with io.BagWriter(bag) as writer:
+        conn = writer.add_topic("/front/image_raw", io.IMAGE, [io.SENSOR_DATA_QOS])
+        for i in range(4):
+            stamp = t0 + i * 100_000_000
+            writer.write_msg(conn, stamp, io.bgr_to_image(scene.image,
+                                                          io.header(stamp, "front_camera")))
+            entries.append({**scene.label_entry(f"f{i}"), "topic": "/front/image_raw",
+                            "stamp_ns": stamp})
+    labels = workdir / "static_labels.json"
+    labels.write_text(json.dumps({"images": entries}))
+    out = workdir / "static_out"
+    code, _, _ = run_cli(bag, "--labels", labels, "--backend", "ocr", "--out", out)
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    states = [[r["track_state"] for r in f["readings"] if r["class"] == "speed_limit"]
+              for f in report["frames"]]
+    assert states == [["tentative"], ["tentative"], ["confirmed"], ["confirmed"]]
+    tracks = report["tracks"]
+    assert (tracks["confirmed"], tracks["confirmed_correct"], tracks["false_confirmations"],
+            tracks["tentative_wrong"]) == (2, 2, 0, 0)
+    assert tracks["frames_to_confirm"]["p50"] == 3 and tracks["ms_to_confirm"]["p50"] == 200.0
+    assert report["key_figures"]["frames_to_confirm_p50"] == 3
+
+
+def test_a_malformed_frame_is_reported_dropped_and_nothing_analysed_exits_1(workdir):
+    bag, stamp = workdir / "malformed", 1_750_000_000_000_000_000
+    with io.BagWriter(bag) as writer:
+        conn = writer.add_topic("/front/image_raw", io.IMAGE, [io.SENSOR_DATA_QOS])
+        image = io.typestore().types[io.IMAGE](
+            header=io.header(stamp, "front_camera"), height=10, width=10, encoding="bgr8",
+            is_bigendian=0, step=30, data=np.zeros(10, np.uint8))  # 300 bytes announced
+        writer.write_msg(conn, stamp, image)
+    labels = workdir / "malformed_labels.json"
+    labels.write_text(json.dumps({"images": [{"file": "x", "width": 10, "height": 10,
+                                              "topic": "/front/image_raw", "stamp_ns": stamp,
+                                              "signs": []}]}))
+    code, _, err = run_cli(bag, "--labels", labels, "--backend", "ocr", "--out",
+                           workdir / "malformed_out")
+    assert code == 1 and "no frame was analysed" in err
+    report = json.loads((workdir / "malformed_out" / "report.json").read_text())
+    assert (report["coverage"]["messages"], report["coverage"]["dropped"]) == (1, 1)
+    assert report["coverage"]["reasons"] == {"decode_error": 1}
+    assert report["frames"][0]["reason"] == (
+        "decode_error: data has 10 bytes but step * height = 300 for 10x10 bgr8 with step 30 "
+        "(truncated data or a wrong step)")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{bag}"], "--labels is required"),
+    (["{missing}", "--labels", "{labels}"], "bag not found"),
+    (["{bag}", "--labels", "{missing}"], "missing"),
+    (["{bag}", "--labels", "{labels}", "--rate", "2"], "--rate applies to --live only"),
+    (["{bag}", "--labels", "{labels}", "--live", "--rate", "0"], "--rate must be positive"),
+    ([], "BAG is required"),
+    (["--compare", "{missing}", "{missing}"], "missing"),
+    (["{bag}", "--compare", "{labels}", "{labels}"], "--compare takes two report.json"),
+])
+def test_errors_exit_with_status_2(sample, workdir, args, message):
+    fill = {"bag": sample.parent, "labels": sample, "missing": workdir / "missing"}
+    code, _, err = run_cli(*(a.format(**fill) for a in args))
+    assert code == 2 and message in err, err
+
+
+def test_labels_of_another_bag_are_refused(sample, workdir):
+    other = workdir / "other_labels.json"
+    doc = json.loads(sample.read_text())
+    for entry in doc["images"]:
+        entry["topic"] = "/elsewhere/image_raw"
+    other.write_text(json.dumps(doc))
+    code, _, err = run_cli(sample.parent, "--labels", other)
+    assert code == 2 and "labels none of the bag's image topics" in err
+
+
+def test_compare_refuses_a_file_that_is_not_a_report(sample):
+    code, _, err = run_cli("--compare", sample, sample)
+    assert code == 2 and "no key_figures" in err
+
+
+def test_live_through_the_node_over_dds(workdir, no_carry):
+    """Three frames at 2 Hz into the real node process: every frame is accounted for (analysed
+    or not analysed, never lost from the report), results match by camera and stamp, and the
+    speed values the node read are exact."""
+    labels = write_sample_bag(workdir / "live", frames=3, cameras=1, seconds=1.5)
+    out = workdir / "live_out"
+    code, stdout, err = run_cli(labels.parent, "--labels", labels, "--backend", "ocr",
+                                "--config", no_carry, "--live",
+                                "--out", out, "--timeout", "60")
+    assert code == 0, stdout + err
+    report = json.loads((out / "report.json").read_text())
+    assert report["run"]["mode"] == "live" and report["run"]["backend"] == "ocr"
+    cov = report["coverage"]
+    assert cov["messages"] == 3 and cov["analysed"] >= 1 and cov["dropped"] == 0
+    assert cov["analysed"] + cov["not_analysed"] == 3
+    assert cov["reasons"] == ({"no_result": cov["not_analysed"]} if cov["not_analysed"]
+                              else {})
+    assert report["speed"]["misread"] == [] and report["signs"]["all"]["fp"] == 0
+    assert report["speed"]["value_ok"] == report["speed"]["read"] >= 1
+    assert report["anonymization"]["scored"] is False
+    assert report["anonymization"]["redacted"]["plate"] >= 1
+    assert report["timing"]["latency_ms"]["count"] == cov["analysed"]
+    # publication -> arrival contains the node's own callback -> publication interval
+    done = [f for f in report["frames"] if f["status"] == "analysed"]
+    assert all(f["latency_ms"] >= f["node_latency_ms"] > 0 for f in done)
+    assert "| image messages | 3 |" in (out / "report.md").read_text()
+    assert "active: front <- /front/image_raw" in (out / "node.log").read_text()
+
+
+def test_eval_is_registered_and_documents_its_options():
+    assert "eval" in cli_main.SUBCOMMANDS
+    out = stdio.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), \
+            pytest.raises(SystemExit):
+        mp.setattr(cli_main, "SUBCOMMANDS", ("eval",))
+        cli_main.main(["eval", "--help"])
+    assert "--compare" in out.getvalue() and "--live" in out.getvalue()
+
+
+def test_tracks_confirm_in_a_shot_of_consecutive_frames(workdir):
+    """10 Hz: one scene coming closer for ten frames. The speed limit is read in every frame,
+    its track confirms at the third (k=3 of n=5) and nothing false is confirmed."""
+    labels = write_sample_bag(workdir / "shot", frames=10, cameras=1, seconds=1.0)
+    out = workdir / "shot_eval"
+    code, _, _ = run_cli(labels.parent, "--labels", labels, "--backend", "ocr", "--out", out)
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (report["speed"]["labelled"], report["speed"]["value_ok"]) == (10, 10)
+    tracks = report["tracks"]
+    assert tracks["tracks_confirmed"] >= 1 and tracks["false_confirmations"] == 0
+    assert tracks["frames_to_confirm"]["max"] == 3.0
+    assert report["anonymization"]["per_kind"]["face"]["leaked"] == 0

@@ -1,0 +1,161 @@
+"""`vlm-node eval BAG --labels L`: how well the system reads signs and anonymizes, and how fast,
+on a recorded bag; `vlm-node eval --compare a.json b.json`: two such runs side by side.
+
+Offline (default) the bag is replayed deterministically through the core pipeline, every frame
+analysed; `--live` plays it into the real node process over DDS at the recorded rate, where the
+node skips frames it cannot keep up with (reported as not analysed). Metrics and their
+definitions: `vlm_node.evaluation.metrics` and docs/evaluation.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from vlm_node.analysis.config import BACKENDS
+from vlm_node.errors import ConfigError
+
+DEFAULT_OUT = "eval_output"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval", help="evaluate sign reading, anonymization and latency on a labelled bag",
+        description="Replay BAG's image messages through anonymization, sign reading and "
+                    "tracking (offline and deterministic, or --live through the real node over "
+                    "DDS), match the results to --labels by topic and header stamp, and write "
+                    "report.md, report.json and PNG plots to --out. With --compare, print the "
+                    "key figures of two report.json files side by side with their deltas.")
+    p.add_argument("bag", nargs="?", metavar="BAG",
+                   help="rosbag2 directory (MCAP or sqlite3) or a bare .mcap/.db3 file")
+    p.add_argument("--labels", type=Path, metavar="labels.json",
+                   help="labels with `topic` and `stamp_ns` per image entry (vlm-node "
+                        "sample-bag writes them); required")
+    p.add_argument("--backend", choices=BACKENDS, help="analysis backend (default: the config's)")
+    p.add_argument("--live", action="store_true",
+                   help="play the bag into the real node process over DDS (default: offline "
+                        "replay through the core pipeline)")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                   help=f"output directory (default {DEFAULT_OUT})")
+    p.add_argument("--config", metavar="YAML", action="append", default=[],
+                   help="ROS 2 parameters file applied after config/default.yaml (repeatable)")
+    p.add_argument("--rate", type=float, metavar="X",
+                   help="--live: play at X times the recorded rate (default 1)")
+    p.add_argument("--timeout", type=float, default=120.0, metavar="S",
+                   help="--live: seconds to wait for the node to start and for late results "
+                        "(default 120)")
+    p.add_argument("--domain-id", type=int, metavar="N",
+                   help="--live: ROS_DOMAIN_ID (default: yours if exported, else random)")
+    p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
+                   help="compare two report.json files instead of evaluating")
+    p.set_defaults(func=run)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.compare:
+        if args.bag or args.labels or args.live:
+            raise ConfigError("--compare takes two report.json files and no BAG, --labels or "
+                              "--live")
+        return
+    if not args.bag:
+        raise ConfigError("BAG is required (or --compare A.json B.json)")
+    if args.labels is None:
+        raise ConfigError("--labels is required: results are scored against the labels of "
+                          "the bag's frames (vlm-node sample-bag writes labels.json)")
+    if not args.live:
+        for opt, value in (("--rate", args.rate), ("--domain-id", args.domain_id)):
+            if value is not None:
+                raise ConfigError(f"{opt} applies to --live only (the offline replay analyses "
+                                  "every frame as fast as it can)")
+    if args.rate is not None and not args.rate > 0:
+        raise ConfigError(f"--rate must be positive, got {args.rate}")
+    if not args.timeout > 0:
+        raise ConfigError(f"--timeout must be positive, got {args.timeout}")
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_args(args)
+    if args.compare:
+        return _compare(*args.compare)
+    from vlm_node.bags import io
+    from vlm_node.evaluation.configure import (camera_names, image_topics, load_params,
+                                               node_config_for_bag)
+    from vlm_node.evaluation.labels import load_bag_labels
+
+    labels = load_bag_labels(args.labels)
+    with io.open_bag(args.bag) as bag:
+        topics = image_topics(bag)
+    labelled_topics = {topic for topic, _ in labels}
+    if not labelled_topics & set(topics):
+        raise ConfigError(f"--labels {args.labels} labels none of the bag's image topics "
+                          f"({', '.join(topics)}); labelled: {', '.join(sorted(labelled_topics))}")
+    params = load_params(args.config,
+                         {"analysis.backend": args.backend} if args.backend else None)
+    cameras = camera_names(list(topics), params)
+    compressed = {t for t, m in topics.items() if m == io.COMPRESSED_IMAGE}
+    config = node_config_for_bag(params, cameras, compressed)
+    if args.live:
+        from vlm_node.evaluation.live import run_live
+        output = run_live(args.bag, cameras, topics, args.config, args.backend,
+                          config.results_topic, args.rate or 1.0, args.timeout,
+                          domain_id=args.domain_id)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "node.log").write_text(output.node_log, encoding="utf-8")
+    else:
+        from vlm_node.evaluation.replay import replay
+        output = replay(args.bag, config, cameras)
+    return _finish(args, output, labels, config, cameras)
+
+
+def _finish(args: argparse.Namespace, output: Any, labels: dict[Any, Any], config: Any,
+            cameras: dict[str, str]) -> int:
+    """Metrics, report files, plots and the summary on stdout."""
+    from vlm_node.evaluation.metrics import evaluate, recorded_seconds
+    from vlm_node.evaluation.plots import write_plots
+    from vlm_node.evaluation.records import RunInfo
+    from vlm_node.evaluation.report import (KEY_FIGURES, build_report, machine_description,
+                                            write_report)
+
+    records = output.records
+    done = [r for r in records if r.analysed]
+    backends = Counter(r.backend for r in done)
+    info = RunInfo(mode="live" if args.live else "offline", bag=str(args.bag),
+                   labels=str(args.labels),
+                   backend=backends.most_common(1)[0][0] if backends else "",
+                   configured_backend=config.analysis.backend,
+                   degraded_reason=next((r.degraded_reason for r in done if r.degraded), ""),
+                   wall_s=output.wall_s, load_s=output.load_s,
+                   recorded_s=recorded_seconds(output.log_times_ns),
+                   playback_s=output.playback_s,
+                   rate=args.rate or 1.0, cameras={c: t for t, c in cameras.items()},
+                   machine=machine_description())
+    margins = {"face": config.anonymizer.margin, "plate": config.anonymizer.plate_margin}
+    evaluation = evaluate(records, labels, info, margins)
+    report = build_report(evaluation)
+    out = Path(args.out)
+    report["plots"] = write_plots(report, out)
+    json_path, md_path = write_report(out, report)
+    start = "model loading" if info.mode == "offline" else "node start-up"
+    print(f"vlm-node eval: {info.mode}, {len(records)} image messages, {len(done)} analysed "
+          f"(backend {info.backend or 'none'}); {start} {info.load_s:.1f} s")
+    for key, value in report["key_figures"].items():
+        label, unit, _ = KEY_FIGURES[key]
+        shown = "n/a" if value is None else f"{value:g}" if isinstance(value, float) else value
+        print(f"  {label:<28} {shown}{' ' + unit if unit and value is not None else ''}")
+    print(f"wrote {md_path}, {json_path} and {len(report['plots'])} plots to {out}/"
+          + (" (and the node's log, node.log)" if args.live else ""))
+    if not done:
+        print("vlm-node eval: no frame was analysed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _compare(path_a: str, path_b: str) -> int:
+    from vlm_node.evaluation.report import compare, load_report
+
+    a, b = load_report(path_a), load_report(path_b)
+    print(f"a = {path_a}\nb = {path_b}\n")
+    print(compare(a, b), end="")
+    return 0
