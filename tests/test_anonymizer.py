@@ -54,15 +54,15 @@ def test_plate_recall_and_precision_on_labelled_photos(labelled):
     assert plates["labels"] == 30
     assert plates["recall"] >= 0.95  # measured 1.000 (30/30)
     # measured 0.714; the rest is real unlabelled text (stickers, badges, a second plate).
-    # Multi-row text on coloured paint is judged by its reading, so a two-row Californian plate
-    # (blue and red text) is no longer missed; a dog club's two-row shirt text is the price.
+    # Multi-row text on coloured paint is judged by its reading (a two-row Californian plate,
+    # blue and red text, is no longer missed) and needs a digit somewhere.
     assert plates["precision"] >= 0.70
     assert plates["leak_rate"] <= 0.04
 
 
-def test_at_most_three_false_redactions_on_dogs(labelled):
+def test_at_most_two_false_redactions_on_dogs(labelled):
     dets = labelled[1]["faces/dlib_pascal_voc/dogs.jpg"]
-    assert len(dets) <= 3  # 2 faces on dog heads, 1 "plate": two rows of club text
+    assert len(dets) <= 2  # measured 2: faces on two dogs' heads; the club text is not a plate
 
 
 def test_face_is_blurred_and_the_rest_is_untouched(anonymizer):

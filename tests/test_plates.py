@@ -29,6 +29,13 @@ def test_read_text_decides_plates(texts, accepted):
     assert _judge_read(texts, PlateGeometry())[0] is accepted
 
 
+def test_stacked_coloured_text_without_digits_is_not_a_plate():
+    """Two rows of club text on a dog's coat (dogs.jpg) versus a two-row vanity plate."""
+    img = read_bgr(shared("faces/dlib_pascal_voc/dogs.jpg"))
+    frame = Anonymizer(AnonymizerConfig(faces=False)).anonymize(META, img)
+    assert frame.count("plate") == 0
+
+
 def test_line_and_registration_rules():
     assert line_is_plate_text("MH 20 BQ 20", 12) and not line_is_plate_text("", 12)
     assert registration_like(["京A12345"]) and registration_like(["DL7CN5617"])

@@ -399,10 +399,15 @@ class TextPlateDetector:
             elif self.verify == "none" and red > g.red_share:
                 cand.reason = "text on red: sign"
             elif coloured and self.verify != "none" and rows == 1 and not registration_like(
-                    [" ".join(read(int(usable[i])) for i in group)] if rows == 1
-                    else [read(int(usable[i])) for i in group]):
+                    [" ".join(read(int(usable[i])) for i in group)]):
                 cand.text = " ".join(texts.get(int(usable[i]), "") for i in group)
                 cand.reason = "text on a coloured background, not a registration"
+            elif coloured and self.verify != "none" and rows > 1 and not any(
+                    ch.isdigit() for i in group for ch in read(int(usable[i]))):
+                # stacked rows on coloured paint with no digit anywhere: a club shirt, a shop
+                # sign; registrations carry digits (a two-row vanity plate keeps one in a row)
+                cand.text = " ".join(texts.get(int(usable[i]), "") for i in group)
+                cand.reason = "stacked text on a coloured background without a digit"
             elif rows == 1 and aspect < g.min_aspect:
                 cand.reason = "taller than wide"
             elif self.verify == "none" or (self.verify == "ambiguous" and (
