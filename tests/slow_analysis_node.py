@@ -16,11 +16,17 @@ from vlm_node.results import AnalysisResult
 
 
 class SlowAnalyzer:
-    def __init__(self, delay: float) -> None:
+    """Takes `delay` seconds per call whatever the batch size; records and prints the cameras
+    of each batch."""
+
+    def __init__(self, delay: float = 0.2) -> None:
         self.delay = delay
+        self.batches: list[list[str]] = []
 
     def analyze(self, frames: Sequence[AnonymizedFrame]) -> list[AnalysisResult]:
-        print("batch " + ",".join(sorted(f.meta.camera for f in frames)), flush=True)
+        cameras = sorted(f.meta.camera for f in frames)
+        self.batches.append(cameras)
+        print("batch " + ",".join(cameras), flush=True)
         time.sleep(self.delay)
         return [AnalysisResult(backend="slow", model_id="sleep", analysis_ms=self.delay * 1e3)
                 for _ in frames]

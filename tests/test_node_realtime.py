@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,9 +20,8 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
 from ros_helpers import Harness, wait_for, wait_for_subscribers
+from slow_analysis_node import SlowAnalyzer
 from vlm_node import image_codec
-from vlm_node.frames import AnonymizedFrame
-from vlm_node.results import AnalysisResult
 from vlm_node.ros import convert
 from vlm_node.ros.node import VlmNode
 from vlm_node.ros.process import NodeProcess
@@ -33,27 +32,6 @@ RATE_HZ = 20.0
 SECONDS = 4.0
 MODEL_S = 0.2
 MAX_AGE = 0.5
-
-
-class SlowAnalyzer:
-    """An analyzer that takes MODEL_S per call, whatever the batch size (like a batched GPU
-    model), and records the batches it was given."""
-
-    def __init__(self, delay: float = MODEL_S) -> None:
-        self.delay = delay
-        self.batches: list[list[str]] = []
-
-    def analyze(self, frames: Sequence[AnonymizedFrame]) -> list[AnalysisResult]:
-        self.batches.append([f.meta.camera for f in frames])
-        time.sleep(self.delay)
-        return [AnalysisResult(backend="slow", model_id="sleep", analysis_ms=self.delay * 1e3)
-                for _ in frames]
-
-    def status(self) -> dict[str, Any]:
-        return {"backend": "slow", "state": "ok"}
-
-    def close(self) -> None:
-        pass
 
 
 def _image(stamp_ns: int, rng: np.random.Generator) -> Image:
