@@ -1,6 +1,7 @@
 """The Anonymizer end to end: detector quality on the shared labelled photos (floors set from
 the measurements in docs/anonymizer.md), carry-over, fail-closed behaviour and stats."""
 import dataclasses
+import threading
 import time
 
 import numpy as np
@@ -212,3 +213,40 @@ def test_unavailable_provider_is_an_error_not_a_cpu_fallback():
         Anonymizer(AnonymizerConfig(plates=False,
                                     providers=("TensorrtExecutionProvider",
                                                "CPUExecutionProvider")))
+
+
+class Sleepy:
+    """A stage that takes `seconds` and records the thread it ran on."""
+
+    def __init__(self, kind, seconds, result=None, error=None):
+        self.kind, self.name, self.seconds = kind, f"sleepy_{kind}", seconds
+        self.result, self.error, self.threads, self.spans = result or [], error, [], []
+
+    def detect(self, frame, config):
+        self.threads.append(threading.get_ident())
+        start = time.perf_counter()
+        time.sleep(self.seconds)
+        self.spans.append((start, time.perf_counter()))
+        if self.error is not None:
+            raise self.error
+        return list(self.result)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_stages_run_in_parallel_with_the_same_result_and_fail_closed(parallel):
+    face = [Detection("face", Box(5, 5, 20, 20), 0.9, "sleepy")]
+    plate = [Detection("plate", Box(40, 40, 30, 10), 0.8, "sleepy")]
+    anon = Anonymizer(AnonymizerConfig(plates=False, parallel_stages=parallel, carry_frames=0))
+    anon.detectors = [Sleepy("face", 0.1, face), Sleepy("plate", 0.1, plate)]
+    frame = anon.anonymize(META, np.zeros((80, 100, 3), np.uint8))
+    assert [d.kind for d in frame.detections] == ["face", "plate"]
+    threads = {anon.detectors[0].threads[0], anon.detectors[1].threads[0]}
+    assert len(threads) == (2 if parallel else 1)
+    (s1, e1), (s2, e2) = anon.detectors[0].spans[0], anon.detectors[1].spans[0]
+    assert (max(s1, s2) < min(e1, e2)) is parallel  # the two detectors' calls overlapped
+    # a failing stage fails the frame, whichever finishes first
+    anon.detectors = [Sleepy("face", 0.0, face), Sleepy("plate", 0.05, error=RuntimeError("x"))]
+    with pytest.raises(AnonymizationError, match="exception"):
+        anon.anonymize(META, np.zeros((80, 100, 3), np.uint8))
+    assert anon.detectors[0].threads  # the other stage ran too
+    anon.close()

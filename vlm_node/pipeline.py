@@ -116,5 +116,9 @@ class Pipeline:
         return self.analyzer.status() if self.analyzer is not None else {"state": "disabled"}
 
     def close(self) -> None:
+        with self._lock:
+            anonymizers = list(self._anonymizers.values())
+        for anon in anonymizers:
+            anon.close()
         if self.analyzer is not None:
             self.analyzer.close()

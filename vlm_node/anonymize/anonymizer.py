@@ -10,6 +10,7 @@ returns the input pixels unredacted.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 import threading
 import time
@@ -193,6 +194,7 @@ class Anonymizer:
         self.detectors = build_stages(self.config)
         self._carry = CarryOver(self.config.carry_frames, self.config.carry_iou,
                                 self.config.carry_growth)
+        self._pool: cf.ThreadPoolExecutor | None = None
 
     def reconfigure(self, config: AnonymizerConfig) -> None:
         """Apply new settings. Model choices rebuild the detectors (loaded before the swap, so
@@ -208,6 +210,17 @@ class Anonymizer:
             self._carry.frames = config.carry_frames
             self._carry.iou_threshold = config.carry_iou
             self._carry.growth = config.carry_growth
+
+    def _stage_pool(self) -> cf.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = cf.ThreadPoolExecutor(max_workers=4, thread_name_prefix="anon_stage")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the stage threads (the detectors stay loaded until the object is dropped)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def reset(self) -> None:
         """Forget carried regions (the next frame starts a new scene, e.g. unrelated photos)."""
@@ -225,15 +238,21 @@ class Anonymizer:
         h, w = image.shape[:2]
         faces: list[Detection] = []
         plates: list[Detection] = []
-        for stage in self.detectors:
-            t0 = time.perf_counter()
-            try:
-                found = stage.detect(image, config)
-            except CorruptOutput as exc:
-                raise DetectorFailure("corrupt_output", str(exc)) from exc
-            except Exception as exc:  # noqa: BLE001 - any detector failure fails the frame
-                raise DetectorFailure("exception", f"{stage.name}: {exc}") from exc
-            ms = (time.perf_counter() - t0) * 1e3
+        stages = self.detectors
+        if config.parallel_stages and len(stages) > 1:
+            # onnxruntime releases the GIL: the face and plate detectors run on separate cores
+            # at the same time (each with `threads` intra-op threads). Every stage is waited
+            # for, so a failing one still fails the frame after the others finished.
+            pool = self._stage_pool()
+            futures = [pool.submit(_run_stage, stage, image, config) for stage in stages]
+            outcomes = [f.result() for f in futures]
+        else:
+            outcomes = [_run_stage(stage, image, config) for stage in stages]
+        for stage, (found, ms, error) in zip(stages, outcomes):
+            if isinstance(error, CorruptOutput):
+                raise DetectorFailure("corrupt_output", str(error)) from error
+            if error is not None:
+                raise DetectorFailure("exception", f"{stage.name}: {error}") from error
             key = f"{stage.kind}s_ms"
             timings[key] = timings.get(key, 0.0) + ms
             if config.detector_budget_ms > 0 and ms > config.detector_budget_ms:
@@ -307,6 +326,18 @@ class Anonymizer:
             return _release(meta, image, (), (time.perf_counter() - t0) * 1e3, True)
         raise AnonymizationError(f"anonymization failed ({reason}), frame dropped: {message}") \
             from cause
+
+
+def _run_stage(stage: Any, image: np.ndarray, config: AnonymizerConfig
+               ) -> tuple[Any, float, BaseException | None]:
+    """(detections, ms, None) or (None, ms, the exception): errors are returned, not raised, so
+    that parallel stages are all collected before the frame is failed."""
+    t0 = time.perf_counter()
+    try:
+        found = stage.detect(image, config)
+    except Exception as exc:  # noqa: BLE001 - any detector failure fails the frame
+        return None, (time.perf_counter() - t0) * 1e3, exc
+    return found, (time.perf_counter() - t0) * 1e3, None
 
 
 def _check_detections(found: Any, source: str, w: int, h: int) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from vlm_node.anonymize.config import AnonymizerConfig
 from vlm_node.cli.args import frame_sizes
 from vlm_node.errors import VlmNodeError
 
@@ -28,7 +29,7 @@ from vlm_node.errors import VlmNodeError
 SETTINGS: dict[str, dict[str, Any]] = {
     "baseline": {"face_max_side": 640, "face_max_upscale": 1.0, "face_global_pass": False,
                  "plate_max_side": 960, "plate_max_upscale": 1.0, "plate_verify": "none",
-                 "carry_frames": 0},
+                 "carry_frames": 0, "parallel_stages": False},
     "fast": {"face_max_side": 960, "plate_max_side": 640},
     "default": {},
     "accurate": {"face_max_side": 1920, "plate_max_side": 1920},
@@ -53,8 +54,9 @@ def add_anonymize_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--providers", default="CPUExecutionProvider",
                    help="onnxruntime execution providers in order, comma-separated, e.g. "
                         "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider")
-    p.add_argument("--threads", type=int, default=0,
-                   help="onnxruntime intra-op threads (0 = one per core)")
+    p.add_argument("--threads", type=int, default=AnonymizerConfig().threads,
+                   help="onnxruntime intra-op threads per model (0 = one per core; default "
+                        "%(default)s, the anonymizer's default)")
     p.add_argument("--no-labelled", action="store_true",
                    help="skip scoring on the labelled photos (timing and frame recall only)")
     p.add_argument("--output", metavar="JSON", help="write all numbers as JSON")
