@@ -48,7 +48,10 @@ def _grown(box: Box, factor: float, w: int, h: int) -> tuple[slice, slice]:
 @pytest.fixture(scope="module")
 def node_process():
     node = NodeProcess(["-p", "cameras:=[front]", "-p", "analysis.backend:=ocr",
-                        "-p", "qos_reliability:=reliable", "-p", "max_frame_age:=30.0"])
+                        "-p", "qos_reliability:=reliable", "-p", "max_frame_age:=30.0",
+                        # bursts of test frames must all arrive (default depth 1 keeps only
+                        # the newest, as a real-time camera input should)
+                        "-p", "qos_depth:=10"])
     try:
         node.wait_ready(120)
         yield node

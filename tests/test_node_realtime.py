@@ -153,7 +153,8 @@ def guarded():
     node = _node(harness, SlowAnalyzer(), [
         Parameter("cameras", value=["raw", "jpg"]),
         Parameter("camera.jpg.transport", value="compressed"),
-        Parameter("qos_reliability", value="reliable"), Parameter("max_frame_age", value=30.0)])
+        Parameter("qos_reliability", value="reliable"), Parameter("qos_depth", value=20),
+        Parameter("max_frame_age", value=30.0)])
     try:
         yield harness, node
     finally:
