@@ -250,3 +250,10 @@ def test_tracks_confirm_in_a_shot_of_consecutive_frames(workdir):
     assert tracks["tracks_confirmed"] >= 1 and tracks["false_confirmations"] == 0
     assert tracks["frames_to_confirm"]["max"] == 3.0
     assert report["anonymization"]["per_kind"]["face"]["leaked"] == 0
+
+
+def test_report_records_the_effective_configuration(offline):
+    report, _, _ = offline
+    config = report["run"]["config"]
+    assert config["analysis"]["backend"] == "ocr"
+    assert config["anonymizer"]["redaction"] == "blur" and config["cameras"] == ["front"]

@@ -9,6 +9,7 @@ definitions: `vlm_node.evaluation.metrics` and docs/evaluation.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections import Counter
 from pathlib import Path
@@ -130,7 +131,7 @@ def _finish(args: argparse.Namespace, output: Any, labels: dict[Any, Any], confi
                    recorded_s=recorded_seconds(output.log_times_ns),
                    playback_s=output.playback_s,
                    rate=args.rate or 1.0, cameras={c: t for t, c in cameras.items()},
-                   machine=machine_description())
+                   machine=machine_description(), config=dataclasses.asdict(config))
     margins = {"face": config.anonymizer.margin, "plate": config.anonymizer.plate_margin}
     evaluation = evaluate(records, labels, info, margins)
     report = build_report(evaluation)

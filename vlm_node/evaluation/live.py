@@ -157,8 +157,12 @@ def _publish(player: Any, bag: io.Bag, message: io.BagMessage, index: int, camer
         rec.stamp_ns = io.stamp_ns(bag.deserialize(message).header)
     except BagError as exc:  # published all the same: what the node makes of it is its business
         rec.status, rec.reason = DROPPED, f"decode_error: {exc}"
-    player.publish_raw(camera, bytes(message.raw))
-    return _Sent(rec, time.monotonic())
+    raw = bytes(message.raw)
+    # the clock is read before publishing: the node may receive (and start its own latency
+    # clock) while publish() is still returning
+    published_at = time.monotonic()
+    player.publish_raw(camera, raw)
+    return _Sent(rec, published_at)
 
 
 def _settle(player: Any, sent: Sequence[_Sent], quiet: float, timeout: float,

@@ -8,6 +8,7 @@ skipped (it keeps only the latest frame per camera) is `not_analysed`, not a mis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from vlm_node.results import Detection, SignReading
 
@@ -81,6 +82,8 @@ class RunInfo:
     playback_s: float = 0.0  # live: first to last publication (the recorded span / rate)
     cameras: dict[str, str] = field(default_factory=dict)  # camera -> topic
     machine: str = ""
+    # the complete effective configuration (every parameter), so a report says what produced it
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
