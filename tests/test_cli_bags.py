@@ -25,7 +25,9 @@ def test_both_commands_are_registered():
     ("sample-bag", ["--frames", "--cameras", "--seconds", "--storage", "--size", "--seed",
                     "--force", "labels.json"]),
     ("anonymize-bag", ["--topics", "--storage", "--config", "--mode", "--results-topic",
-                       "--summary", "--force", "Exit status"])])
+                       "--summary", "--force", "Exit status", "IN [IN ...] OUT", "--ray",
+                       "auto|ADDRESS", "ray://HOST:10001", "--workers", "--chunk-seconds",
+                       "--warmup-frames"])])
 def test_help(cli, capsys, command, words):
     with pytest.raises(SystemExit) as exc:
         cli([command, "--help"])
@@ -102,3 +104,50 @@ def test_anonymize_bag_exit_2_on_bad_input(cli, tmp_path, capsys):
     assert cli(["anonymize-bag", str(tmp_path / "cut.mcap"), str(tmp_path / "out"),
                 "--config", str(tmp_path / "nope.yaml")]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.mcap"]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--workers", "2"], "--workers only apply with --ray"),
+    (["--chunk-seconds", "5", "--warmup-frames", "0"],
+     "--chunk-seconds, --warmup-frames only apply with --ray"),
+    (["--ray", "auto", "--chunk-seconds", "0"], "--chunk-seconds must be"),
+    (["--ray", "auto", "--workers", "0"], "--workers must be")])
+def test_anonymize_bag_parallel_options_are_checked_first(cli, tmp_path, capsys, extra,
+                                                          message):
+    """Before any bag is opened or Ray is started: exit 2 and nothing written."""
+    assert cli(["anonymize-bag", str(tmp_path / "in"), str(tmp_path / "out"), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_anonymize_bag_several_bags_without_ray(cli, tmp_path, capsys):
+    """Several INs without --ray: one after another in this process, each under its name."""
+    for name in ("one", "two"):
+        assert cli(["sample-bag", str(tmp_path / name), "--frames", "2", "--cameras", "1",
+                    "--seconds", "0.2", "--size", "160x120"]) == 0
+    summary = tmp_path / "summary.json"
+    assert cli(["anonymize-bag", str(tmp_path / "one"), str(tmp_path / "two"),
+                str(tmp_path / "out"), "--summary", str(summary), "--no-progress"]) == 0
+    assert "total: 2 bags written, 0 failed; 4 frames" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["one", "two"]
+    data = json.loads(summary.read_text())
+    assert data["runner"] == "single-process" and len(data["bags"]) == 2
+    # again: the outputs exist now, refused before any work
+    assert cli(["anonymize-bag", str(tmp_path / "one"), str(tmp_path / "two"),
+                str(tmp_path / "out"), "--no-progress"]) == 2
+    assert "--force" in capsys.readouterr().err
+
+
+def test_anonymize_bag_unreachable_cluster_fails_fast(cli, tmp_path, capsys):
+    """A cluster address nobody listens at: exit 2 in seconds (Ray itself waits minutes)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free once closed
+    assert cli(["sample-bag", str(tmp_path / "in"), "--frames", "1", "--cameras", "1",
+                "--size", "160x120"]) == 0
+    assert cli(["anonymize-bag", str(tmp_path / "in"), str(tmp_path / "out"), "--ray",
+                f"127.0.0.1:{port}", "--no-progress"]) == 2
+    assert f"nothing accepts connections at 127.0.0.1:{port}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]

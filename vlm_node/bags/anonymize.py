@@ -17,6 +17,11 @@ Guarantees (tested in tests/test_bags_anonymize.py):
 
 Consecutive frames of one topic are a sequence (one Anonymizer per topic, so carry-over
 bridges single-frame detector misses); a change of frame size on a topic starts a new sequence.
+
+The path is built from pieces that the chunked runner (`vlm_node.bags.chunks`, run on Ray by
+`vlm_node.bags.ray_runner`) reuses for one time chunk of a bag: `select` (which image topics),
+`open_output` (connections and custom data of an output bag), `topic_anonymizers` and
+`write_messages` (the message loop), so the two runners cannot treat a message differently.
 """
 from __future__ import annotations
 
@@ -24,130 +29,29 @@ import dataclasses
 import json
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
+from rosbags.interfaces import Connection
 
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
 from vlm_node.bags import io
 from vlm_node.bags.compressed import encode_like, inspect_compressed
+from vlm_node.bags.summary import STAGES, BagAnonymizeSummary, TopicCounts
 from vlm_node.errors import (AnonymizationError, BagError, ConfigError, ImageConversionError,
                              UnsupportedEncodingError)
 from vlm_node.frames import AnonymizedFrame, FrameMeta
 
-__all__ = ["STAGES", "TopicCounts", "BagAnonymizeSummary", "load_anonymizer_config",
-           "camera_name", "anonymize_bag"]
+__all__ = ["STAGES", "TopicCounts", "BagAnonymizeSummary", "RESULTS_TYPE", "Selection",
+           "Output", "TopicAnonymizer", "load_anonymizer_config", "camera_name",
+           "check_paths", "select", "new_summary", "open_output", "custom_data",
+           "topic_anonymizers", "close_all", "write_messages", "anonymize_bag"]
 
 log = logging.getLogger(__name__)
 
-STAGES = ("read", "decode", "faces", "plates", "redact", "encode", "write")
 RESULTS_TYPE = "vlm_node_interfaces/msg/SceneUnderstanding"
-# Dropped-frame reasons, in report order.
-DROP_REASONS = ("decode_error", "unsupported_encoding", "anonymizer_failure", "encode_error")
-
-
-@dataclass
-class TopicCounts:
-    """What happened to one image topic."""
-
-    messages: int = 0
-    written: int = 0
-    faces: int = 0
-    plates: int = 0
-    full_frame_redacted: int = 0
-    dropped: Counter = field(default_factory=Counter)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"messages": self.messages, "written": self.written, "faces": self.faces,
-                "plates": self.plates, "full_frame_redacted": self.full_frame_redacted,
-                "dropped": {r: self.dropped[r] for r in DROP_REASONS if self.dropped[r]}}
-
-
-@dataclass
-class BagAnonymizeSummary:
-    """Counts and timings of one run; `to_json()` is what `--summary` writes."""
-
-    input: str
-    output: str
-    storage_in: str
-    storage_out: str
-    bag_seconds: float
-    images: dict[str, TopicCounts] = field(default_factory=dict)
-    copied: dict[str, int] = field(default_factory=dict)
-    excluded: dict[str, int] = field(default_factory=dict)
-    results_written: int = 0
-    seconds: float = 0.0  # wall time end to end, opening the bag and loading models included
-    setup_seconds: float = 0.0  # of which before the first message (models, connections)
-    stage_ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def frames(self) -> int:
-        return sum(c.messages for c in self.images.values())
-
-    @property
-    def dropped(self) -> int:
-        return sum(sum(c.dropped.values()) for c in self.images.values())
-
-    @property
-    def faces(self) -> int:
-        return sum(c.faces for c in self.images.values())
-
-    @property
-    def plates(self) -> int:
-        return sum(c.plates for c in self.images.values())
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
-
-    @property
-    def realtime_factor(self) -> float:
-        """Recorded time processed per second of wall time (> 1: faster than real time)."""
-        return self.bag_seconds / self.seconds if self.seconds > 0 else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        per_frame = {k: round(v / self.frames, 2) if self.frames else 0.0
-                     for k, v in self.stage_ms.items()}
-        return {"input": self.input, "output": self.output, "storage_in": self.storage_in,
-                "storage_out": self.storage_out, "bag_seconds": round(self.bag_seconds, 3),
-                "seconds": round(self.seconds, 3),
-                "setup_seconds": round(self.setup_seconds, 3), "frames": self.frames,
-                "frames_per_second": round(self.frames_per_second, 3),
-                "realtime_factor": round(self.realtime_factor, 3), "faces": self.faces,
-                "plates": self.plates, "dropped": self.dropped,
-                "images": {t: c.to_json() for t, c in self.images.items()},
-                "copied": self.copied, "excluded": self.excluded,
-                "results_written": self.results_written, "stage_ms_per_frame": per_frame,
-                "config": self.config}
-
-    def report(self) -> str:
-        """Human-readable summary for the terminal."""
-        lines = [f"{self.input} -> {self.output} ({self.storage_in} -> {self.storage_out})"]
-        for topic, c in self.images.items():
-            drops = ", ".join(f"{r} {n}" for r, n in c.to_json()["dropped"].items())
-            lines.append(f"  {topic}: {c.written}/{c.messages} anonymized, faces {c.faces}, "
-                         f"plates {c.plates}" + (f", DROPPED: {drops}" if drops else "")
-                         + (f", full-frame blurred {c.full_frame_redacted}"
-                            if c.full_frame_redacted else ""))
-        for topic, n in self.copied.items():
-            lines.append(f"  {topic}: {n} copied")
-        for topic, n in self.excluded.items():
-            lines.append(f"  {topic}: {n} NOT written (image topic not selected by --topics)")
-        if self.results_written:
-            lines.append(f"  results: {self.results_written} messages")
-        stages = ", ".join(f"{k} {v:.1f}" for k, v in self.to_json()["stage_ms_per_frame"]
-                           .items())
-        lines.append(f"{self.frames} frames, {self.faces} faces and {self.plates} plates "
-                     f"redacted, {self.dropped} dropped; {self.seconds:.1f} s "
-                     f"({self.setup_seconds:.1f} s set-up), "
-                     f"{self.frames_per_second:.2f} frames/s, real-time factor "
-                     f"{self.realtime_factor:.2f} ({self.bag_seconds:.1f} s of recording)")
-        lines.append(f"ms per frame: {stages}")
-        return "\n".join(lines)
 
 
 def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -185,7 +89,7 @@ def camera_name(topic: str) -> str:
     return parts[0] if parts else topic
 
 
-class _TopicAnonymizer:
+class TopicAnonymizer:
     """One image topic: its Anonymizer (carry-over state), counters, and the decode ->
     anonymize -> re-encode path of its messages."""
 
@@ -206,8 +110,7 @@ class _TopicAnonymizer:
         stages = self._stages
         t0 = time.perf_counter()
         try:
-            msg = bag.deserialize(message, self._store)
-            bgr = io.image_to_bgr(msg, message.msgtype)
+            msg, bgr = self._decode(bag, message)
         except (BagError, ImageConversionError) as exc:
             return self._drop(message, _reason(exc), exc)
         t1 = time.perf_counter()
@@ -229,16 +132,37 @@ class _TopicAnonymizer:
         self.counts.full_frame_redacted += int(frame.full_frame_redacted)
         return frame, raw
 
-    def _anonymize(self, msg: Any, bgr: np.ndarray) -> AnonymizedFrame:
+    def warm_up(self, bag: io.Bag, message: io.BagMessage) -> None:
+        """Run a frame that another chunk writes through the anonymizer for its carry-over
+        state only: nothing is written, counted, timed or logged here. A frame that fails is
+        counted and logged by the chunk that owns it; its effect on the state (a failure resets
+        the carried regions, an undecodable frame leaves them) is the same as in a whole run."""
+        try:
+            msg, bgr = self._decode(bag, message)
+            self._anonymize(msg, bgr, timed=False)
+        except (BagError, ImageConversionError, AnonymizationError):
+            return
+
+    def close(self) -> None:
+        """Stop the anonymizer's detector threads: a process that anonymizes many bags or
+        chunks (a batch, a Ray worker) must not keep one thread pool per topic it has seen."""
+        self.anonymizer.close()
+
+    def _decode(self, bag: io.Bag, message: io.BagMessage) -> tuple[Any, np.ndarray]:
+        msg = bag.deserialize(message, self._store)
+        return msg, io.image_to_bgr(msg, message.msgtype)
+
+    def _anonymize(self, msg: Any, bgr: np.ndarray, timed: bool = True) -> AnonymizedFrame:
         size = (bgr.shape[1], bgr.shape[0])
         if size != self._size:
             self.anonymizer.reset()  # carried boxes belong to the old geometry
             self._size = size
         meta = FrameMeta(self.camera, io.stamp_ns(msg.header), msg.header.frame_id)
         frame = self.anonymizer.anonymize(meta, bgr)
-        last = self.anonymizer.stats.last_ms
-        for stage in ("faces", "plates", "redact"):
-            self._stages[stage] += last.get(f"{stage}_ms", 0.0)
+        if timed:
+            last = self.anonymizer.stats.last_ms
+            for stage in ("faces", "plates", "redact"):
+                self._stages[stage] += last.get(f"{stage}_ms", 0.0)
         return frame
 
     def _drop(self, message: io.BagMessage, reason: str, exc: Exception) -> None:
@@ -278,29 +202,101 @@ def _results_msg(store: Any, frame: AnonymizedFrame, msg_header: Any) -> Any:
                                        "counts are valid")
 
 
-def _select(bag: io.Bag, topics: tuple[str, ...] | None) -> tuple[list[str], list[str]]:
-    """(image topics to anonymize, image topics to leave out)."""
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What a run does with a bag's image topics, and the storage it writes."""
+
+    anonymized: tuple[str, ...]  # image topics to anonymize
+    excluded: tuple[str, ...]  # image topics left out of the output (not selected)
+    storage: str  # of the output bag
+    results_topic: str | None = None
+
+
+def check_paths(src: Path, dst: Path) -> None:
+    """Refuse an output that would overwrite the input or be written inside it."""
+    if src.resolve() == dst.resolve() or src.resolve() in dst.resolve().parents:
+        raise ConfigError(f"output {dst} would overwrite or sit inside the input {src}")
+
+
+def select(bag: io.Bag, topics: tuple[str, ...] | None, storage: str | None,
+           results_topic: str | None) -> Selection:
+    """The image topics to anonymize and to leave out, and the checked output options."""
     images = bag.image_topics()
     if topics is None:
-        return images, []
-    unknown = [t for t in topics if t not in bag.topics]
-    if unknown:
-        raise ConfigError(f"--topics: {', '.join(unknown)} not in {bag.path} (topics: "
-                          f"{', '.join(bag.topics)})")
-    not_images = [t for t in topics if t not in images]
-    if not_images:
-        raise ConfigError(f"--topics: {', '.join(not_images)} are not image topics (image "
-                          f"topics: {', '.join(images) or 'none'})")
-    return [t for t in images if t in topics], [t for t in images if t not in topics]
-
-
-def _check_options(bag: io.Bag, storage: str, results_topic: str | None) -> None:
-    if storage not in io.STORAGES:
-        raise ConfigError(f"storage must be one of {', '.join(io.STORAGES)}, got {storage!r}")
+        anonymized, excluded = images, []
+    else:
+        unknown = [t for t in topics if t not in bag.topics]
+        if unknown:
+            raise ConfigError(f"--topics: {', '.join(unknown)} not in {bag.path} (topics: "
+                              f"{', '.join(bag.topics)})")
+        not_images = [t for t in topics if t not in images]
+        if not_images:
+            raise ConfigError(f"--topics: {', '.join(not_images)} are not image topics (image "
+                              f"topics: {', '.join(images) or 'none'})")
+        anonymized = [t for t in images if t in topics]
+        excluded = [t for t in images if t not in topics]
+    out_storage = storage or bag.storage
+    if out_storage not in io.STORAGES:
+        raise ConfigError(f"storage must be one of {', '.join(io.STORAGES)}, got "
+                          f"{out_storage!r}")
     if results_topic is not None and (not results_topic.startswith("/")
                                       or results_topic in bag.topics):
         raise ConfigError(f"--results-topic must be an absolute topic name not already in "
                           f"the bag, got {results_topic!r}")
+    return Selection(tuple(anonymized), tuple(excluded), out_storage, results_topic)
+
+
+def new_summary(src: Path, dst: Path, bag: io.Bag, selection: Selection,
+                config: AnonymizerConfig) -> BagAnonymizeSummary:
+    return BagAnonymizeSummary(str(src), str(dst), bag.storage, selection.storage,
+                               bag.duration_ns / 1e9, config=dataclasses.asdict(config))
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """An output bag being written: input connection id -> its copy (absent: excluded topic),
+    and the results connection if `--results-topic` asked for one."""
+
+    writer: io.BagWriter
+    conns: Mapping[int, Connection]
+    results: Connection | None
+
+
+def open_output(bag: io.Bag, writer: io.BagWriter, selection: Selection,
+                custom: Mapping[str, str] | None = None) -> Output:
+    """Copy the input's connections (all but the excluded image topics, in the input's order)
+    and add the results topic. `custom` (the output's custom_data besides the input's, which
+    is kept) is None for a temporary chunk bag, whose metadata nobody reads."""
+    if custom is not None:
+        for key, value in bag.custom_data.items():
+            writer.set_custom_data(key, value)
+        for key, value in custom.items():
+            writer.set_custom_data(key, value)
+    conns = {c.id: writer.copy_connection(c) for c in bag.connections
+             if c.topic not in selection.excluded}
+    results = (writer.add_topic(selection.results_topic, RESULTS_TYPE, [io.RELIABLE_QOS])
+               if selection.results_topic is not None else None)
+    return Output(writer, conns, results)
+
+
+def custom_data(src: Path, config: dict[str, Any], **extra: Any) -> dict[str, str]:
+    """The `vlm_node.anonymize_bag` custom_data entry: input name and anonymizer settings."""
+    return {"vlm_node.anonymize_bag": json.dumps({"input": src.name, "anonymizer": config,
+                                                  **extra}, sort_keys=True)}
+
+
+def topic_anonymizers(selection: Selection, config: AnonymizerConfig, store: Any,
+                      summary: BagAnonymizeSummary) -> dict[str, TopicAnonymizer]:
+    """One TopicAnonymizer per anonymized topic, counting into `summary`."""
+    workers = {t: TopicAnonymizer(t, config, store, summary.stage_ms)
+               for t in selection.anonymized}
+    summary.images = {t: w.counts for t, w in workers.items()}
+    return workers
+
+
+def close_all(workers: Mapping[str, TopicAnonymizer]) -> None:
+    for worker in workers.values():
+        worker.close()
 
 
 def anonymize_bag(src: str | Path, dst: str | Path, config: AnonymizerConfig | None = None, *,
@@ -313,73 +309,66 @@ def anonymize_bag(src: str | Path, dst: str | Path, config: AnonymizerConfig | N
     docstring for what is guaranteed. `storage` defaults to the input's; `progress` None shows
     a tqdm bar only on a terminal; `on_message` is called after each message is read (tests
     use it to interrupt a run)."""
+    from tqdm import tqdm
+
     src, dst = Path(src), Path(dst)
     config = config or AnonymizerConfig()
-    if src.resolve() == dst.resolve() or src.resolve() in dst.resolve().parents:
-        raise ConfigError(f"output {dst} would overwrite or sit inside the input {src}")
+    check_paths(src, dst)
     t_start = time.perf_counter()
     with io.open_bag(src) as bag:
-        selected, excluded = _select(bag, topics)
-        out_storage = storage or bag.storage
-        _check_options(bag, out_storage, results_topic)
-        summary = BagAnonymizeSummary(str(src), str(dst), bag.storage, out_storage,
-                                      bag.duration_ns / 1e9, config=dataclasses.asdict(config))
+        selection = select(bag, topics, storage, results_topic)
+        summary = new_summary(src, dst, bag, selection, config)
         store = io.make_typestore()
-        workers = {t: _TopicAnonymizer(t, config, store, summary.stage_ms) for t in selected}
-        summary.images = {t: w.counts for t, w in workers.items()}
-        with io.atomic_output(dst, force) as path, \
-                io.BagWriter(path, out_storage, store) as writer:
-            for key, value in bag.custom_data.items():
-                writer.set_custom_data(key, value)
-            writer.set_custom_data("vlm_node.anonymize_bag", json.dumps(
-                {"input": src.name, "anonymizer": summary.config}, sort_keys=True))
-            conns = {c.id: writer.copy_connection(c) for c in bag.connections
-                     if c.topic not in excluded}
-            results = (writer.add_topic(results_topic, RESULTS_TYPE, [io.RELIABLE_QOS])
-                       if results_topic is not None else None)
-            summary.setup_seconds = time.perf_counter() - t_start
-            _copy_all(bag, writer, workers, conns, results, summary, progress, on_message)
+        workers = topic_anonymizers(selection, config, store, summary)
+        try:
+            with io.atomic_output(dst, force) as path, \
+                    io.BagWriter(path, selection.storage, store) as writer:
+                out = open_output(bag, writer, selection, custom_data(src, summary.config))
+                summary.setup_seconds = time.perf_counter() - t_start
+                with tqdm(total=bag.message_count, desc="anonymize-bag", unit="msg",
+                          disable=None if progress is None else not progress) as bar:
+                    write_messages(bag, bag.messages(), out, workers, summary, on_message,
+                                   lambda: bar.update(1))
+        finally:
+            close_all(workers)
     summary.seconds = time.perf_counter() - t_start
     return summary
 
 
-def _copy_all(bag: io.Bag, writer: io.BagWriter, workers: dict[str, _TopicAnonymizer],
-              conns: dict[int, Any], results: Any, summary: BagAnonymizeSummary,
-              progress: bool | None, on_message: Callable[[io.BagMessage], None] | None
-              ) -> None:
+def write_messages(bag: io.Bag, messages: Iterable[io.BagMessage], out: Output,
+                   workers: Mapping[str, TopicAnonymizer], summary: BagAnonymizeSummary,
+                   on_message: Callable[[io.BagMessage], None] | None = None,
+                   tick: Callable[[], Any] | None = None) -> None:
     """The message loop: image topics through their worker, other topics copied, excluded
-    image topics counted and skipped."""
-    from tqdm import tqdm
-
+    image topics counted and skipped. `tick` is called once per message (progress)."""
     stages = summary.stage_ms
-    with tqdm(total=bag.message_count, desc="anonymize-bag", unit="msg",
-              disable=None if progress is None else not progress) as bar:
-        t_read = time.perf_counter()
-        for message in bag.messages():
-            stages["read"] += (time.perf_counter() - t_read) * 1e3
-            if on_message is not None:
-                on_message(message)
-            bar.update(1)
-            topic, conn = message.topic, conns.get(message.connection.id)
-            worker = workers.get(topic)
-            if conn is None:
-                summary.excluded[topic] = summary.excluded.get(topic, 0) + 1
-            elif worker is None:
+    writer = out.writer
+    t_read = time.perf_counter()
+    for message in messages:
+        stages["read"] += (time.perf_counter() - t_read) * 1e3
+        if on_message is not None:
+            on_message(message)
+        if tick is not None:
+            tick()
+        topic, conn = message.topic, out.conns.get(message.connection.id)
+        worker = workers.get(topic)
+        if conn is None:
+            summary.excluded[topic] = summary.excluded.get(topic, 0) + 1
+        elif worker is None:
+            t0 = time.perf_counter()
+            writer.write(conn, message.timestamp, message.raw)
+            stages["write"] += (time.perf_counter() - t0) * 1e3
+            summary.copied[topic] = summary.copied.get(topic, 0) + 1
+        else:
+            done = worker.process(bag, message)
+            if done is not None:
+                frame, raw = done
                 t0 = time.perf_counter()
-                writer.write(conn, message.timestamp, message.raw)
+                writer.write(conn, message.timestamp, raw)
+                if out.results is not None:
+                    header = io.header(frame.meta.stamp_ns, frame.meta.frame_id, writer.store)
+                    writer.write_msg(out.results, message.timestamp,
+                                     _results_msg(writer.store, frame, header))
+                    summary.results_written += 1
                 stages["write"] += (time.perf_counter() - t0) * 1e3
-                summary.copied[topic] = summary.copied.get(topic, 0) + 1
-            else:
-                done = worker.process(bag, message)
-                if done is not None:
-                    frame, raw = done
-                    t0 = time.perf_counter()
-                    writer.write(conn, message.timestamp, raw)
-                    if results is not None:
-                        header = io.header(frame.meta.stamp_ns, frame.meta.frame_id,
-                                           writer.store)
-                        writer.write_msg(results, message.timestamp,
-                                         _results_msg(writer.store, frame, header))
-                        summary.results_written += 1
-                    stages["write"] += (time.perf_counter() - t0) * 1e3
-            t_read = time.perf_counter()
+        t_read = time.perf_counter()

@@ -211,18 +211,25 @@ class Bag:
     def image_topics(self) -> list[str]:
         return [name for name, t in self.topics.items() if t.is_image]
 
-    def messages(self, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
-        """Messages in log-time order, optionally of `topics` only; raises BagError when the
-        data turns out to be damaged part-way, and when fewer messages were read than the bag's
-        index announces (a truncated bag)."""
+    def messages(self, topics: Iterable[str] | None = None, start_ns: int | None = None,
+                 stop_ns: int | None = None) -> Iterator[BagMessage]:
+        """Messages in log-time order, optionally of `topics` only and with log time in
+        [start_ns, stop_ns); raises BagError when the data turns out to be damaged part-way.
+
+        A whole read (no range) also raises BagError when fewer messages were read than the
+        bag's index announces (a truncated bag). A ranged read cannot know how many to expect:
+        a caller that reads a bag in time ranges must compare the sum over the ranges with
+        `message_count` itself (the chunked runner does)."""
         wanted = None if topics is None else set(topics)
         conns = [c for c in self._reader.connections if wanted is None or c.topic in wanted]
         if wanted is not None and not conns:
             return
-        expected = sum(c.msgcount for c in conns)
+        ranged = start_ns is not None or stop_ns is not None
+        expected = 0 if ranged else sum(c.msgcount for c in conns)
         count = 0
         try:
-            for conn, timestamp, raw in self._reader.messages(connections=conns):
+            for conn, timestamp, raw in self._reader.messages(connections=conns, start=start_ns,
+                                                              stop=stop_ns):
                 count += 1
                 yield BagMessage(conn, int(timestamp), raw)
         except _READ_ERRORS as exc:
