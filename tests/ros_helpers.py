@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
@@ -17,11 +17,14 @@ from vlm_node.ros.process import NodeProcessError, wait_until
 class Harness:
     """Owns one rclpy Context (so tests never share global state) and an executor thread."""
 
-    def __init__(self, name: str = "probe") -> None:
+    def __init__(self, name: str = "probe", single_threaded: bool = False) -> None:
+        """`single_threaded`: a lighter executor for probes that only receive (rclpy's
+        multi-threaded executor costs several ms of CPU per message)."""
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = Node(name, context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
+        self.executor = (SingleThreadedExecutor(context=self.context) if single_threaded
+                         else MultiThreadedExecutor(num_threads=4, context=self.context))
         self.executor.add_node(self.node)
         self.received: dict[str, list[Any]] = {}
         self.subscriptions: dict[str, Any] = {}

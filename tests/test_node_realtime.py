@@ -74,7 +74,7 @@ def test_two_cameras_at_20hz_with_slow_backend_keep_rate_and_freshness() -> None
                         "-p", "anonymizer.faces:=false", "-p", "anonymizer.plates:=false"],
                        module="tests.slow_analysis_node", cwd=REPO,
                        env={**os.environ, "SLOW_ANALYSIS_S": str(MODEL_S)})
-    harness = Harness("rt_probe")
+    harness = Harness("rt_probe", single_threaded=True)
     try:
         proc.wait_ready(60)
         outs = {c: harness.subscribe(Image, f"/{c}/image_anonymized") for c in "ab"}

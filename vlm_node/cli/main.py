@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Sequence
 
-from vlm_node import __version__
+from vlm_node import __version__, malloc_tuning
 from vlm_node.errors import VlmNodeError
 
 # Subcommand modules, in the order `--help` lists them.
@@ -41,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ros_args, argv = argv[i:end], argv[:i] + argv[end + 1:]
     parser = build_parser()
     args = parser.parse_args(argv)
+    # every command handles frame-sized buffers (see vlm_node.malloc_tuning)
+    malloc_tuning.keep_large_buffers()
     args.ros_args = ros_args
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

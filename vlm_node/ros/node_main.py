@@ -7,7 +7,7 @@ import sys
 import threading
 from typing import Any, Callable, Sequence
 
-from vlm_node import fastdds
+from vlm_node import fastdds, malloc_tuning
 
 
 def main(args: Sequence[str] | None = None, *,
@@ -24,6 +24,7 @@ def main(args: Sequence[str] | None = None, *,
     `VlmNode()`, e.g. with an injected analyzer.
     """
     fastdds.apply()
+    malloc_tuning.keep_large_buffers()
     # rclpy after fastdds.apply(): Fast DDS reads the profile variable when the first
     # participant is created.
     import rclpy
