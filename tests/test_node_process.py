@@ -210,5 +210,5 @@ def test_bench_node_prints_figures_for_echo_and_node(tmp_path) -> None:
         # consistent, their size is the benchmark's business, not this test's
         assert 1 <= target["received"] <= target["sent"] == 10
         assert 0 < target["p50_ms"] <= target["p95_ms"] <= target["p99_ms"]
-        assert target["cpu_ms_per_frame"] > 0
+        assert target["cpu_ms_per_frame"] >= 0  # /proc counts in 10 ms ticks: may round to 0
     assert figures["p95_ratio"] > 0
