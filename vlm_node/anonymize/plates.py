@@ -175,6 +175,7 @@ class PlateGeometry:
     max_lines: int = 3
     red_share: float = 0.5       # saturated red share of STOP-like sign text (unread)
     colour_share: float = 0.25   # saturated red/green/blue share: sign or packaging text
+    surface_saturation: float = 140.0  # mean HSV saturation of a group's box: coloured cloth
     min_chars: int = 4           # alphanumerics a read plate must show
     max_chars: int = 12          # more on one line is prose (stickers, captions, shop signs)
     max_reads: int = 12          # recognition calls per frame; beyond, unread = plate
@@ -243,6 +244,17 @@ def _colour_shares(frame: np.ndarray, box: np.ndarray) -> tuple[float, float]:
     red = strong & ((hue <= 8) | (hue >= 165))
     green_blue = strong & (hue >= 40) & (hue <= 130)
     return float(np.mean(red)), float(np.mean(green_blue))
+
+
+def _mean_saturation(frame: np.ndarray, box: np.ndarray) -> float:
+    """Mean HSV saturation (0-255) inside `box` (x1 y1 x2 y2): white, grey and most plate
+    backgrounds are low, dyed cloth and painted signs high."""
+    h, w = frame.shape[:2]
+    x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
+    x2, y2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return 0.0
+    return float(cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2HSV)[..., 1].mean())
 
 
 def registration_like(lines_text: list[str]) -> bool:
@@ -402,12 +414,14 @@ class TextPlateDetector:
                     [" ".join(read(int(usable[i])) for i in group)]):
                 cand.text = " ".join(texts.get(int(usable[i]), "") for i in group)
                 cand.reason = "text on a coloured background, not a registration"
-            elif coloured and self.verify != "none" and rows > 1 and not any(
-                    ch.isdigit() for i in group for ch in read(int(usable[i]))):
-                # stacked rows on coloured paint with no digit anywhere: a club shirt, a shop
-                # sign; registrations carry digits (a two-row vanity plate keeps one in a row)
+            elif coloured and self.verify != "none" and rows > 1 \
+                    and _mean_saturation(frame, box) > g.surface_saturation and not any(
+                        ch.isdigit() for i in group for ch in read(int(usable[i]))):
+                # stacked rows on strongly coloured cloth or paint with no digit anywhere (a
+                # club's name on a dog's coat); a plate with coloured letters sits on a white or
+                # grey plate (a Californian vanity plate whose "1" reads as "I" must still pass)
                 cand.text = " ".join(texts.get(int(usable[i]), "") for i in group)
-                cand.reason = "stacked text on a coloured background without a digit"
+                cand.reason = "stacked text on a coloured surface without a digit"
             elif rows == 1 and aspect < g.min_aspect:
                 cand.reason = "taller than wide"
             elif self.verify == "none" or (self.verify == "ambiguous" and (
