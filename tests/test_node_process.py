@@ -188,6 +188,7 @@ def test_demo_command_prints_readings_and_writes_output(tmp_path) -> None:
     assert "speed_limit 50 km/h" in proc.stdout  # scene 0 carries a 50 km/h sign
     data = json.loads((out / "results.json").read_text())
     assert data["summary"]["frames"] == 2
+    assert data["summary"]["plates_redacted"] >= data["summary"]["plates_expected"] == 2
     names = sorted(p.name for p in out.glob("*.jpg"))
     assert names == ["00_front_anonymized.jpg", "01_rear_anonymized.jpg"]
     first = data["frames"][0]["message"]

@@ -146,6 +146,8 @@ def run_demo(args: argparse.Namespace) -> int:
         "false_readings": sum(r["false_readings"] for r in records),
         "faces_expected": sum(r["faces_expected"] for r in records),
         "faces_redacted": sum(r["message"]["faces_redacted"] for r in records),
+        "plates_expected": sum(r["plates_expected"] for r in records),
+        "plates_redacted": sum(r["message"]["plates_redacted"] for r in records),
         "latency_ms": {"p50": round(float(np.percentile(latencies, 50)), 1),
                        "p90": round(float(np.percentile(latencies, 90)), 1),
                        "mean": round(statistics.fmean(latencies), 1)},
@@ -158,7 +160,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"\nsigns read correctly: {summary['signs_read_correctly']}/"
           f"{summary['signs_expected']} (false readings: {summary['false_readings']}); "
           f"faces redacted: {summary['faces_redacted']} (pedestrian faces drawn: "
-          f"{summary['faces_expected']})")
+          f"{summary['faces_expected']}); plates redacted: {summary['plates_redacted']} "
+          f"(plates in the photos: {summary['plates_expected']})")
     print(f"latency from frame arrival to result: p50 {summary['latency_ms']['p50']} ms, "
           f"p90 {summary['latency_ms']['p90']} ms")
     print(f"backend: {summary['backend']}" + (f" (degraded: {summary['degraded_reason']})"
@@ -196,6 +199,7 @@ def _report(i: int, played: Any, scene: Any, score_image: Any
     record = {"index": i, "camera": played.camera, "stamp_ns": played.stamp_ns,
               "background": scene.background, "expected": expected, "correct": correct,
               "false_readings": len(extra), "faces_expected": len(scene.faces or []),
+              "plates_expected": len(scene.plates or []),
               "message": msg, "round_trip_ms": round(played.round_trip_ms, 1)}
     read = ", ".join(_describe_sign(s) for s in msg["signs"]) or "-"
     drawn = ", ".join(_describe_sign(s) for s in expected)
