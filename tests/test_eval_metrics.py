@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from vlm_node.config import flatten_params
 from vlm_node.errors import ConfigError
 from vlm_node.evaluation import configure, metrics, plots, report
 from vlm_node.evaluation.labels import FrameLabel, load_bag_labels
@@ -248,7 +249,7 @@ def test_cameras_from_bag_topics_and_configuration():
     assert configure.camera_name_of("/car1/left/image_raw/compressed") == "car1_left"
     assert configure.camera_name_of("/image_raw") == "camera"
     assert configure.camera_name_of("/3d/image") == "camera_3d"
-    params = configure.flatten({"cameras": ["fwd"], "camera": {"fwd": {
+    params = flatten_params({"cameras": ["fwd"], "camera": {"fwd": {
         "topic": "/sensors/cam0/image"}}, "analysis": {"backend": "ocr"}})
     assert params == {"cameras": ["fwd"], "camera.fwd.topic": "/sensors/cam0/image",
                       "analysis.backend": "ocr"}

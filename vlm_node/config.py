@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -98,6 +98,31 @@ def load_params_yaml(path: str | Path, node_name: str = "vlm_node") -> dict[str,
             params.update(section["ros__parameters"])
     if not params and data:
         raise ConfigError(f"{path}: no `/**/{node_name}: ros__parameters:` section")
+    return params
+
+
+def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested parameter mappings as dotted keys, so files can override each other leaf by
+    leaf (a nested `analysis:` section must not replace another file's whole section)."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten_params(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def layered_params(configs: Sequence[str | Path] = ()) -> dict[str, Any]:
+    """Dotted parameters as `vlm-node run` layers them: config/default.yaml, then each file."""
+    from vlm_node.paths import config_file
+
+    params: dict[str, Any] = {}
+    for path in [config_file("default.yaml"), *configs]:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--config {path}: no such file")
+        params.update(flatten_params(load_params_yaml(path)))
     return params
 
 

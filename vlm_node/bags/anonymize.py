@@ -54,29 +54,15 @@ log = logging.getLogger(__name__)
 RESULTS_TYPE = "vlm_node_interfaces/msg/SceneUnderstanding"
 
 
-def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested parameter mappings as dotted keys, so later files override single leaves."""
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def load_anonymizer_config(config: str | Path | None = None,
                            mode: str | None = None) -> AnonymizerConfig:
     """The node's anonymizer settings: config/default.yaml, then `config` (a ROS 2 parameters
     file, as `vlm-node run --config`), then `mode` for `anonymizer.redaction`."""
-    from vlm_node.config import load_params_yaml, node_config_from_params
+    from vlm_node.config import layered_params, node_config_from_params
     from vlm_node.params import validate
-    from vlm_node.paths import config_file
 
-    params = _flatten(load_params_yaml(config_file("default.yaml")))
-    if config is not None:
-        params.update(_flatten(load_params_yaml(config)))
-    anonymizer = node_config_from_params(params).anonymizer
+    anonymizer = node_config_from_params(
+        layered_params([config] if config is not None else [])).anonymizer
     if mode is not None:
         anonymizer = dataclasses.replace(anonymizer, redaction=mode)
         validate(anonymizer, "anonymizer.")

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from vlm_node.bags import io
-from vlm_node.config import CameraConfig, NodeConfig, load_params_yaml, node_config_from_params
+from vlm_node.config import CameraConfig, NodeConfig, layered_params, node_config_from_params
 from vlm_node.errors import BagError, ConfigError
 from vlm_node.params import apply_overrides
-from vlm_node.paths import config_file
 
 # Topic segments that name the image stream, not the camera (image_transport conventions).
 _STREAM_WORDS = {"image_raw", "image", "image_color", "image_rect", "image_rect_color",
@@ -32,27 +31,10 @@ def image_topics(bag: io.Bag) -> dict[str, str]:
     return topics
 
 
-def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested parameter mappings as dotted keys, so files can override each other leaf by
-    leaf (a nested `analysis:` section must not replace another file's whole section)."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
-
-
 def load_params(configs: Sequence[str | Path], overrides: dict[str, Any] | None = None
                 ) -> dict[str, Any]:
     """Dotted parameters: config/default.yaml, then each file, then `overrides`."""
-    params: dict[str, Any] = {}
-    for path in [config_file("default.yaml"), *configs]:
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"--config {path}: no such file")
-        params.update(flatten(load_params_yaml(path)))
+    params = layered_params(configs)
     params.update(overrides or {})
     return params
 
