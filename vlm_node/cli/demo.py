@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -71,8 +70,7 @@ def run_demo(args: argparse.Namespace) -> int:
     # Imports here keep `vlm-node --help` fast and free of rclpy.
     import cv2
 
-    from vlm_node import fastdds
-    from vlm_node.ros.process import NodeProcess, NodeProcessError, isolated_env
+    from vlm_node.ros.process import NodeProcess, NodeProcessError, isolate_this_process
     from vlm_node.render.evaluate import score_image
     from vlm_node.render.scenes import ROAD_SCENE_COUNT, load_photos, make_road_scene
 
@@ -91,9 +89,7 @@ def run_demo(args: argparse.Namespace) -> int:
     scenes = [make_road_scene(i % ROAD_SCENE_COUNT, size, seed=i // ROAD_SCENE_COUNT,
                               photos=photos) for i in range(args.frames)]
 
-    env = isolated_env(domain_id=args.domain_id)
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
-    fastdds.apply()
+    env = isolate_this_process(args.domain_id)
     from vlm_node.ros.player import FramePlayer  # after the DDS environment is set
 
     ros_args = ["-p", f"cameras:={json.dumps(cameras)}", "-p", "qos_reliability:=reliable",

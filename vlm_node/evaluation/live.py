@@ -13,7 +13,6 @@ QoS is set to reliable so that a missing result means the node's scheduling, not
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -104,15 +103,12 @@ def run_live(bag_path: str | Path, cameras: dict[str, str], topics: dict[str, st
     `settle`: after the last frame, how long to wait for results once none arrive."""
     from tqdm import tqdm
 
-    from vlm_node import fastdds
-    from vlm_node.ros.process import NodeProcess, NodeProcessError, isolated_env
+    from vlm_node.ros.process import NodeProcess, NodeProcessError, isolate_this_process
 
     if not rate > 0:
         raise ConfigError(f"rate must be positive, got {rate}")
-    env = isolated_env(domain_id=domain_id)
     # The player runs in this process: same domain and discovery range as the node.
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
-    fastdds.apply()
+    env = isolate_this_process(domain_id)
     player_class = _player_class()
     compressed = {t for t, m in topics.items() if m == io.COMPRESSED_IMAGE}
     t_start = time.monotonic()

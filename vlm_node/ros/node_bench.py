@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vlm_node.ros.process import NodeProcess, isolated_env, wait_until
+from vlm_node.ros.process import NodeProcess, isolate_this_process, wait_until
 from vlm_node.stats import percentiles
 
 INPUT = "/bench_cam/image_raw"
@@ -162,10 +162,7 @@ def bench_node(width: int = 1920, height: int = 1080, frames: int = 100, rate: f
                ) -> dict[str, Any]:
     """Echo baseline, then vlm_node (anonymizer detectors off, analysis off), and with
     `anonymize` vlm_node with the default anonymizer too; prints a table, returns figures."""
-    env = isolated_env()
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
-    from vlm_node import fastdds
-    fastdds.apply()
+    env = isolate_this_process()
     msg = _frame_msg(width, height)
 
     def echo() -> NodeProcess:

@@ -38,6 +38,18 @@ def isolated_env(base: dict[str, str] | None = None, domain_id: int | None = Non
     return env
 
 
+def isolate_this_process(domain_id: int | None = None) -> dict[str, str]:
+    """Put this process (which will talk to a child node) in the same isolated domain as the
+    child: `isolated_env` applied to os.environ, plus the large-image Fast DDS profile. Call
+    before rclpy creates a participant. Returns the environment for the child process."""
+    from vlm_node import fastdds
+
+    env = isolated_env(domain_id=domain_id)
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    fastdds.apply()
+    return env
+
+
 def wait_until(predicate: Callable[[], object], timeout: float, what: str,
                interval: float = 0.02) -> object:
     """Poll `predicate` until it returns something truthy; NodeProcessError after `timeout`."""
