@@ -20,6 +20,7 @@ from typing import Any
 
 import cv2
 
+from vlm_node.anonymize.config import REDACTION_MODES
 from vlm_node.errors import AnonymizationError, ConfigError, VlmNodeError
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report", metavar="JSON",
                    help="write detections ([x, y, w, h] boxes, kind, score) per image and the "
                         "configuration used")
-    p.add_argument("--mode", choices=("blur", "pixelate", "fill", "synthetic"),
+    p.add_argument("--mode", choices=REDACTION_MODES,
                    help="redaction mode (overrides the configuration)")
     p.add_argument("--config", metavar="YAML",
                    help="anonymizer settings: a ROS 2 parameters file (anonymizer.* entries) or "

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlm_node.anonymize.config import REDACTION_MODES
 from vlm_node.bags.io import STORAGES
 from vlm_node.errors import ConfigError
 
@@ -55,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="YAML",
                    help="ROS 2 parameters file with anonymizer.* settings, as for `vlm-node "
                         "run --config` (applied over config/default.yaml)")
-    p.add_argument("--mode", choices=("blur", "pixelate", "fill", "synthetic"),
+    p.add_argument("--mode", choices=REDACTION_MODES,
                    help="redaction mode (overrides anonymizer.redaction)")
     p.add_argument("--results-topic", metavar="TOPIC",
                    help="also write a vlm_node_interfaces/SceneUnderstanding per anonymized "
