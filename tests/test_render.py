@@ -207,7 +207,7 @@ def test_road_scenes_are_deterministic_and_fully_labelled():
 
 def test_pasted_faces_are_real_faces_at_their_labelled_place():
     # The shipped YuNet model, called directly: a face detector must find the pasted faces.
-    model = PHOTOS_DIR.parent / "models" / "yunet" / "yunet_s_640_640.onnx"
+    model = PHOTOS_DIR.parent / "models" / "yunet" / "yunet_s_dynamic.onnx"
     detector = cv2.FaceDetectorYN.create(str(model), "", (1280, 720), 0.6, 0.3, 100)
     for i in (0, 2, 4):
         scene = make_road_scene(i, (1280, 720))

@@ -23,8 +23,8 @@ class AnonymizerConfig:
     faces: bool = setting(True, "Detect and redact faces.")
     face_detectors: tuple[str, ...] = setting(
         ("yunet",),
-        "Face detectors; with several, their boxes are united (NMS). yunet (tiled, 640x640 "
-        "input) found every labelled face at the default budget; ultraface and centerface "
+        "Face detectors; with several, their boxes are united (NMS). yunet (whole frame in "
+        "one pass) found every labelled face at the default budget; ultraface and centerface "
         "were measured weaker or slower (docs/anonymizer.md).", choices=FACE_MODELS,
         default_factory=lambda: ("yunet",))
     face_model_paths: tuple[str, ...] = setting(
@@ -48,11 +48,12 @@ class AnonymizerConfig:
              "enlarging photos found only unlabelled 5-10 px bystanders).", min=1.0,
         max=4.0, dynamic=True)
     face_tile_overlap: int = setting(
-        64, "Pixels (in detector input) shared by neighbouring tiles, so a face cut by one tile "
-            "edge is whole in the next.", min=0, max=320, dynamic=True)
+        64, "Pixels (in detector input) shared by neighbouring tiles of fixed-input detectors "
+            "(ultraface), so a face cut by one tile edge is whole in the next.", min=0,
+        max=320, dynamic=True)
     face_global_pass: bool = setting(
-        True, "Also run fixed-input detectors once on the whole frame (large faces).",
-        dynamic=True)
+        True, "Also run each detector once on the whole frame at its training size (640 px "
+              "long side), for faces too large for the working scale.", dynamic=True)
     face_min_size: float = setting(
         8.0, "Face boxes smaller than this many pixels (short side) are ignored: too small "
              "to identify, and mostly false.", min=0.0,

@@ -18,7 +18,7 @@ from vlm_node.anonymize.runtime import create_session, shipped_model
 
 FACE_MODELS = ("yunet", "ultraface", "centerface")
 DEFAULT_FILES = {
-    "yunet": "yunet/yunet_s_640_640.onnx",
+    "yunet": "yunet/yunet_s_dynamic.onnx",
     "ultraface": "ultraface/version-RFB-640.onnx",
     "centerface": "centerface/centerface_dynamic.onnx",
 }

@@ -90,13 +90,25 @@ def _starts(length: int, tile: int, overlap: int) -> list[int]:
     return [int(round(i * step)) for i in range(n)]
 
 
+GLOBAL_SIDE = 640
+"""Long side of the whole-frame pass of a dynamic-input model: the crop size face detectors
+are trained on (YuNet, WIDER FACE), so that faces too large for the working scale (a person
+right in front of the camera) are seen at a size the model knows."""
+
+
 def plan_views(width: int, height: int, input_size: tuple[int, int] | None, scale: float,
                overlap: int, global_pass: bool) -> list[View]:
     """The views that cover a `width` x `height` frame at `scale` for a model with fixed
     `input_size` (tiles of that size, `overlap` model pixels shared) or a dynamic model (one
-    view). `global_pass` adds the whole frame fitted into the input size when tiling."""
+    view of the whole frame). `global_pass` adds the whole frame once more, fitted into the
+    input size (fixed models, when tiled) or to a long side of GLOBAL_SIDE (dynamic models,
+    when the working view is larger)."""
     if input_size is None:
-        return [View(0, 0, width, height, scale)]
+        views = [View(0, 0, width, height, scale)]
+        long_side = max(width, height)
+        if global_pass and long_side * scale > GLOBAL_SIDE:
+            views.append(View(0, 0, width, height, GLOBAL_SIDE / long_side))
+        return views
     tw, th = input_size
     sw, sh = width * scale, height * scale
     if sw <= tw and sh <= th:
