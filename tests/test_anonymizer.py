@@ -1,5 +1,6 @@
 """The Anonymizer end to end: detector quality on the shared labelled photos (floors set from
 the measurements in docs/anonymizer.md), carry-over, fail-closed behaviour and stats."""
+import concurrent.futures as cf
 import dataclasses
 import threading
 import time
@@ -7,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from bag_helpers import portrait
 from helpers import read_bgr, shared
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
 from vlm_node.anonymize.evaluation import KindCounts, load_labels, score_image
@@ -132,6 +134,29 @@ def test_carry_over_keeps_redacting_through_a_missed_frame():
     assert frames[4][1].count("face") == 0  # carry_frames=2 spent
     assert np.array_equal(frames[4][1].image, frames[4][0])
     assert anon.stats.carried == 2
+
+
+def test_frames_detected_at_once_and_released_in_order_match_one_at_a_time():
+    """detect_frame keeps no state: frames of a camera can be detected concurrently, and
+    releasing them in order gives what `anonymize` frame by frame gives, carry-over included
+    (frame 1 hides the face from the detector; the region found in frame 0 is carried)."""
+    image, face = portrait((320, 240))
+    hidden = image.copy()
+    x, y, w, h = (int(v) for v in face)
+    hidden[y:y + h, x:x + w] = 128
+    sequence = [image, hidden, hidden, image]
+    one_by_one = Anonymizer()
+    expected = [one_by_one.anonymize(META, f.copy()) for f in sequence]
+    assert [f.count("face") for f in expected] == [1, 1, 1, 1]
+    assert expected[1].detections[0].detector == "carry:yunet"
+    concurrent = Anonymizer()
+    with cf.ThreadPoolExecutor(4) as pool:
+        pending = list(pool.map(concurrent.detect_frame, [f.copy() for f in sequence]))
+    got = [concurrent.release(META, p) for p in pending]
+    for a, b in zip(expected, got):
+        assert a.detections == b.detections
+        assert np.array_equal(a.image, b.image)
+    assert concurrent.stats.carried == one_by_one.stats.carried == 2
 
 
 def test_carry_over_off():

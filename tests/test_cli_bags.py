@@ -111,7 +111,9 @@ def test_anonymize_bag_exit_2_on_bad_input(cli, tmp_path, capsys):
     (["--chunk-seconds", "5", "--warmup-frames", "0"],
      "--chunk-seconds, --warmup-frames only apply with --ray"),
     (["--ray", "auto", "--chunk-seconds", "0"], "--chunk-seconds must be"),
-    (["--ray", "auto", "--workers", "0"], "--workers must be")])
+    (["--ray", "auto", "--workers", "0"], "--workers must be"),
+    (["--frames-in-flight", "0"], "--frames-in-flight must be at least 1"),
+    (["--ray", "auto", "--frames-in-flight", "2"], "--frames-in-flight does not apply")])
 def test_anonymize_bag_parallel_options_are_checked_first(cli, tmp_path, capsys, extra,
                                                           message):
     """Before any bag is opened or Ray is started: exit 2 and nothing written."""

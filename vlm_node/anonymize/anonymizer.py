@@ -182,14 +182,31 @@ def build_stages(config: AnonymizerConfig) -> list[Any]:
     return stages
 
 
+@dataclass(slots=True)
+class PendingFrame:
+    """A frame between detection and release: the pixels (not yet redacted: never handed
+    out), the settings it was detected with, the regions found, per-stage times, when its
+    anonymization started, and the failure (reason, message, cause) that stopped detection."""
+
+    image: np.ndarray
+    config: AnonymizerConfig
+    detections: list[Detection]
+    timings: dict[str, float]
+    started: float
+    failure: tuple[str, str, BaseException] | None = None
+
+
 class Anonymizer:
-    """Thread-safe (one lock: onnxruntime sessions are, the tracker is not); create one per
-    camera, since the carried-over regions belong to one camera's image geometry."""
+    """Thread-safe (onnxruntime sessions are, the carry-over tracker is kept under a lock);
+    create one per camera, since the carried-over regions belong to one camera's image
+    geometry. `anonymize` does a frame in one call; `detect_frame` and `release` split it so
+    that a runner can overlap the detection of consecutive frames."""
 
     def __init__(self, config: AnonymizerConfig | None = None) -> None:
         self.config = config or AnonymizerConfig()
         validate(self.config)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # stats, carry-over state, config
+        self._call_lock = threading.Lock()  # one `anonymize` call at a time
         self.stats = AnonymizerStats()
         self.detectors = build_stages(self.config)
         self._carry = CarryOver(self.config.carry_frames, self.config.carry_iou,
@@ -268,26 +285,55 @@ class Anonymizer:
         """Redact `image` in place and release it as an AnonymizedFrame.
 
         Raises AnonymizationError (policy `drop`) when anything fails; the caller must then drop
-        the frame. `image` must not be used by the caller afterwards in either case.
+        the frame. `image` must not be used by the caller afterwards in either case. Concurrent
+        calls are taken one at a time, in the order they arrive.
         """
+        with self._call_lock:
+            return self.release(meta, self.detect_frame(image))
+
+    def detect_frame(self, image: np.ndarray) -> PendingFrame:
+        """First half of `anonymize`: run the detectors on `image` and keep their regions, or
+        the failure that stopped them, for `release`. Touches no state, so several frames of a
+        camera can be in detection at once (a bag runner keeps both cores busy that way); they
+        must then be released in frame order, because carry-over follows the sequence."""
         t0 = time.perf_counter()
+        config = self.config
+        timings: dict[str, float] = {}
+        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
+                and image.dtype == np.uint8 and image.size > 0):
+            shape = getattr(image, "shape", None)
+            message = (f"expected a non-empty HxWx3 uint8 image, got {shape} "
+                       f"{getattr(image, 'dtype', type(image).__name__)}")
+            return PendingFrame(image, config, [], timings, t0,
+                                ("bad_input", message, AnonymizationError(message)))
+        if not image.flags.writeable:
+            image = image.copy()
+        try:
+            detections = self._detect(image, config, timings)
+        except DetectorFailure as exc:
+            return PendingFrame(image, config, [], timings, t0, (exc.reason, str(exc), exc))
+        except Exception as exc:  # noqa: BLE001 - anything unexpected also fails closed
+            return PendingFrame(image, config, [], timings, t0, ("exception", str(exc), exc))
+        return PendingFrame(image, config, detections, timings, t0)
+
+    def release(self, meta: FrameMeta, pending: PendingFrame) -> AnonymizedFrame:
+        """Second half of `anonymize`: carry regions over, redact, and release the frame, or
+        fail it (raising AnonymizationError under policy `drop`). Call it in frame order."""
+        image, config, timings, t0 = pending.image, pending.config, pending.timings, \
+            pending.started
         with self._lock:
             self.stats.frames += 1
-            if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
-                    and image.dtype == np.uint8 and image.size > 0):
-                self.stats.failures["bad_input"] += 1
-                shape = getattr(image, "shape", None)
-                raise AnonymizationError(f"expected a non-empty HxWx3 uint8 image, got {shape} "
-                                         f"{getattr(image, 'dtype', type(image).__name__)}")
-            config = self.config
-            timings: dict[str, float] = {}
-            if not image.flags.writeable:
-                image = image.copy()
+            if pending.failure is not None:
+                reason, message, cause = pending.failure
+                if reason == "bad_input":
+                    self.stats.failures[reason] += 1
+                    raise AnonymizationError(message)
+                return self._fail(meta, image, config, reason, message, cause, t0)
             try:
-                detections = self._detect(image, config, timings)
                 h, w = image.shape[:2]
-                seen, carried = (self._carry.update(detections, w, h) if config.carry_frames
-                                 else ([(d, 0) for d in detections], []))
+                seen, carried = (self._carry.update(pending.detections, w, h)
+                                 if config.carry_frames
+                                 else ([(d, 0) for d in pending.detections], []))
                 t1 = time.perf_counter()
                 for det, track_id in seen + carried:
                     margin = config.margin if det.kind == "face" else config.plate_margin

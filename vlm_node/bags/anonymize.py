@@ -25,10 +25,12 @@ The path is built from pieces that the chunked runner (`vlm_node.bags.chunks`, r
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -37,6 +39,7 @@ import numpy as np
 from rosbags.interfaces import Connection
 
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
+from vlm_node.anonymize.anonymizer import PendingFrame
 from vlm_node.bags import io
 from vlm_node.bags.compressed import encode_like, inspect_compressed
 from vlm_node.bags.summary import STAGES, BagAnonymizeSummary, TopicCounts
@@ -44,7 +47,8 @@ from vlm_node.errors import (AnonymizationError, BagError, ConfigError, ImageCon
                              UnsupportedEncodingError)
 from vlm_node.frames import AnonymizedFrame, FrameMeta
 
-__all__ = ["STAGES", "TopicCounts", "BagAnonymizeSummary", "RESULTS_TYPE", "Selection",
+__all__ = ["STAGES", "TopicCounts", "BagAnonymizeSummary", "RESULTS_TYPE",
+           "DEFAULT_FRAMES_IN_FLIGHT", "InFlight", "Selection",
            "Output", "TopicAnonymizer", "load_anonymizer_config", "camera_name",
            "check_paths", "select", "new_summary", "open_output", "custom_data",
            "topic_anonymizers", "close_all", "write_messages", "anonymize_bag"]
@@ -52,6 +56,8 @@ __all__ = ["STAGES", "TopicCounts", "BagAnonymizeSummary", "RESULTS_TYPE", "Sele
 log = logging.getLogger(__name__)
 
 RESULTS_TYPE = "vlm_node_interfaces/msg/SceneUnderstanding"
+DEFAULT_FRAMES_IN_FLIGHT = 2
+"""Image frames in detection at once in one process (measured in docs/bags.md)."""
 
 
 def load_anonymizer_config(config: str | Path | None = None,
@@ -75,6 +81,17 @@ def camera_name(topic: str) -> str:
     return parts[0] if parts else topic
 
 
+@dataclass(slots=True)
+class InFlight:
+    """An image message between detection and release: the deserialized message, its
+    detections (raw pixels inside, never written), or the decoding error that stopped it."""
+
+    msg: Any
+    pending: PendingFrame | None
+    error: Exception | None
+    decode_ms: float
+
+
 class TopicAnonymizer:
     """One image topic: its Anonymizer (carry-over state), counters, and the decode ->
     anonymize -> re-encode path of its messages."""
@@ -92,23 +109,37 @@ class TopicAnonymizer:
     def process(self, bag: io.Bag, message: io.BagMessage) -> tuple[AnonymizedFrame, bytes] | None:
         """The anonymized frame and the serialized message to write, or None when the frame is
         dropped (counted by reason; the first drop of a reason is logged with its cause)."""
-        self.counts.messages += 1
-        stages = self._stages
+        return self.finish(message, self.detect(bag, message))
+
+    def detect(self, bag: io.Bag, message: io.BagMessage) -> InFlight:
+        """Decode the message and run the detectors on it: the half of `process` that keeps no
+        state, so that the runner can have several frames of this topic in detection at once.
+        Nothing is counted here; `finish` must be called for every result, in message order."""
         t0 = time.perf_counter()
         try:
             msg, bgr = self._decode(bag, message)
         except (BagError, ImageConversionError) as exc:
+            return InFlight(None, None, exc, 0.0)
+        decode_ms = (time.perf_counter() - t0) * 1e3
+        return InFlight(msg, self.anonymizer.detect_frame(bgr), None, decode_ms)
+
+    def finish(self, message: io.BagMessage, flight: InFlight
+               ) -> tuple[AnonymizedFrame, bytes] | None:
+        """Release (carry-over, redaction) and re-encode a detected frame; see `process`."""
+        self.counts.messages += 1
+        if flight.error is not None or flight.pending is None:
+            exc = flight.error or BagError("frame was not decoded")
             return self._drop(message, _reason(exc), exc)
-        t1 = time.perf_counter()
-        stages["decode"] += (t1 - t0) * 1e3
+        stages = self._stages
+        stages["decode"] += flight.decode_ms
         try:
-            frame = self._anonymize(msg, bgr)
+            frame = self._release(flight.msg, flight.pending)
         except AnonymizationError as exc:
             return self._drop(message, "anonymizer_failure", exc)
         t2 = time.perf_counter()
         try:
-            raw = self._store.serialize_cdr(_reencode(frame, msg, message.msgtype, self._store),
-                                            message.msgtype)
+            raw = self._store.serialize_cdr(
+                _reencode(frame, flight.msg, message.msgtype, self._store), message.msgtype)
         except (ImageConversionError, ValueError) as exc:
             return self._drop(message, "encode_error", exc)
         stages["encode"] += (time.perf_counter() - t2) * 1e3
@@ -125,7 +156,7 @@ class TopicAnonymizer:
         the carried regions, an undecodable frame leaves them) is the same as in a whole run."""
         try:
             msg, bgr = self._decode(bag, message)
-            self._anonymize(msg, bgr, timed=False)
+            self._release(msg, self.anonymizer.detect_frame(bgr), timed=False)
         except (BagError, ImageConversionError, AnonymizationError):
             return
 
@@ -138,13 +169,13 @@ class TopicAnonymizer:
         msg = bag.deserialize(message, self._store)
         return msg, io.image_to_bgr(msg, message.msgtype)
 
-    def _anonymize(self, msg: Any, bgr: np.ndarray, timed: bool = True) -> AnonymizedFrame:
-        size = (bgr.shape[1], bgr.shape[0])
+    def _release(self, msg: Any, pending: PendingFrame, timed: bool = True) -> AnonymizedFrame:
+        size = (pending.image.shape[1], pending.image.shape[0])
         if size != self._size:
             self.anonymizer.reset()  # carried boxes belong to the old geometry
             self._size = size
         meta = FrameMeta(self.camera, io.stamp_ns(msg.header), msg.header.frame_id)
-        frame = self.anonymizer.anonymize(meta, bgr)
+        frame = self.anonymizer.release(meta, pending)
         if timed:
             last = self.anonymizer.stats.last_ms
             for stage in ("faces", "plates", "redact"):
@@ -290,11 +321,11 @@ def anonymize_bag(src: str | Path, dst: str | Path, config: AnonymizerConfig | N
                   results_topic: str | None = None, force: bool = False,
                   progress: bool | None = None,
                   on_message: Callable[[io.BagMessage], None] | None = None,
-                  ) -> BagAnonymizeSummary:
+                  frames_in_flight: int = DEFAULT_FRAMES_IN_FLIGHT) -> BagAnonymizeSummary:
     """Write an anonymized copy of bag `src` to the new bag directory `dst`; see the module
     docstring for what is guaranteed. `storage` defaults to the input's; `progress` None shows
     a tqdm bar only on a terminal; `on_message` is called after each message is read (tests
-    use it to interrupt a run)."""
+    use it to interrupt a run); `frames_in_flight`: see `write_messages`."""
     from tqdm import tqdm
 
     src, dst = Path(src), Path(dst)
@@ -314,7 +345,7 @@ def anonymize_bag(src: str | Path, dst: str | Path, config: AnonymizerConfig | N
                 with tqdm(total=bag.message_count, desc="anonymize-bag", unit="msg",
                           disable=None if progress is None else not progress) as bar:
                     write_messages(bag, bag.messages(), out, workers, summary, on_message,
-                                   lambda: bar.update(1))
+                                   lambda: bar.update(1), frames_in_flight)
         finally:
             close_all(workers)
     summary.seconds = time.perf_counter() - t_start
@@ -324,37 +355,79 @@ def anonymize_bag(src: str | Path, dst: str | Path, config: AnonymizerConfig | N
 def write_messages(bag: io.Bag, messages: Iterable[io.BagMessage], out: Output,
                    workers: Mapping[str, TopicAnonymizer], summary: BagAnonymizeSummary,
                    on_message: Callable[[io.BagMessage], None] | None = None,
-                   tick: Callable[[], Any] | None = None) -> None:
+                   tick: Callable[[], Any] | None = None, frames_in_flight: int = 1) -> None:
     """The message loop: image topics through their worker, other topics copied, excluded
-    image topics counted and skipped. `tick` is called once per message (progress)."""
+    image topics counted and skipped, everything written in input order. `tick` is called
+    once per message (progress).
+
+    With `frames_in_flight` > 1 that many image frames are decoded and run through the
+    detectors at once on a thread pool (onnxruntime and OpenCV release the GIL) while this
+    thread releases, re-encodes and writes the oldest one: one frame's face and plate stages
+    alone leave a core idle while the slower stage finishes. Releasing stays in message order,
+    so the output is the same as with 1.
+    """
+    if frames_in_flight < 1:
+        raise ConfigError(f"frames in flight must be at least 1, got {frames_in_flight}")
     stages = summary.stage_ms
-    writer = out.writer
-    t_read = time.perf_counter()
-    for message in messages:
-        stages["read"] += (time.perf_counter() - t_read) * 1e3
-        if on_message is not None:
-            on_message(message)
-        if tick is not None:
-            tick()
-        topic, conn = message.topic, out.conns.get(message.connection.id)
-        worker = workers.get(topic)
-        if conn is None:
-            summary.excluded[topic] = summary.excluded.get(topic, 0) + 1
-        elif worker is None:
+    queue: deque[tuple[io.BagMessage, Connection, TopicAnonymizer | None, Any]] = deque()
+    detecting = 0  # image frames in `queue`
+    pool = (cf.ThreadPoolExecutor(frames_in_flight, thread_name_prefix="bag_detect")
+            if frames_in_flight > 1 else None)
+
+    def write_oldest() -> None:
+        nonlocal detecting
+        message, conn, worker, flight = queue.popleft()
+        if worker is None:
             t0 = time.perf_counter()
-            writer.write(conn, message.timestamp, message.raw)
+            out.writer.write(conn, message.timestamp, message.raw)
             stages["write"] += (time.perf_counter() - t0) * 1e3
-            summary.copied[topic] = summary.copied.get(topic, 0) + 1
-        else:
-            done = worker.process(bag, message)
-            if done is not None:
-                frame, raw = done
-                t0 = time.perf_counter()
-                writer.write(conn, message.timestamp, raw)
-                if out.results is not None:
-                    header = io.header(frame.meta.stamp_ns, frame.meta.frame_id, writer.store)
-                    writer.write_msg(out.results, message.timestamp,
-                                     _results_msg(writer.store, frame, header))
-                    summary.results_written += 1
-                stages["write"] += (time.perf_counter() - t0) * 1e3
+            summary.copied[message.topic] = summary.copied.get(message.topic, 0) + 1
+            return
+        detecting -= 1
+        done = worker.finish(message, flight.result() if pool is not None else flight)
+        if done is not None:
+            _write_frame(out, message, conn, *done, summary)
+
+    try:
         t_read = time.perf_counter()
+        for message in messages:
+            stages["read"] += (time.perf_counter() - t_read) * 1e3
+            if on_message is not None:
+                on_message(message)
+            if tick is not None:
+                tick()
+            topic, conn = message.topic, out.conns.get(message.connection.id)
+            worker = workers.get(topic)
+            if conn is None:
+                summary.excluded[topic] = summary.excluded.get(topic, 0) + 1
+            elif worker is None:
+                queue.append((message, conn, None, None))
+            else:
+                flight = (pool.submit(worker.detect, bag, message) if pool is not None
+                          else worker.detect(bag, message))
+                queue.append((message, conn, worker, flight))
+                detecting += 1
+            # write what is ready: copies behind no pending frame, and the oldest frame once
+            # the pool has as many frames as it has threads
+            while queue and (queue[0][2] is None or detecting >= frames_in_flight):
+                write_oldest()
+            t_read = time.perf_counter()
+        while queue:
+            write_oldest()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_frame(out: Output, message: io.BagMessage, conn: Connection, frame: AnonymizedFrame,
+                 raw: bytes, summary: BagAnonymizeSummary) -> None:
+    """Write an anonymized image message, and its results message when asked for."""
+    t0 = time.perf_counter()
+    writer = out.writer
+    writer.write(conn, message.timestamp, raw)
+    if out.results is not None:
+        header = io.header(frame.meta.stamp_ns, frame.meta.frame_id, writer.store)
+        writer.write_msg(out.results, message.timestamp,
+                         _results_msg(writer.store, frame, header))
+        summary.results_written += 1
+    summary.stage_ms["write"] += (time.perf_counter() - t0) * 1e3

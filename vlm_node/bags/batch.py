@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from vlm_node.anonymize import AnonymizerConfig
-from vlm_node.bags.anonymize import anonymize_bag, check_paths
+from vlm_node.bags.anonymize import DEFAULT_FRAMES_IN_FLIGHT, anonymize_bag, check_paths
 from vlm_node.bags.summary import BatchSummary
 from vlm_node.errors import BagError, ConfigError, VlmNodeError
 
@@ -38,6 +38,7 @@ class AnonymizeOptions:
     storage: str | None = None
     results_topic: str | None = None
     force: bool = False
+    frames_in_flight: int = DEFAULT_FRAMES_IN_FLIGHT
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +161,8 @@ def anonymize_bags(jobs: Sequence[BagJob], root: Path, options: AnonymizeOptions
                 batch.bags.append(anonymize_bag(
                     job.src, job.dst, options.config, topics=options.topics,
                     storage=options.storage, results_topic=options.results_topic,
-                    force=options.force, progress=progress))
+                    force=options.force, progress=progress,
+                    frames_in_flight=options.frames_in_flight))
             except VlmNodeError as exc:
                 batch.failed[str(job.src)] = str(exc)
     finally:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlm_node.anonymize.config import REDACTION_MODES
+from vlm_node.bags.anonymize import DEFAULT_FRAMES_IN_FLIGHT
 from vlm_node.bags.io import STORAGES
 from vlm_node.errors import ConfigError
 
@@ -65,6 +66,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--summary", metavar="JSON",
                    help="write counts, timings and the settings used as JSON (with several "
                         "bags or --ray: one entry per bag under \"bags\", plus totals)")
+    p.add_argument("--frames-in-flight", type=int, metavar="N",
+                   help="image frames decoded and run through the detectors at once, released "
+                        f"in order (default {DEFAULT_FRAMES_IN_FLIGHT}: keeps 2 cores busy; 1 = "
+                        "one frame at a time; not with --ray, whose tasks use one core each)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     ray = p.add_argument_group(
@@ -93,16 +98,24 @@ def run(args: argparse.Namespace) -> int:
              if getattr(args, name) is not None]
     if args.ray is None and given:
         raise ConfigError(f"{', '.join(given)} only apply with --ray")
+    if args.ray is not None and args.frames_in_flight is not None:
+        raise ConfigError("--frames-in-flight does not apply with --ray (each chunk task runs "
+                          "one frame at a time on its CPU; use --workers)")
+    in_flight = DEFAULT_FRAMES_IN_FLIGHT if args.frames_in_flight is None \
+        else args.frames_in_flight
+    if in_flight < 1:
+        raise ConfigError(f"--frames-in-flight must be at least 1, got {in_flight}")
     ray_options = _ray_options(args) if args.ray is not None else None
     config = load_anonymizer_config(args.config, args.mode)
     options = AnonymizeOptions(config, tuple(args.topics) if args.topics else None,
-                               args.storage, args.results_topic, args.force)
+                               args.storage, args.results_topic, args.force, in_flight)
     progress = False if args.no_progress else None
     jobs, batch = plan_jobs(args.input, args.output)
     if ray_options is None and not batch:
         summary = anonymize_bag(
             args.input[0], args.output, config, topics=options.topics, storage=args.storage,
-            results_topic=args.results_topic, force=args.force, progress=progress)
+            results_topic=args.results_topic, force=args.force, progress=progress,
+            frames_in_flight=in_flight)
         print(summary.report())
         _write_summary(args.summary, summary.to_json())
         return 1 if summary.dropped else 0
