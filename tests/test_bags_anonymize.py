@@ -50,6 +50,9 @@ def test_frames_in_flight_give_the_same_bag(sample, tmp_path, in_flight):
                 for m in read_all(bag)]
     assert content(tmp_path / "out") == content(out)
     assert again.to_json()["images"] == summary.to_json()["images"]
+    # with several frames in flight, a frame's stages run in sequence (the summary says so)
+    assert (summary.config["parallel_stages"], again.config["parallel_stages"]) == \
+        (False, in_flight == 1)
 
 
 def _special_bag(path, storage="mcap"):
