@@ -20,11 +20,12 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from vlm_node.bags.anonymize import anonymize_bag, load_anonymizer_config
+from vlm_node.bags.anonymize import (DEFAULT_FRAMES_IN_FLIGHT, anonymize_bag,
+                                     load_anonymizer_config)
 from vlm_node.bags.batch import AnonymizeOptions, BagJob
 from vlm_node.bags.ray_runner import RayOptions, anonymize_bags_ray
 from vlm_node.bags.sample import write_sample_bag
@@ -78,8 +79,6 @@ def main() -> None:
     parser.add_argument("--chunk-seconds", type=float, default=3.0)
     parser.add_argument("--cpus", type=int, default=os.cpu_count(),
                         help="CPUs of the local Ray cluster")
-    parser.add_argument("--threads1", action="store_true",
-                        help="also run the single-process path with anonymizer.threads 1")
     parser.add_argument("--json", type=Path, help="write the rows as JSON")
     args = parser.parse_args()
 
@@ -92,14 +91,12 @@ def main() -> None:
     config = load_anonymizer_config()
     rows: list[Row] = []
 
-    def single(cfg, name):
-        out = args.out / name
-        rows.append(_measure(name, lambda: anonymize_bag(args.bag, out, cfg, progress=False)))
+    for in_flight in (1, DEFAULT_FRAMES_IN_FLIGHT):
+        name = f"one process, {in_flight} frame(s) in flight"
+        out = args.out / f"single{in_flight}"
+        rows.append(_measure(name, lambda: anonymize_bag(
+            args.bag, out, config, progress=False, frames_in_flight=in_flight)))
         shutil.rmtree(out)
-
-    single(config, "single-process")
-    if args.threads1:
-        single(replace(config, threads=1), "single-process-threads1")
 
     import ray
 

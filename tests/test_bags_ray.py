@@ -25,6 +25,7 @@ from vlm_node.bags.ray_runner import (ClusterError, RayOptions, anonymize_bags_r
 from vlm_node.bags.sample import write_sample_bag
 from vlm_node.cli import main as cli_main
 from vlm_node.errors import ConfigError
+from vlm_node.evaluation.labels import load_bag_labels
 
 SIZE = (320, 240)
 PERIOD_NS = 100_000_000  # 10 Hz
@@ -41,9 +42,10 @@ def cluster():
     ray.shutdown()
 
 
-def _run(jobs, root=None, config=None, progress=False, **ray_options):
+def _run(jobs, root=None, config=None, progress=False, labels=None, **ray_options):
     return anonymize_bags_ray(jobs, root, AnonymizeOptions(config or AnonymizerConfig(),
-                                                           results_topic=RESULTS),
+                                                           results_topic=RESULTS,
+                                                           labels=labels),
                               RayOptions(**ray_options), progress=progress)
 
 
@@ -65,9 +67,11 @@ def sample(tmp_path_factory):
     """A 2-camera bag (raw Image + JPEG CompressedImage, /tf, /tf_static) of 1.6 s at 10 Hz,
     anonymized whole in this process and in 4 chunks of 0.5 s on Ray."""
     root = tmp_path_factory.mktemp("ray")
-    write_sample_bag(root / "in", 16, 2, 1.6, "mcap", SIZE, seed=5)
-    single = anonymize_bag(root / "in", root / "single", results_topic=RESULTS, progress=False)
-    batch = _run([BagJob(root / "in", root / "ray")], chunk_seconds=0.5, workers=2)
+    labels = load_bag_labels(write_sample_bag(root / "in", 16, 2, 1.6, "mcap", SIZE, seed=5))
+    single = anonymize_bag(root / "in", root / "single", results_topic=RESULTS, progress=False,
+                           labels=labels)
+    batch = _run([BagJob(root / "in", root / "ray")], chunk_seconds=0.5, workers=2,
+                 labels=labels)
     return root, single, batch
 
 
@@ -104,6 +108,9 @@ def test_summary_counts_equal_the_single_process_ones(sample):
     assert (summary.copied, summary.excluded, summary.results_written) == \
         (single.copied, single.excluded, single.results_written)
     assert summary.faces > 0 and summary.plates > 0
+    # the labelled frames are scored in the chunk tasks and added up: the same figures
+    assert summary.validation.to_json() == single.validation.to_json()
+    assert summary.validation.frames == 32 and summary.validation.kinds["face"].leaked == 0
     # 3 cuts (0.5, 1.0, 1.5 s), 2 image topics, up to 8 warm-up frames each: the first cut
     # has only 5 frames of each topic before it
     assert summary.warmup_frames == 2 * (5 + 8 + 8)

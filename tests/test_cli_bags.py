@@ -52,11 +52,14 @@ def test_sample_bag_then_anonymize_bag(cli, tmp_path, capsys):
     params.write_text("/**/vlm_node:\n  ros__parameters:\n    anonymizer:\n"
                       "      redaction: pixelate\n")
     assert cli(["anonymize-bag", str(bag), str(out), "--storage", "mcap", "--config",
-                str(params), "--summary", str(summary), "--no-progress"]) == 0
+                str(params), "--summary", str(summary), "--no-progress", "--labels",
+                str(bag / "labels.json")]) == 0
     text = capsys.readouterr().out
     assert "4 frames" in text and "real-time factor" in text and "/tf: 2 copied" in text
+    assert "validation on 4 labelled frames: faces recall" in text
     data = json.loads(summary.read_text())
     assert data["frames"] == 4 and data["dropped"] == 0 and data["storage_out"] == "mcap"
+    assert data["validation"]["frames"] == 4 and data["validation"]["face"]["leaked"] == 0
     assert data["config"]["redaction"] == "pixelate"
     with io.open_bag(out) as b:
         assert b.storage == "mcap" and b.message_count == 4 + 2 + 1
@@ -113,6 +116,7 @@ def test_anonymize_bag_exit_2_on_bad_input(cli, tmp_path, capsys):
     (["--ray", "auto", "--chunk-seconds", "0"], "--chunk-seconds must be"),
     (["--ray", "auto", "--workers", "0"], "--workers must be"),
     (["--frames-in-flight", "0"], "--frames-in-flight must be at least 1"),
+    (["--labels", "missing.json"], "--labels missing.json: file not found"),
     (["--ray", "auto", "--frames-in-flight", "2"], "--frames-in-flight does not apply")])
 def test_anonymize_bag_parallel_options_are_checked_first(cli, tmp_path, capsys, extra,
                                                           message):

@@ -42,9 +42,11 @@ from vlm_node.anonymize import Anonymizer, AnonymizerConfig
 from vlm_node.anonymize.anonymizer import PendingFrame
 from vlm_node.bags import io
 from vlm_node.bags.compressed import encode_like, inspect_compressed
-from vlm_node.bags.summary import STAGES, BagAnonymizeSummary, TopicCounts
+from vlm_node.anonymize.evaluation import KINDS, score_image
+from vlm_node.bags.summary import STAGES, BagAnonymizeSummary, TopicCounts, Validation
 from vlm_node.errors import (AnonymizationError, BagError, ConfigError, ImageConversionError,
                              UnsupportedEncodingError)
+from vlm_node.evaluation.labels import FrameLabel, LabelKey
 from vlm_node.frames import AnonymizedFrame, FrameMeta
 
 __all__ = ["STAGES", "TopicCounts", "BagAnonymizeSummary", "RESULTS_TYPE",
@@ -97,7 +99,8 @@ class TopicAnonymizer:
     anonymize -> re-encode path of its messages."""
 
     def __init__(self, topic: str, config: AnonymizerConfig, store: Any,
-                 stages: dict[str, float]) -> None:
+                 stages: dict[str, float], labels: Mapping[LabelKey, FrameLabel] | None = None,
+                 validation: Validation | None = None) -> None:
         self.topic = topic
         self.camera = camera_name(topic)
         self.anonymizer = Anonymizer(config)
@@ -105,6 +108,8 @@ class TopicAnonymizer:
         self._store = store
         self._stages = stages
         self._size: tuple[int, int] | None = None
+        self._labels = labels or {}
+        self._validation = validation
 
     def process(self, bag: io.Bag, message: io.BagMessage) -> tuple[AnonymizedFrame, bytes] | None:
         """The anonymized frame and the serialized message to write, or None when the frame is
@@ -132,17 +137,20 @@ class TopicAnonymizer:
             return self._drop(message, _reason(exc), exc)
         stages = self._stages
         stages["decode"] += flight.decode_ms
+        label = self._labels.get((self.topic, io.stamp_ns(flight.msg.header)))
         try:
             frame = self._release(flight.msg, flight.pending)
         except AnonymizationError as exc:
-            return self._drop(message, "anonymizer_failure", exc)
+            return self._drop(message, "anonymizer_failure", exc, label)
         t2 = time.perf_counter()
         try:
             raw = self._store.serialize_cdr(
                 _reencode(frame, flight.msg, message.msgtype, self._store), message.msgtype)
         except (ImageConversionError, ValueError) as exc:
-            return self._drop(message, "encode_error", exc)
+            return self._drop(message, "encode_error", exc, label)
         stages["encode"] += (time.perf_counter() - t2) * 1e3
+        if label is not None and self._validation is not None:
+            self._score(frame, label)
         self.counts.written += 1
         self.counts.faces += frame.count("face")
         self.counts.plates += frame.count("plate")
@@ -182,7 +190,21 @@ class TopicAnonymizer:
                 self._stages[stage] += last.get(f"{stage}_ms", 0.0)
         return frame
 
-    def _drop(self, message: io.BagMessage, reason: str, exc: Exception) -> None:
+    def _score(self, frame: AnonymizedFrame, label: FrameLabel) -> None:
+        """Score the frame's redactions against its label (`--labels`)."""
+        assert self._validation is not None
+        config = self.anonymizer.config
+        h, w = frame.image.shape[:2]
+        counts = score_image({k: label.boxes(k) for k in KINDS}, frame.detections, w, h,
+                             margins={"face": config.margin, "plate": config.plate_margin})
+        self._validation.frames += 1
+        for kind, c in counts.items():
+            self._validation.kinds[kind].add(c)
+
+    def _drop(self, message: io.BagMessage, reason: str, exc: Exception,
+              label: FrameLabel | None = None) -> None:
+        if label is not None and self._validation is not None:
+            self._validation.dropped += 1
         self.counts.dropped[reason] += 1
         if self.counts.dropped[reason] == 1:
             log.warning("%s: frame at %d dropped (%s): %s", message.topic, message.timestamp,
@@ -303,9 +325,15 @@ def custom_data(src: Path, config: dict[str, Any], **extra: Any) -> dict[str, st
 
 
 def topic_anonymizers(selection: Selection, config: AnonymizerConfig, store: Any,
-                      summary: BagAnonymizeSummary) -> dict[str, TopicAnonymizer]:
-    """One TopicAnonymizer per anonymized topic, counting into `summary`."""
-    workers = {t: TopicAnonymizer(t, config, store, summary.stage_ms)
+                      summary: BagAnonymizeSummary,
+                      labels: Mapping[LabelKey, FrameLabel] | None = None
+                      ) -> dict[str, TopicAnonymizer]:
+    """One TopicAnonymizer per anonymized topic, counting into `summary` (and, with
+    `labels`, scoring the labelled frames into `summary.validation`)."""
+    if labels is not None:
+        summary.validation = Validation()
+    workers = {t: TopicAnonymizer(t, config, store, summary.stage_ms, labels,
+                                  summary.validation)
                for t in selection.anonymized}
     summary.images = {t: w.counts for t, w in workers.items()}
     return workers
@@ -321,11 +349,13 @@ def anonymize_bag(src: str | Path, dst: str | Path, config: AnonymizerConfig | N
                   results_topic: str | None = None, force: bool = False,
                   progress: bool | None = None,
                   on_message: Callable[[io.BagMessage], None] | None = None,
-                  frames_in_flight: int = DEFAULT_FRAMES_IN_FLIGHT) -> BagAnonymizeSummary:
+                  frames_in_flight: int = DEFAULT_FRAMES_IN_FLIGHT,
+                  labels: Mapping[LabelKey, FrameLabel] | None = None) -> BagAnonymizeSummary:
     """Write an anonymized copy of bag `src` to the new bag directory `dst`; see the module
     docstring for what is guaranteed. `storage` defaults to the input's; `progress` None shows
     a tqdm bar only on a terminal; `on_message` is called after each message is read (tests
-    use it to interrupt a run); `frames_in_flight`: see `write_messages`."""
+    use it to interrupt a run); `frames_in_flight`: see `write_messages`; `labels` (from
+    `evaluation.labels.load_bag_labels`) score the redactions into `summary.validation`."""
     from tqdm import tqdm
 
     src, dst = Path(src), Path(dst)
@@ -336,7 +366,7 @@ def anonymize_bag(src: str | Path, dst: str | Path, config: AnonymizerConfig | N
         selection = select(bag, topics, storage, results_topic)
         summary = new_summary(src, dst, bag, selection, config)
         store = io.make_typestore()
-        workers = topic_anonymizers(selection, config, store, summary)
+        workers = topic_anonymizers(selection, config, store, summary, labels)
         try:
             with io.atomic_output(dst, force) as path, \
                     io.BagWriter(path, selection.storage, store) as writer:

@@ -16,12 +16,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from vlm_node.anonymize import AnonymizerConfig
 from vlm_node.bags.anonymize import DEFAULT_FRAMES_IN_FLIGHT, anonymize_bag, check_paths
 from vlm_node.bags.summary import BatchSummary
 from vlm_node.errors import BagError, ConfigError, VlmNodeError
+from vlm_node.evaluation.labels import FrameLabel, LabelKey
 
 __all__ = ["BAG_SUFFIXES", "AnonymizeOptions", "BagJob", "is_bag", "find_bags", "plan_jobs",
            "check_outputs", "prepare_output_dirs", "remove_empty_dirs", "anonymize_bags"]
@@ -39,6 +40,7 @@ class AnonymizeOptions:
     results_topic: str | None = None
     force: bool = False
     frames_in_flight: int = DEFAULT_FRAMES_IN_FLIGHT
+    labels: Mapping[LabelKey, FrameLabel] | None = None  # scored into each bag's summary
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +164,7 @@ def anonymize_bags(jobs: Sequence[BagJob], root: Path, options: AnonymizeOptions
                     job.src, job.dst, options.config, topics=options.topics,
                     storage=options.storage, results_topic=options.results_topic,
                     force=options.force, progress=progress,
-                    frames_in_flight=options.frames_in_flight))
+                    frames_in_flight=options.frames_in_flight, labels=options.labels))
             except VlmNodeError as exc:
                 batch.failed[str(job.src)] = str(exc)
     finally:

@@ -28,6 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from rosbags.interfaces import Connection
 
@@ -38,6 +39,7 @@ from vlm_node.bags.anonymize import (Output, Selection, TopicAnonymizer, close_a
                                      write_messages)
 from vlm_node.bags.summary import BagAnonymizeSummary
 from vlm_node.errors import BagError, ConfigError
+from vlm_node.evaluation.labels import FrameLabel, LabelKey
 
 __all__ = ["CHUNK_STORAGE", "LOOKBACK_FACTOR", "Chunk", "ChunkTask", "ChunkResult",
            "check_chunking", "default_warmup_frames", "plan_chunks", "run_chunk",
@@ -121,6 +123,7 @@ class ChunkTask:
     selection: Selection
     config: AnonymizerConfig
     warmup_frames: int
+    labels: Mapping[LabelKey, FrameLabel] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +153,7 @@ def run_chunk(task: ChunkTask) -> ChunkResult:
     with io.open_bag(src) as bag:
         summary = new_summary(src, out, bag, task.selection, task.config)
         store = io.make_typestore()
-        workers = topic_anonymizers(task.selection, task.config, store, summary)
+        workers = topic_anonymizers(task.selection, task.config, store, summary, task.labels)
         try:
             with io.BagWriter(out, CHUNK_STORAGE, store) as writer:
                 output = open_output(bag, writer, task.selection)

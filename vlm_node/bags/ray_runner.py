@@ -160,6 +160,7 @@ class _BagRun:
         self.job = job
         self.force = options.force
         self.config = config
+        self.labels = options.labels
         check_paths(job.src, job.dst)
         self.warmup_frames = (default_warmup_frames(config) if ray_options.warmup_frames is None
                               else ray_options.warmup_frames)
@@ -209,7 +210,7 @@ class _BagRun:
             self._stack = stack.pop_all()
         self.summary.setup_seconds = time.perf_counter() - self._t0
         return [ChunkTask(str(self.job.src), str(chunk_dir / f"{c.index:05d}"), c,
-                          self.selection, self.config, self.warmup_frames)
+                          self.selection, self.config, self.warmup_frames, self.labels)
                 for c in self.chunks]
 
     def add_result(self, result: ChunkResult) -> None:

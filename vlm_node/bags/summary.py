@@ -11,7 +11,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["STAGES", "DROP_REASONS", "TopicCounts", "BagAnonymizeSummary", "BatchSummary"]
+from vlm_node.anonymize.evaluation import KINDS, KindCounts
+
+__all__ = ["STAGES", "DROP_REASONS", "TopicCounts", "Validation", "BagAnonymizeSummary",
+           "BatchSummary"]
 
 STAGES = ("read", "decode", "faces", "plates", "redact", "encode", "write")
 # Dropped-frame reasons, in report order.
@@ -44,6 +47,45 @@ class TopicCounts:
                 "dropped": {r: self.dropped[r] for r in DROP_REASONS if self.dropped[r]}}
 
 
+@dataclass
+class Validation:
+    """The run's redactions scored against labels (`--labels`): recall, precision and leak
+    rate per kind as `vlm-node anonymize --labels` defines them (anonymize/evaluation.py),
+    over the labelled frames that were written. A labelled frame that was dropped is counted
+    apart: it was not written, so nothing of it can leak, but it was not scored either."""
+
+    frames: int = 0  # labelled frames anonymized, written and scored
+    dropped: int = 0  # labelled frames dropped (not written)
+    kinds: dict[str, KindCounts] = field(default_factory=lambda: {k: KindCounts()
+                                                                  for k in KINDS})
+
+    def add(self, other: "Validation") -> None:
+        self.frames += other.frames
+        self.dropped += other.dropped
+        for kind, counts in other.kinds.items():
+            self.kinds.setdefault(kind, KindCounts()).add(counts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"frames": self.frames, "dropped": self.dropped,
+                **{kind: c.to_json() for kind, c in self.kinds.items()}}
+
+    def report(self) -> str:
+        parts = []
+        for kind, c in self.kinds.items():
+            figures = c.to_json()
+            if not c.labels and not c.detections:
+                parts.append(f"{kind}s: none labelled or found")
+                continue
+
+            def fmt(key: str) -> str:
+                return "-" if figures[key] is None else f"{figures[key]:.3f}"
+            parts.append(f"{kind}s recall {fmt('recall')} ({c.matched}/{c.labels}), "
+                         f"precision {fmt('precision')}, leak rate {fmt('leak_rate')} "
+                         f"({c.leaked} leaked)")
+        dropped = f", {self.dropped} labelled frames dropped" if self.dropped else ""
+        return f"validation on {self.frames} labelled frames{dropped}: " + "; ".join(parts)
+
+
 def _add_counts(into: dict[str, int], other: dict[str, int]) -> None:
     for topic, n in other.items():
         into[topic] = into.get(topic, 0) + n
@@ -73,6 +115,7 @@ class BagAnonymizeSummary:
     warmup_frames: int = 0  # frames of a previous chunk re-run for carry-over, not written
     chunk_setup_seconds: float = 0.0  # summed over chunks: bag opened, models loaded in tasks
     merge_seconds: float = 0.0  # in the driver: chunk bags copied into the output bag
+    validation: Validation | None = None  # with labels only
 
     @property
     def frames(self) -> int:
@@ -122,6 +165,10 @@ class BagAnonymizeSummary:
             self.stage_ms[stage] = self.stage_ms.get(stage, 0.0) + ms
         self.warmup_frames += part.warmup_frames
         self.chunk_setup_seconds += part.setup_seconds
+        if part.validation is not None:
+            if self.validation is None:
+                self.validation = Validation()
+            self.validation.add(part.validation)
 
     def to_json(self) -> dict[str, Any]:
         per_frame = {k: round(v / self.frames, 2) if self.frames else 0.0
@@ -137,6 +184,8 @@ class BagAnonymizeSummary:
                 "copied": self.copied, "excluded": self.excluded,
                 "results_written": self.results_written, "stage_ms_per_frame": per_frame,
                 "config": self.config}
+        if self.validation is not None:
+            data["validation"] = self.validation.to_json()
         if self.chunks:
             data["chunked"] = {"chunks": self.chunks, "workers": self.workers,
                                "warmup_frames": self.warmup_frames,
@@ -168,6 +217,8 @@ class BagAnonymizeSummary:
                      f"{self.realtime_factor:.2f} ({self.bag_seconds:.1f} s of recording)")
         summed = " (CPU time summed over the chunks)" if self.chunks else ""
         lines.append(f"ms per frame: {stages}{summed}")
+        if self.validation is not None:
+            lines.append(self.validation.report())
         if self.chunks:
             lines.append(f"chunks: {self.chunks} on up to {self.workers} workers, "
                          f"{self.warmup_frames} warm-up frames re-run (not written), "

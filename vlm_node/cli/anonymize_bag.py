@@ -63,6 +63,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also write a vlm_node_interfaces/SceneUnderstanding per anonymized "
                         "frame on TOPIC with the redaction counts (no analysis: marked "
                         "degraded)")
+    p.add_argument("--labels", metavar="JSON",
+                   help="labels.json keyed by topic and header stamp (the format of `vlm-node "
+                        "sample-bag` and `vlm-node eval`): score the redactions of the "
+                        "labelled frames and print face and plate recall, precision and leak "
+                        "rate (also in --summary); with several bags, one file for all")
     p.add_argument("--summary", metavar="JSON",
                    help="write counts, timings and the settings used as JSON (with several "
                         "bags or --ray: one entry per bag under \"bags\", plus totals)")
@@ -107,15 +112,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--frames-in-flight must be at least 1, got {in_flight}")
     ray_options = _ray_options(args) if args.ray is not None else None
     config = load_anonymizer_config(args.config, args.mode)
+    labels = _load_labels(args.labels) if args.labels else None
     options = AnonymizeOptions(config, tuple(args.topics) if args.topics else None,
-                               args.storage, args.results_topic, args.force, in_flight)
+                               args.storage, args.results_topic, args.force, in_flight, labels)
     progress = False if args.no_progress else None
     jobs, batch = plan_jobs(args.input, args.output)
     if ray_options is None and not batch:
         summary = anonymize_bag(
             args.input[0], args.output, config, topics=options.topics, storage=args.storage,
             results_topic=args.results_topic, force=args.force, progress=progress,
-            frames_in_flight=in_flight)
+            frames_in_flight=in_flight, labels=labels)
         print(summary.report())
         _write_summary(args.summary, summary.to_json())
         return 1 if summary.dropped else 0
@@ -131,6 +137,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"vlm-node anonymize-bag: error: {src}: {error}", file=sys.stderr)
     _write_summary(args.summary, result.to_json())
     return 2 if result.failed else 1 if result.dropped else 0
+
+
+def _load_labels(path: str) -> dict:
+    from vlm_node.evaluation.labels import load_bag_labels
+
+    try:
+        return load_bag_labels(path)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"--labels {path}: file not found") from exc
 
 
 def _ray_options(args: argparse.Namespace) -> "RayOptions":
