@@ -1,4 +1,5 @@
 """Plate detection rules, and traffic-sign text surviving plate redaction."""
+import cv2
 import numpy as np
 import pytest
 
@@ -6,11 +7,11 @@ from helpers import read_bgr, shared
 from vlm_node.analysis.ocr_backend import OcrBackend
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
 from vlm_node.anonymize.plates import (PlateGeometry, _group_lines, _judge_read,
-                                       line_is_plate_text, registration_like)
+                                       in_red_disc, line_is_plate_text, registration_like)
 from vlm_node.frames import FrameMeta
 from vlm_node.geometry import Box
 from vlm_node.render import scenes
-from vlm_node.render.signs import SignSpec
+from vlm_node.render.signs import SignSpec, render_sign
 
 META = FrameMeta("cam", 1, "cam_optical")
 
@@ -88,6 +89,54 @@ def test_speed_limit_sign_survives_plate_redaction(spec, height):
     if spec.style != "us":
         assert ("speed_limit", spec.value) in before
     assert after == before
+
+
+def _paste(image, rgba, x, y):
+    """Alpha-blend an RGBA sign onto the BGR `image` with its top-left corner at (x, y)."""
+    h, w = rgba.shape[:2]
+    alpha = rgba[:, :, 3:4].astype(np.float32) / 255
+    region = image[y:y + h, x:x + w].astype(np.float32)
+    image[y:y + h, x:x + w] = (rgba[:, :, 2::-1] * alpha + region * (1 - alpha)).round()
+    return Box(x, y, w, h)
+
+
+def test_a_limit_sign_just_above_a_plate_is_not_joined_to_it():
+    """A 60 sign right above a plate (a sign behind a car): the lines stack like the rows of
+    one plate, but a bare number inside a red ring is a sign's legend; the plate is redacted
+    alone and the sign stays untouched."""
+    img = read_bgr(shared("plates/images/Cars0.jpg"))
+    plate = Box(188, 194, 160, 74)
+    sign = _paste(img, render_sign(SignSpec("speed_limit", 60), 90), 223, 100)
+    assert sign.y2 < plate.y and plate.y - sign.y2 < 0.2 * sign.h  # stacked, close
+    original = img.copy()
+    frame = Anonymizer(AnonymizerConfig(faces=False)).anonymize(META, img)
+    plates = [d.box for d in frame.detections if d.kind == "plate"]
+    assert any(p.iou(plate) > 0.5 for p in plates)
+    assert not any(p.intersection(sign) > 0 for p in plates)
+    # the plate's redaction margin may touch the ring's lowest rows, nothing above them
+    rows, cols = Box(sign.x, sign.y, sign.w, 0.9 * sign.h).int_slices(416, 416)
+    assert np.array_equal(frame.image[rows, cols], original[rows, cols])
+    backend = OcrBackend()
+    backend.load()
+    try:
+        assert ("speed_limit", 60) in [(r.sign_class, r.value)
+                                       for r in backend.read_signs(frame.image)]
+    finally:
+        backend.close()
+
+
+def test_red_disc_rule_tells_a_sign_legend_from_a_plate_in_red_paint():
+    canvas = np.full((200, 300, 3), 90, np.uint8)
+    cv2.circle(canvas, (80, 100), 60, (0, 0, 220), -1)  # BGR red disc
+    cv2.circle(canvas, (80, 100), 45, (255, 255, 255), -1)  # white face inside the ring
+    assert in_red_disc(canvas, np.array([55, 80, 105, 120], np.float32))
+    # a white plate set into red paint: its hole is a rectangle, not a disc
+    canvas[:, 160:] = (0, 0, 220)
+    canvas[70:130, 180:290] = 255
+    assert not in_red_disc(canvas, np.array([200, 85, 270, 115], np.float32))
+    # no red around at all
+    assert not in_red_disc(np.full((100, 100, 3), 255, np.uint8),
+                           np.array([30, 40, 70, 60], np.float32))
 
 
 @pytest.mark.parametrize("size", [(640, 480), (1280, 720)])

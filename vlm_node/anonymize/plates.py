@@ -193,6 +193,12 @@ def line_is_plate_text(text: str, max_chars: int) -> bool:
     return not (len(letters) >= 3 and lower > len(letters) / 2)
 
 
+def _sign_number(text: str) -> bool:
+    """A bare number of 1-3 digits: what speed-limit and weight signs show, never a plate."""
+    glyphs = "".join(ch for ch in text if ch.isascii() and ch.isalnum())
+    return glyphs.isdigit() and len(glyphs) < 4
+
+
 def _judge_read(lines_text: list[str], g: PlateGeometry) -> tuple[bool, str]:
     """Plate decision on what a group of lines reads: enough characters, at least one line that
     can be plate text, and not a bare 1-3 digit number (what speed-limit and weight signs
@@ -203,7 +209,7 @@ def _judge_read(lines_text: list[str], g: PlateGeometry) -> tuple[bool, str]:
         return False, f"read {' '.join(lines_text)!r}: sign words"
     if not any(line_is_plate_text(t, g.max_chars) for t in lines_text):
         return False, f"read {glyph_text!r}: not plate text"
-    if glyph_text.isdigit() and len(glyph_text) < 4:
+    if _sign_number(glyph_text):
         return False, f"read {glyph_text!r}: a sign number"
     if len(glyph_text) < g.min_chars:
         return False, f"read {glyph_text!r}: too few characters"
@@ -255,6 +261,40 @@ def _mean_saturation(frame: np.ndarray, box: np.ndarray) -> float:
     if x2 - x1 < 2 or y2 - y1 < 2:
         return 0.0
     return float(cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2HSV)[..., 1].mean())
+
+
+def in_red_disc(frame: np.ndarray, box: np.ndarray) -> bool:
+    """Whether the text line `box` (x1 y1 x2 y2) sits inside the light disc of a red ring: the
+    legend of a prohibitory sign (speed or weight limit). Looks for a hole in the saturated-red
+    mask around the line that contains the line's centre, covers most of it and is round
+    (area over its enclosing circle's at least 0.75: a disc is ~0.9, the white rectangle of a
+    plate set into red paint at most ~0.64)."""
+    h, w = frame.shape[:2]
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    # the ring of a 2-3 digit legend lies within ~0.7 legend widths of its centre
+    r = 1.2 * max(box[2] - box[0], box[3] - box[1])
+    x1, y1 = max(0, int(cx - r)), max(0, int(cy - r))
+    x2, y2 = min(w, int(np.ceil(cx + r))), min(h, int(np.ceil(cy + r)))
+    if x2 - x1 < 8 or y2 - y1 < 8:
+        return False
+    hsv = cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2HSV)
+    hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    red = (((hue <= 9) | (hue >= 165)) & (sat > 90) & (val > 60)).astype(np.uint8)
+    contours, hierarchy = cv2.findContours(red, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    line_area = (box[2] - box[0]) * (box[3] - box[1])
+    for contour, (_, _, _, parent) in zip(contours, hierarchy[0] if hierarchy is not None
+                                          else []):
+        if parent < 0:
+            continue  # an outer outline, not a hole
+        area = cv2.contourArea(contour)
+        if area < 0.5 * line_area:
+            continue
+        if cv2.pointPolygonTest(contour, (float(cx - x1), float(cy - y1)), False) <= 0:
+            continue
+        _, radius = cv2.minEnclosingCircle(contour)
+        if area >= 0.75 * np.pi * radius * radius:
+            return True
+    return False
 
 
 def registration_like(lines_text: list[str]) -> bool:
@@ -384,8 +424,12 @@ class TextPlateDetector:
             for i, t in zip(order, self.recognizer.read_many(frame, lines.points[order])):
                 texts[int(i)] = t
             reads = len(order)
+            # a bare 1-3 digit number inside a red ring is a limit sign's legend: it must not
+            # join the plate below or above it into one group (the sign would be redacted)
             usable = np.array([i for i in usable if int(i) not in texts
-                               or line_is_plate_text(texts[int(i)], g.max_chars)], int)
+                               or (line_is_plate_text(texts[int(i)], g.max_chars)
+                                   and not (_sign_number(texts[int(i)])
+                                            and in_red_disc(frame, lines.boxes[i])))], int)
         out: list[PlateCandidate] = []
         if usable.size == 0:
             return out
