@@ -15,7 +15,8 @@ from bag_helpers import (REDACTED_MEAN_DIFF, box_change, connections, images, jp
 from helpers import shared
 from vlm_node.anonymize import AnonymizerConfig
 from vlm_node.bags import io
-from vlm_node.bags.anonymize import anonymize_bag, camera_name, load_anonymizer_config
+from vlm_node.bags.anonymize import anonymize_bag, load_anonymizer_config
+from vlm_node.config import camera_name_of
 from vlm_node.bags.compressed import inspect_compressed
 from vlm_node.bags.sample import write_sample_bag
 from vlm_node.errors import BagError, ConfigError
@@ -364,11 +365,14 @@ def test_config_from_the_node_yaml(tmp_path):
         load_anonymizer_config(params)
 
 
-@pytest.mark.parametrize("topic,camera", [("/front/image_raw", "front"),
-                                          ("/car1/rear/image_raw/compressed", "car1"),
-                                          ("image", "image")])
-def test_camera_name(topic, camera):
-    assert camera_name(topic) == camera
+def test_cameras_are_named_as_eval_names_them(sample):
+    """Results messages name the camera as `vlm-node eval` does (one function, config.py):
+    two cameras of one vehicle stay apart."""
+    _, out, _, _ = sample
+    with io.open_bag(out) as bag:
+        cameras = {bag.deserialize(m).camera for m in bag.messages(["/anonymization"])}
+    topics = ("/front/image_raw", "/rear/image_raw/compressed", "/left/image_raw/compressed")
+    assert cameras == {camera_name_of(t) for t in topics} == {"front", "rear", "left"}
 
 
 def test_directory_without_metadata_is_refused(tmp_path):

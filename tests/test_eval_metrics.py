@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vlm_node.config import flatten_params
+from vlm_node.config import camera_name_of, flatten_params
 from vlm_node.errors import ConfigError
 from vlm_node.evaluation import configure, metrics, plots, report
 from vlm_node.evaluation.labels import FrameLabel, load_bag_labels
@@ -245,10 +245,10 @@ def test_bag_labels_need_topic_and_stamp(tmp_path):
 
 
 def test_cameras_from_bag_topics_and_configuration():
-    assert configure.camera_name_of("/front/image_raw") == "front"
-    assert configure.camera_name_of("/car1/left/image_raw/compressed") == "car1_left"
-    assert configure.camera_name_of("/image_raw") == "camera"
-    assert configure.camera_name_of("/3d/image") == "camera_3d"
+    assert camera_name_of("/front/image_raw") == "front"
+    assert camera_name_of("/car1/left/image_raw/compressed") == "car1_left"
+    assert camera_name_of("/image_raw") == "camera"
+    assert camera_name_of("/3d/image") == "camera_3d"
     params = flatten_params({"cameras": ["fwd"], "camera": {"fwd": {
         "topic": "/sensors/cam0/image"}}, "analysis": {"backend": "ocr"}})
     assert params == {"cameras": ["fwd"], "camera.fwd.topic": "/sensors/cam0/image",

@@ -8,6 +8,7 @@ works with `--params-file`, launch files and `vlm-node eval --config` alike.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,6 +43,21 @@ class CameraConfig:
             return self.topic
         suffix = "/compressed" if self.transport == "compressed" else ""
         return f"/{name}/image_raw{suffix}"
+
+
+# Topic segments that name the image stream, not the camera (image_transport conventions).
+_STREAM_WORDS = {"image_raw", "image", "image_color", "image_rect", "image_rect_color",
+                 "compressed", "compresseddepth", "theora"}
+
+
+def camera_name_of(topic: str) -> str:
+    """The camera an image topic belongs to, for topics that no configured camera names (the
+    inverse of `CameraConfig.resolved_topic`): `/front/image_raw` -> `front`,
+    `/car/left/image_raw/compressed` -> `car_left`. Used wherever a bag's topics become
+    cameras (anonymize-bag's frames and results messages, eval), so both name them alike."""
+    parts = [p for p in topic.split("/") if p and p.lower() not in _STREAM_WORDS]
+    name = re.sub(r"[^A-Za-z0-9_]", "_", "_".join(parts)) or "camera"
+    return name if name[0].isalpha() else f"camera_{name}"
 
 
 @dataclass

@@ -40,10 +40,11 @@ from rosbags.interfaces import Connection
 
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
 from vlm_node.anonymize.anonymizer import PendingFrame
+from vlm_node.anonymize.evaluation import KINDS, score_image
 from vlm_node.bags import io
 from vlm_node.bags.compressed import encode_like, inspect_compressed
-from vlm_node.anonymize.evaluation import KINDS, score_image
 from vlm_node.bags.summary import STAGES, BagAnonymizeSummary, TopicCounts, Validation
+from vlm_node.config import camera_name_of
 from vlm_node.errors import (AnonymizationError, BagError, ConfigError, ImageConversionError,
                              UnsupportedEncodingError)
 from vlm_node.evaluation.labels import FrameLabel, LabelKey
@@ -51,7 +52,7 @@ from vlm_node.frames import AnonymizedFrame, FrameMeta
 
 __all__ = ["STAGES", "TopicCounts", "BagAnonymizeSummary", "RESULTS_TYPE",
            "DEFAULT_FRAMES_IN_FLIGHT", "InFlight", "in_flight_config", "Selection",
-           "Output", "TopicAnonymizer", "load_anonymizer_config", "camera_name",
+           "Output", "TopicAnonymizer", "load_anonymizer_config",
            "check_paths", "select", "new_summary", "open_output", "custom_data",
            "topic_anonymizers", "close_all", "write_messages", "anonymize_bag"]
 
@@ -77,12 +78,6 @@ def load_anonymizer_config(config: str | Path | None = None,
     return anonymizer
 
 
-def camera_name(topic: str) -> str:
-    """`/front/image_raw/compressed` -> `front`: the first name component of an image topic."""
-    parts = [p for p in topic.split("/") if p]
-    return parts[0] if parts else topic
-
-
 @dataclass(slots=True)
 class InFlight:
     """An image message between detection and release: the deserialized message, its
@@ -102,7 +97,7 @@ class TopicAnonymizer:
                  stages: dict[str, float], labels: Mapping[LabelKey, FrameLabel] | None = None,
                  validation: Validation | None = None) -> None:
         self.topic = topic
-        self.camera = camera_name(topic)
+        self.camera = camera_name_of(topic)
         self.anonymizer = Anonymizer(config)
         self.counts = TopicCounts()
         self._store = store

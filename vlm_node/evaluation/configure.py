@@ -8,18 +8,14 @@ settings); any other image topic gets a camera named after the topic (`/front/im
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Sequence
 
 from vlm_node.bags import io
-from vlm_node.config import CameraConfig, NodeConfig, layered_params, node_config_from_params
+from vlm_node.config import (CameraConfig, NodeConfig, camera_name_of, layered_params,
+                             node_config_from_params)
 from vlm_node.errors import BagError, ConfigError
 from vlm_node.params import apply_overrides
-
-# Topic segments that name the image stream, not the camera (image_transport conventions).
-_STREAM_WORDS = {"image_raw", "image", "image_color", "image_rect", "image_rect_color",
-                 "compressed", "compresseddepth", "theora"}
 
 
 def image_topics(bag: io.Bag) -> dict[str, str]:
@@ -37,13 +33,6 @@ def load_params(configs: Sequence[str | Path], overrides: dict[str, Any] | None 
     params = layered_params(configs)
     params.update(overrides or {})
     return params
-
-
-def camera_name_of(topic: str) -> str:
-    """`/front/image_raw` -> `front`, `/car/left/image_raw/compressed` -> `car_left`."""
-    parts = [p for p in topic.split("/") if p and p.lower() not in _STREAM_WORDS]
-    name = re.sub(r"[^A-Za-z0-9_]", "_", "_".join(parts)) or "camera"
-    return name if name[0].isalpha() else f"camera_{name}"
 
 
 def camera_names(topics: Sequence[str], params: dict[str, Any]) -> dict[str, str]:
