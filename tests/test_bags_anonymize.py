@@ -14,6 +14,7 @@ from bag_helpers import (REDACTED_MEAN_DIFF, box_change, connections, images, jp
                          portrait, read_all, write_bag)
 from helpers import shared
 from vlm_node.anonymize import AnonymizerConfig
+from vlm_node.bags import anonymize as bags_anonymize
 from vlm_node.bags import io
 from vlm_node.bags.anonymize import anonymize_bag, load_anonymizer_config
 from vlm_node.config import camera_name_of
@@ -79,6 +80,41 @@ def test_frames_in_flight_give_the_same_bag(sample, tmp_path, in_flight):
     # with several frames in flight, a frame's stages run in sequence (the summary says so)
     assert (summary.config["parallel_stages"], again.config["parallel_stages"]) == \
         (False, in_flight == 1)
+
+
+def test_messages_behind_a_frame_in_detection_are_bounded(tmp_path, monkeypatch):
+    """A camera that stops while another topic goes on: the messages read behind a frame still
+    in detection wait in memory only up to MAX_QUEUED_BYTES, then the loop waits for the
+    frame; the output is the same either way."""
+    image, _ = portrait(SIZE)
+    store = io.typestore()
+
+    def build(w):
+        cam = w.add_topic("/cam/image_raw", io.IMAGE)
+        chat = w.add_topic("/chatter", "std_msgs/msg/String")
+        for i in range(3):
+            w.write_msg(cam, 1_000 + i, io.bgr_to_image(image, io.header(1_000 + i, "cam")))
+        for i in range(200):
+            w.write_msg(chat, 2_000 + i, store.types["std_msgs/msg/String"](data=f"m{i}"))
+    write_bag(tmp_path / "in", build)
+    anonymize_bag(tmp_path / "in", tmp_path / "one", progress=False, frames_in_flight=1)
+    seen = []
+    monkeypatch.setattr(bags_anonymize, "MAX_QUEUED_BYTES", 64)
+    monkeypatch.setattr(bags_anonymize, "_write_frame", _spy(bags_anonymize._write_frame, seen))
+    read = []
+    anonymize_bag(tmp_path / "in", tmp_path / "two", progress=False, frames_in_flight=2,
+                  on_message=lambda m: read.append((m.topic, len(seen))))
+    # the last frame was written long before the reader reached the end of the chatter
+    assert len(seen) == 3 and [n for t, n in read].index(3) < 20
+    assert [(m.topic, m.timestamp, m.raw) for m in read_all(tmp_path / "two")] == \
+        [(m.topic, m.timestamp, m.raw) for m in read_all(tmp_path / "one")]
+
+
+def _spy(fn, calls):
+    def wrapper(*args, **kwargs):
+        calls.append(args[1].timestamp)
+        return fn(*args, **kwargs)
+    return wrapper
 
 
 def _special_bag(path, storage="mcap"):

@@ -61,6 +61,10 @@ log = logging.getLogger(__name__)
 RESULTS_TYPE = "vlm_node_interfaces/msg/SceneUnderstanding"
 DEFAULT_FRAMES_IN_FLIGHT = 2
 """Image frames in detection at once in one process (measured in docs/bags.md)."""
+MAX_QUEUED_BYTES = 256 << 20
+"""Messages read behind a frame still in detection wait in memory, up to this many bytes; then
+the loop waits for that frame (a bag whose camera is sparse beside a dense lidar topic must not
+be held in memory whole)."""
 
 
 def load_anonymizer_config(config: str | Path | None = None,
@@ -407,12 +411,14 @@ def write_messages(bag: io.Bag, messages: Iterable[io.BagMessage], out: Output,
     stages = summary.stage_ms
     queue: deque[tuple[io.BagMessage, Connection, TopicAnonymizer | None, Any]] = deque()
     detecting = 0  # image frames in `queue`
+    queued_bytes = 0
     pool = (cf.ThreadPoolExecutor(frames_in_flight, thread_name_prefix="bag_detect")
             if frames_in_flight > 1 else None)
 
     def write_oldest() -> None:
-        nonlocal detecting
+        nonlocal detecting, queued_bytes
         message, conn, worker, flight = queue.popleft()
+        queued_bytes -= len(message.raw)
         if worker is None:
             t0 = time.perf_counter()
             out.writer.write(conn, message.timestamp, message.raw)
@@ -438,14 +444,18 @@ def write_messages(bag: io.Bag, messages: Iterable[io.BagMessage], out: Output,
                 summary.excluded[topic] = summary.excluded.get(topic, 0) + 1
             elif worker is None:
                 queue.append((message, conn, None, None))
+                queued_bytes += len(message.raw)
             else:
                 flight = (pool.submit(worker.detect, bag, message) if pool is not None
                           else worker.detect(bag, message))
                 queue.append((message, conn, worker, flight))
+                queued_bytes += len(message.raw)
                 detecting += 1
-            # write what is ready: copies behind no pending frame, and the oldest frame once
-            # the pool has as many frames as it has threads
-            while queue and (queue[0][2] is None or detecting >= frames_in_flight):
+            # write what is ready: copies behind no pending frame, a frame whose detection is
+            # done, and the oldest frame once the pool is full or too much waits behind it
+            while queue and (queue[0][2] is None or detecting >= frames_in_flight
+                             or queued_bytes > MAX_QUEUED_BYTES or pool is None
+                             or queue[0][3].done()):
                 write_oldest()
             t_read = time.perf_counter()
         while queue:
