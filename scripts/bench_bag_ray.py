@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from vlm_node.bags.anonymize import (DEFAULT_FRAMES_IN_FLIGHT, anonymize_bag,
-                                     load_anonymizer_config)
+from vlm_node.anonymize.config import DEFAULT_FRAMES_IN_FLIGHT
+from vlm_node.bags.anonymize import anonymize_bag, load_anonymizer_config
 from vlm_node.bags.batch import AnonymizeOptions, BagJob
 from vlm_node.bags.ray_runner import RayOptions, anonymize_bags_ray
 from vlm_node.bags.sample import write_sample_bag

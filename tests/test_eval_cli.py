@@ -114,6 +114,25 @@ def test_carry_over_across_unrelated_frames_hides_a_sign_and_compare_shows_it(
     assert rows["analysed"] == "| analysed | 8 | 8 | +0 |"
 
 
+def test_frames_in_flight_change_the_wall_time_only(sample, workdir):
+    """Frames detected at once are released and analysed in bag order: with carry-over on
+    (which makes the order matter), 1 and 3 frames in flight give the same frames, readings
+    and redactions; the report records the stage setting each ran with."""
+    frames, stages = {}, {}
+    for n in (1, 3):
+        out = workdir / f"in_flight_{n}"
+        code, _, _ = run_cli(sample.parent, "--labels", sample, "--backend", "ocr", "--out",
+                             out, "--frames-in-flight", n)
+        assert code == 0
+        report = json.loads((out / "report.json").read_text())
+        frames[n] = [{k: v for k, v in f.items() if not k.endswith("latency_ms")}
+                     for f in report["frames"]]
+        stages[n] = report["run"]["config"]["anonymizer"]["parallel_stages"]
+    assert frames[1] == frames[3] and len(frames[1]) == 8
+    assert sum(f["faces"] for f in frames[1]) > 0
+    assert stages == {1: True, 3: False}
+
+
 def test_tracks_on_a_static_scene_confirm_in_the_third_frame(workdir):
     """Four identical frames of one road scene: the sign's track is tentative twice, then
     confirmed (k=3 of n=5), with the right value, never falsely."""
@@ -176,6 +195,10 @@ def test_a_malformed_frame_is_reported_dropped_and_nothing_analysed_exits_1(work
     ([], "BAG is required"),
     (["--compare", "{missing}", "{missing}"], "missing"),
     (["{bag}", "--compare", "{labels}", "{labels}"], "--compare takes two report.json"),
+    (["{bag}", "--labels", "{labels}", "--live", "--frames-in-flight", "2"],
+     "--frames-in-flight applies to the offline replay only"),
+    (["{bag}", "--labels", "{labels}", "--frames-in-flight", "0"],
+     "--frames-in-flight must be at least 1"),
 ])
 def test_errors_exit_with_status_2(sample, workdir, args, message):
     fill = {"bag": sample.parent, "labels": sample, "missing": workdir / "missing"}

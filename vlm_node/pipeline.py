@@ -11,6 +11,7 @@ import numpy as np
 
 from vlm_node import image_codec
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
+from vlm_node.anonymize.anonymizer import PendingFrame
 from vlm_node.frames import AnonymizedFrame, FrameMeta
 from vlm_node.results import AnalysisResult, SignReading
 
@@ -89,6 +90,15 @@ class Pipeline:
     def anonymize(self, meta: FrameMeta, bgr: np.ndarray) -> AnonymizedFrame:
         """Redact faces/plates; raises AnonymizationError (frame must be dropped)."""
         return self._anonymizer(meta.camera).anonymize(meta, bgr)
+
+    def detect(self, camera: str, bgr: np.ndarray) -> PendingFrame:
+        """The first half of `anonymize` (`Anonymizer.detect_frame`): keeps no state, so
+        offline tools detect several frames of a camera at once; `release` them in order."""
+        return self._anonymizer(camera).detect_frame(bgr)
+
+    def release(self, meta: FrameMeta, pending: PendingFrame) -> AnonymizedFrame:
+        """The second half of `anonymize`, in frame order; raises AnonymizationError."""
+        return self._anonymizer(meta.camera).release(meta, pending)
 
     def analyze(self, frames: Sequence[AnonymizedFrame]) -> list[SceneResult]:
         """Analyse a batch (one frame per camera) and update each camera's sign tracks."""

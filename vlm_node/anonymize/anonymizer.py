@@ -185,14 +185,14 @@ def build_stages(config: AnonymizerConfig) -> list[Any]:
 @dataclass(slots=True)
 class PendingFrame:
     """A frame between detection and release: the pixels (not yet redacted: never handed
-    out), the settings it was detected with, the regions found, per-stage times, when its
-    anonymization started, and the failure (reason, message, cause) that stopped detection."""
+    out), the settings it was detected with, the regions found, per-stage times, how long
+    the detection took, and the failure (reason, message, cause) that stopped detection."""
 
     image: np.ndarray
     config: AnonymizerConfig
     detections: list[Detection]
     timings: dict[str, float]
-    started: float
+    detect_ms: float
     failure: tuple[str, str, BaseException] | None = None
 
 
@@ -299,28 +299,33 @@ class Anonymizer:
         t0 = time.perf_counter()
         config = self.config
         timings: dict[str, float] = {}
+        detections: list[Detection] = []
+        failure: tuple[str, str, BaseException] | None = None
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
                 and image.dtype == np.uint8 and image.size > 0):
             shape = getattr(image, "shape", None)
             message = (f"expected a non-empty HxWx3 uint8 image, got {shape} "
                        f"{getattr(image, 'dtype', type(image).__name__)}")
-            return PendingFrame(image, config, [], timings, t0,
-                                ("bad_input", message, AnonymizationError(message)))
-        if not image.flags.writeable:
-            image = image.copy()
-        try:
-            detections = self._detect(image, config, timings)
-        except DetectorFailure as exc:
-            return PendingFrame(image, config, [], timings, t0, (exc.reason, str(exc), exc))
-        except Exception as exc:  # noqa: BLE001 - anything unexpected also fails closed
-            return PendingFrame(image, config, [], timings, t0, ("exception", str(exc), exc))
-        return PendingFrame(image, config, detections, timings, t0)
+            failure = ("bad_input", message, AnonymizationError(message))
+        else:
+            if not image.flags.writeable:
+                image = image.copy()
+            try:
+                detections = self._detect(image, config, timings)
+            except DetectorFailure as exc:
+                failure = (exc.reason, str(exc), exc)
+            except Exception as exc:  # noqa: BLE001 - anything unexpected also fails closed
+                failure = ("exception", str(exc), exc)
+        return PendingFrame(image, config, detections, timings,
+                            (time.perf_counter() - t0) * 1e3, failure)
 
     def release(self, meta: FrameMeta, pending: PendingFrame) -> AnonymizedFrame:
         """Second half of `anonymize`: carry regions over, redact, and release the frame, or
         fail it (raising AnonymizationError under policy `drop`). Call it in frame order."""
-        image, config, timings, t0 = pending.image, pending.config, pending.timings, \
-            pending.started
+        image, config, timings = pending.image, pending.config, pending.timings
+        # anonymize_ms counts the frame's own work (detection + release), not the time it
+        # waited between the two behind other frames
+        t0 = time.perf_counter() - pending.detect_ms / 1e3
         with self._lock:
             self.stats.frames += 1
             if pending.failure is not None:

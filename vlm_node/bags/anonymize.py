@@ -40,6 +40,7 @@ from rosbags.interfaces import Connection
 
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
 from vlm_node.anonymize.anonymizer import PendingFrame
+from vlm_node.anonymize.config import DEFAULT_FRAMES_IN_FLIGHT, for_frames_in_flight
 from vlm_node.anonymize.evaluation import KINDS, score_image
 from vlm_node.bags import io
 from vlm_node.bags.compressed import encode_like, inspect_compressed
@@ -51,7 +52,7 @@ from vlm_node.evaluation.labels import FrameLabel, LabelKey
 from vlm_node.frames import AnonymizedFrame, FrameMeta
 
 __all__ = ["STAGES", "TopicCounts", "BagAnonymizeSummary", "RESULTS_TYPE",
-           "DEFAULT_FRAMES_IN_FLIGHT", "InFlight", "in_flight_config", "Selection",
+           "InFlight", "Selection",
            "Output", "TopicAnonymizer", "load_anonymizer_config",
            "check_paths", "select", "new_summary", "open_output", "custom_data",
            "topic_anonymizers", "close_all", "write_messages", "anonymize_bag"]
@@ -59,8 +60,6 @@ __all__ = ["STAGES", "TopicCounts", "BagAnonymizeSummary", "RESULTS_TYPE",
 log = logging.getLogger(__name__)
 
 RESULTS_TYPE = "vlm_node_interfaces/msg/SceneUnderstanding"
-DEFAULT_FRAMES_IN_FLIGHT = 2
-"""Image frames in detection at once in one process (measured in docs/bags.md)."""
 MAX_QUEUED_BYTES = 256 << 20
 """Messages read behind a frame still in detection wait in memory, up to this many bytes; then
 the loop waits for that frame (a bag whose camera is sparse beside a dense lidar topic must not
@@ -358,7 +357,7 @@ def anonymize_bag(src: str | Path, dst: str | Path, config: AnonymizerConfig | N
     from tqdm import tqdm
 
     src, dst = Path(src), Path(dst)
-    config = in_flight_config(config or AnonymizerConfig(), frames_in_flight)
+    config = for_frames_in_flight(config or AnonymizerConfig(), frames_in_flight)
     check_paths(src, dst)
     t_start = time.perf_counter()
     with io.open_bag(src) as bag:
@@ -379,17 +378,6 @@ def anonymize_bag(src: str | Path, dst: str | Path, config: AnonymizerConfig | N
             close_all(workers)
     summary.seconds = time.perf_counter() - t_start
     return summary
-
-
-def in_flight_config(config: AnonymizerConfig, frames_in_flight: int) -> AnonymizerConfig:
-    """The anonymizer settings for a run with `frames_in_flight` frames in detection: with
-    more than one, the frames keep the cores busy and a frame's face and plate stages run one
-    after the other (`parallel_stages` off) instead of crowding the cores further (1080p on 2
-    cores, 2 frames in flight: 13.6-14.0 frames/s with the stages in sequence, 12.9-13.2 in
-    parallel)."""
-    if frames_in_flight > 1 and config.parallel_stages:
-        return dataclasses.replace(config, parallel_stages=False)
-    return config
 
 
 def write_messages(bag: io.Bag, messages: Iterable[io.BagMessage], out: Output,

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from vlm_node.anonymize import AnonymizerConfig
-from vlm_node.bags.anonymize import DEFAULT_FRAMES_IN_FLIGHT, anonymize_bag, check_paths
+from vlm_node.anonymize.config import DEFAULT_FRAMES_IN_FLIGHT
+from vlm_node.bags.anonymize import anonymize_bag, check_paths
 from vlm_node.bags.summary import BatchSummary
 from vlm_node.errors import BagError, ConfigError, VlmNodeError
 from vlm_node.evaluation.labels import FrameLabel, LabelKey

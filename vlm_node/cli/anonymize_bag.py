@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlm_node.anonymize.config import REDACTION_MODES
-from vlm_node.bags.anonymize import DEFAULT_FRAMES_IN_FLIGHT
+from vlm_node.anonymize.config import DEFAULT_FRAMES_IN_FLIGHT, REDACTION_MODES
 from vlm_node.bags.io import STORAGES
 from vlm_node.errors import ConfigError
 

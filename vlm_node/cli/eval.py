@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm_node.analysis.config import BACKENDS
+from vlm_node.anonymize.config import DEFAULT_FRAMES_IN_FLIGHT
 from vlm_node.errors import ConfigError
 
 DEFAULT_OUT = "eval_output"
@@ -49,6 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default 120)")
     p.add_argument("--domain-id", type=int, metavar="N",
                    help="--live: ROS_DOMAIN_ID (default: yours if exported, else random)")
+    p.add_argument("--frames-in-flight", type=int, metavar="N",
+                   help="offline: frames decoded and run through the detectors at once, "
+                        f"released and analysed in bag order (default {DEFAULT_FRAMES_IN_FLIGHT}; "
+                        "the results are those of 1, only the wall time differs)")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                    help="compare two report.json files instead of evaluating")
     p.set_defaults(func=run)
@@ -70,6 +75,11 @@ def _check_args(args: argparse.Namespace) -> None:
             if value is not None:
                 raise ConfigError(f"{opt} applies to --live only (the offline replay analyses "
                                   "every frame as fast as it can)")
+    elif args.frames_in_flight is not None:
+        raise ConfigError("--frames-in-flight applies to the offline replay only (the live "
+                          "node takes one frame per camera at a time)")
+    if args.frames_in_flight is not None and args.frames_in_flight < 1:
+        raise ConfigError(f"--frames-in-flight must be at least 1, got {args.frames_in_flight}")
     if args.rate is not None and not args.rate > 0:
         raise ConfigError(f"--rate must be positive, got {args.rate}")
     if not args.timeout > 0:
@@ -105,8 +115,14 @@ def run(args: argparse.Namespace) -> int:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "node.log").write_text(output.node_log, encoding="utf-8")
     else:
+        from vlm_node.anonymize.config import for_frames_in_flight
         from vlm_node.evaluation.replay import replay
-        output = replay(args.bag, config, cameras)
+
+        in_flight = args.frames_in_flight or DEFAULT_FRAMES_IN_FLIGHT
+        # the report records the settings the replay ran with
+        config = dataclasses.replace(
+            config, anonymizer=for_frames_in_flight(config.anonymizer, in_flight))
+        output = replay(args.bag, config, cameras, frames_in_flight=in_flight)
     return _finish(args, output, labels, config, cameras)
 
 

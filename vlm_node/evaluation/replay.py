@@ -4,36 +4,70 @@ Every image message, in bag order, goes through what the node does to a frame it
 decode -> anonymize (one anonymizer per camera, with its carry-over state) -> analyse -> track
 (one tracker per camera). Unlike the node, nothing is skipped: the replay takes as long as the
 frames need, so it measures the models, not the scheduling (`--live` measures that).
+
+`frames_in_flight` frames are decoded and run through the detectors at once on a thread pool
+while this thread releases (carry-over, redaction), analyses and tracks the oldest one, strictly
+in bag order: the records are those of a one-at-a-time run; only the wall time shrinks (the
+stages of one frame cannot keep 2 cores busy). A frame's latency is the time its own stages
+took: decode + detection + release + analysis + tracking.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import sys
 import time
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from vlm_node.analysis.engine import analyzer_from_config, tracker_factory_from_config
+from vlm_node.anonymize.anonymizer import PendingFrame
+from vlm_node.anonymize.config import DEFAULT_FRAMES_IN_FLIGHT
 from vlm_node.bags import io
 from vlm_node.config import NodeConfig
-from vlm_node.errors import AnalysisError, AnonymizationError, BagError, ImageConversionError
+from vlm_node.errors import (AnalysisError, AnonymizationError, BagError, ConfigError,
+                             ImageConversionError)
 from vlm_node.evaluation.records import ANALYSED, DROPPED, FrameRecord, RunOutput
 from vlm_node.frames import FrameMeta
 from vlm_node.pipeline import Pipeline
 
 
+@dataclass
+class _Detected:
+    """A frame between detection and release: its record so far, its metadata, its
+    detections (None when it could not be decoded: the record says why) and the ms spent."""
+
+    rec: FrameRecord
+    meta: FrameMeta | None
+    pending: PendingFrame | None
+    ms: float
+
+
 def replay(bag_path: str | Path, config: NodeConfig, cameras: dict[str, str],
-           progress: bool = True,
-           clock: Callable[[], float] = time.perf_counter) -> RunOutput:
-    """Run every image message of `cameras` (topic -> camera name) through the pipeline."""
+           progress: bool = True, clock: Callable[[], float] = time.perf_counter,
+           frames_in_flight: int = DEFAULT_FRAMES_IN_FLIGHT) -> RunOutput:
+    """Run every image message of `cameras` (topic -> camera name) through the pipeline.
+    `config.anonymizer` is used as given (callers pass `for_frames_in_flight(...)` of it)."""
     from tqdm import tqdm
 
     if not config.analysis_enabled:
         raise AnalysisError("analysis_enabled is false: there is nothing to evaluate")
+    if frames_in_flight < 1:
+        raise ConfigError(f"frames in flight must be at least 1, got {frames_in_flight}")
     t_load = clock()
     trackers = tracker_factory_from_config(config)
     pipeline = Pipeline(config.anonymizer, analyzer_from_config(config), trackers)
     records: list[FrameRecord] = []
     log_times: list[int] = []
+    pool = (cf.ThreadPoolExecutor(frames_in_flight, thread_name_prefix="eval_detect")
+            if frames_in_flight > 1 else None)
+    queue: deque[Any] = deque()
+
+    def finish_oldest() -> None:
+        job = queue.popleft()
+        records.append(_finish(pipeline, job.result() if pool is not None else job, clock))
+
     try:
         for name in cameras.values():
             pipeline.add_camera(name)
@@ -45,19 +79,27 @@ def replay(bag_path: str | Path, config: NodeConfig, cameras: dict[str, str],
                        file=sys.stderr, disable=None if progress else True)
             for i, message in enumerate(bar):
                 log_times.append(message.timestamp)
-                records.append(_process(pipeline, bag, message, i, cameras[message.topic],
-                                        clock))
+                args = (pipeline, bag, message, i, cameras[message.topic], clock)
+                queue.append(pool.submit(_detect, *args) if pool is not None
+                             else _detect(*args))
+                while len(queue) >= frames_in_flight:
+                    finish_oldest()
+            while queue:
+                finish_oldest()
             bar.close()
         wall_s = clock() - t0
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         pipeline.close()
     return RunOutput(records, wall_s, load_s, log_times)
 
 
-def _process(pipeline: Pipeline, bag: io.Bag, message: io.BagMessage, index: int,
-             camera: str, clock: Callable[[], float]) -> FrameRecord:
-    """One message -> one record; a frame that fails is recorded as dropped with the reason,
-    as the node counts it, and the replay goes on."""
+def _detect(pipeline: Pipeline, bag: io.Bag, message: io.BagMessage, index: int,
+            camera: str, clock: Callable[[], float]) -> _Detected:
+    """Decode a message and run the detectors on it (no state touched: may run in a pool).
+    A frame that cannot be decoded is recorded as dropped with the reason, as the node counts
+    it, and the replay goes on."""
     t0 = clock()
     rec = FrameRecord(index, message.topic, camera, stamp_ns=message.timestamp,
                       log_time_ns=message.timestamp)
@@ -65,17 +107,27 @@ def _process(pipeline: Pipeline, bag: io.Bag, message: io.BagMessage, index: int
         msg = bag.deserialize(message)
     except BagError as exc:
         rec.status, rec.reason = DROPPED, f"decode_error: {exc}"
-        return rec
+        return _Detected(rec, None, None, 0.0)
     rec.stamp_ns = io.stamp_ns(msg.header)
     try:
         bgr = io.image_to_bgr(msg, message.msgtype)
     except ImageConversionError as exc:
         rec.status, rec.reason = DROPPED, f"decode_error: {exc}"
-        return rec
+        return _Detected(rec, None, None, 0.0)
     rec.height, rec.width = bgr.shape[:2]
     meta = FrameMeta(camera, rec.stamp_ns, msg.header.frame_id, time.monotonic())
+    pending = pipeline.detect(camera, bgr)
+    return _Detected(rec, meta, pending, (clock() - t0) * 1e3)
+
+
+def _finish(pipeline: Pipeline, job: _Detected, clock: Callable[[], float]) -> FrameRecord:
+    """Release (carry-over, redaction), analyse and track a detected frame, in bag order."""
+    rec = job.rec
+    if job.pending is None or job.meta is None:
+        return rec
+    t0 = clock()
     try:
-        frame = pipeline.anonymize(meta, bgr)
+        frame = pipeline.release(job.meta, job.pending)
     except AnonymizationError as exc:
         rec.status, rec.reason = DROPPED, f"anonymizer_failure: {exc}"
         return rec
@@ -86,7 +138,7 @@ def _process(pipeline: Pipeline, bag: io.Bag, message: io.BagMessage, index: int
         rec.status, rec.reason = DROPPED, f"backend_error: {exc}"
         return rec
     rec.status = ANALYSED
-    rec.latency_ms = (clock() - t0) * 1e3
+    rec.latency_ms = job.ms + (clock() - t0) * 1e3
     rec.readings = list(result.analysis.signs)
     rec.faces, rec.plates = result.faces, result.plates
     rec.analysis_ms = result.analysis.analysis_ms
