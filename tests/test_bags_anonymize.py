@@ -80,6 +80,8 @@ def test_frames_in_flight_give_the_same_bag(sample, tmp_path, in_flight):
     # with several frames in flight, a frame's stages run in sequence (the summary says so)
     assert (summary.config["parallel_stages"], again.config["parallel_stages"]) == \
         (False, in_flight == 1)
+    assert again.to_json()["frames_in_flight"] == in_flight
+    assert ("frames in flight: stage times overlap" in again.report()) == (in_flight > 1)
 
 
 def test_messages_behind_a_frame_in_detection_are_bounded(tmp_path, monkeypatch):

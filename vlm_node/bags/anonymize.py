@@ -363,6 +363,7 @@ def anonymize_bag(src: str | Path, dst: str | Path, config: AnonymizerConfig | N
     with io.open_bag(src) as bag:
         selection = select(bag, topics, storage, results_topic)
         summary = new_summary(src, dst, bag, selection, config)
+        summary.frames_in_flight = frames_in_flight
         store = io.make_typestore()
         workers = topic_anonymizers(selection, config, store, summary, labels)
         try:

@@ -116,6 +116,7 @@ class BagAnonymizeSummary:
     chunk_setup_seconds: float = 0.0  # summed over chunks: bag opened, models loaded in tasks
     merge_seconds: float = 0.0  # in the driver: chunk bags copied into the output bag
     validation: Validation | None = None  # with labels only
+    frames_in_flight: int = 1  # frames in detection at once (their stage times overlap)
 
     @property
     def frames(self) -> int:
@@ -183,7 +184,7 @@ class BagAnonymizeSummary:
                 "images": {t: c.to_json() for t, c in self.images.items()},
                 "copied": self.copied, "excluded": self.excluded,
                 "results_written": self.results_written, "stage_ms_per_frame": per_frame,
-                "config": self.config}
+                "frames_in_flight": self.frames_in_flight, "config": self.config}
         if self.validation is not None:
             data["validation"] = self.validation.to_json()
         if self.chunks:
@@ -215,7 +216,9 @@ class BagAnonymizeSummary:
                      f"({self.setup_seconds:.1f} s set-up), "
                      f"{self.frames_per_second:.2f} frames/s, real-time factor "
                      f"{self.realtime_factor:.2f} ({self.bag_seconds:.1f} s of recording)")
-        summed = " (CPU time summed over the chunks)" if self.chunks else ""
+        summed = (" (CPU time summed over the chunks)" if self.chunks else
+                  f" ({self.frames_in_flight} frames in flight: stage times overlap)"
+                  if self.frames_in_flight > 1 else "")
         lines.append(f"ms per frame: {stages}{summed}")
         if self.validation is not None:
             lines.append(self.validation.report())
