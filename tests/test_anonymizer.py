@@ -56,10 +56,12 @@ def test_plate_recall_and_precision_on_labelled_photos(labelled):
     plates = labelled[0]["plate"]
     assert plates["labels"] == 30
     assert plates["recall"] >= 0.95  # measured 1.000 (30/30)
-    # measured 0.714; the rest is real unlabelled text (stickers, badges, a second plate).
+    # measured 0.682; the rest is real unlabelled text (stickers, badges, a second plate).
     # Multi-row text on coloured paint is judged by its reading (a two-row Californian plate,
-    # blue and red text, is no longer missed) and needs a digit somewhere.
-    assert plates["precision"] >= 0.70
+    # blue and red text, is no longer missed) and needs a digit somewhere. 0.714 with
+    # plate_max_upscale 2: enlarging 416 px photos 3x adds a caption and a sticker, and finds
+    # the small plates of 320x240 camera frames that 2x missed (tests/test_bags_anonymize.py).
+    assert plates["precision"] >= 0.68
     assert plates["leak_rate"] <= 0.04
 
 
@@ -157,6 +159,24 @@ def test_frames_detected_at_once_and_released_in_order_match_one_at_a_time():
         assert a.detections == b.detections
         assert np.array_equal(a.image, b.image)
     assert concurrent.stats.carried == one_by_one.stats.carried == 2
+
+
+@pytest.mark.parametrize("stamps_s, max_gap, carried", [
+    ((10.0, 10.1, 10.2), 0.5, [0, 1, 1]),  # 10 Hz: the miss is bridged
+    ((10.0, 11.0, 11.1), 0.5, [0, 0, 0]),  # 1 s later: the object has moved on, not carried
+    ((15.0, 14.9, 15.0), 0.5, [0, 0, 0]),  # stamped before the previous frame: a new sequence
+    ((10.0, 11.0, 12.0), 0.0, [0, 1, 1]),  # no time limit: frames alone decide
+    ((0.0, 0.0, 0.0), 0.5, [0, 1, 1]),     # unstamped frames (0): frames alone decide
+])
+def test_carry_over_bridges_short_gaps_only(stamps_s, max_gap, carried):
+    face = [Detection("face", Box(40, 40, 40, 40), 0.9, "scripted")]
+    anon = _scripted([face, [], []], carry_frames=3, carry_max_gap=max_gap)
+    got = []
+    for t in stamps_s:
+        meta = FrameMeta("cam", int(t * 1e9), "cam_optical", 0.0)
+        frame = anon.anonymize(meta, np.zeros((160, 200, 3), np.uint8))
+        got.append(sum(d.detector.startswith("carry:") for d in frame.detections))
+    assert got == carried
 
 
 def test_carry_over_off():

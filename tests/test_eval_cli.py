@@ -99,10 +99,20 @@ def test_offline_writes_report_files_and_plots(offline):
 
 def test_carry_over_across_unrelated_frames_hides_a_sign_and_compare_shows_it(
         sample, offline, workdir):
-    """With the default carry-over, regions of frame 3 stay redacted in frame 4 (a different
-    scene) and cover its 60 km/h sign: measured 7 of 8 speed values instead of 8."""
+    """The sample's frames are different scenes 1 s apart. By default nothing is carried across
+    such a gap (`carry_max_gap` 0.5 s) and every speed value is read. Without the time limit,
+    regions of frame 3 stay redacted in frame 4 and cover its 60 km/h sign: 7 of 8."""
     out = workdir / "default"
     code, _, _ = run_cli(sample.parent, "--labels", sample, "--backend", "ocr", "--out", out)
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert (report["speed"]["labelled"], report["speed"]["value_ok"]) == (8, 8)
+    no_limit = workdir / "no_gap_limit.yaml"
+    no_limit.write_text("/**/vlm_node:\n  ros__parameters:\n    anonymizer:\n"
+                        "      carry_max_gap: 0.0\n")
+    out = workdir / "no_gap_limit"
+    code, _, _ = run_cli(sample.parent, "--labels", sample, "--backend", "ocr", "--out", out,
+                         "--config", no_limit)
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert (report["speed"]["labelled"], report["speed"]["value_ok"]) == (8, 7)
@@ -118,11 +128,14 @@ def test_frames_in_flight_change_the_wall_time_only(sample, workdir):
     """Frames detected at once are released and analysed in bag order: with carry-over on
     (which makes the order matter), 1 and 3 frames in flight give the same frames, readings
     and redactions; the report records the stage setting each ran with."""
+    carry = workdir / "carry_across_gaps.yaml"  # the sample's frames are 1 s apart
+    carry.write_text("/**/vlm_node:\n  ros__parameters:\n    anonymizer:\n"
+                     "      carry_max_gap: 0.0\n")
     frames, stages = {}, {}
     for n in (1, 3):
         out = workdir / f"in_flight_{n}"
         code, _, _ = run_cli(sample.parent, "--labels", sample, "--backend", "ocr", "--out",
-                             out, "--frames-in-flight", n)
+                             out, "--frames-in-flight", n, "--config", carry)
         assert code == 0
         report = json.loads((out / "report.json").read_text())
         frames[n] = [{k: v for k, v in f.items() if not k.endswith("latency_ms")}
@@ -130,6 +143,8 @@ def test_frames_in_flight_change_the_wall_time_only(sample, workdir):
         stages[n] = report["run"]["config"]["anonymizer"]["parallel_stages"]
     assert frames[1] == frames[3] and len(frames[1]) == 8
     assert sum(f["faces"] for f in frames[1]) > 0
+    # regions carried into the next scenes (unlabelled boxes there): the order did matter
+    assert sum(f["anonymization"]["face"]["false_positives"] for f in frames[1]) >= 5
     assert stages == {1: True, 3: False}
 
 

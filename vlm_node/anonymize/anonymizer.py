@@ -206,6 +206,7 @@ class Anonymizer:
         self.config = config or AnonymizerConfig()
         validate(self.config)
         self._lock = threading.Lock()  # stats, carry-over state, config
+        self._last_stamp_ns: int | None = None  # header stamp of the last released frame
         self._call_lock = threading.Lock()  # one `anonymize` call at a time
         self.stats = AnonymizerStats()
         self.detectors = build_stages(self.config)
@@ -243,6 +244,7 @@ class Anonymizer:
         """Forget carried regions (the next frame starts a new scene, e.g. unrelated photos)."""
         with self._lock:
             self._carry.reset()
+            self._last_stamp_ns = None
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Regions to redact in `image` (HxWx3 uint8 BGR), margins not yet applied, without
@@ -328,6 +330,7 @@ class Anonymizer:
         t0 = time.perf_counter() - pending.detect_ms / 1e3
         with self._lock:
             self.stats.frames += 1
+            self._check_gap(meta, config)
             if pending.failure is not None:
                 reason, message, cause = pending.failure
                 if reason == "bad_input":
@@ -362,6 +365,17 @@ class Anonymizer:
                 self.stats.redacted[d.kind] += 1
             self.stats.last_ms = timings
             return _release(meta, image, all_dets, (time.perf_counter() - t0) * 1e3)
+
+    def _check_gap(self, meta: FrameMeta, config: AnonymizerConfig) -> None:
+        """Forget carried regions when this frame is more than `carry_max_gap` after the
+        previous one, or stamped before it (a new sequence). Frames without stamps (0) keep
+        the frame-count rule alone."""
+        last, self._last_stamp_ns = self._last_stamp_ns, meta.stamp_ns
+        if last is None or config.carry_max_gap <= 0 or not (meta.stamp_ns and last):
+            return
+        gap = (meta.stamp_ns - last) / 1e9
+        if gap < 0 or gap > config.carry_max_gap:
+            self._carry.reset()
 
     def _fail(self, meta: FrameMeta, image: np.ndarray, config: AnonymizerConfig, reason: str,
               message: str, cause: BaseException, t0: float) -> AnonymizedFrame:
