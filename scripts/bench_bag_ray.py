@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from vlm_node.anonymize.config import DEFAULT_FRAMES_IN_FLIGHT
+from vlm_node.anonymize.config import frames_in_flight_for
 from vlm_node.bags.anonymize import anonymize_bag, load_anonymizer_config
 from vlm_node.bags.batch import AnonymizeOptions, BagJob
 from vlm_node.bags.ray_runner import RayOptions, anonymize_bags_ray
@@ -91,7 +91,7 @@ def main() -> None:
     config = load_anonymizer_config()
     rows: list[Row] = []
 
-    for in_flight in (1, DEFAULT_FRAMES_IN_FLIGHT):
+    for in_flight in sorted({1, frames_in_flight_for(config)}):
         name = f"one process, {in_flight} frame(s) in flight"
         out = args.out / f"single{in_flight}"
         rows.append(_measure(name, lambda: anonymize_bag(

@@ -1,5 +1,9 @@
+import os
+
 import pytest
 
+from vlm_node.anonymize.config import (AnonymizerConfig, for_frames_in_flight,
+                                       frames_in_flight_for)
 from vlm_node.config import NodeConfig, load_params_yaml, node_config_from_params
 from vlm_node.errors import ConfigError
 
@@ -68,3 +72,19 @@ def test_shipped_configs_are_valid():
 def test_defaults_are_valid():
     assert node_config_from_params({}) == node_config_from_params({"cameras": ["camera"]})
     assert NodeConfig().cameras == ("camera",)
+
+
+@pytest.mark.parametrize("cores, threads, requested, expected", [
+    (2, 1, None, 2),     # this build machine: one frame per core
+    (16, 1, None, 8),    # capped
+    (6, 2, None, 3),     # each frame's models use 2 threads
+    (8, 0, None, 1),     # threads 0 = every core for one frame
+    (1, 1, None, 1),
+    (16, 1, 3, 3),       # asked for
+])
+def test_frames_in_flight_default_follows_the_cores(monkeypatch, cores, threads, requested,
+                                                    expected):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    config = AnonymizerConfig(threads=threads)
+    assert frames_in_flight_for(config, requested) == expected
+    assert for_frames_in_flight(config, expected).parallel_stages == (expected == 1)

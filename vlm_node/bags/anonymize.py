@@ -40,7 +40,7 @@ from rosbags.interfaces import Connection
 
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
 from vlm_node.anonymize.anonymizer import PendingFrame
-from vlm_node.anonymize.config import DEFAULT_FRAMES_IN_FLIGHT, for_frames_in_flight
+from vlm_node.anonymize.config import for_frames_in_flight, frames_in_flight_for
 from vlm_node.anonymize.evaluation import KINDS, score_image
 from vlm_node.bags import io
 from vlm_node.bags.compressed import encode_like, inspect_compressed
@@ -347,17 +347,20 @@ def anonymize_bag(src: str | Path, dst: str | Path, config: AnonymizerConfig | N
                   results_topic: str | None = None, force: bool = False,
                   progress: bool | None = None,
                   on_message: Callable[[io.BagMessage], None] | None = None,
-                  frames_in_flight: int = DEFAULT_FRAMES_IN_FLIGHT,
+                  frames_in_flight: int | None = None,
                   labels: Mapping[LabelKey, FrameLabel] | None = None) -> BagAnonymizeSummary:
     """Write an anonymized copy of bag `src` to the new bag directory `dst`; see the module
     docstring for what is guaranteed. `storage` defaults to the input's; `progress` None shows
     a tqdm bar only on a terminal; `on_message` is called after each message is read (tests
-    use it to interrupt a run); `frames_in_flight`: see `write_messages`; `labels` (from
+    use it to interrupt a run); `frames_in_flight`: see `write_messages` (None: one per
+    core, `anonymize.config.frames_in_flight_for`); `labels` (from
     `evaluation.labels.load_bag_labels`) score the redactions into `summary.validation`."""
     from tqdm import tqdm
 
     src, dst = Path(src), Path(dst)
-    config = for_frames_in_flight(config or AnonymizerConfig(), frames_in_flight)
+    config = config or AnonymizerConfig()
+    frames_in_flight = frames_in_flight_for(config, frames_in_flight)
+    config = for_frames_in_flight(config, frames_in_flight)
     check_paths(src, dst)
     t_start = time.perf_counter()
     with io.open_bag(src) as bag:

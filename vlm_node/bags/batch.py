@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from vlm_node.anonymize import AnonymizerConfig
-from vlm_node.anonymize.config import DEFAULT_FRAMES_IN_FLIGHT
 from vlm_node.bags.anonymize import anonymize_bag, check_paths
 from vlm_node.bags.summary import BatchSummary
 from vlm_node.errors import BagError, ConfigError, VlmNodeError
@@ -40,7 +39,7 @@ class AnonymizeOptions:
     storage: str | None = None
     results_topic: str | None = None
     force: bool = False
-    frames_in_flight: int = DEFAULT_FRAMES_IN_FLIGHT
+    frames_in_flight: int | None = None  # None: one per core (frames_in_flight_for)
     labels: Mapping[LabelKey, FrameLabel] | None = None  # scored into each bag's summary
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm_node.analysis.config import BACKENDS
-from vlm_node.anonymize.config import DEFAULT_FRAMES_IN_FLIGHT
+from vlm_node.anonymize.config import MAX_FRAMES_IN_FLIGHT
 from vlm_node.errors import ConfigError
 
 DEFAULT_OUT = "eval_output"
@@ -52,8 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="--live: ROS_DOMAIN_ID (default: yours if exported, else random)")
     p.add_argument("--frames-in-flight", type=int, metavar="N",
                    help="offline: frames decoded and run through the detectors at once, "
-                        f"released and analysed in bag order (default {DEFAULT_FRAMES_IN_FLIGHT}; "
-                        "the results are those of 1, only the wall time differs)")
+                        "released and analysed in bag order (default: one per CPU core, "
+                        f"divided by anonymizer.threads, at most {MAX_FRAMES_IN_FLIGHT}; the "
+                        "results are those of 1, only the wall time differs)")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                    help="compare two report.json files instead of evaluating")
     p.set_defaults(func=run)
@@ -115,10 +116,10 @@ def run(args: argparse.Namespace) -> int:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "node.log").write_text(output.node_log, encoding="utf-8")
     else:
-        from vlm_node.anonymize.config import for_frames_in_flight
+        from vlm_node.anonymize.config import for_frames_in_flight, frames_in_flight_for
         from vlm_node.evaluation.replay import replay
 
-        in_flight = args.frames_in_flight or DEFAULT_FRAMES_IN_FLIGHT
+        in_flight = frames_in_flight_for(config.anonymizer, args.frames_in_flight)
         # the report records the settings the replay ran with
         config = dataclasses.replace(
             config, anonymizer=for_frames_in_flight(config.anonymizer, in_flight))

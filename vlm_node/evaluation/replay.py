@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from vlm_node.analysis.engine import analyzer_from_config, tracker_factory_from_config
 from vlm_node.anonymize.anonymizer import PendingFrame
-from vlm_node.anonymize.config import DEFAULT_FRAMES_IN_FLIGHT
+from vlm_node.anonymize.config import frames_in_flight_for
 from vlm_node.bags import io
 from vlm_node.config import NodeConfig
 from vlm_node.errors import (AnalysisError, AnonymizationError, BagError, ConfigError,
@@ -46,13 +46,15 @@ class _Detected:
 
 def replay(bag_path: str | Path, config: NodeConfig, cameras: dict[str, str],
            progress: bool = True, clock: Callable[[], float] = time.perf_counter,
-           frames_in_flight: int = DEFAULT_FRAMES_IN_FLIGHT) -> RunOutput:
+           frames_in_flight: int | None = None) -> RunOutput:
     """Run every image message of `cameras` (topic -> camera name) through the pipeline.
-    `config.anonymizer` is used as given (callers pass `for_frames_in_flight(...)` of it)."""
+    `config.anonymizer` is used as given (callers pass `for_frames_in_flight(...)` of it);
+    `frames_in_flight` None: one per core (`frames_in_flight_for`)."""
     from tqdm import tqdm
 
     if not config.analysis_enabled:
         raise AnalysisError("analysis_enabled is false: there is nothing to evaluate")
+    frames_in_flight = frames_in_flight_for(config.anonymizer, frames_in_flight)
     if frames_in_flight < 1:
         raise ConfigError(f"frames in flight must be at least 1, got {frames_in_flight}")
     t_load = clock()
