@@ -68,6 +68,37 @@ def test_directory_with_labels_and_report(cli, dataset, tmp_path, capsys):
     assert entry["metrics"]["plate"]["matched"] == 1
 
 
+def test_frames_in_flight_give_the_same_outputs(cli, tmp_path):
+    """Images detected several at a time are redacted and written in order: with --sequence
+    (carry-over from one image to the next, so the order matters: the face is hidden from the
+    detector in the later frames) the outputs and reports of 1 and 3 in flight are identical."""
+    photo = cv2.imread(str(shared("faces/dlib_pascal_voc/2008_002079.jpg")))
+    hidden = photo.copy()
+    labels = json.loads(shared("labels.json").read_text())["images"]
+    faces = next(e for e in labels if e["file"].endswith("2008_002079.jpg"))["faces"]
+    for x, y, w, h in faces:
+        hidden[int(y):int(y + h), int(x):int(x + w)] = 128
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, img in enumerate([photo, hidden, hidden, photo, hidden]):
+        cv2.imwrite(str(frames / f"{i:02d}.png"), img)
+    reports = {}
+    for n in (1, 3):
+        out, report = tmp_path / f"out{n}", tmp_path / f"report{n}.json"
+        assert cli(["anonymize", str(frames), "--output", str(out), "--sequence",
+                    "--report", str(report), "--mode", "fill", "--frames-in-flight",
+                    str(n)]) == 0
+        rep = json.loads(report.read_text())
+        reports[n] = [{k: v for k, v in i.items() if k not in ("output", "anonymize_ms")}
+                      for i in rep["images"]]
+        assert rep["config"]["parallel_stages"] == (n == 1)
+    assert reports[1] == reports[3] and len(reports[1]) == 5
+    assert any(d["detector"].startswith("carry:") for i in reports[1] for d in i["detections"])
+    for i in range(5):
+        name = f"{i:02d}.png"
+        assert (tmp_path / "out1" / name).read_bytes() == (tmp_path / "out3" / name).read_bytes()
+
+
 def test_glob_input_keeps_paths_relative_to_the_pattern_root(cli, dataset, tmp_path):
     out = tmp_path / "out"
     assert cli(["anonymize", str(dataset / "cars" / "*.jpg"), "--output", str(out)]) == 0

@@ -21,6 +21,7 @@ from typing import Any
 import cv2
 
 from vlm_node.anonymize.config import REDACTION_MODES
+from vlm_node.cli.args import add_frames_in_flight, frames_in_flight
 from vlm_node.errors import AnonymizationError, ConfigError, VlmNodeError
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="do not score labels or unmatched detections whose short side is "
                         "below PX pixels (default 0: score everything)")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of outputs (95)")
+    add_frames_in_flight(p, "redacted and written")
     p.set_defaults(func=run)
 
 
@@ -135,11 +137,15 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from vlm_node.anonymize import Anonymizer
+    from vlm_node.anonymize.config import for_frames_in_flight, frames_in_flight_for
     from vlm_node.anonymize.evaluation import KINDS, KindCounts, load_labels, score_image
     from vlm_node.frames import FrameMeta
+    from vlm_node.prefetch import ordered_prefetch
 
     out_dir = Path(args.output)
     config = load_config(args.config, args.mode)
+    in_flight = frames_in_flight_for(config, frames_in_flight(args))
+    config = for_frames_in_flight(config, in_flight)
     inputs = collect_inputs(args.input, exclude=out_dir)
     labels: dict[Path, Any] = {}
     if args.labels:
@@ -154,22 +160,31 @@ def run(args: argparse.Namespace) -> int:
     failed: list[dict[str, str]] = []
     scored = 0
     t_start = time.perf_counter()
-    for i, (src, rel) in enumerate(tqdm(inputs, desc="anonymize", unit="img",
-                                        file=sys.stderr, disable=None)):
-        dst = out_dir / rel
-        if dst.resolve() == src.resolve():
-            failed.append({"input": str(src), "error": "output would overwrite the input"})
-            continue
+
+    def read_and_detect(item: tuple[int, tuple[Path, Path]]) -> tuple[int, Path, Path, Any, str]:
+        """(index, source, relative path, detections, error): the stateless half, run for
+        the next images while the current one is redacted and written."""
+        i, (src, rel) = item
+        if (out_dir / rel).resolve() == src.resolve():
+            return i, src, rel, None, "output would overwrite the input"
         image = cv2.imread(str(src), cv2.IMREAD_COLOR)
         if image is None:
-            failed.append({"input": str(src), "error": "unreadable image"})
-            log.warning("%s: unreadable image, skipped", src)
+            return i, src, rel, None, "unreadable image"
+        return i, src, rel, anonymizer.detect_frame(image), ""
+
+    progress = tqdm(inputs, desc="anonymize", unit="img", file=sys.stderr, disable=None)
+    for i, src, rel, pending, error in ordered_prefetch(enumerate(progress), read_and_detect,
+                                                        in_flight, "anonymize_detect"):
+        dst = out_dir / rel
+        if pending is None:
+            failed.append({"input": str(src), "error": error})
+            log.warning("%s: %s, skipped", src, error)
             continue
         if not args.sequence:
             anonymizer.reset()
-        h, w = image.shape[:2]
+        h, w = pending.image.shape[:2]
         try:
-            frame = anonymizer.anonymize(FrameMeta("files", i, str(rel)), image)
+            frame = anonymizer.release(FrameMeta("files", i, str(rel)), pending)
         except AnonymizationError as exc:
             failed.append({"input": str(src), "error": str(exc)})
             log.warning("%s: %s; skipped", src, exc)

@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlm_node.anonymize.config import MAX_FRAMES_IN_FLIGHT, REDACTION_MODES
+from vlm_node.anonymize.config import REDACTION_MODES
 from vlm_node.bags.io import STORAGES
+from vlm_node.cli.args import add_frames_in_flight, frames_in_flight
 from vlm_node.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -70,11 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--summary", metavar="JSON",
                    help="write counts, timings and the settings used as JSON (with several "
                         "bags or --ray: one entry per bag under \"bags\", plus totals)")
-    p.add_argument("--frames-in-flight", type=int, metavar="N",
-                   help="image frames decoded and run through the detectors at once, released "
-                        "in order (default: one per CPU core, divided by anonymizer.threads, "
-                        f"at most {MAX_FRAMES_IN_FLIGHT}; 1 = one frame at a time; not with "
-                        "--ray, whose tasks use one core each)")
+    add_frames_in_flight(p, "released and written",
+                         "; not with --ray, whose tasks use one core each")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     ray = p.add_argument_group(
@@ -106,9 +104,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is not None and args.frames_in_flight is not None:
         raise ConfigError("--frames-in-flight does not apply with --ray (each chunk task runs "
                           "one frame at a time on its CPU; use --workers)")
-    in_flight = args.frames_in_flight
-    if in_flight is not None and in_flight < 1:
-        raise ConfigError(f"--frames-in-flight must be at least 1, got {in_flight}")
+    in_flight = frames_in_flight(args)
     ray_options = _ray_options(args) if args.ray is not None else None
     config = load_anonymizer_config(args.config, args.mode)
     labels = _load_labels(args.labels) if args.labels else None

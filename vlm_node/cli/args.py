@@ -1,4 +1,5 @@
-"""Argument types shared by the subcommands, so every `--size` reads and fails the same way."""
+"""Arguments shared by the subcommands, so every `--size` or `--frames-in-flight` reads, explains
+and fails the same way."""
 from __future__ import annotations
 
 import argparse
@@ -22,3 +23,25 @@ def frame_size(text: str) -> tuple[int, int]:
 def frame_sizes(text: str) -> list[tuple[int, int]]:
     """'WxH,WxH,...' -> [(W, H), ...]."""
     return [frame_size(part) for part in text.split(",") if part.strip()]
+
+
+def add_frames_in_flight(parser: argparse.ArgumentParser, released: str, note: str = "") -> None:
+    """--frames-in-flight N of the offline tools (see vlm_node.prefetch); `released` says what
+    happens to the frames in order, `note` when the option does not apply."""
+    from vlm_node.anonymize.config import MAX_FRAMES_IN_FLIGHT
+
+    parser.add_argument(
+        "--frames-in-flight", type=int, metavar="N",
+        help=f"frames decoded and run through the detectors at once, {released} in order, so "
+             "results equal those of 1 (default: one per CPU core, divided by "
+             f"anonymizer.threads, at most {MAX_FRAMES_IN_FLIGHT}){note}")
+
+
+def frames_in_flight(args: argparse.Namespace) -> int | None:
+    """The checked --frames-in-flight value (None: the default), before any work starts."""
+    from vlm_node.errors import ConfigError
+
+    value = args.frames_in_flight
+    if value is not None and value < 1:
+        raise ConfigError(f"--frames-in-flight must be at least 1, got {value}")
+    return value

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm_node.analysis.config import BACKENDS
-from vlm_node.anonymize.config import MAX_FRAMES_IN_FLIGHT
+from vlm_node.cli.args import add_frames_in_flight, frames_in_flight
 from vlm_node.errors import ConfigError
 
 DEFAULT_OUT = "eval_output"
@@ -50,11 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default 120)")
     p.add_argument("--domain-id", type=int, metavar="N",
                    help="--live: ROS_DOMAIN_ID (default: yours if exported, else random)")
-    p.add_argument("--frames-in-flight", type=int, metavar="N",
-                   help="offline: frames decoded and run through the detectors at once, "
-                        "released and analysed in bag order (default: one per CPU core, "
-                        f"divided by anonymizer.threads, at most {MAX_FRAMES_IN_FLIGHT}; the "
-                        "results are those of 1, only the wall time differs)")
+    add_frames_in_flight(p, "released, analysed and tracked", "; offline only")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                    help="compare two report.json files instead of evaluating")
     p.set_defaults(func=run)
@@ -79,8 +75,7 @@ def _check_args(args: argparse.Namespace) -> None:
     elif args.frames_in_flight is not None:
         raise ConfigError("--frames-in-flight applies to the offline replay only (the live "
                           "node takes one frame per camera at a time)")
-    if args.frames_in_flight is not None and args.frames_in_flight < 1:
-        raise ConfigError(f"--frames-in-flight must be at least 1, got {args.frames_in_flight}")
+    frames_in_flight(args)
     if args.rate is not None and not args.rate > 0:
         raise ConfigError(f"--rate must be positive, got {args.rate}")
     if not args.timeout > 0:

@@ -13,13 +13,11 @@ took: decode + detection + release + analysis + tracking.
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from vlm_node.analysis.engine import analyzer_from_config, tracker_factory_from_config
 from vlm_node.anonymize.anonymizer import PendingFrame
@@ -31,6 +29,7 @@ from vlm_node.errors import (AnalysisError, AnonymizationError, BagError, Config
 from vlm_node.evaluation.records import ANALYSED, DROPPED, FrameRecord, RunOutput
 from vlm_node.frames import FrameMeta
 from vlm_node.pipeline import Pipeline
+from vlm_node.prefetch import ordered_prefetch
 
 
 @dataclass
@@ -62,14 +61,6 @@ def replay(bag_path: str | Path, config: NodeConfig, cameras: dict[str, str],
     pipeline = Pipeline(config.anonymizer, analyzer_from_config(config), trackers)
     records: list[FrameRecord] = []
     log_times: list[int] = []
-    pool = (cf.ThreadPoolExecutor(frames_in_flight, thread_name_prefix="eval_detect")
-            if frames_in_flight > 1 else None)
-    queue: deque[Any] = deque()
-
-    def finish_oldest() -> None:
-        job = queue.popleft()
-        records.append(_finish(pipeline, job.result() if pool is not None else job, clock))
-
     try:
         for name in cameras.values():
             pipeline.add_camera(name)
@@ -79,20 +70,17 @@ def replay(bag_path: str | Path, config: NodeConfig, cameras: dict[str, str],
             total = sum(bag.topics[t].count for t in cameras)
             bar = tqdm(bag.messages(cameras), total=total, desc="eval", unit="frame",
                        file=sys.stderr, disable=None if progress else True)
-            for i, message in enumerate(bar):
-                log_times.append(message.timestamp)
-                args = (pipeline, bag, message, i, cameras[message.topic], clock)
-                queue.append(pool.submit(_detect, *args) if pool is not None
-                             else _detect(*args))
-                while len(queue) >= frames_in_flight:
-                    finish_oldest()
-            while queue:
-                finish_oldest()
+
+            def detect(item: tuple[int, io.BagMessage]) -> _Detected:
+                i, message = item
+                return _detect(pipeline, bag, message, i, cameras[message.topic], clock)
+            for job in ordered_prefetch(enumerate(bar), detect, frames_in_flight,
+                                        "eval_detect"):
+                log_times.append(job.rec.log_time_ns)
+                records.append(_finish(pipeline, job, clock))
             bar.close()
         wall_s = clock() - t0
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
         pipeline.close()
     return RunOutput(records, wall_s, load_s, log_times)
 

@@ -1,0 +1,58 @@
+"""`ordered_prefetch`: results in input order, at most `depth` stages at once, errors where
+they belong, nothing left running after an early exit."""
+import threading
+import time
+
+import pytest
+
+from vlm_node.prefetch import ordered_prefetch
+
+
+class Probe:
+    """A stage that sleeps longer for earlier items (so they would finish out of order) and
+    records how many run at once."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+        self.started: list[int] = []
+
+    def __call__(self, item: int) -> int:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.started.append(item)
+        time.sleep(0.02 * (5 - item % 5))
+        with self.lock:
+            self.running -= 1
+        if item == 7:
+            raise ValueError("item 7 is bad")
+        return item * 10
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_results_come_in_order_with_at_most_depth_running(depth):
+    probe = Probe()
+    got = []
+    with pytest.raises(ValueError, match="item 7"):
+        for result in ordered_prefetch(range(12), probe, depth):
+            got.append(result)
+    assert got == [0, 10, 20, 30, 40, 50, 60]  # everything before the failing item, in order
+    assert probe.most == depth
+    # the read-ahead is bounded: nothing far beyond the failing item was started
+    assert max(probe.started) <= 7 + depth - 1
+
+
+def test_leaving_early_waits_for_started_stages_and_cancels_the_rest():
+    probe = Probe()
+    for result in ordered_prefetch(range(100), probe, 3):
+        if result == 20:
+            break
+    assert probe.running == 0  # nothing still running in the background
+    assert len(probe.started) <= 5
+
+
+def test_depth_must_be_positive():
+    with pytest.raises(ValueError, match="at least 1"):
+        list(ordered_prefetch([1], lambda x: x, 0))
