@@ -29,3 +29,15 @@ def read_bgr(path: Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     assert img is not None, path
     return img
+
+
+def paste_rgba(image: np.ndarray, rgba: np.ndarray, x: int, y: int):
+    """Alpha-blend an RGBA picture (a rendered sign) onto the BGR `image` with its top-left
+    corner at (x, y); returns its Box there."""
+    from vlm_node.geometry import Box
+
+    h, w = rgba.shape[:2]
+    alpha = rgba[:, :, 3:4].astype(np.float32) / 255
+    region = image[y:y + h, x:x + w].astype(np.float32)
+    image[y:y + h, x:x + w] = (rgba[:, :, 2::-1] * alpha + region * (1 - alpha)).round()
+    return Box(x, y, w, h)

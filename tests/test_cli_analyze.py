@@ -7,12 +7,14 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers import paste_rgba, read_bgr, shared
 from test_openai_backend import MODEL, ChatServer
 from vlm_node.analysis.bench import bench_analyze
 from vlm_node.cli import analyze as cli
 from vlm_node.cli.bench_analyze import add_analyze_parser
 from vlm_node.errors import ConfigError
 from vlm_node.geometry import Box
+from vlm_node.render.signs import SignSpec, render_sign
 from vlm_node.results import AnalysisResult, SignReading
 
 
@@ -125,6 +127,27 @@ def test_text_output(tmp_path, server, capsys):
     assert out.startswith(f"{img}: 1 sign(s), openai")
     assert '  speed_limit 50 km/h "50" at [412.0, 96.0, 38.0, 40.0] (vlm, 0.90)' in out
     assert "road=urban hazards=['cyclist']" in out
+
+
+@pytest.mark.parametrize("sequence", [False, True])
+def test_regions_of_one_image_do_not_cover_signs_of_the_next(tmp_path, capsys, sequence):
+    """Images are unrelated by default: the plate redacted in a.jpg is not carried into
+    b.jpg, where a 60 sign stands at the same place (it was, and the sign was lost: speed-value
+    accuracy on the rendered set 75.7 -> 83.8 %). --sequence keeps carry-over for frames of
+    one camera, and then the carried box covers the sign."""
+    images = tmp_path / "imgs"
+    images.mkdir()
+    car = read_bgr(shared("plates/images/Cars0.jpg"))  # plate at [188, 194, 160, 74]
+    cv2.imwrite(str(images / "a.png"), car)
+    street = cv2.GaussianBlur(car, (0, 0), 25)
+    paste_rgba(street, render_sign(SignSpec("speed_limit", 60), 80), 228, 188)
+    cv2.imwrite(str(images / "b.png"), street)
+    argv = ["analyze", str(images), "--backend", "ocr", "--json"]
+    args = parse(argv + (["--sequence"] if sequence else []))
+    assert args.func(args) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    second = [(r["class"], r["value"]) for r in lines[1]["signs"]]
+    assert (("speed_limit", 60) in second) != sequence
 
 
 def test_unknown_analysis_setting_in_config_is_an_error(tmp_path):

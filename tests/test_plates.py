@@ -3,11 +3,12 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import read_bgr, shared
+from helpers import paste_rgba, read_bgr, shared
 from vlm_node.analysis.ocr_backend import OcrBackend
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
 from vlm_node.anonymize.plates import (PlateGeometry, _group_lines, _judge_read,
-                                       in_red_disc, line_is_plate_text, registration_like)
+                                       in_red_disc, line_is_plate_text, registration_like,
+                                       sign_words_only)
 from vlm_node.frames import FrameMeta
 from vlm_node.geometry import Box
 from vlm_node.render import scenes
@@ -91,38 +92,44 @@ def test_speed_limit_sign_survives_plate_redaction(spec, height):
     assert after == before
 
 
-def _paste(image, rgba, x, y):
-    """Alpha-blend an RGBA sign onto the BGR `image` with its top-left corner at (x, y)."""
-    h, w = rgba.shape[:2]
-    alpha = rgba[:, :, 3:4].astype(np.float32) / 255
-    region = image[y:y + h, x:x + w].astype(np.float32)
-    image[y:y + h, x:x + w] = (rgba[:, :, 2::-1] * alpha + region * (1 - alpha)).round()
-    return Box(x, y, w, h)
-
-
-def test_a_limit_sign_just_above_a_plate_is_not_joined_to_it():
-    """A 60 sign right above a plate (a sign behind a car): the lines stack like the rows of
-    one plate, but a bare number inside a red ring is a sign's legend; the plate is redacted
-    alone and the sign stays untouched."""
+@pytest.mark.parametrize("spec, height, gap, reading", [
+    (SignSpec("speed_limit", 60), 90, 4, ("speed_limit", 60)),
+    (SignSpec("speed_limit", 40, "us"), 110, 6, None),
+    (SignSpec("stop"), 90, 2, ("stop", None)),
+], ids=["vienna_60", "us_40", "stop"])
+def test_a_sign_just_above_a_plate_is_not_joined_to_it(spec, height, gap, reading):
+    """A sign right above a plate (a sign behind a car): its text lines stack like the rows of
+    one plate. Joined, the group was either redacted whole, sign included (60, STOP), or read
+    as sign text and not redacted at all, plate included (the US sign: a leak). Sign legends
+    (a bare number in a red ring, sign words, a number under sign words) now never join a
+    plate group: the plate is redacted alone and the sign stays untouched."""
     img = read_bgr(shared("plates/images/Cars0.jpg"))
     plate = Box(188, 194, 160, 74)
-    sign = _paste(img, render_sign(SignSpec("speed_limit", 60), 90), 223, 100)
-    assert sign.y2 < plate.y and plate.y - sign.y2 < 0.2 * sign.h  # stacked, close
+    rgba = render_sign(spec, height)
+    sign = paste_rgba(img, rgba, 268 - rgba.shape[1] // 2, 194 - gap - rgba.shape[0])
+    assert sign.y2 < plate.y and plate.y - sign.y2 < 0.1 * sign.h  # stacked, close
     original = img.copy()
     frame = Anonymizer(AnonymizerConfig(faces=False)).anonymize(META, img)
     plates = [d.box for d in frame.detections if d.kind == "plate"]
     assert any(p.iou(plate) > 0.5 for p in plates)
     assert not any(p.intersection(sign) > 0 for p in plates)
-    # the plate's redaction margin may touch the ring's lowest rows, nothing above them
+    # the plate's redaction margin may touch the sign's lowest rows, nothing above them
     rows, cols = Box(sign.x, sign.y, sign.w, 0.9 * sign.h).int_slices(416, 416)
     assert np.array_equal(frame.image[rows, cols], original[rows, cols])
-    backend = OcrBackend()
-    backend.load()
-    try:
-        assert ("speed_limit", 60) in [(r.sign_class, r.value)
-                                       for r in backend.read_signs(frame.image)]
-    finally:
-        backend.close()
+    if reading is not None:  # the OCR reader misses some rendered US signs (see above)
+        backend = OcrBackend()
+        backend.load()
+        try:
+            assert reading in [(r.sign_class, r.value) for r in backend.read_signs(frame.image)]
+        finally:
+            backend.close()
+
+
+def test_sign_words_only():
+    assert sign_words_only("STOP") and sign_words_only("SPEED LIMIT")
+    assert sign_words_only("ONE WAY")
+    assert not sign_words_only("STOP 12") and not sign_words_only("YSX 213")
+    assert not sign_words_only("") and not sign_words_only("POLICE")
 
 
 def test_red_disc_rule_tells_a_sign_legend_from_a_plate_in_red_paint():

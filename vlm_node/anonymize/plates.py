@@ -193,10 +193,38 @@ def line_is_plate_text(text: str, max_chars: int) -> bool:
     return not (len(letters) >= 3 and lower > len(letters) / 2)
 
 
+def sign_words_only(text: str) -> bool:
+    """Whether a read line is made of words printed on traffic signs and nothing else (STOP,
+    ONE WAY, SPEED LIMIT): no registration reads like that."""
+    if any(ch.isdigit() for ch in text):
+        return False
+    words = re.findall(r"[A-Z]+", text.upper())
+    return bool(words) and all(w in vocab.SIGN_WORDS for w in words)
+
+
 def _sign_number(text: str) -> bool:
     """A bare number of 1-3 digits: what speed-limit and weight signs show, never a plate."""
     glyphs = "".join(ch for ch in text if ch.isascii() and ch.isalnum())
     return glyphs.isdigit() and len(glyphs) < 4
+
+
+def _sign_legends(frame: np.ndarray, boxes: np.ndarray, heights: np.ndarray,
+                  texts: dict[int, str]) -> set[int]:
+    """Read lines that belong to a traffic sign and so must never join a plate below or above
+    them into one group (the sign would be redacted with it, and a group that reads as a sign
+    would leave the plate unredacted): lines of sign words only (STOP, SPEED LIMIT), a bare
+    1-3 digit number inside a red ring (a limit sign's legend), and a bare number stacked
+    with a sign-words line (the 40 under a US sign's SPEED LIMIT)."""
+    words = {i for i, t in texts.items() if sign_words_only(t)}
+    legends = set(words)
+    for i, text in texts.items():
+        if not _sign_number(text):
+            continue
+        if in_red_disc(frame, boxes[i]) or any(
+                _same_plate(boxes[i], boxes[j], float(heights[i]), float(heights[j]))
+                for j in words):
+            legends.add(i)
+    return legends
 
 
 def _judge_read(lines_text: list[str], g: PlateGeometry) -> tuple[bool, str]:
@@ -424,12 +452,10 @@ class TextPlateDetector:
             for i, t in zip(order, self.recognizer.read_many(frame, lines.points[order])):
                 texts[int(i)] = t
             reads = len(order)
-            # a bare 1-3 digit number inside a red ring is a limit sign's legend: it must not
-            # join the plate below or above it into one group (the sign would be redacted)
+            legends = _sign_legends(frame, lines.boxes, shapes[:, 1], texts)
             usable = np.array([i for i in usable if int(i) not in texts
                                or (line_is_plate_text(texts[int(i)], g.max_chars)
-                                   and not (_sign_number(texts[int(i)])
-                                            and in_red_disc(frame, lines.boxes[i])))], int)
+                                   and int(i) not in legends)], int)
         out: list[PlateCandidate] = []
         if usable.size == 0:
             return out

@@ -46,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="score sign readings against this labels file")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per image per line (scores go to stderr)")
+    p.add_argument("--sequence", action="store_true",
+                   help="inputs are consecutive frames of one camera: keep regions redacted "
+                        "across detector misses (carry-over); by default images are unrelated "
+                        "and a region found in one is never carried into the next, where it "
+                        "could cover a sign")
     p.set_defaults(func=run)
 
 
@@ -247,6 +252,8 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{file}: cannot read the image", file=sys.stderr)
                     failures += 1
                     continue
+                if not args.sequence:
+                    anonymizer.reset()
                 try:
                     frames.append(anonymizer.anonymize(FrameMeta("cli", index, file), image))
                     names.append(file)
