@@ -48,7 +48,7 @@ def test_labels_score_the_redactions(sample, tmp_path):
     labels = load_bag_labels(src / "labels.json")
     summary = anonymize_bag(src, tmp_path / "out", progress=False, labels=labels)
     v = summary.validation
-    assert v.frames == len(entries) == 6 and v.dropped == 0
+    assert v.frames == len(entries) == v.labelled == 6 and v.dropped == 0 and v.not_found == 0
     faces, plates = v.kinds["face"], v.kinds["plate"]
     assert faces.labels == sum(len(e["faces"]) for e in entries) >= 3
     assert plates.labels == sum(len(e["plates"]) for e in entries) == 6
@@ -62,6 +62,11 @@ def test_labels_score_the_redactions(sample, tmp_path):
         f"{faces.labels})" in summary.report()
     # without labels nothing is scored or reported
     assert sample[2].validation is None and "validation" not in sample[2].to_json()
+    # labels keyed by log time instead of header stamp name no frame: said, not hidden
+    shifted = {(topic, stamp + 1): label for (topic, stamp), label in labels.items()}
+    wrong = anonymize_bag(src, tmp_path / "wrong", progress=False, labels=shifted).validation
+    assert (wrong.frames, wrong.not_found) == (0, 6)
+    assert "6 labels matched no frame (check their topics and header stamps)" in wrong.report()
 
 
 @pytest.mark.parametrize("in_flight", [1, 3])

@@ -110,7 +110,8 @@ def test_summary_counts_equal_the_single_process_ones(sample):
     assert summary.faces > 0 and summary.plates > 0
     # the labelled frames are scored in the chunk tasks and added up: the same figures
     assert summary.validation.to_json() == single.validation.to_json()
-    assert summary.validation.frames == 32 and summary.validation.kinds["face"].leaked == 0
+    assert summary.validation.frames == summary.validation.labelled == 32
+    assert summary.validation.not_found == 0 and summary.validation.kinds["face"].leaked == 0
     # 3 cuts (0.5, 1.0, 1.5 s), 2 image topics, up to 8 warm-up frames each: the first cut
     # has only 5 frames of each topic before it
     assert summary.warmup_frames == 2 * (5 + 8 + 8)

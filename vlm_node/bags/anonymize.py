@@ -55,7 +55,7 @@ __all__ = ["STAGES", "TopicCounts", "BagAnonymizeSummary", "RESULTS_TYPE",
            "InFlight", "Selection",
            "Output", "TopicAnonymizer", "load_anonymizer_config",
            "check_paths", "select", "new_summary", "open_output", "custom_data",
-           "topic_anonymizers", "close_all", "write_messages", "anonymize_bag"]
+           "topic_anonymizers", "labels_for", "close_all", "write_messages", "anonymize_bag"]
 
 log = logging.getLogger(__name__)
 
@@ -329,12 +329,18 @@ def topic_anonymizers(selection: Selection, config: AnonymizerConfig, store: Any
     """One TopicAnonymizer per anonymized topic, counting into `summary` (and, with
     `labels`, scoring the labelled frames into `summary.validation`)."""
     if labels is not None:
-        summary.validation = Validation()
+        summary.validation = Validation(labelled=labels_for(labels, selection))
     workers = {t: TopicAnonymizer(t, config, store, summary.stage_ms, labels,
                                   summary.validation)
                for t in selection.anonymized}
     summary.images = {t: w.counts for t, w in workers.items()}
     return workers
+
+
+def labels_for(labels: Mapping[LabelKey, FrameLabel], selection: Selection) -> int:
+    """How many of `labels` belong to the image topics this run anonymizes."""
+    topics = set(selection.anonymized)
+    return sum(1 for topic, _ in labels if topic in topics)
 
 
 def close_all(workers: Mapping[str, TopicAnonymizer]) -> None:

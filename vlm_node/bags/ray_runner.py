@@ -31,13 +31,13 @@ from typing import Any, Sequence
 
 from vlm_node.anonymize import AnonymizerConfig
 from vlm_node.bags import io
-from vlm_node.bags.anonymize import (Output, check_paths, custom_data, new_summary,
-                                     open_output, select)
+from vlm_node.bags.anonymize import (Output, check_paths, custom_data, labels_for,
+                                     new_summary, open_output, select)
 from vlm_node.bags.batch import (AnonymizeOptions, BagJob, check_outputs, prepare_output_dirs,
                                  remove_empty_dirs)
 from vlm_node.bags.chunks import (ChunkResult, ChunkTask, check_chunking,
                                   default_warmup_frames, merge_chunk, plan_chunks, run_chunk)
-from vlm_node.bags.summary import BatchSummary
+from vlm_node.bags.summary import BatchSummary, Validation
 from vlm_node.errors import BagError, ConfigError, VlmNodeError
 
 __all__ = ["DEFAULT_CHUNK_SECONDS", "ClusterError", "RayOptions", "Cluster", "worker_config",
@@ -168,6 +168,9 @@ class _BagRun:
             self.selection = select(bag, options.topics, options.storage,
                                     options.results_topic)
             self.summary = new_summary(job.src, job.dst, bag, self.selection, config)
+            if self.labels is not None:  # the chunks' scores are added to it
+                self.summary.validation = Validation(
+                    labelled=labels_for(self.labels, self.selection))
             self.chunks = plan_chunks(bag, self.selection, ray_options.chunk_seconds,
                                       self.warmup_frames)
             self.message_count = bag.message_count

@@ -54,19 +54,28 @@ class Validation:
     over the labelled frames that were written. A labelled frame that was dropped is counted
     apart: it was not written, so nothing of it can leak, but it was not scored either."""
 
+    labelled: int = 0  # entries of the labels file for the anonymized topics of this bag
     frames: int = 0  # labelled frames anonymized, written and scored
     dropped: int = 0  # labelled frames dropped (not written)
     kinds: dict[str, KindCounts] = field(default_factory=lambda: {k: KindCounts()
                                                                   for k in KINDS})
 
+    @property
+    def not_found(self) -> int:
+        """Labels that named no frame of the bag (a wrong file, or stamps that are log times
+        instead of header stamps): reported, so that a mismatch cannot pass as a clean run."""
+        return max(0, self.labelled - self.frames - self.dropped)
+
     def add(self, other: "Validation") -> None:
+        """Add the counts of a time chunk (`labelled` is the bag's, set once by its owner)."""
         self.frames += other.frames
         self.dropped += other.dropped
         for kind, counts in other.kinds.items():
             self.kinds.setdefault(kind, KindCounts()).add(counts)
 
     def to_json(self) -> dict[str, Any]:
-        return {"frames": self.frames, "dropped": self.dropped,
+        return {"labelled": self.labelled, "frames": self.frames, "dropped": self.dropped,
+                "not_found": self.not_found,
                 **{kind: c.to_json() for kind, c in self.kinds.items()}}
 
     def report(self) -> str:
@@ -83,7 +92,10 @@ class Validation:
                          f"precision {fmt('precision')}, leak rate {fmt('leak_rate')} "
                          f"({c.leaked} leaked)")
         dropped = f", {self.dropped} labelled frames dropped" if self.dropped else ""
-        return f"validation on {self.frames} labelled frames{dropped}: " + "; ".join(parts)
+        missing = (f", {self.not_found} labels matched no frame (check their topics and header "
+                   f"stamps)" if self.not_found else "")
+        return (f"validation on {self.frames} labelled frames{dropped}{missing}: "
+                + "; ".join(parts))
 
 
 def _add_counts(into: dict[str, int], other: dict[str, int]) -> None:
