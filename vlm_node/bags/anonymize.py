@@ -17,6 +17,9 @@ Guarantees (tested in tests/test_bags_anonymize.py):
 
 Consecutive frames of one topic are a sequence (one Anonymizer per topic, so carry-over
 bridges single-frame detector misses); a change of frame size on a topic starts a new sequence.
+Several frames are in detection at once (`frames_in_flight`) and released strictly in message
+order, so the output does not depend on how many. With `labels`, the redactions of labelled
+frames are scored as they are written (`summary.validation`).
 
 The path is built from pieces that the chunked runner (`vlm_node.bags.chunks`, run on Ray by
 `vlm_node.bags.ray_runner`) reuses for one time chunk of a bag: `select` (which image topics),
