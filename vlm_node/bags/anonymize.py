@@ -327,12 +327,13 @@ def custom_data(src: Path, config: dict[str, Any], **extra: Any) -> dict[str, st
 
 def topic_anonymizers(selection: Selection, config: AnonymizerConfig, store: Any,
                       summary: BagAnonymizeSummary,
-                      labels: Mapping[LabelKey, FrameLabel] | None = None
-                      ) -> dict[str, TopicAnonymizer]:
+                      labels: Mapping[LabelKey, FrameLabel] | None = None,
+                      labelled: int = 0) -> dict[str, TopicAnonymizer]:
     """One TopicAnonymizer per anonymized topic, counting into `summary` (and, with
-    `labels`, scoring the labelled frames into `summary.validation`)."""
+    `labels`, scoring the labelled frames into `summary.validation`; `labelled`: how many
+    labels belong to the bag, `labels_for`)."""
     if labels is not None:
-        summary.validation = Validation(labelled=labels_for(labels, selection))
+        summary.validation = Validation(labelled=labelled)
     workers = {t: TopicAnonymizer(t, config, store, summary.stage_ms, labels,
                                   summary.validation)
                for t in selection.anonymized}
@@ -340,10 +341,18 @@ def topic_anonymizers(selection: Selection, config: AnonymizerConfig, store: Any
     return workers
 
 
-def labels_for(labels: Mapping[LabelKey, FrameLabel], selection: Selection) -> int:
-    """How many of `labels` belong to the image topics this run anonymizes."""
+LABEL_SPAN_MARGIN_NS = 10_000_000_000
+
+
+def labels_for(labels: Mapping[LabelKey, FrameLabel], selection: Selection, bag: io.Bag) -> int:
+    """How many of `labels` should name frames of `bag`: those of the image topics this run
+    anonymizes whose stamp lies within the recording's span (+-10 s: header stamps trail log
+    times a little). One labels file can serve many bags this way without every bag reporting
+    the others' labels as not found, while labels keyed by log time instead of header stamp
+    still count (and show up as not found)."""
     topics = set(selection.anonymized)
-    return sum(1 for topic, _ in labels if topic in topics)
+    lo, hi = bag.start_ns - LABEL_SPAN_MARGIN_NS, bag.end_ns + LABEL_SPAN_MARGIN_NS
+    return sum(1 for topic, stamp in labels if topic in topics and lo <= stamp <= hi)
 
 
 def close_all(workers: Mapping[str, TopicAnonymizer]) -> None:
@@ -377,7 +386,8 @@ def anonymize_bag(src: str | Path, dst: str | Path, config: AnonymizerConfig | N
         summary = new_summary(src, dst, bag, selection, config)
         summary.frames_in_flight = frames_in_flight
         store = io.make_typestore()
-        workers = topic_anonymizers(selection, config, store, summary, labels)
+        workers = topic_anonymizers(selection, config, store, summary, labels,
+                                    labels_for(labels, selection, bag) if labels else 0)
         try:
             with io.atomic_output(dst, force) as path, \
                     io.BagWriter(path, selection.storage, store) as writer:
