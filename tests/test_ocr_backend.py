@@ -5,14 +5,18 @@ import glob
 import numpy as np
 import pytest
 
-from helpers import SHARED_DATA, read_bgr
-from vlm_node.analysis.ocr_backend import (OcrBackend, OcrConfig, parse_number, plausible,
-                                           says)
+from helpers import SHARED_DATA, paste_rgba, read_bgr
+from vlm_node.analysis import ocr_backend
+from vlm_node.analysis.ocr_backend import (OcrBackend, OcrConfig, hint_candidates, parse_number,
+                                           plausible, says)
+from vlm_node.anonymize import Anonymizer, AnonymizerConfig
 from vlm_node.errors import BackendUnavailableError
 from vlm_node.frames import FrameMeta, _release
+from vlm_node.geometry import Box
 from vlm_node.params import validate
 from vlm_node.render.scenes import compose_scene, load_photos, make_road_scene
-from vlm_node.render.signs import SignSpec
+from vlm_node.render.signs import SignSpec, render_sign
+from vlm_node.results import TextHint
 
 PHOTOS = {p.file: p for p in load_photos()}
 
@@ -172,6 +176,42 @@ def test_analyze_returns_one_degraded_result_per_frame(ocr):
         assert r.backend == "ocr" and r.degraded and r.scene is None
         assert r.analysis_ms > 0 and "PP-OCRv4" in r.model_id
     assert ocr.name == "ocr" and not ocr.describes_scene and not ocr.supports_batching
+
+
+def _us_sign_on_a_wall():
+    """A US SPEED LIMIT 45 sign on a flat light wall, and the anonymized frame of it."""
+    img = np.full((480, 640, 3), 225, np.uint8)
+    img[300:] = (90, 90, 90)
+    sign = paste_rgba(img, render_sign(SignSpec("speed_limit", 45, "us"), 110), 280, 100)
+    frame = Anonymizer(AnonymizerConfig(faces=False)).anonymize(FrameMeta("f", 1, "f"), img)
+    return frame, sign
+
+
+def test_text_hints_lead_the_reader_to_a_sign_its_search_missed(ocr, monkeypatch):
+    """The anonymizer's plate pass reads SPEED LIMIT 45 and keeps it out of plate redaction;
+    its hint lets the reader find the sign when the colour-and-shape search does not (a white
+    face against a white wall: simulated by a search that finds nothing)."""
+    frame, sign = _us_sign_on_a_wall()
+    (hint,) = frame.text_hints
+    assert hint.text == "SPEED LIMIT 45" and hint.box.coverage_by(sign) > 0.95
+    monkeypatch.setattr(ocr_backend, "find_candidates", lambda bgr, cfg=None: [])
+    assert ocr.read_signs(frame.image) == []
+    (reading,) = ocr.read_signs(frame.image, frame.text_hints)
+    assert (reading.sign_class, reading.value, reading.unit) == ("speed_limit", 45, "mph")
+    assert reading.box.iou(sign) > 0.6
+    # through analyze(), the way the node and eval call it
+    (result,) = ocr.analyze([frame])
+    assert summary(result.signs) == [("speed_limit", 45, "mph")]
+
+
+def test_hints_make_candidates_only_for_unfound_white_sign_text():
+    frame, sign = _us_sign_on_a_wall()
+    (hint,) = frame.text_hints
+    (cand,) = hint_candidates([hint], [], 640, 480)
+    assert (cand.shape.value, cand.border, cand.found_by) == ("rectangle", "white", "hint")
+    assert hint_candidates([hint], [cand], 640, 480) == []  # already a candidate
+    stop = TextHint(Box(10, 10, 60, 20), "STOP")  # red signs are found by their colour
+    assert hint_candidates([stop], [], 640, 480) == []
 
 
 def test_unloaded_or_unavailable_backends_fail_with_what_to_do():

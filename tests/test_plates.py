@@ -92,12 +92,12 @@ def test_speed_limit_sign_survives_plate_redaction(spec, height):
     assert after == before
 
 
-@pytest.mark.parametrize("spec, height, gap, reading", [
-    (SignSpec("speed_limit", 60), 90, 4, ("speed_limit", 60)),
-    (SignSpec("speed_limit", 40, "us"), 110, 6, None),
-    (SignSpec("stop"), 90, 2, ("stop", None)),
+@pytest.mark.parametrize("spec, height, gap, reading, hint", [
+    (SignSpec("speed_limit", 60), 90, 4, ("speed_limit", 60), "60"),
+    (SignSpec("speed_limit", 40, "us"), 110, 6, None, "SPEED LIMIT 40"),
+    (SignSpec("stop"), 90, 2, ("stop", None), "STOP"),
 ], ids=["vienna_60", "us_40", "stop"])
-def test_a_sign_just_above_a_plate_is_not_joined_to_it(spec, height, gap, reading):
+def test_a_sign_just_above_a_plate_is_not_joined_to_it(spec, height, gap, reading, hint):
     """A sign right above a plate (a sign behind a car): its text lines stack like the rows of
     one plate. Joined, the group was either redacted whole, sign included (60, STOP), or read
     as sign text and not redacted at all, plate included (the US sign: a leak). Sign legends
@@ -116,6 +116,9 @@ def test_a_sign_just_above_a_plate_is_not_joined_to_it(spec, height, gap, readin
     # the plate's redaction margin may touch the sign's lowest rows, nothing above them
     rows, cols = Box(sign.x, sign.y, sign.w, 0.9 * sign.h).int_slices(416, 416)
     assert np.array_equal(frame.image[rows, cols], original[rows, cols])
+    # the sign text kept out of the plate is handed to the analysis as a hint, never the plate
+    assert [h.text for h in frame.text_hints] == [hint]
+    assert frame.text_hints[0].box.coverage_by(sign) > 0.9
     if reading is not None:  # the OCR reader misses some rendered US signs (see above)
         backend = OcrBackend()
         backend.load()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vlm_node.results import Detection
+from vlm_node.results import Detection, TextHint
 
 _RELEASE_TOKEN = object()
 
@@ -41,6 +41,7 @@ class AnonymizedFrame:
     detections: tuple[Detection, ...] = ()
     anonymize_ms: float = 0.0
     full_frame_redacted: bool = False  # the fail-closed `full_blur` policy was applied
+    text_hints: tuple[TextHint, ...] = ()  # sign text the plate pass found (see TextHint)
     _token: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -56,8 +57,9 @@ class AnonymizedFrame:
 
 
 def _release(meta: FrameMeta, image: np.ndarray, detections: tuple[Detection, ...],
-             anonymize_ms: float, full_frame_redacted: bool = False) -> AnonymizedFrame:
+             anonymize_ms: float, full_frame_redacted: bool = False,
+             text_hints: tuple[TextHint, ...] = ()) -> AnonymizedFrame:
     """For vlm_node.anonymize only: wrap pixels that have been fully redacted."""
     image.flags.writeable = False  # nobody downstream may scribble raw pixels back in
     return AnonymizedFrame(meta, image, detections, anonymize_ms, full_frame_redacted,
-                           _RELEASE_TOKEN)
+                           text_hints, _RELEASE_TOKEN)

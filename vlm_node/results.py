@@ -25,6 +25,21 @@ class Detection:
                 "detector": self.detector}
 
 
+@dataclass(frozen=True, slots=True)
+class TextHint:
+    """Text the anonymizer's plate pass read and kept out of plate redaction because it is
+    traffic-sign text (sign words such as SPEED LIMIT, a number stacked with them), with the
+    box of those lines. Analysis looks there for a sign that its own candidate search can miss
+    (a white US sign against a white wall): the text detector already ran on the whole frame.
+    Never plate text, never pixels."""
+
+    box: Box
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"box": self.box.to_list(), "text": self.text}
+
+
 @dataclass(slots=True)
 class SignReading:
     """One validated traffic-sign reading. Only `vlm_node.analysis.schema` validation and the

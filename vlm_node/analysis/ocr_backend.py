@@ -36,7 +36,7 @@ from vlm_node.analysis.sign_candidates import (CandidateConfig, Shape, SignCandi
 from vlm_node.errors import AnalysisError, BackendUnavailableError
 from vlm_node.frames import AnonymizedFrame
 from vlm_node.params import setting
-from vlm_node.results import AnalysisResult, SignReading
+from vlm_node.results import AnalysisResult, SignReading, TextHint
 
 OCR_PACKAGE = "rapidocr-onnxruntime"
 OCR_PIN = "rapidocr-onnxruntime==1.4.4"
@@ -390,7 +390,7 @@ class OcrBackend(AnalysisBackend):
         results = []
         for frame in frames:
             t0 = time.perf_counter()
-            signs = self.read_signs(frame.image)
+            signs = self.read_signs(frame.image, frame.text_hints)
             results.append(AnalysisResult(
                 signs=signs, scene=None, backend=self.name, model_id=self.model_id,
                 analysis_ms=(time.perf_counter() - t0) * 1000.0, degraded=True,
@@ -400,12 +400,14 @@ class OcrBackend(AnalysisBackend):
 
     # The work, on plain arrays so that evaluation tools can call it too.
 
-    def read_signs(self, bgr: np.ndarray) -> list[SignReading]:
-        """Validated sign readings of one BGR frame (already anonymized by the caller)."""
+    def read_signs(self, bgr: np.ndarray, hints: Sequence[TextHint] = ()) -> list[SignReading]:
+        """Validated sign readings of one BGR frame (already anonymized by the caller);
+        `hints`: sign text the anonymizer read (`AnonymizedFrame.text_hints`)."""
         if self._engine is None:
             raise BackendUnavailableError("the ocr backend is not loaded; call load() first")
         cfg = self.config
         cands = find_candidates(bgr, cfg.candidates)
+        cands += hint_candidates(hints, cands, bgr.shape[1], bgr.shape[0])
         readings: list[SignReading] = []
         jobs: list[_Job] = []
         for cand in cands:
@@ -629,6 +631,30 @@ class OcrBackend(AnalysisBackend):
                 return reading("speed_limit", r.score * 0.8, n.value, "mph")
             return None
         return None
+
+
+HINT_SCORE = 0.85
+"""Candidate score of a sign found through a text hint: below a clean shape fit (0.9-0.97),
+since only its words, not its outline, were seen."""
+
+
+def hint_candidates(hints: Sequence[TextHint], found: Sequence[SignCandidate], width: int,
+                    height: int) -> list[SignCandidate]:
+    """White rectangular signs that the colour-and-shape search missed but whose words the
+    anonymizer's text detector read (SPEED LIMIT: a US sign's white face merges with a white
+    wall or car behind it, so no outline separates it). The face is taken as the text block
+    grown by 12 % on each side; the reading itself is the usual one (`us` jobs) and is
+    validated like any other. Hints already inside a candidate add nothing."""
+    out = []
+    for hint in hints:
+        if not (says(hint.text, "SPEED") or says(hint.text, "LIMIT")):
+            continue
+        box = hint.box.expanded(0.12).clipped(width, height)
+        if box.area <= 0 or any(box.coverage_by(c.box) > 0.5 for c in found):
+            continue
+        out.append(SignCandidate(box, Shape.RECTANGLE, "white", "black", True, HINT_SCORE, box,
+                                 found_by="hint"))
+    return out
 
 
 def _rapidocr_engine(config: OcrConfig) -> Any:

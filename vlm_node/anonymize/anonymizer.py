@@ -32,7 +32,7 @@ from vlm_node.errors import AnonymizationError, ConfigError
 from vlm_node.frames import AnonymizedFrame, FrameMeta, _release
 from vlm_node.geometry import Box
 from vlm_node.params import validate
-from vlm_node.results import Detection
+from vlm_node.results import Detection, TextHint
 
 FAILURE_REASONS = ("bad_input", "exception", "over_budget", "corrupt_output", "redaction_error")
 
@@ -70,6 +70,15 @@ class AnonymizerStats:
                 "failures": {r: self.failures.get(r, 0) for r in FAILURE_REASONS},
                 "redacted": dict(self.redacted), "carried": self.carried,
                 "last_ms": {k: round(v, 2) for k, v in self.last_ms.items()}}
+
+
+@dataclass(slots=True)
+class StageFindings:
+    """What a detector stage found: regions to redact, and sign text it met on the way (only
+    the text-based plate stage has any). A stage may also return a bare list of regions."""
+
+    detections: list[Detection]
+    hints: list[TextHint] = field(default_factory=list)
 
 
 class FaceStage:
@@ -116,10 +125,14 @@ class PlateStage:
             d.geometry = _geometry(config)
         elif isinstance(d, SsdPlateDetector):
             d.score_threshold = config.plate_score_threshold
-        dets = d.detect(frame)
+        hints: list[TextHint] = []
+        if isinstance(d, TextPlateDetector):
+            dets, hints = d.detect_with_hints(frame)
+        else:
+            dets = d.detect(frame)
         check_finite(dets, self.name)
         h, w = frame.shape[:2]
-        return _to_detections(dets, "plate", self.name, w, h, 0.0)
+        return StageFindings(_to_detections(dets, "plate", self.name, w, h, 0.0), hints)
 
 
 def _geometry(config: AnonymizerConfig) -> PlateGeometry:
@@ -194,6 +207,7 @@ class PendingFrame:
     timings: dict[str, float]
     detect_ms: float
     failure: tuple[str, str, BaseException] | None = None
+    hints: tuple[TextHint, ...] = ()
 
 
 class Anonymizer:
@@ -250,13 +264,14 @@ class Anonymizer:
         """Regions to redact in `image` (HxWx3 uint8 BGR), margins not yet applied, without
         carry-over. Raises DetectorFailure when a detector fails, is over budget or returns
         corrupt boxes."""
-        return self._detect(image, self.config, {})
+        return self._detect(image, self.config, {}).detections
 
     def _detect(self, image: np.ndarray, config: AnonymizerConfig,
-                timings: dict[str, float]) -> list[Detection]:
+                timings: dict[str, float]) -> StageFindings:
         h, w = image.shape[:2]
         faces: list[Detection] = []
         plates: list[Detection] = []
+        hints: list[TextHint] = []
         stages = self.detectors
         if config.parallel_stages and len(stages) > 1:
             # onnxruntime releases the GIL: the face and plate detectors run on separate cores
@@ -277,11 +292,13 @@ class Anonymizer:
             if config.detector_budget_ms > 0 and ms > config.detector_budget_ms:
                 raise DetectorFailure("over_budget", f"{stage.name} took {ms:.0f} ms, over the "
                                       f"{config.detector_budget_ms:.0f} ms budget")
+            if isinstance(found, StageFindings):
+                found, hints = found.detections, hints + found.hints
             _check_detections(found, stage.name, w, h)
             (faces if stage.kind == "face" else plates).extend(found)
         if sum(isinstance(s, FaceStage) for s in self.detectors) > 1 and len(faces) > 1:
             faces = _merge_detections(faces, config.face_nms_threshold)
-        return faces + plates
+        return StageFindings(faces + plates, hints)
 
     def anonymize(self, meta: FrameMeta, image: np.ndarray) -> AnonymizedFrame:
         """Redact `image` in place and release it as an AnonymizedFrame.
@@ -301,7 +318,7 @@ class Anonymizer:
         t0 = time.perf_counter()
         config = self.config
         timings: dict[str, float] = {}
-        detections: list[Detection] = []
+        findings = StageFindings([])
         failure: tuple[str, str, BaseException] | None = None
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
                 and image.dtype == np.uint8 and image.size > 0):
@@ -313,13 +330,13 @@ class Anonymizer:
             if not image.flags.writeable:
                 image = image.copy()
             try:
-                detections = self._detect(image, config, timings)
+                findings = self._detect(image, config, timings)
             except DetectorFailure as exc:
                 failure = (exc.reason, str(exc), exc)
             except Exception as exc:  # noqa: BLE001 - anything unexpected also fails closed
                 failure = ("exception", str(exc), exc)
-        return PendingFrame(image, config, detections, timings,
-                            (time.perf_counter() - t0) * 1e3, failure)
+        return PendingFrame(image, config, findings.detections, timings,
+                            (time.perf_counter() - t0) * 1e3, failure, tuple(findings.hints))
 
     def release(self, meta: FrameMeta, pending: PendingFrame) -> AnonymizedFrame:
         """Second half of `anonymize`: carry regions over, redact, and release the frame, or
@@ -364,7 +381,8 @@ class Anonymizer:
             for d in all_dets:
                 self.stats.redacted[d.kind] += 1
             self.stats.last_ms = timings
-            return _release(meta, image, all_dets, (time.perf_counter() - t0) * 1e3)
+            return _release(meta, image, all_dets, (time.perf_counter() - t0) * 1e3,
+                            text_hints=pending.hints)
 
     def _check_gap(self, meta: FrameMeta, config: AnonymizerConfig) -> None:
         """Forget carried regions when this frame is more than `carry_max_gap` after the

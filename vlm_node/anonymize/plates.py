@@ -27,6 +27,8 @@ from vlm_node import vocab
 from vlm_node.anonymize.multiscale import (RawDetections, check_finite, merge, plan_views,
                                            run_view, working_scale)
 from vlm_node.anonymize.runtime import create_session, rapidocr_model
+from vlm_node.geometry import Box
+from vlm_node.results import TextHint
 
 PLATE_DETECTORS = ("ppocr", "haar", "ssd")
 VERIFY_MODES = ("none", "ambiguous", "all")
@@ -225,6 +227,23 @@ def _sign_legends(frame: np.ndarray, boxes: np.ndarray, heights: np.ndarray,
                 for j in words):
             legends.add(i)
     return legends
+
+
+def _text_hints(boxes: np.ndarray, heights: np.ndarray, legends: set[int],
+                texts: dict[int, str]) -> list[TextHint]:
+    """Sign-text lines grouped as the rows of one sign (the plate grouping rule), each group
+    with its box and its text top to bottom: SPEED / LIMIT / 45 -> "SPEED LIMIT 45"."""
+    order = sorted(legends)
+    if not order:
+        return []
+    hints = []
+    for group in _group_lines(boxes[order], heights[order]):
+        rows = sorted((order[i] for i in group), key=lambda i: float(boxes[i, 1]))
+        gb = boxes[rows]
+        box = Box.from_xyxy(float(gb[:, 0].min()), float(gb[:, 1].min()),
+                            float(gb[:, 2].max()), float(gb[:, 3].max()))
+        hints.append(TextHint(box, " ".join(texts[i] for i in rows)))
+    return hints
 
 
 def _judge_read(lines_text: list[str], g: PlateGeometry) -> tuple[bool, str]:
@@ -426,9 +445,28 @@ class TextPlateDetector:
 
     def candidates(self, frame: np.ndarray) -> list[PlateCandidate]:
         """Every grouped text region with the plate decision taken on it."""
+        return self.examine(frame)[0]
+
+    def detect(self, frame: np.ndarray) -> RawDetections:
+        return self.detect_with_hints(frame)[0]
+
+    def detect_with_hints(self, frame: np.ndarray) -> tuple[RawDetections, list[TextHint]]:
+        """The accepted plates, and the sign text found on the way (`TextHint`)."""
+        candidates, hints = self.examine(frame)
+        kept = [c for c in candidates if c.accepted]
+        if not kept:
+            return RawDetections.empty(), hints
+        return RawDetections(np.array([c.box for c in kept], np.float32),
+                             np.array([c.score for c in kept], np.float32),
+                             np.zeros((len(kept), 0, 2), np.float32)), hints
+
+    def examine(self, frame: np.ndarray) -> tuple[list[PlateCandidate], list[TextHint]]:
+        """Every grouped text region with the plate decision taken on it, and the lines kept
+        out of plate groups as sign text, grouped into hints for the analysis."""
         lines = self.lines(frame)
+        hints: list[TextHint] = []
         if not len(lines):
-            return []
+            return [], hints
         g = self.geometry
         shapes = np.array([_line_shape(q) for q in lines.points], np.float32)
         usable = np.nonzero((shapes[:, 1] >= g.min_height) & (shapes[:, 2] <= g.max_angle)
@@ -453,12 +491,13 @@ class TextPlateDetector:
                 texts[int(i)] = t
             reads = len(order)
             legends = _sign_legends(frame, lines.boxes, shapes[:, 1], texts)
+            hints = _text_hints(lines.boxes, shapes[:, 1], legends, texts)
             usable = np.array([i for i in usable if int(i) not in texts
                                or (line_is_plate_text(texts[int(i)], g.max_chars)
                                    and int(i) not in legends)], int)
         out: list[PlateCandidate] = []
         if usable.size == 0:
-            return out
+            return out, hints
         boxes, shapes = lines.boxes[usable], shapes[usable]
         for group in _group_lines(boxes, shapes[:, 1]):
             gb = boxes[group]
@@ -503,15 +542,7 @@ class TextPlateDetector:
                 lines_text = [read(int(usable[i])) for i in group]
                 cand.text = " ".join(lines_text)
                 cand.accepted, cand.reason = _judge_read(lines_text, g)
-        return out
-
-    def detect(self, frame: np.ndarray) -> RawDetections:
-        kept = [c for c in self.candidates(frame) if c.accepted]
-        if not kept:
-            return RawDetections.empty()
-        return RawDetections(np.array([c.box for c in kept], np.float32),
-                             np.array([c.score for c in kept], np.float32),
-                             np.zeros((len(kept), 0, 2), np.float32))
+        return out, hints
 
 
 class HaarPlateDetector:
