@@ -415,7 +415,9 @@ def write_messages(bag: io.Bag, messages: Iterable[io.BagMessage], out: Output,
     detectors at once on a thread pool (onnxruntime and OpenCV release the GIL) while this
     thread releases, re-encodes and writes the oldest one: one frame's face and plate stages
     alone leave a core idle while the slower stage finishes. Releasing stays in message order,
-    so the output is the same as with 1.
+    so the output is the same as with 1. (Not `vlm_node.prefetch.ordered_prefetch`: the
+    non-image messages between frames are copied in order too, and what waits behind a frame
+    in detection is bounded in bytes, MAX_QUEUED_BYTES.)
     """
     if frames_in_flight < 1:
         raise ConfigError(f"frames in flight must be at least 1, got {frames_in_flight}")
