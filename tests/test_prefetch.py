@@ -39,7 +39,8 @@ def test_results_come_in_order_with_at_most_depth_running(depth):
         for result in ordered_prefetch(range(12), probe, depth):
             got.append(result)
     assert got == [0, 10, 20, 30, 40, 50, 60]  # everything before the failing item, in order
-    assert probe.most == depth
+    # never more than depth at once, and (with a pool) really overlapping
+    assert probe.most <= depth and (probe.most > 1) == (depth > 1)
     # the read-ahead is bounded: nothing far beyond the failing item was started
     assert max(probe.started) <= 7 + depth - 1
 
