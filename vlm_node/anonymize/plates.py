@@ -443,10 +443,6 @@ class TextPlateDetector:
         check_finite(lines, "PP-OCR text detection")
         return lines
 
-    def candidates(self, frame: np.ndarray) -> list[PlateCandidate]:
-        """Every grouped text region with the plate decision taken on it."""
-        return self.examine(frame)[0]
-
     def detect(self, frame: np.ndarray) -> RawDetections:
         return self.detect_with_hints(frame)[0]
 

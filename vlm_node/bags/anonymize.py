@@ -112,15 +112,10 @@ class TopicAnonymizer:
         self._labels = labels or {}
         self._validation = validation
 
-    def process(self, bag: io.Bag, message: io.BagMessage) -> tuple[AnonymizedFrame, bytes] | None:
-        """The anonymized frame and the serialized message to write, or None when the frame is
-        dropped (counted by reason; the first drop of a reason is logged with its cause)."""
-        return self.finish(message, self.detect(bag, message))
-
     def detect(self, bag: io.Bag, message: io.BagMessage) -> InFlight:
-        """Decode the message and run the detectors on it: the half of `process` that keeps no
-        state, so that the runner can have several frames of this topic in detection at once.
-        Nothing is counted here; `finish` must be called for every result, in message order."""
+        """Decode the message and run the detectors on it: the half that keeps no state, so
+        that the runner can have several frames of this topic in detection at once. Nothing is
+        counted here; `finish` must be called for every result, in message order."""
         t0 = time.perf_counter()
         try:
             msg, bgr = self._decode(bag, message)
@@ -131,7 +126,9 @@ class TopicAnonymizer:
 
     def finish(self, message: io.BagMessage, flight: InFlight
                ) -> tuple[AnonymizedFrame, bytes] | None:
-        """Release (carry-over, redaction) and re-encode a detected frame; see `process`."""
+        """Release (carry-over, redaction) and re-encode a detected frame: the anonymized frame
+        and the serialized message to write, or None when the frame is dropped (counted by
+        reason; the first drop of a reason is logged with its cause)."""
         self.counts.messages += 1
         if flight.error is not None or flight.pending is None:
             exc = flight.error or BagError("frame was not decoded")
