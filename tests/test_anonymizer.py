@@ -11,7 +11,8 @@ import pytest
 from bag_helpers import portrait
 from helpers import read_bgr, shared
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
-from vlm_node.anonymize.evaluation import KindCounts, load_labels, score_image
+from vlm_node.evaluation.labels import load_labels
+from vlm_node.evaluation.redaction import KindCounts, score_image
 from vlm_node.errors import AnonymizationError, ConfigError
 from vlm_node.frames import AnonymizedFrame, FrameMeta
 from vlm_node.geometry import Box
@@ -35,9 +36,9 @@ def labelled(anonymizer):
         img = read_bgr(it.path)
         anonymizer.reset()
         dets = anonymizer.detect(img)
-        per_image[it.relative] = dets
+        per_image[it.file] = dets
         h, w = img.shape[:2]
-        for kind, c in score_image(it.boxes, dets, w, h,
+        for kind, c in score_image(it, dets, w, h,
                                    margins={"face": anonymizer.config.margin,
                                             "plate": anonymizer.config.plate_margin}).items():
             totals[kind].add(c)

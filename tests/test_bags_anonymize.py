@@ -23,6 +23,7 @@ from vlm_node.bags.compressed import inspect_compressed
 from vlm_node.bags.sample import write_sample_bag
 from vlm_node.errors import BagError, ConfigError
 from vlm_node.evaluation.labels import load_bag_labels
+from vlm_node.evaluation.redaction import BagRedactionScorer
 
 SIZE = (320, 240)
 PAD = 32  # bytes of padding per row of the padded Image topic
@@ -46,7 +47,8 @@ def test_labels_score_the_redactions(sample, tmp_path):
     only 2x for the plate pass, 2 of the 6 were found, and these figures showed it."""
     src, _, _, entries = sample
     labels = load_bag_labels(src / "labels.json")
-    summary = anonymize_bag(src, tmp_path / "out", progress=False, labels=labels)
+    summary = anonymize_bag(src, tmp_path / "out", progress=False,
+                            labels=BagRedactionScorer(labels))
     v = summary.validation
     assert v.frames == len(entries) == v.labelled == 6 and v.dropped == 0 and v.not_found == 0
     faces, plates = v.kinds["face"], v.kinds["plate"]
@@ -64,13 +66,15 @@ def test_labels_score_the_redactions(sample, tmp_path):
     assert sample[2].validation is None and "validation" not in sample[2].to_json()
     # labels keyed by log time instead of header stamp name no frame: said, not hidden
     shifted = {(topic, stamp + 1): label for (topic, stamp), label in labels.items()}
-    wrong = anonymize_bag(src, tmp_path / "wrong", progress=False, labels=shifted).validation
+    wrong = anonymize_bag(src, tmp_path / "wrong", progress=False,
+                          labels=BagRedactionScorer(shifted)).validation
     assert (wrong.frames, wrong.not_found) == (0, 6)
     assert "6 labels matched no frame (check their topics and header stamps)" in wrong.report()
     # labels of another recording (an hour later) in a file shared by many bags are not this
     # bag's: not expected here, so not reported missing
     later = {(topic, stamp + 3_600_000_000_000): label for (topic, stamp), label in labels.items()}
-    other = anonymize_bag(src, tmp_path / "other", progress=False, labels=later).validation
+    other = anonymize_bag(src, tmp_path / "other", progress=False,
+                          labels=BagRedactionScorer(later)).validation
     assert (other.labelled, other.frames, other.not_found) == (0, 0, 0)
 
 

@@ -26,6 +26,7 @@ from vlm_node.bags.sample import write_sample_bag
 from vlm_node.cli import main as cli_main
 from vlm_node.errors import ConfigError
 from vlm_node.evaluation.labels import load_bag_labels
+from vlm_node.evaluation.redaction import BagRedactionScorer
 
 SIZE = (320, 240)
 PERIOD_NS = 100_000_000  # 10 Hz
@@ -67,7 +68,8 @@ def sample(tmp_path_factory):
     """A 2-camera bag (raw Image + JPEG CompressedImage, /tf, /tf_static) of 1.6 s at 10 Hz,
     anonymized whole in this process and in 4 chunks of 0.5 s on Ray."""
     root = tmp_path_factory.mktemp("ray")
-    labels = load_bag_labels(write_sample_bag(root / "in", 16, 2, 1.6, "mcap", SIZE, seed=5))
+    labels = BagRedactionScorer(load_bag_labels(
+        write_sample_bag(root / "in", 16, 2, 1.6, "mcap", SIZE, seed=5)))
     single = anonymize_bag(root / "in", root / "single", results_topic=RESULTS, progress=False,
                            labels=labels)
     batch = _run([BagJob(root / "in", root / "ray")], chunk_seconds=0.5, workers=2,

@@ -41,30 +41,37 @@ def reading(cls, value=None, box=None):
     return SignReading(cls, 0.9, "vlm", value, "km/h" if value else "", "", box)
 
 
+def sign(cls, value=None, box=None):
+    return {"class": cls, "value": value, "box": box.to_list() if box else None}
+
+
 def test_matching_by_iou_then_by_class_in_the_image():
-    labels = [cli.LabelledSign("speed_limit", 50, Box(10, 10, 40, 40)),
-              cli.LabelledSign("stop", None, None),
-              cli.LabelledSign("yield", None, Box(300, 10, 40, 40))]
+    """analyze scores with the one rule of evaluation.matching (tested in test_eval_metrics)."""
+    labels = [sign("speed_limit", 50, Box(10, 10, 40, 40)), sign("stop"),
+              sign("yield", None, Box(300, 10, 40, 40))]
     readings = [reading("stop", box=Box(200, 200, 30, 30)),  # boxless label: class match
                 reading("speed_limit", 50, Box(12, 11, 40, 40)),
                 reading("yield")]  # boxless reading: class match
-    assert cli.match_signs(labels, readings) == {0: 1, 1: 0, 2: 2}
+    matches = cli.match_signs(readings, labels)
+    assert [m.reading for m in matches] == [readings[1], readings[0], readings[2]]
     # an overlapping reading of the wrong class is matched (and scored wrong)
-    assert cli.match_signs(labels[:1], [reading("no_entry", box=Box(10, 10, 40, 40))]) == {0: 0}
+    [m] = cli.match_signs([reading("no_entry", box=Box(10, 10, 40, 40))], labels[:1])
+    assert m.reading is not None and not m.class_ok
     # no overlap and both boxed: no match, even with the same class
-    assert cli.match_signs(labels[:1], [reading("speed_limit", 50, Box(400, 300, 20, 20))]) == {}
+    assert [m.reading for m in cli.match_signs(
+        [reading("speed_limit", 50, Box(400, 300, 20, 20))], labels[:1])][0] is None
 
 
 def test_scores():
     score = cli.SignScore()
-    labels = [cli.LabelledSign("speed_limit", 50, Box(10, 10, 40, 40)),
-              cli.LabelledSign("speed_limit", 80, Box(100, 10, 40, 40)),
-              cli.LabelledSign("stop", None, Box(200, 10, 40, 40))]
+    labels = [sign("speed_limit", 50, Box(10, 10, 40, 40)),
+              sign("speed_limit", 80, Box(100, 10, 40, 40)),
+              sign("stop", None, Box(200, 10, 40, 40))]
     result = AnalysisResult([reading("speed_limit", 50, Box(10, 10, 40, 40)),
                              reading("speed_limit", 60, Box(100, 10, 40, 40)),
                              reading("yield", None, Box(200, 10, 40, 40)),
                              reading("no_entry", None, Box(500, 300, 40, 40))], degraded=True)
-    cli.score_image(score, labels, result)
+    cli.score_signs(score, labels, result)
     s = score.summary()
     assert s["class_accuracy"] == 0.6667
     assert s["speed_limit_value_accuracy"] == 0.5 and s["speed_limit_signs"] == 2

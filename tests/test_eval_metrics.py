@@ -9,7 +9,7 @@ import pytest
 from vlm_node.config import camera_name_of, flatten_params
 from vlm_node.errors import ConfigError
 from vlm_node.evaluation import configure, metrics, plots, report
-from vlm_node.evaluation.labels import FrameLabel, load_bag_labels
+from vlm_node.evaluation.labels import ImageLabel, load_bag_labels
 from vlm_node.evaluation.matching import NONE, match_records, match_signs
 from vlm_node.evaluation.records import ANALYSED, DROPPED, NOT_ANALYSED, FrameRecord, RunInfo
 from vlm_node.geometry import Box
@@ -34,10 +34,10 @@ def sign(cls, box, value=None, unit=None):
 
 
 def label(i, signs=None, faces=None, plates=None, topic=TOPIC):
-    return FrameLabel(topic, T0 + i * 100_000_000, 640, 480,
-                      None if signs is None else tuple(signs),
-                      None if faces is None else tuple(Box.from_list(b) for b in faces),
-                      None if plates is None else tuple(Box.from_list(b) for b in plates))
+    return ImageLabel(topic=topic, stamp_ns=T0 + i * 100_000_000, width=640, height=480,
+                      signs=None if signs is None else tuple(signs),
+                      faces=None if faces is None else tuple(Box.from_list(b) for b in faces),
+                      plates=None if plates is None else tuple(Box.from_list(b) for b in plates))
 
 
 def record(i, readings=(), status=ANALYSED, latency=None, camera="front", topic=TOPIC, **kw):

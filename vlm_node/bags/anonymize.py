@@ -36,7 +36,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 import numpy as np
 from rosbags.interfaces import Connection
@@ -44,18 +44,16 @@ from rosbags.interfaces import Connection
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
 from vlm_node.anonymize.anonymizer import PendingFrame
 from vlm_node.anonymize.config import for_frames_in_flight, frames_in_flight_for
-from vlm_node.anonymize.evaluation import KINDS, score_image
 from vlm_node.bags import io
 from vlm_node.bags.compressed import encode_like, inspect_compressed
 from vlm_node.bags.summary import STAGES, BagAnonymizeSummary, TopicCounts, Validation
 from vlm_node.config import camera_name_of
 from vlm_node.errors import (AnonymizationError, BagError, ConfigError, ImageConversionError,
                              UnsupportedEncodingError)
-from vlm_node.evaluation.labels import FrameLabel, LabelKey
 from vlm_node.frames import AnonymizedFrame, FrameMeta
 
 __all__ = ["STAGES", "TopicCounts", "BagAnonymizeSummary", "RESULTS_TYPE",
-           "InFlight", "Selection",
+           "LabelKey", "LabelScorer", "InFlight", "Selection",
            "Output", "TopicAnonymizer", "load_anonymizer_config",
            "check_paths", "select", "new_summary", "open_output", "custom_data",
            "topic_anonymizers", "labels_for", "close_all", "write_messages", "anonymize_bag"]
@@ -67,6 +65,24 @@ MAX_QUEUED_BYTES = 256 << 20
 """Messages read behind a frame still in detection wait in memory, up to this many bytes; then
 the loop waits for that frame (a bag whose camera is sparse beside a dense lidar topic must not
 be held in memory whole)."""
+
+LabelKey = tuple[str, int]  # (topic, header stamp in ns)
+
+
+class LabelScorer(Protocol):
+    """What `--labels` hands the bag runners: which frames are labelled, and the scoring of a
+    written frame's redactions. Built above this package (`vlm_node.evaluation.redaction.
+    BagRedactionScorer`), so that bags/ reads no label format and scores by no rule of its
+    own; it must pickle (the chunked runner ships it to its workers)."""
+
+    def keys(self) -> Iterable[LabelKey]: ...
+
+    def labelled(self, key: LabelKey) -> bool: ...
+
+    def new_counts(self) -> dict[str, Any]: ...
+
+    def score(self, key: LabelKey, detections: Iterable[Any], width: int, height: int,
+              margins: Mapping[str, float]) -> Mapping[str, Any]: ...
 
 
 def load_anonymizer_config(config: str | Path | None = None,
@@ -100,7 +116,7 @@ class TopicAnonymizer:
     anonymize -> re-encode path of its messages."""
 
     def __init__(self, topic: str, config: AnonymizerConfig, store: Any,
-                 stages: dict[str, float], labels: Mapping[LabelKey, FrameLabel] | None = None,
+                 stages: dict[str, float], labels: LabelScorer | None = None,
                  validation: Validation | None = None) -> None:
         self.topic = topic
         self.camera = camera_name_of(topic)
@@ -109,7 +125,7 @@ class TopicAnonymizer:
         self._store = store
         self._stages = stages
         self._size: tuple[int, int] | None = None
-        self._labels = labels or {}
+        self._labels = labels
         self._validation = validation
 
     def detect(self, bag: io.Bag, message: io.BagMessage) -> InFlight:
@@ -135,7 +151,8 @@ class TopicAnonymizer:
             return self._drop(message, _reason(exc), exc)
         stages = self._stages
         stages["decode"] += flight.decode_ms
-        label = self._labels.get((self.topic, io.stamp_ns(flight.msg.header)))
+        key = (self.topic, io.stamp_ns(flight.msg.header))
+        label = self._labels is not None and self._labels.labelled(key)
         try:
             frame = self._release(flight.msg, flight.pending)
         except AnonymizationError as exc:
@@ -147,8 +164,8 @@ class TopicAnonymizer:
         except (ImageConversionError, ValueError) as exc:
             return self._drop(message, "encode_error", exc, label)
         stages["encode"] += (time.perf_counter() - t2) * 1e3
-        if label is not None and self._validation is not None:
-            self._score(frame, label)
+        if label and self._validation is not None:
+            self._score(frame, key)
         self.counts.written += 1
         self.counts.faces += frame.count("face")
         self.counts.plates += frame.count("plate")
@@ -188,20 +205,20 @@ class TopicAnonymizer:
                 self._stages[stage] += last.get(f"{stage}_ms", 0.0)
         return frame
 
-    def _score(self, frame: AnonymizedFrame, label: FrameLabel) -> None:
+    def _score(self, frame: AnonymizedFrame, key: LabelKey) -> None:
         """Score the frame's redactions against its label (`--labels`)."""
-        assert self._validation is not None
+        assert self._validation is not None and self._labels is not None
         config = self.anonymizer.config
         h, w = frame.image.shape[:2]
-        counts = score_image({k: label.boxes(k) for k in KINDS}, frame.detections, w, h,
-                             margins={"face": config.margin, "plate": config.plate_margin})
+        counts = self._labels.score(key, frame.detections, w, h,
+                                    {"face": config.margin, "plate": config.plate_margin})
         self._validation.frames += 1
         for kind, c in counts.items():
             self._validation.kinds[kind].add(c)
 
     def _drop(self, message: io.BagMessage, reason: str, exc: Exception,
-              label: FrameLabel | None = None) -> None:
-        if label is not None and self._validation is not None:
+              label: bool = False) -> None:
+        if label and self._validation is not None:
             self._validation.dropped += 1
         self.counts.dropped[reason] += 1
         if self.counts.dropped[reason] == 1:
@@ -324,13 +341,13 @@ def custom_data(src: Path, config: dict[str, Any], **extra: Any) -> dict[str, st
 
 def topic_anonymizers(selection: Selection, config: AnonymizerConfig, store: Any,
                       summary: BagAnonymizeSummary,
-                      labels: Mapping[LabelKey, FrameLabel] | None = None,
+                      labels: LabelScorer | None = None,
                       labelled: int = 0) -> dict[str, TopicAnonymizer]:
     """One TopicAnonymizer per anonymized topic, counting into `summary` (and, with
     `labels`, scoring the labelled frames into `summary.validation`; `labelled`: how many
     labels belong to the bag, `labels_for`)."""
     if labels is not None:
-        summary.validation = Validation(labelled=labelled)
+        summary.validation = Validation(labelled=labelled, kinds=labels.new_counts())
     workers = {t: TopicAnonymizer(t, config, store, summary.stage_ms, labels,
                                   summary.validation)
                for t in selection.anonymized}
@@ -341,7 +358,7 @@ def topic_anonymizers(selection: Selection, config: AnonymizerConfig, store: Any
 LABEL_SPAN_MARGIN_NS = 10_000_000_000
 
 
-def labels_for(labels: Mapping[LabelKey, FrameLabel], selection: Selection, bag: io.Bag) -> int:
+def labels_for(labels: LabelScorer, selection: Selection, bag: io.Bag) -> int:
     """How many of `labels` should name frames of `bag`: those of the image topics this run
     anonymizes whose stamp lies within the recording's span (+-10 s: header stamps trail log
     times a little). One labels file can serve many bags this way without every bag reporting
@@ -349,7 +366,7 @@ def labels_for(labels: Mapping[LabelKey, FrameLabel], selection: Selection, bag:
     still count (and show up as not found)."""
     topics = set(selection.anonymized)
     lo, hi = bag.start_ns - LABEL_SPAN_MARGIN_NS, bag.end_ns + LABEL_SPAN_MARGIN_NS
-    return sum(1 for topic, stamp in labels if topic in topics and lo <= stamp <= hi)
+    return sum(1 for topic, stamp in labels.keys() if topic in topics and lo <= stamp <= hi)
 
 
 def close_all(workers: Mapping[str, TopicAnonymizer]) -> None:
@@ -363,13 +380,14 @@ def anonymize_bag(src: str | Path, dst: str | Path, config: AnonymizerConfig | N
                   progress: bool | None = None,
                   on_message: Callable[[io.BagMessage], None] | None = None,
                   frames_in_flight: int | None = None,
-                  labels: Mapping[LabelKey, FrameLabel] | None = None) -> BagAnonymizeSummary:
+                  labels: LabelScorer | None = None) -> BagAnonymizeSummary:
     """Write an anonymized copy of bag `src` to the new bag directory `dst`; see the module
     docstring for what is guaranteed. `storage` defaults to the input's; `progress` None shows
     a tqdm bar only on a terminal; `on_message` is called after each message is read (tests
     use it to interrupt a run); `frames_in_flight`: see `write_messages` (None: one per
-    core, `anonymize.config.frames_in_flight_for`); `labels` (from
-    `evaluation.labels.load_bag_labels`) score the redactions into `summary.validation`."""
+    core, `anonymize.config.frames_in_flight_for`); `labels` (a
+    LabelScorer, e.g. `evaluation.redaction.BagRedactionScorer`) score the redactions into
+    `summary.validation`."""
     from tqdm import tqdm
 
     src, dst = Path(src), Path(dst)

@@ -16,13 +16,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 from vlm_node.anonymize import AnonymizerConfig
-from vlm_node.bags.anonymize import anonymize_bag, check_paths
+from vlm_node.bags.anonymize import LabelScorer, anonymize_bag, check_paths
 from vlm_node.bags.summary import BatchSummary
 from vlm_node.errors import BagError, ConfigError, VlmNodeError
-from vlm_node.evaluation.labels import FrameLabel, LabelKey
 
 __all__ = ["BAG_SUFFIXES", "AnonymizeOptions", "BagJob", "is_bag", "find_bags", "plan_jobs",
            "check_outputs", "prepare_output_dirs", "remove_empty_dirs", "anonymize_bags"]
@@ -40,7 +39,7 @@ class AnonymizeOptions:
     results_topic: str | None = None
     force: bool = False
     frames_in_flight: int | None = None  # None: one per core (frames_in_flight_for)
-    labels: Mapping[LabelKey, FrameLabel] | None = None  # scored into each bag's summary
+    labels: LabelScorer | None = None  # scored into each bag's summary
 
 
 @dataclass(frozen=True, slots=True)

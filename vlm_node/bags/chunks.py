@@ -28,18 +28,16 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from rosbags.interfaces import Connection
 
 from vlm_node.anonymize import AnonymizerConfig
 from vlm_node.bags import io
-from vlm_node.bags.anonymize import (Output, Selection, TopicAnonymizer, close_all,
-                                     new_summary, open_output, topic_anonymizers,
+from vlm_node.bags.anonymize import (LabelScorer, Output, Selection, TopicAnonymizer,
+                                     close_all, new_summary, open_output, topic_anonymizers,
                                      write_messages)
 from vlm_node.bags.summary import BagAnonymizeSummary
 from vlm_node.errors import BagError, ConfigError
-from vlm_node.evaluation.labels import FrameLabel, LabelKey
 
 __all__ = ["CHUNK_STORAGE", "LOOKBACK_FACTOR", "Chunk", "ChunkTask", "ChunkResult",
            "check_chunking", "default_warmup_frames", "plan_chunks", "run_chunk",
@@ -123,7 +121,7 @@ class ChunkTask:
     selection: Selection
     config: AnonymizerConfig
     warmup_frames: int
-    labels: Mapping[LabelKey, FrameLabel] | None = None
+    labels: LabelScorer | None = None
 
 
 @dataclass(frozen=True, slots=True)

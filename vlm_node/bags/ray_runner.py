@@ -170,7 +170,8 @@ class _BagRun:
             self.summary = new_summary(job.src, job.dst, bag, self.selection, config)
             if self.labels is not None:  # the chunks' scores are added to it
                 self.summary.validation = Validation(
-                    labelled=labels_for(self.labels, self.selection, bag))
+                    labelled=labels_for(self.labels, self.selection, bag),
+                    kinds=self.labels.new_counts())
             self.chunks = plan_chunks(bag, self.selection, ray_options.chunk_seconds,
                                       self.warmup_frames)
             self.message_count = bag.message_count

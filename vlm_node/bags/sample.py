@@ -19,7 +19,7 @@ Layout of a sample bag (camera k of K, frame i of N, rate N / seconds):
   (signs seen in consecutive frames confirm their tracks; faces and plates move a little).
 
 `labels.json` sits in the bag directory beside metadata.yaml (the bag stays one self-contained
-directory): the label format of shared/data/README.md, each image entry with `file` =
+directory): the label format of docs/labels.md, each image entry with `file` =
 "<topic>@<stamp_ns>" plus `topic`, `stamp_ns`, `camera` and `frame_id` keys.
 """
 from __future__ import annotations

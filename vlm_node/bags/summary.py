@@ -11,7 +11,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from vlm_node.anonymize.evaluation import KINDS, KindCounts
 
 __all__ = ["STAGES", "DROP_REASONS", "TopicCounts", "Validation", "BagAnonymizeSummary",
            "BatchSummary"]
@@ -50,15 +49,14 @@ class TopicCounts:
 @dataclass
 class Validation:
     """The run's redactions scored against labels (`--labels`): recall, precision and leak
-    rate per kind as `vlm-node anonymize --labels` defines them (anonymize/evaluation.py),
+    rate per kind as `vlm-node anonymize --labels` defines them (evaluation/redaction.py),
     over the labelled frames that were written. A labelled frame that was dropped is counted
     apart: it was not written, so nothing of it can leak, but it was not scored either."""
 
     labelled: int = 0  # entries of the labels file for the anonymized topics of this bag
     frames: int = 0  # labelled frames anonymized, written and scored
     dropped: int = 0  # labelled frames dropped (not written)
-    kinds: dict[str, KindCounts] = field(default_factory=lambda: {k: KindCounts()
-                                                                  for k in KINDS})
+    kinds: dict[str, Any] = field(default_factory=dict)  # kind -> counts (`LabelScorer`)
 
     @property
     def not_found(self) -> int:
@@ -71,7 +69,10 @@ class Validation:
         self.frames += other.frames
         self.dropped += other.dropped
         for kind, counts in other.kinds.items():
-            self.kinds.setdefault(kind, KindCounts()).add(counts)
+            if kind in self.kinds:
+                self.kinds[kind].add(counts)
+            else:
+                self.kinds[kind] = counts.copy()
 
     def to_json(self) -> dict[str, Any]:
         return {"labelled": self.labelled, "frames": self.frames, "dropped": self.dropped,

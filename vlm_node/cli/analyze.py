@@ -19,12 +19,13 @@ from typing import Any, Iterable, Sequence
 
 from vlm_node.analysis.config import BACKENDS, DEVICES, AnalysisConfig
 from vlm_node.errors import AnonymizationError, ConfigError, VlmNodeError
-from vlm_node.geometry import Box
+from vlm_node.evaluation.labels import load_labels
+from vlm_node.evaluation.matching import MATCH_IOU, match_signs
+from vlm_node.evaluation.redaction import ratio
 from vlm_node.params import apply_overrides
 from vlm_node.results import AnalysisResult, SignReading
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-MATCH_IOU = 0.3
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Anonymize each image, analyse it with the configured backend and print the "
                     "sign readings and scene. With --labels, print sign class accuracy and "
                     "speed-limit value accuracy (a reading matches a labelled sign at box IoU "
-                    f">= {MATCH_IOU} when both have boxes, else by class within the image).")
+                    f">= {MATCH_IOU} when both have boxes, else by class within the image; "
+                    "docs/labels.md).")
     p.add_argument("input", metavar="INPUT", help="image file, directory (recursive) or glob")
     p.add_argument("--backend", choices=BACKENDS, help="analysis backend (default: auto)")
     p.add_argument("--model", help="VLM hub id (already downloaded) or local directory")
@@ -122,15 +124,8 @@ def image_text(file: str, result: AnalysisResult) -> str:
 
 # --------------------------------------------------------------------------------- scoring
 @dataclass
-class LabelledSign:
-    sign_class: str
-    value: float | None
-    box: Box | None
-
-
-@dataclass
 class SignScore:
-    """Counts over labelled images (each labelled sign is matched to at most one reading)."""
+    """Counts over labelled images (matching: `vlm_node.evaluation.matching.match_signs`)."""
 
     images: int = 0
     labelled: int = 0
@@ -142,8 +137,6 @@ class SignScore:
     per_class: dict[str, list[int]] = field(default_factory=dict)  # class -> [correct, total]
 
     def summary(self) -> dict[str, Any]:
-        def ratio(a: int, b: int) -> float | None:
-            return round(a / b, 4) if b else None
         return {"images": self.images, "labelled_signs": self.labelled,
                 "class_accuracy": ratio(self.class_correct, self.labelled),
                 "speed_limit_signs": self.speed_labelled,
@@ -154,69 +147,33 @@ class SignScore:
                               for c, v in sorted(self.per_class.items())}}
 
 
-def match_signs(labels: Sequence[LabelledSign], readings: Sequence[SignReading]
-                ) -> dict[int, int]:
-    """label index -> reading index. Boxes on both sides: best IoU >= MATCH_IOU first, one to
-    one; where either side has no box, a reading of the same class in the image."""
-    pairs = sorted(((lab.box.iou(r.box), i, j) for i, lab in enumerate(labels)
-                    for j, r in enumerate(readings) if lab.box is not None and r.box is not None),
-                   reverse=True)
-    matched: dict[int, int] = {}
-    used: set[int] = set()
-    for iou, i, j in pairs:
-        if iou >= MATCH_IOU and i not in matched and j not in used:
-            matched[i] = j
-            used.add(j)
-    for i, lab in enumerate(labels):
-        if i in matched:
-            continue
-        for j, r in enumerate(readings):
-            if j not in used and r.sign_class == lab.sign_class and (
-                    lab.box is None or r.box is None):
-                matched[i] = j
-                used.add(j)
-                break
-    return matched
-
-
-def score_image(score: SignScore, labels: Sequence[LabelledSign],
+def score_signs(score: SignScore, signs: Sequence[dict[str, Any]],
                 result: AnalysisResult) -> None:
-    matched = match_signs(labels, result.signs)
+    """Add one image's readings, matched against its labelled signs, to `score`."""
     score.images += 1
     score.degraded_images += int(result.degraded)
-    score.unmatched_readings += len(result.signs) - len(matched)
-    for i, lab in enumerate(labels):
-        reading = result.signs[matched[i]] if i in matched else None
-        ok = reading is not None and reading.sign_class == lab.sign_class
+    for m in match_signs(result.signs, signs):
+        if m.label is None:
+            score.unmatched_readings += 1
+            continue
         score.labelled += 1
-        score.class_correct += int(ok)
-        counts = score.per_class.setdefault(lab.sign_class, [0, 0])
-        counts[0] += int(ok)
+        score.class_correct += int(m.class_ok)
+        counts = score.per_class.setdefault(m.label_class, [0, 0])
+        counts[0] += int(m.class_ok)
         counts[1] += 1
-        if lab.sign_class == "speed_limit" and lab.value is not None:
+        if m.label_class == "speed_limit" and m.label.get("value") is not None:
             score.speed_labelled += 1
-            score.speed_correct += int(ok and reading is not None and reading.value is not None
-                                       and abs(reading.value - lab.value) < 1e-6)
+            score.speed_correct += int(m.value_ok)
 
 
-def load_sign_labels(path: Path) -> dict[str, list[LabelledSign]]:
-    """Resolved image path -> labelled signs, for entries that label signs (labels.json
-    format of shared/data/README.md: paths relative to the labels file)."""
+def load_sign_labels(path: Path) -> dict[str, tuple[dict[str, Any], ...]]:
+    """Resolved image path -> labelled signs, for entries that label signs."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        labels = load_labels(path)
+    except OSError as exc:
         raise ConfigError(f"--labels {path}: cannot read: {exc}") from exc
-    out: dict[str, list[LabelledSign]] = {}
-    for entry in data.get("images", []):
-        if "signs" not in entry:
-            continue  # signs not labelled in this image
-        signs = []
-        for s in entry["signs"]:
-            box = Box.from_list(s["box"]) if s.get("box") is not None else None
-            value = float(s["value"]) if s.get("value") is not None else None
-            signs.append(LabelledSign(s["class"], value, box))
-        out[str((path.parent / entry["file"]).resolve())] = signs
-    return out
+    return {str(lb.path.resolve()): lb.signs for lb in labels
+            if lb.path is not None and lb.signs is not None}
 
 
 # --------------------------------------------------------------------------------- command
@@ -274,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
                 if labels is not None:
                     key = str(Path(file).resolve())
                     if key in labels:
-                        score_image(score, labels[key], result)
+                        score_signs(score, labels[key], result)
     finally:
         engine.close()
     if labels is not None:

@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
 
     from vlm_node.anonymize import Anonymizer
     from vlm_node.anonymize.config import for_frames_in_flight, frames_in_flight_for
-    from vlm_node.anonymize.evaluation import KINDS, KindCounts, load_labels, score_image
+    from vlm_node.evaluation.labels import load_labels
+    from vlm_node.evaluation.redaction import KINDS, KindCounts, score_image
     from vlm_node.frames import FrameMeta
     from vlm_node.prefetch import ordered_prefetch
 
@@ -150,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
     labels: dict[Path, Any] = {}
     if args.labels:
         try:
-            labels = {item.path.resolve(): item for item in load_labels(args.labels)}
+            labels = {item.path.resolve(): item for item in load_labels(args.labels)
+                      if item.path is not None}
         except (OSError, ValueError) as exc:
             raise VlmNodeError(f"--labels {args.labels}: {exc}") from exc
     anonymizer = Anonymizer(config)
@@ -201,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
             "detections": [d.to_json() for d in frame.detections]}
         item = labels.get(src.resolve())
         if item is not None:
-            counts = score_image(item.boxes, frame.detections, w, h, margins=margins,
+            counts = score_image(item, frame.detections, w, h, margins=margins,
                                  iou=args.iou, leak_coverage=args.leak_coverage,
                                  ignore_below=args.ignore_smaller)
             record["metrics"] = {k: c.to_json() for k, c in counts.items()}

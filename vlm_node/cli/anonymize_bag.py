@@ -22,6 +22,7 @@ from vlm_node.errors import ConfigError
 
 if TYPE_CHECKING:
     from vlm_node.bags.ray_runner import RayOptions
+    from vlm_node.evaluation.redaction import BagRedactionScorer
 
 RAY_ONLY = ("workers", "chunk_seconds", "warmup_frames")
 
@@ -134,11 +135,12 @@ def run(args: argparse.Namespace) -> int:
     return 2 if result.failed else 1 if result.dropped else 0
 
 
-def _load_labels(path: str) -> dict:
+def _load_labels(path: str) -> "BagRedactionScorer":
     from vlm_node.evaluation.labels import load_bag_labels
+    from vlm_node.evaluation.redaction import BagRedactionScorer
 
     try:
-        return load_bag_labels(path)
+        return BagRedactionScorer(load_bag_labels(path))
     except FileNotFoundError as exc:
         raise ConfigError(f"--labels {path}: file not found") from exc
 

@@ -101,8 +101,9 @@ def clip(frame: np.ndarray, boxes: dict[str, list], length: int, step: float
 
 def run(args: argparse.Namespace) -> int:
     from vlm_node.anonymize import Anonymizer, AnonymizerConfig
-    from vlm_node.anonymize.evaluation import (KINDS, KindCounts, compose_frame, load_labels,
-                                               score_image)
+    from vlm_node.evaluation.composite import compose_frame
+    from vlm_node.evaluation.labels import load_labels
+    from vlm_node.evaluation.redaction import KINDS, KindCounts, score_image
     from vlm_node.frames import FrameMeta
     from vlm_node.params import apply_overrides
 
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     sizes = args.sizes
     # one set of clips per size, shared by all settings: faces and plates photos mixed per
     # frame (each photo keeps only its own labelled kind)
-    mixed = [(img, {k: it.boxes[k] for k in KINDS}) for it, img in photos]
+    mixed = [(img, {k: it.boxes(k) for k in KINDS}) for it, img in photos]
     clips: dict[tuple[int, int], list] = {}
     for size in sizes:
         frames: list = []
@@ -150,9 +151,9 @@ def run(args: argparse.Namespace) -> int:
                 anon.reset()
                 frame = anon.anonymize(FrameMeta("bench", 0, "labelled"), img.copy())
                 h, w = img.shape[:2]
-                if "dogs" in it.relative:
+                if "dogs" in (it.file or ""):
                     dogs = len(frame.detections)
-                for k, c in score_image(it.boxes, frame.detections, w, h,
+                for k, c in score_image(it, frame.detections, w, h,
                                         margins=margins).items():
                     totals[k].add(c)
             row["labelled"] = {k: c.to_json() for k, c in totals.items()}

@@ -71,7 +71,7 @@ def run_demo(args: argparse.Namespace) -> int:
     import cv2
 
     from vlm_node.ros.process import NodeProcess, NodeProcessError, isolate_this_process
-    from vlm_node.render.evaluate import score_image
+    from vlm_node.evaluation.matching import match_signs
     from vlm_node.render.scenes import ROAD_SCENE_COUNT, load_photos, make_road_scene
 
     size = args.size
@@ -114,7 +114,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 cam = cameras[i % len(cameras)]
                 stamp = time.time_ns()
                 played = player.play(cam, scene.image, stamp, timeout=args.timeout)
-                record, row, ok = _report(i, played, scene, score_image)
+                record, row, ok = _report(i, played, scene, match_signs)
                 failures += 0 if ok else 1
                 if played.anonymized is not None:
                     name = f"{i:02d}_{cam}_anonymized.jpg"
@@ -176,22 +176,16 @@ def _format_row(row: tuple[str, ...]) -> str:
     return "  ".join(str(v).ljust(w) for v, w in zip(row, WIDTHS)).rstrip()
 
 
-def _report(i: int, played: Any, scene: Any, score_image: Any
+def _report(i: int, played: Any, scene: Any, match_signs: Any
             ) -> tuple[dict[str, Any], tuple[str, ...], bool]:
     from vlm_node.ros import convert
 
     msg = convert.scene_understanding_to_json(played.result)
     readings = [convert.sign_reading_of(s) for s in played.result.signs]
     expected = [s.to_json() for s in scene.signs]
-    pairs, extra = score_image(readings, expected)
-    correct = 0
-    for label, reading in pairs:
-        if reading is None or reading.sign_class != label["class"]:
-            continue
-        if label.get("value") is None or (
-                reading.value is not None and abs(reading.value - label["value"]) < 1e-6
-                and reading.unit == label.get("unit", "")):
-            correct += 1
+    matches = match_signs(readings, expected)
+    correct = sum(1 for m in matches if m.value_ok)
+    extra = [m for m in matches if m.label is None]
     record = {"index": i, "camera": played.camera, "stamp_ns": played.stamp_ns,
               "background": scene.background, "expected": expected, "correct": correct,
               "false_readings": len(extra), "faces_expected": len(scene.faces or []),

@@ -1,24 +1,73 @@
-"""Sign readings against labelled signs, frame by frame, and results against labels by topic and
-stamp.
+"""The one rule that pairs what the system found with what is labelled, and the join of a bag's
+results with its labels by topic and stamp.
 
-Box matching is `vlm_node.render.evaluate.score_image` (each labelled sign takes the free
-reading with the highest IoU >= 0.3), the same rule the OCR benchmark and the demo score with,
-so figures from `vlm-node eval` compare with theirs. Added here only what a bag needs on top:
-a label or reading without a box (image-level labels, a VLM that gives no box) pairs with a free
-reading of the same class in that frame, as `vlm-node analyze --labels` does.
+**Boxes** (faces, plates and signs alike, `greedy_pairs`): one to one, greedily by descending
+IoU over all label/detection pairs of the image; a pair counts when IoU >= the threshold.
+Taking the globally best pair first (rather than each label in file order taking its best free
+detection) makes the result independent of the order labels are written in.
+
+**Signs** (`match_signs`), threshold `MATCH_IOU` = 0.3 because readers box the sign face while
+labels box the whole drawn sign (plate, border, post-free) and small signs lose IoU fast:
+
+1. Boxed labels and boxed readings pair by `greedy_pairs`, whatever their classes: a reading
+   on the sign with the wrong class is a *misread* (a confusion-matrix entry), not a false
+   reading plus a missed sign.
+2. Then each label still unpaired where the label or the reading has no box (image-level
+   labels, a VLM that gives no box) takes the first free reading of the same class in that
+   image: without a box only the class can say which sign a reading is about.
+3. A pair is class-correct when the classes are equal and value-correct when also the value
+   (and the unit, where the label has one) is equal (`value_matches`); a sign without a value
+   needs only the class. Readings left free are false readings; labels left free are missed.
+
+`vlm-node analyze --labels`, `vlm-node eval` and the OCR benchmark all score with this rule, so
+their figures compare.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
-from vlm_node.evaluation.labels import FrameLabel, LabelKey
+from vlm_node.evaluation.labels import ImageLabel, LabelKey
 from vlm_node.evaluation.records import FrameRecord
-from vlm_node.render.evaluate import _value_matches, score_image
+from vlm_node.geometry import Box
 from vlm_node.results import SignReading
 
 MATCH_IOU = 0.3
 NONE = "(none)"  # confusion-matrix row of false readings / column of missed signs
+
+
+def greedy_pairs(labels: Sequence[Box | None], found: Sequence[Box | None],
+                 iou: float) -> list[tuple[int, int]]:
+    """One-to-one (label index, found index) pairs with IoU >= `iou`, best pairs first.
+    None boxes pair with nothing."""
+    pairs = sorted(((lb.iou(fb), li, fi) for li, lb in enumerate(labels) if lb is not None
+                    for fi, fb in enumerate(found) if fb is not None), reverse=True)
+    used_l: set[int] = set()
+    used_f: set[int] = set()
+    out = []
+    for v, li, fi in pairs:
+        if v < iou:
+            break
+        if li in used_l or fi in used_f:
+            continue
+        used_l.add(li)
+        used_f.add(fi)
+        out.append((li, fi))
+    return out
+
+
+def value_matches(reading: SignReading, sign: dict[str, Any]) -> bool:
+    """Value (and unit, where labelled) of a reading equal the label's; true for a label
+    without a value (the class is all there is to get right)."""
+    if sign.get("value") is None:
+        return True
+    if reading.value is None or abs(float(reading.value) - float(sign["value"])) > 1e-6:
+        return False
+    return not sign.get("unit") or reading.unit == sign["unit"]
+
+
+def label_box(sign: dict[str, Any]) -> Box | None:
+    return Box.from_list(sign["box"]) if sign.get("box") else None
 
 
 @dataclass
@@ -46,21 +95,28 @@ class SignMatch:
     def value_ok(self) -> bool:
         """Class right and, where the label has a value, value (and unit, if labelled) too."""
         return (self.class_ok and self.reading is not None and self.label is not None
-                and _value_matches(self.reading, self.label))
+                and value_matches(self.reading, self.label))
 
 
 def match_signs(readings: Sequence[SignReading], signs: Sequence[dict[str, Any]],
                 iou: float = MATCH_IOU) -> list[SignMatch]:
-    """One SignMatch per labelled sign (in label order), then one per unmatched reading."""
-    pairs, free = score_image(readings, signs, iou)
-    matches: list[SignMatch] = []
-    for label, reading in pairs:
-        if reading is None:
-            reading = next((r for r in free if r.sign_class == label["class"]
-                            and (label.get("box") is None or r.box is None)), None)
-            free = [r for r in free if r is not reading]
-        matches.append(SignMatch(label, reading))
-    return matches + [SignMatch(None, r) for r in free]
+    """One SignMatch per labelled sign (in label order), then one per unmatched reading, in
+    reading order (the rule: module docstring)."""
+    paired = dict(greedy_pairs([label_box(s) for s in signs], [r.box for r in readings], iou))
+    used = set(paired.values())
+    for li, sign in enumerate(signs):
+        if li in paired:
+            continue
+        has_box = label_box(sign) is not None
+        for ri, r in enumerate(readings):
+            if ri not in used and r.sign_class == sign["class"] and (not has_box
+                                                                     or r.box is None):
+                paired[li] = ri
+                used.add(ri)
+                break
+    matches = [SignMatch(sign, readings[paired[li]] if li in paired else None)
+               for li, sign in enumerate(signs)]
+    return matches + [SignMatch(None, r) for ri, r in enumerate(readings) if ri not in used]
 
 
 @dataclass
@@ -68,7 +124,7 @@ class FrameMatch:
     """An analysed frame whose signs are labelled, with its matches."""
 
     record: FrameRecord
-    label: FrameLabel
+    label: ImageLabel
     signs: list[SignMatch]
 
 
@@ -77,12 +133,12 @@ class MatchedRun:
     """Records joined with labels by (topic, stamp_ns)."""
 
     frames: list[FrameMatch] = field(default_factory=list)  # analysed, signs labelled
-    labelled: dict[int, FrameLabel] = field(default_factory=dict)  # record index -> label
+    labelled: dict[int, ImageLabel] = field(default_factory=dict)  # record index -> label
     unlabelled_records: int = 0  # messages with no label entry at all
     orphan_labels: list[LabelKey] = field(default_factory=list)  # labels of no bag message
 
 
-def match_records(records: Iterable[FrameRecord], labels: dict[LabelKey, FrameLabel],
+def match_records(records: Iterable[FrameRecord], labels: dict[LabelKey, ImageLabel],
                   iou: float = MATCH_IOU) -> MatchedRun:
     """Join records and labels; sign matches only for analysed frames whose signs are
     labelled (a frame without a result cannot be scored for signs, whatever the reason)."""

@@ -16,7 +16,7 @@ Definitions (docs/evaluation.md repeats them for readers of the reports):
   confirm: for each track, its camera's analysed frames from the first one it was seen in up to
   and including the first one it was confirmed in (k consecutive sightings give k).
 * Anonymization (offline only: the node publishes counts, not boxes): recall, precision and leak
-  rate of `vlm_node.anonymize.evaluation.score_image`, summed over frames.
+  rate of `vlm_node.evaluation.redaction.score_image`, summed over frames.
 * Latency: offline, decode + anonymize + analyse + track of one frame; live, the frame's
   publication by the player to its result's arrival (the node's own figure, from its camera
   callback, is reported beside it as node latency). p50/p95/p99 interpolate linearly between
@@ -32,8 +32,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from vlm_node.anonymize.evaluation import KINDS, KindCounts, score_image
-from vlm_node.evaluation.labels import FrameLabel, LabelKey
+from vlm_node.evaluation.redaction import KINDS, KindCounts, score_image
+from vlm_node.evaluation.labels import ImageLabel, LabelKey
 from vlm_node.evaluation.matching import FrameMatch, MatchedRun, match_records
 from vlm_node.evaluation.records import STATUSES, FrameRecord, RunInfo
 
@@ -262,7 +262,7 @@ class AnonymizationMetrics:
                 "redacted": {k: self.redacted[k] for k in KINDS}}
 
 
-def anonymization_metrics(records: Sequence[FrameRecord], labelled: dict[int, FrameLabel],
+def anonymization_metrics(records: Sequence[FrameRecord], labelled: dict[int, ImageLabel],
                           margins: dict[str, float], iou: float = 0.3,
                           leak_coverage: float = 0.3) -> AnonymizationMetrics:
     """Scores analysed frames whose anonymizer boxes are known (offline); where only counts
@@ -388,7 +388,7 @@ class Evaluation:
     matched: MatchedRun
 
 
-def evaluate(records: Sequence[FrameRecord], labels: dict[LabelKey, FrameLabel],
+def evaluate(records: Sequence[FrameRecord], labels: dict[LabelKey, ImageLabel],
              info: RunInfo, margins: dict[str, float], iou: float = 0.3) -> Evaluation:
     """Every figure of the report from the records of one run."""
     records = sorted(records, key=lambda r: r.index)

@@ -4,11 +4,8 @@ Used to measure the OCR backend on rendered sets (`render_labelled_set`) and mea
 `vlm-node analyze --labels` command: any callable that turns a BGR frame into SignReadings can
 be scored, so the VLM backends are measured with the same matching and the same tables.
 
-Matching: each labelled sign takes the unmatched reading with the highest box IoU (at least
-`iou`, 0.3 by default: readers box the sign face, labels box the drawn alpha). A matched
-reading counts as class-correct when its class equals the label's, and value-correct when
-also its value and unit equal the label's (signs without a value need only the class).
-Readings that match no label are false readings; labels no reading matches are missed.
+Matching is the project's one rule, `vlm_node.evaluation.matching.match_signs` (box IoU >= 0.3,
+class and value checks; docs/labels.md), so these figures compare with `vlm-node eval`'s.
 """
 from __future__ import annotations
 
@@ -22,6 +19,8 @@ from typing import Any, Callable, Iterable, Sequence
 import cv2
 import numpy as np
 
+from vlm_node.evaluation.labels import load_labels
+from vlm_node.evaluation.matching import MATCH_IOU, match_signs
 from vlm_node.geometry import Box
 from vlm_node.results import SignReading
 
@@ -125,68 +124,38 @@ class SignEvaluation:
         return "\n".join(rows)
 
 
-def _value_matches(reading: SignReading, sign: dict[str, Any]) -> bool:
-    if sign.get("value") is None:
-        return True  # a sign without a number: the class is all there is to get right
-    if reading.value is None or abs(float(reading.value) - float(sign["value"])) > 1e-6:
-        return False
-    return not sign.get("unit") or reading.unit == sign["unit"]
-
-
-def score_image(readings: Sequence[SignReading], signs: Sequence[dict[str, Any]],
-                iou: float = 0.3) -> tuple[list[tuple[dict[str, Any], SignReading | None]],
-                                           list[SignReading]]:
-    """Match readings to labelled signs: (label, reading or None) pairs and unmatched
-    readings. Labels without a box match nothing (image-level labels)."""
-    free = list(range(len(readings)))
-    pairs: list[tuple[dict[str, Any], SignReading | None]] = []
-    for sign in signs:
-        box = Box.from_list(sign["box"]) if sign.get("box") else None
-        best, best_iou = None, iou
-        for i in free:
-            r = readings[i]
-            if box is None or r.box is None:
-                continue
-            o = r.box.iou(box)
-            if o >= best_iou:
-                best, best_iou = i, o
-        if best is not None:
-            free.remove(best)
-        pairs.append((sign, readings[best] if best is not None else None))
-    return pairs, [readings[i] for i in free]
-
-
-def evaluate_labels(labels_path: str | Path, reader: Reader, iou: float = 0.3,
+def evaluate_labels(labels_path: str | Path, reader: Reader, iou: float = MATCH_IOU,
                     limit: int | None = None) -> SignEvaluation:
     """Run `reader` on every image of a labels.json that has a `signs` list and score it."""
     labels_path = Path(labels_path)
-    doc = json.loads(labels_path.read_text(encoding="utf-8"))
-    root = labels_path.parent
     result = SignEvaluation()
-    entries = [e for e in doc["images"] if "signs" in e]
+    entries = [e for e in load_labels(labels_path) if e.signs is not None and e.path is not None]
     for entry in entries[:limit]:
-        image = cv2.imread(str(root / entry["file"]), cv2.IMREAD_COLOR)
+        assert entry.path is not None and entry.signs is not None
+        image = cv2.imread(str(entry.path), cv2.IMREAD_COLOR)
         if image is None:
-            raise FileNotFoundError(f"{root / entry['file']} (listed in {labels_path})")
+            raise FileNotFoundError(f"{entry.path} (listed in {labels_path})")
         t0 = time.perf_counter()
         readings = reader(image)
         ms = (time.perf_counter() - t0) * 1000.0
         result.ms_by_size.setdefault(f"{image.shape[1]}x{image.shape[0]}", []).append(ms)
         result.images += 1
-        pairs, extra = score_image(readings, entry["signs"], iou)
-        for sign, reading in pairs:
-            class_ok = reading is not None and reading.sign_class == sign["class"]
-            value_ok = class_ok and reading is not None and _value_matches(reading, sign)
+        for m in match_signs(readings, entry.signs, iou):
+            if m.label is None:
+                assert m.reading is not None
+                result.false_readings += 1
+                result.wrong.append({"file": entry.file, "label": None,
+                                     "reading": m.reading.to_json()})
+                continue
+            sign = m.label
             for table, key in ((result.by_class, label_key(sign)),
                                (result.by_size, size_bucket(Box.from_list(sign["box"]))
                                 if sign.get("box") else "no box")):
-                table.setdefault(key, Tally()).add(reading is not None, class_ok, value_ok)
-            if reading is not None and not value_ok:
-                result.wrong.append({"file": entry["file"], "label": sign,
-                                     "reading": reading.to_json()})
-        result.false_readings += len(extra)
-        result.wrong += [{"file": entry["file"], "label": None, "reading": r.to_json()}
-                         for r in extra]
+                table.setdefault(key, Tally()).add(m.reading is not None, m.class_ok,
+                                                   m.value_ok)
+            if m.reading is not None and not m.value_ok:
+                result.wrong.append({"file": entry.file, "label": sign,
+                                     "reading": m.reading.to_json()})
     return result
 
 
