@@ -17,7 +17,7 @@ from vlm_node.anonymize import AnonymizerConfig
 from vlm_node.anonymize.config import frames_in_flight_for
 from vlm_node.bags import anonymize as bags_anonymize
 from vlm_node.bags import io
-from vlm_node.bags.anonymize import anonymize_bag, load_anonymizer_config
+from vlm_node.bags.anonymize import anonymize_bag
 from vlm_node.config import camera_name_of
 from vlm_node.bags.compressed import inspect_compressed
 from vlm_node.bags.sample import write_sample_bag
@@ -408,21 +408,6 @@ def test_results_topic_must_be_new(small_bag, tmp_path):
         anonymize_bag(small_bag, tmp_path / "o", results_topic="/tf")
     with pytest.raises(ConfigError, match="results-topic"):
         anonymize_bag(small_bag, tmp_path / "o", results_topic="relative")
-
-
-def test_config_from_the_node_yaml(tmp_path):
-    default = load_anonymizer_config()
-    assert default.redaction == "blur"
-    params = tmp_path / "vehicle.yaml"
-    params.write_text("/**/vlm_node:\n  ros__parameters:\n    cameras: [front]\n"
-                      "    anonymizer:\n      redaction: pixelate\n      margin: 0.4\n")
-    config = load_anonymizer_config(params)
-    assert (config.redaction, config.margin) == ("pixelate", 0.4)
-    assert config.face_detectors == default.face_detectors  # the rest from default.yaml
-    assert load_anonymizer_config(params, mode="fill").redaction == "fill"
-    params.write_text("/**/vlm_node:\n  ros__parameters:\n    anonymizer:\n      margin: 7.0\n")
-    with pytest.raises(ConfigError, match="margin"):
-        load_anonymizer_config(params)
 
 
 def test_cameras_are_named_as_eval_names_them(sample):

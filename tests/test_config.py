@@ -88,3 +88,58 @@ def test_frames_in_flight_default_follows_the_cores(monkeypatch, cores, threads,
     config = AnonymizerConfig(threads=threads)
     assert frames_in_flight_for(config, requested) == expected
     assert for_frames_in_flight(config, expected).parallel_stages == (expected == 1)
+
+
+def test_resolve_layers_defaults_default_yaml_files_then_overrides(tmp_path):
+    """One resolver for every command: built-in defaults, config/default.yaml, each file in
+    order (leaf by leaf), then overrides; ROS parameters files and plain mappings alike."""
+    from vlm_node.config import config_sources, resolve
+    from vlm_node.paths import config_file
+
+    default = resolve()
+    assert default == node_config_from_params({})  # default.yaml restates the defaults
+    ros = tmp_path / "vehicle.yaml"
+    ros.write_text("/**/vlm_node:\n  ros__parameters:\n    cameras: [front]\n"
+                   "    anonymizer:\n      redaction: pixelate\n      margin: 0.4\n")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("anonymizer:\n  margin: 0.2\nanalysis.backend: ocr\n")
+    config = resolve([ros, plain], {"anonymizer.redaction": "fill"})
+    assert (config.anonymizer.redaction, config.anonymizer.margin) == ("fill", 0.2)
+    assert config.cameras == ("front",) and config.analysis.backend == "ocr"
+    assert config.anonymizer.face_detectors == default.anonymizer.face_detectors
+    assert config_sources([ros]) == [config_file("default.yaml"), ros]
+    assert config_sources([ros], default_file=False) == [ros]
+    ros.write_text("/**/vlm_node:\n  ros__parameters:\n    anonymizer:\n      margin: 7.0\n")
+    with pytest.raises(ConfigError, match="margin"):
+        resolve([ros])
+    with pytest.raises(ConfigError, match="unknown setting"):
+        resolve([], {"anonymizer.no_such": 1})
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        resolve([tmp_path / "nope.yaml"])
+
+
+def test_every_command_resolves_the_same_configuration(tmp_path):
+    """anonymize, anonymize-bag, analyze and eval read --config through `resolve`: the same
+    file gives every one of them the same settings (anonymize used to skip default.yaml)."""
+    import argparse
+
+    from vlm_node.cli import analyze, anonymize, anonymize_bag, eval as eval_cli, run
+
+    params = tmp_path / "p.yaml"
+    params.write_text("/**/vlm_node:\n  ros__parameters:\n    anonymizer: {margin: 0.3}\n"
+                      "    analysis: {backend: ocr}\n")
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    for module in (analyze, anonymize, anonymize_bag, eval_cli, run):
+        module.register(sub)
+    a = parser.parse_args(["anonymize", "x", "-o", "y", "--config", str(params), "--mode",
+                           "fill"])
+    assert anonymize.load_config(a.config, a.mode).margin == 0.3
+    assert anonymize.load_config(a.config, a.mode).redaction == "fill"
+    b = parser.parse_args(["anonymize-bag", "x", "y", "--config", str(params)])
+    assert b.config == [str(params)]
+    z = parser.parse_args(["analyze", "x", "--config", str(params), "--model", "m"])
+    assert (analyze.analysis_config(z).backend, analyze.analysis_config(z).model) == ("ocr", "m")
+    r = parser.parse_args(["run", "--config", str(params)])
+    r.ros_args = []
+    assert run.ros_arguments(r)[-2:] == ["--params-file", str(params)]

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vlm_node.config import camera_name_of, flatten_params
+from vlm_node.config import camera_name_of, flatten_params, resolve_params
 from vlm_node.errors import ConfigError
 from vlm_node.evaluation import configure, metrics, plots, report
 from vlm_node.evaluation.labels import ImageLabel, load_bag_labels
@@ -269,11 +269,11 @@ def test_later_config_files_override_leaf_by_leaf(tmp_path):
     a.write_text("/**/vlm_node:\n  ros__parameters:\n    analysis:\n      backend: ocr\n"
                  "      tracking: {k: 2}\n")
     b.write_text("/**/vlm_node:\n  ros__parameters:\n    analysis:\n      tracking: {n: 4}\n")
-    params = configure.load_params([a, b], {"anonymizer.carry_frames": 0})
+    params = resolve_params([a, b], {"anonymizer.carry_frames": 0})
     assert (params["analysis.backend"], params["analysis.tracking.k"],
             params["analysis.tracking.n"], params["anonymizer.carry_frames"]) == ("ocr", 2, 4, 0)
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
-        configure.load_params([tmp_path / "nope.yaml"])
+        resolve_params([tmp_path / "nope.yaml"])
 
 
 # ------------------------------------------------------------------------------ reports, plots

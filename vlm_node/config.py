@@ -99,20 +99,27 @@ def _section_applies(key: str, node_name: str) -> bool:
 
 
 def load_params_yaml(path: str | Path, node_name: str = "vlm_node") -> dict[str, Any]:
-    """The `ros__parameters` of every section of a ROS 2 parameters file that applies to
-    `node_name` (in file order, later sections overriding earlier ones)."""
+    """The parameters a YAML file sets for `node_name`. A ROS 2 parameters file
+    (`<node>: ros__parameters: {...}`): the `ros__parameters` of every section that applies to
+    the node, in file order, later sections overriding earlier ones. A file without any
+    `ros__parameters` section is read as a plain mapping of parameter names (the contents of
+    `ros__parameters`, nested or dotted: `anonymizer: {redaction: pixelate}`), which the
+    offline tools accept too (`vlm-node run` passes files to ROS, which wants the first form)."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of node names to ros__parameters")
+    sections = {k: v for k, v in data.items()
+                if isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict)}
+    if not sections:
+        return {str(k): v for k, v in data.items()}
     params: dict[str, Any] = {}
-    for key, section in data.items():
-        if (_section_applies(key, node_name) and isinstance(section, dict)
-                and isinstance(section.get("ros__parameters"), dict)):
+    for key, section in sections.items():
+        if _section_applies(key, node_name):
             params.update(section["ros__parameters"])
-    if not params and data:
+    if not params:
         raise ConfigError(f"{path}: no `/**/{node_name}: ros__parameters:` section")
     return params
 
@@ -130,16 +137,38 @@ def flatten_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def layered_params(configs: Sequence[str | Path] = ()) -> dict[str, Any]:
-    """Dotted parameters as `vlm-node run` layers them: config/default.yaml, then each file."""
+def config_sources(files: Sequence[str | Path] = (), *, default_file: bool = True
+                   ) -> list[Path]:
+    """The parameter files in the order they apply: config/default.yaml (unless
+    `default_file` is false), then each of `files`. `vlm-node run` hands this list to ROS as
+    --params-file arguments; `resolve` reads it itself, so the node and every offline tool
+    layer the same files the same way."""
     from vlm_node.paths import config_file
 
+    return [*([config_file("default.yaml")] if default_file else []), *map(Path, files)]
+
+
+def resolve_params(files: Sequence[str | Path] = (), overrides: dict[str, Any] | None = None,
+                   *, default_file: bool = True) -> dict[str, Any]:
+    """Dotted parameters: config/default.yaml, then each file, then `overrides` (dotted or
+    nested). Parameters no source sets keep the built-in defaults of the dataclasses."""
     params: dict[str, Any] = {}
-    for path in [config_file("default.yaml"), *configs]:
-        if not Path(path).is_file():
+    for path in config_sources(files, default_file=default_file):
+        if not path.is_file():
             raise FileNotFoundError(f"--config {path}: no such file")
         params.update(flatten_params(load_params_yaml(path)))
+    params.update(flatten_params(overrides or {}))
     return params
+
+
+def resolve(files: Sequence[str | Path] = (), overrides: dict[str, Any] | None = None, *,
+            default_file: bool = True) -> NodeConfig:
+    """The one configuration resolver: built-in defaults, then config/default.yaml, then each
+    file, then `overrides` (e.g. `{"analysis.backend": "ocr"}` from a command-line option),
+    validated (ConfigError names every bad value). Every subcommand configures itself here;
+    the node gets the same layers from ROS (`config_sources`) and ends in the same
+    `node_config_from_params`."""
+    return node_config_from_params(resolve_params(files, overrides, default_file=default_file))
 
 
 def node_config_from_params(params: dict[str, Any]) -> NodeConfig:

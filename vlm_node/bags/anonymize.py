@@ -54,7 +54,7 @@ from vlm_node.frames import AnonymizedFrame, FrameMeta
 
 __all__ = ["STAGES", "TopicCounts", "BagAnonymizeSummary", "RESULTS_TYPE",
            "LabelKey", "LabelScorer", "InFlight", "Selection",
-           "Output", "TopicAnonymizer", "load_anonymizer_config",
+           "Output", "TopicAnonymizer",
            "check_paths", "select", "new_summary", "open_output", "custom_data",
            "topic_anonymizers", "labels_for", "close_all", "write_messages", "anonymize_bag"]
 
@@ -83,21 +83,6 @@ class LabelScorer(Protocol):
 
     def score(self, key: LabelKey, detections: Iterable[Any], width: int, height: int,
               margins: Mapping[str, float]) -> Mapping[str, Any]: ...
-
-
-def load_anonymizer_config(config: str | Path | None = None,
-                           mode: str | None = None) -> AnonymizerConfig:
-    """The node's anonymizer settings: config/default.yaml, then `config` (a ROS 2 parameters
-    file, as `vlm-node run --config`), then `mode` for `anonymizer.redaction`."""
-    from vlm_node.config import layered_params, node_config_from_params
-    from vlm_node.params import validate
-
-    anonymizer = node_config_from_params(
-        layered_params([config] if config is not None else [])).anonymizer
-    if mode is not None:
-        anonymizer = dataclasses.replace(anonymizer, redaction=mode)
-        validate(anonymizer, "anonymizer.")
-    return anonymizer
 
 
 @dataclass(slots=True)

@@ -3,8 +3,8 @@ score the readings against a labels file.
 
 INPUT is an image, a directory (searched recursively) or a glob. Every image goes through the
 anonymizer first (fail closed: an image that cannot be anonymized is skipped, never analysed),
-then through the analysis engine configured as the node would be (`--config` reads the
-`analysis.*` parameters of a ROS 2 parameters file; `--backend`, `--model`, `--device` override).
+then through the analysis engine configured as the node would be (`vlm_node.config.resolve`:
+config/default.yaml, then each `--config`; `--backend`, `--model`, `--device` override).
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from vlm_node.analysis.config import BACKENDS, DEVICES, AnalysisConfig
+from vlm_node.cli.args import add_config
 from vlm_node.errors import AnonymizationError, ConfigError, VlmNodeError
 from vlm_node.evaluation.labels import load_labels
 from vlm_node.evaluation.matching import MATCH_IOU, match_signs
 from vlm_node.evaluation.redaction import ratio
-from vlm_node.params import apply_overrides
 from vlm_node.results import AnalysisResult, SignReading
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -40,8 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=BACKENDS, help="analysis backend (default: auto)")
     p.add_argument("--model", help="VLM hub id (already downloaded) or local directory")
     p.add_argument("--device", choices=DEVICES, help="torch device for model backends")
-    p.add_argument("--config", metavar="YAML", action="append", default=[],
-                   help="ROS 2 parameters file whose analysis.* settings apply (repeatable)")
+    add_config(p, "; its analysis.* settings apply")
     p.add_argument("--batch", type=int, default=1, metavar="N",
                    help="images analysed per batch (as N cameras would be)")
     p.add_argument("--labels", type=Path, metavar="labels.json",
@@ -75,18 +74,13 @@ def find_images(spec: str) -> list[str]:
 
 
 def analysis_config(args: argparse.Namespace) -> AnalysisConfig:
-    """Defaults, then `analysis.*` from each --config file, then the command-line options."""
-    from vlm_node.config import load_params_yaml
-    config = AnalysisConfig()
-    for yaml_file in args.config:
-        params = load_params_yaml(yaml_file)
-        nested = params.get("analysis") if isinstance(params.get("analysis"), dict) else {}
-        dotted = {k[len("analysis."):]: v for k, v in params.items()
-                  if k.startswith("analysis.")}
-        config = apply_overrides(config, {**nested, **dotted}, "analysis.")
-    overrides = {k: v for k, v in (("backend", args.backend), ("model", args.model),
-                                   ("device", args.device)) if v is not None}
-    return apply_overrides(config, overrides, "analysis.")
+    """The node's analysis settings (`vlm_node.config.resolve`: defaults, config/default.yaml,
+    each --config), then --backend, --model, --device."""
+    from vlm_node.config import resolve
+
+    overrides = {f"analysis.{k}": v for k, v in (("backend", args.backend), ("model", args.model),
+                                                 ("device", args.device)) if v is not None}
+    return resolve(args.config, overrides).analysis
 
 
 # --------------------------------------------------------------------------------- output

@@ -21,8 +21,8 @@ from typing import Any
 import cv2
 
 from vlm_node.anonymize.config import REDACTION_MODES
-from vlm_node.cli.args import add_frames_in_flight, frames_in_flight
-from vlm_node.errors import AnonymizationError, ConfigError, VlmNodeError
+from vlm_node.cli.args import add_config, add_frames_in_flight, frames_in_flight
+from vlm_node.errors import AnonymizationError, VlmNodeError
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "configuration used")
     p.add_argument("--mode", choices=REDACTION_MODES,
                    help="redaction mode (overrides the configuration)")
-    p.add_argument("--config", metavar="YAML",
-                   help="anonymizer settings: a ROS 2 parameters file (anonymizer.* entries) or "
-                        "a mapping of AnonymizerConfig fields")
+    add_config(p, "; its anonymizer.* settings apply")
     p.add_argument("--sequence", action="store_true",
                    help="inputs are consecutive frames of one camera: keep regions redacted "
                         "across detector misses (carry-over); default treats images as "
@@ -67,40 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def load_config(path: str | None, mode: str | None):  # noqa: ANN201
-    """AnonymizerConfig from a YAML file (ROS parameters file or plain mapping) plus --mode."""
-    from vlm_node.anonymize import AnonymizerConfig
-    from vlm_node.params import apply_overrides, validate
+def load_config(files: list[str], mode: str | None):  # noqa: ANN201
+    """The node's anonymizer settings (`vlm_node.config.resolve`: defaults,
+    config/default.yaml, then each file), then --mode."""
+    from vlm_node.config import resolve
 
-    config = AnonymizerConfig()
-    if path:
-        import yaml
-
-        from vlm_node.config import load_params_yaml
-
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read --config {path}: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings")
-        ros = any(isinstance(v, dict) and "ros__parameters" in v for v in data.values())
-        params = load_params_yaml(path) if ros else data
-        values: dict[str, Any] = {}
-        for key, value in params.items():
-            if key == "anonymizer" and isinstance(value, dict):
-                values.update(value)
-            elif key.startswith("anonymizer."):
-                values[key.split(".", 1)[1]] = value
-            elif not ros:
-                values[key] = value
-        config = apply_overrides(config, values, "anonymizer.")
-    if mode:
-        config = dataclasses.replace(config, redaction=mode)
-    validate(config, "anonymizer.")
-    return config
+    return resolve(files, {"anonymizer.redaction": mode} if mode else None).anonymizer
 
 
 def collect_inputs(spec: str, exclude: Path | None = None) -> list[tuple[Path, Path]]:

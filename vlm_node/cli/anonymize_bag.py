@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from vlm_node.anonymize.config import REDACTION_MODES
 from vlm_node.bags.io import STORAGES
-from vlm_node.cli.args import add_frames_in_flight, frames_in_flight
+from vlm_node.cli.args import add_config, add_frames_in_flight, frames_in_flight
 from vlm_node.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -55,9 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "topics are not written")
     p.add_argument("--storage", choices=STORAGES,
                    help="storage plugin of OUT (default: the input's)")
-    p.add_argument("--config", metavar="YAML",
-                   help="ROS 2 parameters file with anonymizer.* settings, as for `vlm-node "
-                        "run --config` (applied over config/default.yaml)")
+    add_config(p, "; its anonymizer.* settings apply")
     p.add_argument("--mode", choices=REDACTION_MODES,
                    help="redaction mode (overrides anonymizer.redaction)")
     p.add_argument("--results-topic", metavar="TOPIC",
@@ -95,7 +93,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlm_node.bags.anonymize import anonymize_bag, load_anonymizer_config
+    from vlm_node.bags.anonymize import anonymize_bag
+    from vlm_node.config import resolve
     from vlm_node.bags.batch import AnonymizeOptions, anonymize_bags, plan_jobs
 
     given = [f"--{name.replace('_', '-')}" for name in RAY_ONLY
@@ -107,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
                           "one frame at a time on its CPU; use --workers)")
     in_flight = frames_in_flight(args)
     ray_options = _ray_options(args) if args.ray is not None else None
-    config = load_anonymizer_config(args.config, args.mode)
+    config = resolve(args.config,
+                     {"anonymizer.redaction": args.mode} if args.mode else None).anonymizer
     labels = _load_labels(args.labels) if args.labels else None
     options = AnonymizeOptions(config, tuple(args.topics) if args.topics else None,
                                args.storage, args.results_topic, args.force, in_flight, labels)

@@ -45,3 +45,24 @@ def frames_in_flight(args: argparse.Namespace) -> int | None:
     if value is not None and value < 1:
         raise ConfigError(f"--frames-in-flight must be at least 1, got {value}")
     return value
+
+
+def add_config(parser: argparse.ArgumentParser, applies: str = "") -> None:
+    """--config YAML (repeatable) of every command: the layers of `vlm_node.config.resolve`;
+    `applies` says which settings the command uses."""
+    parser.add_argument(
+        "--config", metavar="YAML", action="append", default=[],
+        help="ROS 2 parameters file (or a plain mapping of parameters) applied after "
+             f"config/default.yaml, as for `vlm-node run` (repeatable){applies}")
+
+
+def add_output(parser: argparse.ArgumentParser, metavar: str, help: str, *,
+               default: str | None = None, required: bool = False,
+               old: str | None = None) -> None:
+    """--output/-o of every command that writes somewhere. `old`: a former spelling kept as a
+    hidden alias so that existing scripts keep working."""
+    parser.add_argument("--output", "-o", default=default, required=required, metavar=metavar,
+                        help=help)
+    if old is not None:
+        parser.add_argument(old, dest="output", default=argparse.SUPPRESS, metavar=metavar,
+                            help=argparse.SUPPRESS)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from vlm_node.cli.args import frame_size
+from vlm_node.cli.args import add_config, frame_size
 
 DEFAULT_CAMERAS = "front,rear"
 
@@ -47,8 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    choices=("auto", "transformers", "openai", "ocr", "clip"),
                    help="analysis backend (default auto: the VLM if it is in the local model "
                         "cache, otherwise OCR marked degraded)")
-    p.add_argument("--config", metavar="YAML", action="append", default=[],
-                   help="extra ROS 2 parameters file for the node (repeatable)")
+    add_config(p)
     p.add_argument("--timeout", type=float, default=120.0, metavar="S",
                    help="seconds to wait for the node to start and for each result "
                         "(default 120; the first frame loads the models)")

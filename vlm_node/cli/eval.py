@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm_node.analysis.config import BACKENDS
-from vlm_node.cli.args import add_frames_in_flight, frames_in_flight
+from vlm_node.cli.args import add_config, add_frames_in_flight, frames_in_flight
 from vlm_node.errors import ConfigError
 
 DEFAULT_OUT = "eval_output"
@@ -41,8 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "replay through the core pipeline)")
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                    help=f"output directory (default {DEFAULT_OUT})")
-    p.add_argument("--config", metavar="YAML", action="append", default=[],
-                   help="ROS 2 parameters file applied after config/default.yaml (repeatable)")
+    add_config(p)
     p.add_argument("--rate", type=float, metavar="X",
                    help="--live: play at X times the recorded rate (default 1)")
     p.add_argument("--timeout", type=float, default=120.0, metavar="S",
@@ -87,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
     if args.compare:
         return _compare(*args.compare)
     from vlm_node.bags import io
-    from vlm_node.evaluation.configure import (camera_names, image_topics, load_params,
-                                               node_config_for_bag)
+    from vlm_node.config import resolve_params
+    from vlm_node.evaluation.configure import camera_names, image_topics, node_config_for_bag
     from vlm_node.evaluation.labels import load_bag_labels
 
     labels = load_bag_labels(args.labels)
@@ -98,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
     if not labelled_topics & set(topics):
         raise ConfigError(f"--labels {args.labels} labels none of the bag's image topics "
                           f"({', '.join(topics)}); labelled: {', '.join(sorted(labelled_topics))}")
-    params = load_params(args.config,
-                         {"analysis.backend": args.backend} if args.backend else None)
+    params = resolve_params(args.config,
+                            {"analysis.backend": args.backend} if args.backend else None)
     cameras = camera_names(list(topics), params)
     compressed = {t for t, m in topics.items() if m == io.COMPRESSED_IMAGE}
     config = node_config_for_bag(params, cameras, compressed)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from vlm_node.paths import config_file
+from vlm_node.cli.args import add_config
+from vlm_node.config import config_sources
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,8 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Start the vlm_node ROS 2 node. Parameters come from config/default.yaml, "
                     "then --config, then ROS arguments, e.g. "
                     "`vlm-node run --ros-args -p analysis.backend:=ocr -r __ns:=/car1`.")
-    p.add_argument("--config", metavar="YAML", action="append", default=[],
-                   help="ROS 2 parameters file applied after the default (repeatable)")
+    add_config(p)
     p.add_argument("--no-default-config", action="store_true",
                    help="do not load config/default.yaml first")
     p.set_defaults(func=_run)
@@ -22,12 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def ros_arguments(args: argparse.Namespace) -> list[str]:
     """Parameter files first (default, then --config), then the user's own ROS arguments, so
     later sources override earlier ones."""
-    files = [] if args.no_default_config else [str(config_file("default.yaml"))]
-    files += args.config
     extra = list(args.ros_args[1:]) if args.ros_args else []
     out = ["--ros-args"]
-    for f in files:
-        out += ["--params-file", f]
+    for f in config_sources(args.config, default_file=not args.no_default_config):
+        out += ["--params-file", str(f)]
     return out + extra
 
 

@@ -1,19 +1,18 @@
 """The node configuration an evaluation runs with, and which camera each bag topic feeds.
 
-Both modes start from what `vlm-node run` reads (config/default.yaml, then each --config), so
-the offline replay evaluates the configuration the live node would run. Cameras come from the
+Both modes start from what `vlm-node run` reads (`vlm_node.config.resolve_params`:
+config/default.yaml, then each --config), so the offline replay evaluates the configuration the
+live node would run. Cameras come from the
 bag: a camera of the configuration whose resolved topic is a bag topic keeps its name (and its
 settings); any other image topic gets a camera named after the topic (`/front/image_raw` ->
 `front`), because a bag recorded elsewhere rarely matches the local camera list.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 from vlm_node.bags import io
-from vlm_node.config import (CameraConfig, NodeConfig, camera_name_of, layered_params,
-                             node_config_from_params)
+from vlm_node.config import CameraConfig, NodeConfig, camera_name_of, node_config_from_params
 from vlm_node.errors import BagError, ConfigError
 from vlm_node.params import apply_overrides
 
@@ -25,14 +24,6 @@ def image_topics(bag: io.Bag) -> dict[str, str]:
         raise BagError(f"{bag.path}: no sensor_msgs/Image or CompressedImage topic "
                        f"(topics: {', '.join(bag.topics) or 'none'})")
     return topics
-
-
-def load_params(configs: Sequence[str | Path], overrides: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
-    """Dotted parameters: config/default.yaml, then each file, then `overrides`."""
-    params = layered_params(configs)
-    params.update(overrides or {})
-    return params
 
 
 def camera_names(topics: Sequence[str], params: dict[str, Any]) -> dict[str, str]:
