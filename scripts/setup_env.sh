@@ -10,7 +10,7 @@ ROOT="$PWD"
 VENV="${VENV:-$ROOT/.venv}"
 PY="$VENV/bin/python"
 STAMPS="$VENV/.vlm_node_stamps"
-LAUNCH_WHEELS="${VLM_NODE_LAUNCH_WHEELS:-$ROOT/../shared/wheels/ros2-launch}"
+ROS2_VENDOR="$ROOT/vendor/ros2"
 PIP=("$PY" -m pip --disable-pip-version-check --no-input -q)
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
@@ -59,22 +59,37 @@ if needs cmake_paths "$h"; then
   done_step cmake_paths "$h"
 fi
 
-h=$(hash_of "$STAMPS/pip" ros2_ws/src/vlm_node_interfaces/package.xml ros2_ws/src/vlm_node_interfaces/CMakeLists.txt ros2_ws/src/vlm_node_interfaces/msg/*.msg)
-if needs interfaces "$h" || ! "$PY" -c 'from vlm_node_interfaces.msg import SceneUnderstanding' 2>/dev/null; then
-  log "building vlm_node_interfaces with colcon into $VENV"
+# colcon_build NAME SRC: build the ROS package in SRC with colcon, merged into $VENV (nothing to source).
+colcon_build() {
+  log "building $1 with colcon into $VENV"
   (
     export AMENT_PREFIX_PATH="$VENV" CMAKE_PREFIX_PATH="$VENV" PATH="$VENV/bin:$PATH"
     mkdir -p "$ROOT/build"
-    cd ros2_ws
     "$VENV/bin/colcon" --log-base "$ROOT/build/colcon/log" build \
-      --base-paths src/vlm_node_interfaces \
+      --base-paths "$2" \
       --build-base "$ROOT/build/colcon/build" \
       --merge-install --install-base "$VENV" \
       --event-handlers console_cohesion- summary- \
-      --cmake-args -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=OFF >"$ROOT/build/colcon.log" 2>&1 \
-      || { tail -40 "$ROOT/build/colcon.log" >&2; echo "colcon build failed; full log: build/colcon.log" >&2; exit 1; }
+      --cmake-args -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=OFF >"$ROOT/build/colcon_$1.log" 2>&1 \
+      || { tail -40 "$ROOT/build/colcon_$1.log" >&2; echo "colcon build failed; full log: build/colcon_$1.log" >&2; exit 1; }
   )
+}
+
+h=$(hash_of "$STAMPS/pip" ros2_ws/src/vlm_node_interfaces/package.xml ros2_ws/src/vlm_node_interfaces/CMakeLists.txt ros2_ws/src/vlm_node_interfaces/msg/*.msg)
+if needs interfaces "$h" || ! "$PY" -c 'from vlm_node_interfaces.msg import SceneUnderstanding' 2>/dev/null; then
+  colcon_build vlm_node_interfaces "$ROOT/ros2_ws/src/vlm_node_interfaces"
   done_step interfaces "$h"
+fi
+
+# launch_ros imports composition_interfaces, a compiled message package that is not on the registry:
+# build it from its Kilted definitions in vendor/ros2/src (see vendor/ros2/README.md).
+COMP_SRC="$ROS2_VENDOR/src/composition_interfaces"
+h=$(hash_of "$STAMPS/pip" "$COMP_SRC"/package.xml "$COMP_SRC"/CMakeLists.txt "$COMP_SRC"/srv/*.srv)
+if needs composition_interfaces "$h" || ! "$PY" -c 'from composition_interfaces.srv import LoadNode' 2>/dev/null; then
+  # venvs set up before the vendored build carry a pip-installed copy; colcon's replaces it
+  "${PIP[@]}" uninstall -y ros-composition-interfaces 2>/dev/null || true
+  colcon_build composition_interfaces "$COMP_SRC"
+  done_step composition_interfaces "$h"
 fi
 
 h=$(hash_of "$STAMPS/pip" setup.py setup.cfg package.xml)
@@ -92,28 +107,47 @@ SHARE="$VENV/share/vlm_node"
 mkdir -p "$VENV/share/ament_index/resource_index/packages" "$SHARE/config" "$VENV/lib/vlm_node"
 : >"$VENV/share/ament_index/resource_index/packages/vlm_node"
 ln -sfn "$ROOT/package.xml" "$SHARE/package.xml"
-ln -sfn "$ROOT/launch" "$SHARE/launch"
-find "$SHARE/config" -type l -delete
+# launch/ as a directory of links, not one link: `ros2 launch` finds files with os.walk, which does
+# not enter a linked directory.
+if [ -L "$SHARE/launch" ]; then rm "$SHARE/launch"; fi
+mkdir -p "$SHARE/launch"
+find "$SHARE/config" "$SHARE/launch" -type l -delete
 for f in "$ROOT"/config/*.yaml "$ROOT/vlm_node/assets/fastdds_large_images.xml"; do
   ln -sfn "$f" "$SHARE/config/$(basename "$f")"
+done
+for f in "$ROOT"/launch/*.launch.*; do
+  ln -sfn "$f" "$SHARE/launch/$(basename "$f")"
 done
 printf '#!%s\nimport sys\nfrom vlm_node.ros.node_main import main\nsys.exit(main())\n' "$PY" \
   >"$VENV/lib/vlm_node/vlm_node"
 chmod +x "$VENV/lib/vlm_node/vlm_node"
 
-# ROS 2 launch/launch_ros are not on PyPI; the launch tests use wheels built from their sources
-# where they are available beside the checkout (optional: the launch tests skip without them).
-if [ -d "$LAUNCH_WHEELS" ]; then
-  h=$(hash_of "$STAMPS/pip" "$LAUNCH_WHEELS"/*.whl)
-  if needs launch "$h"; then
-    log "installing ROS 2 launch + launch_ros wheels from $LAUNCH_WHEELS"
-    "${PIP[@]}" install --find-links "$LAUNCH_WHEELS" \
-      "$LAUNCH_WHEELS"/ros_composition_interfaces-*.whl "$LAUNCH_WHEELS"/launch-*.whl \
-      "$LAUNCH_WHEELS"/launch_xml-*.whl "$LAUNCH_WHEELS"/launch_yaml-*.whl "$LAUNCH_WHEELS"/launch_ros-*.whl
-    done_step launch "$h"
-  fi
+# The ROS 2 command-line tools (ros2cli and its topic, node, param, service, lifecycle, run, pkg,
+# interface and launch commands) and launch/launch_ros are pure Python but not on the registry:
+# install the wheels vendored in vendor/ros2/wheels, built from the Kilted release sources.
+h=$(hash_of "$STAMPS/pip" "$ROS2_VENDOR"/wheels/*.whl)
+if needs ros2_tools "$h" || ! "$PY" -c 'import ros2cli, ros2topic, launch_ros' 2>/dev/null; then
+  log "installing the ROS 2 command-line tools and launch from vendor/ros2/wheels"
+  "${PIP[@]}" install "$ROS2_VENDOR"/wheels/*.whl
+  done_step ros2_tools "$h"
 fi
+# `ros2` with this venv on AMENT_PREFIX_PATH, as sourcing an install's setup.bash would do: `ros2 launch
+# vlm_node ...`, `ros2 run` and `ros2 interface` find packages through the ament index in $VENV/share.
+# Rewritten on every run because reinstalling ros2cli regenerates the plain entry-point script.
+cat >"$VENV/bin/ros2" <<EOF
+#!$PY
+"""ros2 (vendored ros2cli) with the venv first on AMENT_PREFIX_PATH; from scripts/setup_env.sh."""
+import os
+import sys
 
-"$PY" -c 'import rclpy, vlm_node; from vlm_node_interfaces.msg import SceneUnderstanding' \
+prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+if sys.prefix not in prefixes:
+    os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join([sys.prefix, *prefixes])
+from ros2cli.cli import main
+sys.exit(main())
+EOF
+chmod +x "$VENV/bin/ros2"
+
+"$PY" -c 'import rclpy, vlm_node, ros2cli, launch_ros; from vlm_node_interfaces.msg import SceneUnderstanding' \
   || { echo "set-up finished but the import check failed" >&2; exit 1; }
 log "ready: $VENV"

@@ -1,8 +1,9 @@
 """The launch files, run by the real `launch` + `launch_ros` (what `ros2 launch` executes): the
 node comes up under the requested namespace with the requested backend and stops on shutdown.
 
-`make setup` registers vlm_node in the venv's ament index (share/vlm_node, lib/vlm_node), so
-`get_package_share_directory` and launch_ros's executable lookup work as in a colcon install.
+`make setup` installs launch and launch_ros from vendor/ros2 and registers vlm_node in the venv's
+ament index (share/vlm_node, lib/vlm_node), so `get_package_share_directory` and launch_ros's
+executable lookup work as in a colcon install.
 """
 from __future__ import annotations
 
@@ -10,12 +11,9 @@ import os
 import sys
 import threading
 
+import launch
 import pytest
 from ros_helpers import Harness, wait_for
-
-launch = pytest.importorskip("launch", reason="ROS 2 launch wheels not installed (make setup "
-                                              "installs them from ../shared/wheels/ros2-launch)")
-pytest.importorskip("launch_ros")
 
 
 @pytest.fixture(autouse=True)

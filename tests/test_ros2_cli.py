@@ -1,0 +1,197 @@
+"""The ROS 2 command-line tools as a user types them, against the real node in another process:
+`ros2 topic echo`, `ros2 param set/get`, `ros2 lifecycle set/get`, `ros2 launch` and
+`ros2 node list`.
+
+`make setup` installs ros2cli and its commands from the wheels in vendor/ros2 and writes
+`.venv/bin/ros2`; each command here runs that executable as a subprocess in the test session's
+isolated ROS domain (tests/conftest.py), with AMENT_PREFIX_PATH removed from its environment,
+as in a fresh shell. `--no-daemon` everywhere: no ros2 daemon is left running after the tests.
+Every wait has a time limit.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from sensor_msgs.msg import Image
+
+from ros_helpers import Harness, wait_for, wait_for_subscribers
+from vlm_node import image_codec
+from vlm_node.render.scenes import make_road_scene
+from vlm_node.ros import convert
+from vlm_node.ros.process import NodeProcess
+
+pytestmark = pytest.mark.integration
+
+ROS2 = Path(sys.executable).with_name("ros2")
+STAMP = (1_700_000_321, 123_000_000)
+FRAME_ID = "front_camera_optical_frame"
+
+
+def _env() -> dict[str, str]:
+    """The test session's environment (isolated domain) without AMENT_PREFIX_PATH: `.venv/bin/ros2`
+    must find the venv's packages on its own."""
+    return {k: v for k, v in os.environ.items() if k != "AMENT_PREFIX_PATH"}
+
+
+def ros2(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Run `ros2 ARGS...`; its stdout and stderr together in `.stdout`."""
+    return subprocess.run([str(ROS2), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=timeout, env=_env())
+
+
+# Without a daemon each command discovers the graph itself: give it time to (the defaults, 0.5 s
+# of discovery and 1 s to find the node, are tight on a loaded machine).
+NO_DAEMON = ("--no-daemon", "--spin-time", "2")
+
+
+def param(verb: str, *args: str) -> str:
+    return ros2("param", verb, *NO_DAEMON, "--timeout", "10", *args).stdout.strip()
+
+
+def lifecycle(verb: str, *args: str) -> str:
+    """`ros2 lifecycle` knows a node once it has discovered the node's get_state service, and has
+    only its spin time for that (no `--timeout` as `ros2 param` has): on a loaded machine it can
+    answer "Node not found" for a running node. That answer changes nothing; ask again."""
+    for _ in range(5):
+        out = ros2("lifecycle", verb, *NO_DAEMON, *args).stdout.strip()
+        if out != "Node not found":
+            break
+    return out
+
+
+def _node_names() -> list[str]:
+    return ros2("node", "list", *NO_DAEMON).stdout.split()
+
+
+def _image_msg(bgr: np.ndarray) -> Image:
+    raw = image_codec.array_to_image(np.ascontiguousarray(bgr), "bgr8")
+    msg = Image(height=raw.height, width=raw.width, encoding="bgr8", step=raw.step,
+                data=convert.byte_array(raw.data))
+    msg.header.stamp.sec, msg.header.stamp.nanosec = STAMP
+    msg.header.frame_id = FRAME_ID
+    return msg
+
+
+@pytest.fixture(scope="module")
+def node():
+    assert ROS2.is_file(), f"{ROS2} missing: run `make setup`"
+    proc = NodeProcess(["-p", "cameras:=[front]", "-p", "analysis.backend:=ocr",
+                        "-p", "qos_reliability:=reliable", "-p", "max_frame_age:=30.0"])
+    try:
+        proc.wait_ready(120)
+        yield proc
+    finally:
+        proc.stop()
+
+
+def test_topic_echo_prints_the_nodes_result(node: NodeProcess) -> None:
+    scene = make_road_scene(4, (640, 480))  # a 60 km/h sign, a STOP sign, a pedestrian's face
+    frame = _image_msg(scene.image.copy())
+    echo = subprocess.Popen(
+        [str(ROS2), "topic", "echo", "--no-daemon", "--once", "--timeout", "90",
+         "/scene_understanding", "vlm_node_interfaces/msg/SceneUnderstanding"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    harness = Harness("cli_echo_probe")
+    try:
+        pub = harness.publisher(Image, "/front/image_raw")
+        wait_for_subscribers(pub, 30)
+        wait_for(lambda: harness.node.count_subscribers("/scene_understanding") > 0, 30,
+                 "the subscription of `ros2 topic echo`")
+        # Until echo has printed one message: a frame published before its subscription
+        # matched the node's publisher would give a result nobody receives.
+        deadline = time.monotonic() + 90
+        while echo.poll() is None and time.monotonic() < deadline:
+            pub.publish(frame)
+            try:
+                echo.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+    finally:
+        harness.close()
+        if echo.poll() is None:
+            echo.kill()
+        out, err = echo.communicate(timeout=10)
+    assert echo.returncode == 0, out + err
+    msg = yaml.safe_load(out.split("\n---")[0])
+    assert (msg["header"]["stamp"]["sec"], msg["header"]["stamp"]["nanosec"]) == STAMP
+    assert msg["header"]["frame_id"] == FRAME_ID
+    assert msg["camera"] == "front"
+    assert msg["backend"] == "ocr" and msg["degraded"] is True and msg["has_scene"] is False
+    assert msg["faces_redacted"] >= 1  # the pasted face (counting is tested elsewhere)
+    speed = [s for s in msg["signs"] if s["sign_class"] == "speed_limit"]
+    assert [(s["has_value"], s["value"], s["unit"]) for s in speed] == [(True, 60.0, "km/h")]
+
+
+def test_param_set_then_get_and_invalid_value_rejected_with_reason(node: NodeProcess) -> None:
+    name = "anonymizer.redaction"
+    assert param("get", "/vlm_node", name) == "String value is: blur"  # config/default.yaml
+    try:
+        res = param("set", "/vlm_node", name, "pixelate")
+        assert res == "Set parameter successful", res
+        assert param("get", "/vlm_node", name) == "String value is: pixelate"
+        wait_for(lambda: "parameters changed: anonymizer.redaction='pixelate'" in node.output(),
+                 10, "the node to log the change")
+
+        res = param("set", "/vlm_node", name, "sparkle")
+        assert "Setting parameter failed" in res, res
+        # the node's own reason, from its parameter validation
+        assert "anonymizer.redaction='sparkle' is not allowed" in res, res
+        assert "'pixelate'" in res and "'blur'" in res
+        assert param("get", "/vlm_node", name) == "String value is: pixelate"
+        # a parameter fixed at start-up (declared read-only) is refused too
+        res = param("set", "/vlm_node", "cameras", "[rear]")
+        assert res == ("Setting parameter failed: Trying to set a read-only parameter: "
+                       "cameras."), res
+    finally:
+        param("set", "/vlm_node", name, "blur")
+
+
+def test_lifecycle_deactivate_and_activate(node: NodeProcess) -> None:
+    assert lifecycle("get", "/vlm_node") == "active [3]"
+    try:
+        res = lifecycle("set", "/vlm_node", "deactivate")
+        assert res == "Transitioning successful", res
+        assert lifecycle("get", "/vlm_node") == "inactive [2]"
+        # from inactive there is no `deactivate`: refused, the state stays
+        res = lifecycle("set", "/vlm_node", "deactivate")
+        assert "Transitioning successful" not in res, res
+        assert lifecycle("get", "/vlm_node") == "inactive [2]"
+    finally:
+        res = lifecycle("set", "/vlm_node", "activate")
+    assert res == "Transitioning successful", res
+    assert lifecycle("get", "/vlm_node") == "active [3]"
+    assert node.proc.poll() is None
+
+
+def test_launch_starts_the_node_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
+    log = tmp_path / "launch.log"
+    with log.open("w") as out:
+        launch = subprocess.Popen(
+            [str(ROS2), "launch", "vlm_node", "vlm_node.launch.py", "namespace:=cli_test",
+             "backend:=ocr"], stdout=out, stderr=subprocess.STDOUT, env=_env())
+    try:
+        wait_for(lambda: launch.poll() is not None or "/cli_test/vlm_node" in _node_names(), 120,
+                 "/cli_test/vlm_node in `ros2 node list`")
+        assert launch.poll() is None, log.read_text()
+        wait_for(lambda: "active:" in log.read_text(), 60, "the launched node to become active")
+        assert lifecycle("get", "/cli_test/vlm_node") == "active [3]"
+        launch.send_signal(signal.SIGINT)  # Ctrl-C
+        code = launch.wait(30)
+    finally:
+        if launch.poll() is None:
+            launch.kill()
+            launch.wait()
+    text = log.read_text()
+    assert code == 0, text
+    assert "shut down" in text and "Traceback" not in text, text
+    assert "process has finished cleanly" in text, text
+    wait_for(lambda: "/cli_test/vlm_node" not in _node_names(), 30,
+             "/cli_test/vlm_node to leave the graph")
