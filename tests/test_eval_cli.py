@@ -51,7 +51,7 @@ def no_carry(workdir):
 def offline(sample, no_carry, workdir):
     out = workdir / "offline"
     code, stdout, _ = run_cli(sample.parent, "--labels", sample, "--backend", "ocr",
-                              "--config", no_carry, "--out", out)
+                              "--config", no_carry, "--output", out)
     assert code == 0, stdout
     return json.loads((out / "report.json").read_text()), out, stdout
 
@@ -103,16 +103,18 @@ def test_carry_over_across_unrelated_frames_hides_a_sign_and_compare_shows_it(
     such a gap (`carry_max_gap` 0.5 s) and every speed value is read. Without the time limit,
     regions of frame 3 stay redacted in frame 4 and cover its 60 km/h sign: 7 of 8."""
     out = workdir / "default"
-    code, _, _ = run_cli(sample.parent, "--labels", sample, "--backend", "ocr", "--out", out)
+    # without --labels: the labels.json inside the bag directory
+    code, _, _ = run_cli(sample.parent, "--backend", "ocr", "--output", out)
     assert code == 0
     report = json.loads((out / "report.json").read_text())
+    assert report["run"]["labels"] == str(sample)
     assert (report["speed"]["labelled"], report["speed"]["value_ok"]) == (8, 8)
     no_limit = workdir / "no_gap_limit.yaml"
     no_limit.write_text("/**/vlm_node:\n  ros__parameters:\n    anonymizer:\n"
                         "      carry_max_gap: 0.0\n")
     out = workdir / "no_gap_limit"
     code, _, _ = run_cli(sample.parent, "--labels", sample, "--backend", "ocr", "--out", out,
-                         "--config", no_limit)
+                         "--config", no_limit)  # --out: the former spelling of --output
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert (report["speed"]["labelled"], report["speed"]["value_ok"]) == (8, 7)
@@ -134,7 +136,7 @@ def test_frames_in_flight_change_the_wall_time_only(sample, workdir):
     frames, stages = {}, {}
     for n in (1, 3):
         out = workdir / f"in_flight_{n}"
-        code, _, _ = run_cli(sample.parent, "--labels", sample, "--backend", "ocr", "--out",
+        code, _, _ = run_cli(sample.parent, "--labels", sample, "--backend", "ocr", "--output",
                              out, "--frames-in-flight", n, "--config", carry)
         assert code == 0
         report = json.loads((out / "report.json").read_text())
@@ -165,7 +167,7 @@ def test_tracks_on_a_static_scene_confirm_in_the_third_frame(workdir):
     labels = workdir / "static_labels.json"
     labels.write_text(json.dumps({"images": entries}))
     out = workdir / "static_out"
-    code, _, _ = run_cli(bag, "--labels", labels, "--backend", "ocr", "--out", out)
+    code, _, _ = run_cli(bag, "--labels", labels, "--backend", "ocr", "--output", out)
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     states = [[r["track_state"] for r in f["readings"] if r["class"] == "speed_limit"]
@@ -190,7 +192,7 @@ def test_a_malformed_frame_is_reported_dropped_and_nothing_analysed_exits_1(work
     labels.write_text(json.dumps({"images": [{"file": "x", "width": 10, "height": 10,
                                               "topic": "/front/image_raw", "stamp_ns": stamp,
                                               "signs": []}]}))
-    code, _, err = run_cli(bag, "--labels", labels, "--backend", "ocr", "--out",
+    code, _, err = run_cli(bag, "--labels", labels, "--backend", "ocr", "--output",
                            workdir / "malformed_out")
     assert code == 1 and "no frame was analysed" in err
     report = json.loads((workdir / "malformed_out" / "report.json").read_text())
@@ -202,7 +204,7 @@ def test_a_malformed_frame_is_reported_dropped_and_nothing_analysed_exits_1(work
 
 
 @pytest.mark.parametrize("args, message", [
-    (["{bag}"], "--labels is required"),
+    (["{workdir}"], "holds no labels.json"),
     (["{missing}", "--labels", "{labels}"], "bag not found"),
     (["{bag}", "--labels", "{missing}"], "missing"),
     (["{bag}", "--labels", "{labels}", "--rate", "2"], "--rate applies to --live only"),
@@ -216,7 +218,8 @@ def test_a_malformed_frame_is_reported_dropped_and_nothing_analysed_exits_1(work
      "--frames-in-flight must be at least 1"),
 ])
 def test_errors_exit_with_status_2(sample, workdir, args, message):
-    fill = {"bag": sample.parent, "labels": sample, "missing": workdir / "missing"}
+    fill = {"bag": sample.parent, "labels": sample, "missing": workdir / "missing",
+            "workdir": workdir}
     code, _, err = run_cli(*(a.format(**fill) for a in args))
     assert code == 2 and message in err, err
 
@@ -244,7 +247,7 @@ def test_live_through_the_node_over_dds(workdir, no_carry):
     out = workdir / "live_out"
     code, stdout, err = run_cli(labels.parent, "--labels", labels, "--backend", "ocr",
                                 "--config", no_carry, "--live",
-                                "--out", out, "--timeout", "60")
+                                "--output", out, "--timeout", "60")
     assert code == 0, stdout + err
     report = json.loads((out / "report.json").read_text())
     assert report["run"]["mode"] == "live" and report["run"]["backend"] == "ocr"
@@ -280,7 +283,7 @@ def test_tracks_confirm_in_a_shot_of_consecutive_frames(workdir):
     its track confirms at the third (k=3 of n=5) and nothing false is confirmed."""
     labels = write_sample_bag(workdir / "shot", frames=10, cameras=1, seconds=1.0)
     out = workdir / "shot_eval"
-    code, _, _ = run_cli(labels.parent, "--labels", labels, "--backend", "ocr", "--out", out)
+    code, _, _ = run_cli(labels.parent, "--labels", labels, "--backend", "ocr", "--output", out)
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert (report["speed"]["labelled"], report["speed"]["value_ok"]) == (10, 10)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vlm_node.analysis.bench import ARCHS, SIZES, bench_analyze
 from vlm_node.analysis.config import DEVICES, DTYPES
-from vlm_node.cli.args import frame_size
+from vlm_node.cli.args import add_output, frame_size
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -54,7 +54,7 @@ def add_analyze_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--frame-size", type=frame_size, default=(640, 480), metavar="WxH")
     p.add_argument("--image-longest-edge", type=int, default=512,
                    help="SmolVLM processor size.longest_edge (0 = model default 2048)")
-    p.add_argument("--json-out", type=Path, metavar="FILE", help="also write figures here")
+    add_output(p, "JSON", "also write the figures here", old="--json-out")
     p.set_defaults(func=_run)
     return p
 
@@ -67,6 +67,6 @@ def _run(args: argparse.Namespace) -> int:
                             max_new_tokens=args.max_new_tokens, device=args.device,
                             dtype=args.dtype, size=args.size, frame_size=args.frame_size,
                             image_longest_edge=args.image_longest_edge, backends=args.backends)
-    if args.json_out:
-        args.json_out.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+    if args.output:
+        Path(args.output).write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
     return 0

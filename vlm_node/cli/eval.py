@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from vlm_node.analysis.config import BACKENDS
-from vlm_node.cli.args import add_config, add_frames_in_flight, frames_in_flight
+from vlm_node.cli.args import add_config, add_frames_in_flight, add_output, frames_in_flight
 from vlm_node.errors import ConfigError
 
 DEFAULT_OUT = "eval_output"
@@ -28,19 +28,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Replay BAG's image messages through anonymization, sign reading and "
                     "tracking (offline and deterministic, or --live through the real node over "
                     "DDS), match the results to --labels by topic and header stamp, and write "
-                    "report.md, report.json and PNG plots to --out. With --compare, print the "
+                    "report.md, report.json and PNG plots to --output. With --compare, print the "
                     "key figures of two report.json files side by side with their deltas.")
     p.add_argument("bag", nargs="?", metavar="BAG",
                    help="rosbag2 directory (MCAP or sqlite3) or a bare .mcap/.db3 file")
     p.add_argument("--labels", type=Path, metavar="labels.json",
-                   help="labels with `topic` and `stamp_ns` per image entry (vlm-node "
-                        "sample-bag writes them); required")
+                   help="labels with `topic` and `stamp_ns` per image entry (docs/labels.md; "
+                        "default: the labels.json inside the BAG directory, where vlm-node "
+                        "sample-bag writes it)")
     p.add_argument("--backend", choices=BACKENDS, help="analysis backend (default: the config's)")
     p.add_argument("--live", action="store_true",
                    help="play the bag into the real node process over DDS (default: offline "
                         "replay through the core pipeline)")
-    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
-                   help=f"output directory (default {DEFAULT_OUT})")
+    add_output(p, "DIR", f"output directory (default {DEFAULT_OUT})", default=DEFAULT_OUT,
+               old="--out")
     add_config(p)
     p.add_argument("--rate", type=float, metavar="X",
                    help="--live: play at X times the recorded rate (default 1)")
@@ -55,6 +56,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def bag_labels(bag: Path) -> Path:
+    """The labels.json a bag directory holds (`vlm-node sample-bag` writes it beside
+    metadata.yaml): the default of --labels."""
+    found = bag / "labels.json"
+    if bag.is_dir() and found.is_file():
+        return found
+    raise ConfigError(f"--labels is required: results are scored against the labels of the "
+                      f"bag's frames, and {bag} holds no labels.json")
+
+
 def _check_args(args: argparse.Namespace) -> None:
     if args.compare:
         if args.bag or args.labels or args.live:
@@ -64,8 +75,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if not args.bag:
         raise ConfigError("BAG is required (or --compare A.json B.json)")
     if args.labels is None:
-        raise ConfigError("--labels is required: results are scored against the labels of "
-                          "the bag's frames (vlm-node sample-bag writes labels.json)")
+        args.labels = bag_labels(Path(args.bag))
     if not args.live:
         for opt, value in (("--rate", args.rate), ("--domain-id", args.domain_id)):
             if value is not None:
@@ -107,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
         output = run_live(args.bag, cameras, topics, args.config, args.backend,
                           config.results_topic, args.rate or 1.0, args.timeout,
                           domain_id=args.domain_id)
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "node.log").write_text(output.node_log, encoding="utf-8")
+        Path(args.output).mkdir(parents=True, exist_ok=True)
+        (Path(args.output) / "node.log").write_text(output.node_log, encoding="utf-8")
     else:
         from vlm_node.anonymize.config import for_frames_in_flight, frames_in_flight_for
         from vlm_node.evaluation.replay import replay
@@ -146,7 +156,7 @@ def _finish(args: argparse.Namespace, output: Any, labels: dict[Any, Any], confi
     margins = {"face": config.anonymizer.margin, "plate": config.anonymizer.plate_margin}
     evaluation = evaluate(records, labels, info, margins)
     report = build_report(evaluation)
-    out = Path(args.out)
+    out = Path(args.output)
     report["plots"] = write_plots(report, out)
     json_path, md_path = write_report(out, report)
     start = "model loading" if info.mode == "offline" else "node start-up"
