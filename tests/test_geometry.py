@@ -1,6 +1,6 @@
 import pytest
 
-from vlm_node.geometry import Box, nms, union_box
+from vlm_node.geometry import Box, nms
 
 
 def test_iou_and_coverage():
@@ -21,10 +21,8 @@ def test_expand_clip_slices():
     assert (rows.stop, cols.stop) == (95, 100)
 
 
-def test_nms_and_union():
+def test_nms():
     boxes = [Box(0, 0, 10, 10), Box(1, 1, 10, 10), Box(50, 50, 5, 5)]
     assert nms(boxes, [0.5, 0.9, 0.3], 0.3) == [1, 2]
-    assert union_box(boxes) == Box(0, 0, 55, 55)
-    assert union_box([]) is None
     with pytest.raises(ValueError):
         Box.from_list([1, 2, 3])

@@ -78,7 +78,7 @@ class NodeConfig:
     qos_depth: int = setting(
         1, "Input QoS history depth. 1 (keep only the newest frame) unlike SensorDataQoS's 5: "
            "when anonymizing is slower than the camera, a deeper queue only adds latency "
-           "(measured at 1080p 10 Hz on 2 cores: p50 594 ms with depth 5).", min=1, max=100)
+           "(README, Node overhead).", min=1, max=100)
     diagnostics_period: float = setting(1.0, "Seconds between /diagnostics messages.",
                                         min=0.1, max=60.0)
     jpeg_quality: int = setting(90, "JPEG quality of /compressed outputs.", min=10, max=100,

@@ -1,11 +1,10 @@
 """The shipped Fast DDS profile for large images, applied unless the user chose their own.
 
 With Fast DDS defaults, best-effort images between two processes were not delivered at all on
-this project's machines (0 of 50 even at 640x360; see README): UDP fragments of multi-megabyte
-samples are lost and best-effort never repairs them. A shared-memory transport whose segment
-holds a whole 1080p frame delivers them (50 of 50, p50 13 ms at 1080p), with UDPv4 kept for
-other hosts. Fast DDS reads the profile when the first participant is created, so `apply()` must
-run before `rclpy.init()`.
+this project's machines (README, Node overhead): UDP fragments of multi-megabyte samples are
+lost and best-effort never repairs them. A shared-memory transport whose segment holds a whole
+1080p frame delivers them, with UDPv4 kept for other hosts. Fast DDS reads the profile when
+the first participant is created, so `apply()` must run before `rclpy.init()`.
 """
 from __future__ import annotations
 

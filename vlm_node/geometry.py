@@ -6,7 +6,7 @@ Boxes are `[x, y, w, h]` in pixels of the image as stored, the convention of the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +96,3 @@ def nms(boxes: Sequence[Box], scores: Sequence[float], iou_threshold: float) -> 
         if all(boxes[i].iou(boxes[k]) <= iou_threshold for k in keep):
             keep.append(i)
     return keep
-
-
-def union_box(boxes: Iterable[Box]) -> Box | None:
-    """Smallest box containing all `boxes` (None for none)."""
-    items = list(boxes)
-    if not items:
-        return None
-    return Box.from_xyxy(min(b.x for b in items), min(b.y for b in items),
-                         max(b.x2 for b in items), max(b.y2 for b in items))

@@ -2,11 +2,11 @@
 
 glibc serves allocations above its mmap threshold (128 KiB, raised dynamically only in some
 cases) with a fresh mmap and unmaps them on free, so a process that allocates and frees a 6 MB
-1080p image per frame page-faults all 1500 pages of every frame. Measured with `vlm-node bench
-node` (1080p bgr8, 10 Hz, detectors off): 10.1 ms CPU and p50 12.2 ms per frame as it was,
-3.4 ms and 5.9 ms with the buffers kept in the heap, the same as a bare rclpy echo node. The
-cost is that freed frame memory stays in the process (RSS stays at its peak, which for a node
-processing a steady stream is its working set anyway).
+1080p image per frame page-faults all 1500 pages of every frame; keeping the buffers in the
+heap brings the node's per-frame CPU down to that of a bare rclpy echo node (`vlm-node bench
+node`; figures in README, Node overhead). The cost is that freed frame memory stays in the
+process (RSS stays at its peak, which for a node processing a steady stream is its working set
+anyway).
 """
 from __future__ import annotations
 

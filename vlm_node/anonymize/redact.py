@@ -23,11 +23,6 @@ from vlm_node.results import Detection
 BLUR_CELLS = 6
 
 
-def _odd(n: float) -> int:
-    k = max(3, int(n))
-    return k if k % 2 else k + 1
-
-
 def redaction_region(det: Detection, margin: float, width: int, height: int
                      ) -> tuple[Box, bool]:
     """The box that is redacted for `det` (grown by `margin`, clipped to the frame) and

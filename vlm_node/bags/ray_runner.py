@@ -98,8 +98,8 @@ def worker_config(config: AnonymizerConfig) -> tuple[AnonymizerConfig, int]:
     onnxruntime threads (0, one per core, becomes 1) and reserves that many CPUs: Ray's
     accounting then matches what a task uses, and N cores run N chunks at once, which
     replaces the detector-level parallelism of the single-process path with parallelism over
-    chunks (on 2 cores at 1080p: 170 ms of CPU per frame in sequence against 185 ms in
-    parallel). Outputs do not depend on either setting (the same pixels, tested)."""
+    chunks (the stages in sequence also cost less CPU per frame than in parallel; figures in
+    docs/bags.md). Outputs do not depend on either setting (the same pixels, tested)."""
     threads = config.threads or 1
     return dataclasses.replace(config, threads=threads, parallel_stages=False), threads
 

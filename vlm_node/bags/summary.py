@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from vlm_node.counts import Counts
+
 
 __all__ = ["STAGES", "DROP_REASONS", "TopicCounts", "Validation", "BagAnonymizeSummary",
            "BatchSummary"]
@@ -21,8 +23,8 @@ DROP_REASONS = ("decode_error", "unsupported_encoding", "anonymizer_failure", "e
 
 
 @dataclass
-class TopicCounts:
-    """What happened to one image topic."""
+class TopicCounts(Counts):
+    """What happened to one image topic; `add` sums another part of it (a later time chunk)."""
 
     messages: int = 0
     written: int = 0
@@ -30,15 +32,6 @@ class TopicCounts:
     plates: int = 0
     full_frame_redacted: int = 0
     dropped: Counter = field(default_factory=Counter)
-
-    def add(self, other: "TopicCounts") -> None:
-        """Add the counts of another part of the same topic (a later time chunk)."""
-        self.messages += other.messages
-        self.written += other.written
-        self.faces += other.faces
-        self.plates += other.plates
-        self.full_frame_redacted += other.full_frame_redacted
-        self.dropped.update(other.dropped)
 
     def to_json(self) -> dict[str, Any]:
         return {"messages": self.messages, "written": self.written, "faces": self.faces,

@@ -9,9 +9,7 @@ config/default.yaml, then each `--config`; `--backend`, `--model`, `--device` ov
 from __future__ import annotations
 
 import argparse
-import glob
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +17,12 @@ from typing import Any, Iterable, Sequence
 
 from vlm_node.analysis.config import BACKENDS, DEVICES, AnalysisConfig
 from vlm_node.cli.args import add_config
+from vlm_node.cli.inputs import collect_images
 from vlm_node.errors import AnonymizationError, ConfigError, VlmNodeError
 from vlm_node.evaluation.labels import load_labels
 from vlm_node.evaluation.matching import MATCH_IOU, match_signs
 from vlm_node.evaluation.redaction import ratio
 from vlm_node.results import AnalysisResult, SignReading
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,20 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 # --------------------------------------------------------------------------------- inputs
 def find_images(spec: str) -> list[str]:
-    """Image paths for INPUT, written as the user wrote INPUT (sorted)."""
-    path = Path(spec)
-    if path.is_file():
-        return [spec]
-    if path.is_dir():
-        found = [os.path.join(spec, str(p.relative_to(path))) for p in path.rglob("*")
-                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    else:
-        found = [p for p in glob.glob(spec, recursive=True)
-                 if os.path.isfile(p) and Path(p).suffix.lower() in IMAGE_SUFFIXES]
-    if not found:
-        raise FileNotFoundError(f"no images found for {spec!r} (a file, a directory or a glob "
-                                f"of {', '.join(IMAGE_SUFFIXES)} files)")
-    return sorted(found)
+    """Image paths for INPUT (`cli.inputs.collect_images`), as strings, sorted."""
+    return sorted(str(p) for p, _ in collect_images(spec))
 
 
 def analysis_config(args: argparse.Namespace) -> AnalysisConfig:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import json
 import logging
 import os
@@ -22,11 +21,11 @@ import cv2
 
 from vlm_node.anonymize.config import REDACTION_MODES
 from vlm_node.cli.args import add_config, add_frames_in_flight, frames_in_flight
+from vlm_node.cli.inputs import collect_images
 from vlm_node.errors import AnonymizationError, VlmNodeError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _JPEG = (".jpg", ".jpeg")
 
 
@@ -74,33 +73,8 @@ def load_config(files: list[str], mode: str | None):  # noqa: ANN201
 
 
 def collect_inputs(spec: str, exclude: Path | None = None) -> list[tuple[Path, Path]]:
-    """(image path, path relative to the input root) for INPUT: a file, a directory (recursive)
-    or a glob. Files under `exclude` (the output directory) are skipped."""
-    path = Path(spec)
-    if path.is_file():
-        found, root = [path], path.parent
-    elif path.is_dir():
-        found = [p for p in path.rglob("*") if p.is_file()]
-        root = path
-    elif glob.has_magic(spec):
-        found = [Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()]
-        parts = Path(spec).parts
-        first_magic = next(i for i, part in enumerate(parts) if glob.has_magic(part))
-        root = Path(*parts[:first_magic]) if first_magic else Path(".")
-    else:
-        raise VlmNodeError(f"input not found: {spec}")
-    excluded = exclude.resolve() if exclude else None
-    images = []
-    for p in sorted(found):
-        if p.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
-        if excluded is not None and excluded in p.resolve().parents:
-            continue
-        images.append((p, p.relative_to(root) if p.is_relative_to(root) else Path(p.name)))
-    if not images:
-        raise VlmNodeError(f"no images found in {spec} (looked for "
-                           f"{', '.join(IMAGE_EXTENSIONS)})")
-    return images
+    """(image path, path relative to the input root) for INPUT (`cli.inputs.collect_images`)."""
+    return collect_images(spec, exclude)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -34,7 +34,6 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "default": {},
     "accurate": {"face_max_side": 1920, "plate_max_side": 1920},
 }
-_DEFAULT_LABELS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "labels.json"
 
 
 def add_anonymize_parser(bench_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -43,8 +42,9 @@ def add_anonymize_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argu
         description="Time the anonymizer per stage at several frame sizes and settings on "
                     "frames composed from labelled photos, and score each setting's recall, "
                     "precision and leak rate on the labelled photos and the timed frames.")
-    p.add_argument("--labels", default=str(_DEFAULT_LABELS), metavar="JSON",
-                   help=f"labels.json with face and plate boxes (default {_DEFAULT_LABELS})")
+    p.add_argument("--labels", required=True, metavar="JSON",
+                   help="labels.json with face and plate boxes (docs/labels.md), e.g. the "
+                        "labelled photos of the project's shared test data")
     p.add_argument("--sizes", type=frame_sizes, default=[(1280, 720), (1920, 1080)],
                    help="frame sizes WxH, comma-separated (default 1280x720,1920x1080)")
     p.add_argument("--frames", type=int, default=20, help="timed frames per size and setting")

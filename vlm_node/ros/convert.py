@@ -61,7 +61,7 @@ def anonymized_image_msg(source: Image, frame: AnonymizedFrame) -> Image:
     Reuse is decided by memory identity, not by content: `source` is only returned when
     `frame.image` covers exactly the bytes of `source.data`, i.e. what goes out is the buffer
     the anonymizer released. It saves building and copying a new 6 MB message per 1080p frame
-    (measured: +7 ms CPU and +6 ms latency per frame with the copy)."""
+    (figures in README, Node overhead)."""
     img = frame.image
     if (source.encoding in ("bgr8", "8UC3") and img.flags.c_contiguous
             and source.step == img.shape[1] * 3 and (source.height, source.width) == img.shape[:2]

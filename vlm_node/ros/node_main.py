@@ -77,9 +77,10 @@ def main(args: Sequence[str] | None = None, *,
 
 def make_executor(cameras: int, context: Any = None) -> "Executor":  # noqa: F821
     """One camera: a single-threaded executor (the analysis worker has its own thread anyway);
-    measured on 1080p frames, rclpy's MultiThreadedExecutor costs about 9 ms CPU and 8 ms latency
-    more per frame. Several cameras: one thread per camera plus one for timers and services, so
-    cameras are decoded and anonymized in parallel (their callback groups allow it)."""
+    rclpy's MultiThreadedExecutor costs CPU and latency per frame for nothing here (figures in
+    README, Node overhead). Several cameras: one thread per camera plus one for timers and
+    services, so cameras are decoded and anonymized in parallel (their callback groups allow
+    it)."""
     from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
     if cameras <= 1:
         return SingleThreadedExecutor(context=context)
