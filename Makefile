@@ -5,7 +5,7 @@ SETUP_STAMP := $(VENV)/.vlm_node_stamps/ready
 # Pytest options, e.g. `make test PYTEST_ARGS="-k codec -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean help
+.PHONY: setup demo test test-fast lint bench clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -24,6 +24,9 @@ demo: $(SETUP_STAMP) ## run the node on bundled road scenes over DDS; writes dem
 
 test: $(SETUP_STAMP) ## run the test suite (real rclpy + Fast DDS, real models)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(SETUP_STAMP) ## the inner loop: everything but DDS/process, Ray and real-time tests
+	$(PY) -m pytest -m "not integration and not ray and not realtime" $(PYTEST_ARGS)
 
 lint: $(SETUP_STAMP) ## flake8 with ament's settings (line length 99)
 	$(PY) -m flake8 vlm_node tests launch setup.py

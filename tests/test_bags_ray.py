@@ -28,6 +28,8 @@ from vlm_node.errors import ConfigError
 from vlm_node.evaluation.labels import load_bag_labels
 from vlm_node.evaluation.redaction import BagRedactionScorer
 
+pytestmark = pytest.mark.ray
+
 SIZE = (320, 240)
 PERIOD_NS = 100_000_000  # 10 Hz
 RESULTS = "/anonymization"

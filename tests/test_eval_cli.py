@@ -239,6 +239,7 @@ def test_compare_refuses_a_file_that_is_not_a_report(sample):
     assert code == 2 and "no key_figures" in err
 
 
+@pytest.mark.integration
 def test_live_through_the_node_over_dds(workdir, no_carry):
     """Three frames at 2 Hz into the real node process: every frame is accounted for (analysed
     or not analysed, never lost from the report), results match by camera and stamp, and the

@@ -15,6 +15,8 @@ import launch
 import pytest
 from ros_helpers import Harness, wait_for
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(autouse=True)
 def ament_prefix(monkeypatch):

@@ -15,6 +15,8 @@ from vlm_node.ros import convert
 from vlm_node.ros.node import VlmNode
 from vlm_node_interfaces.msg import SceneUnderstanding
 
+pytestmark = pytest.mark.integration
+
 CAM = "cam"
 
 

@@ -24,6 +24,8 @@ from vlm_node.ros import convert
 from vlm_node.ros.process import NodeProcess
 from vlm_node_interfaces.msg import SceneUnderstanding
 
+pytestmark = pytest.mark.integration
+
 STAMP = (1_700_000_123, 456_789_000)
 FRAME_ID = "front_camera_optical_frame"
 

@@ -27,6 +27,8 @@ from vlm_node.ros.node import VlmNode
 from vlm_node.ros.process import NodeProcess
 from vlm_node_interfaces.msg import SceneUnderstanding
 
+pytestmark = [pytest.mark.integration, pytest.mark.realtime]
+
 REPO = Path(__file__).resolve().parent.parent
 RATE_HZ = 20.0
 SECONDS = 4.0

@@ -112,12 +112,13 @@ def make_backend(server, monkeypatch):
     monkeypatch.setenv("TEST_VLM_KEY", KEY)
     made = []
 
-    def make(**openai):
+    def make(clock=None, **openai):
         settings = dict(base_url=server.url, model=MODEL, api_key_env="TEST_VLM_KEY",
                         connect_timeout=1.0, read_timeout=2.0, retries=2, backoff=0.01,
                         max_backoff=0.05)
         settings.update(openai)
-        b = OpenAIBackend(AnalysisConfig(max_new_tokens=128, openai=OpenAIConfig(**settings)))
+        config = AnalysisConfig(max_new_tokens=128, openai=OpenAIConfig(**settings))
+        b = OpenAIBackend(config, clock) if clock else OpenAIBackend(config)
         b.load()
         made.append(b)
         return b
@@ -244,7 +245,8 @@ def test_timeout_without_retries_fails_within_the_read_timeout(server, make_back
 
 def test_circuit_breaker_opens_then_half_opens_then_closes(server, make_backend):
     server.script = [{"status": 500}, {"status": 502}]
-    b = make_backend(retries=0, circuit_failures=2, circuit_cooldown=0.3)
+    now = [100.0]  # the breaker's clock, moved by hand instead of sleeping out the cooldown
+    b = make_backend(clock=lambda: now[0], retries=0, circuit_failures=2, circuit_cooldown=0.3)
     for _ in range(2):
         with pytest.raises(BackendUnavailableError, match="HTTP 50"):
             b.analyze([frame()])
@@ -252,7 +254,9 @@ def test_circuit_breaker_opens_then_half_opens_then_closes(server, make_backend)
     with pytest.raises(BackendUnavailableError, match="circuit breaker open"):
         b.analyze([frame()])
     assert len(server.posts()) == 2  # the open circuit sent nothing
-    time.sleep(0.35)
+    now[0] += 0.29
+    assert b.breaker.state == OPEN
+    now[0] += 0.02
     assert b.breaker.state == HALF_OPEN
     (result,) = b.analyze([frame()])  # the trial request succeeds
     assert b.breaker.state == CLOSED and result.signs
