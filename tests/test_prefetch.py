@@ -1,11 +1,17 @@
-"""`ordered_prefetch`: results in input order, at most `depth` stages at once, errors where
-they belong, nothing left running after an early exit."""
+"""`pipeline.run_in_flight`, the one frames-in-flight runner of the offline tools: results in
+input order, at most `depth` detections at once, pass-through items in their place, memory
+bounded in bytes, errors where they belong, nothing left running after an early exit."""
 import threading
 import time
 
 import pytest
 
-from vlm_node.prefetch import ordered_prefetch
+from vlm_node.pipeline import run_in_flight
+
+
+def ordered_prefetch(items, stage, depth):
+    for _, result in run_in_flight(items, stage, depth):
+        yield result
 
 
 class Probe:
@@ -57,3 +63,32 @@ def test_leaving_early_waits_for_started_stages_and_cancels_the_rest():
 def test_depth_must_be_positive():
     with pytest.raises(ValueError, match="at least 1"):
         list(ordered_prefetch([1], lambda x: x, 0))
+
+
+def test_pass_through_items_keep_their_place_and_bytes_bound_the_wait():
+    """Items that need no detection (a bag's non-image messages) come out between the
+    detected ones in input order; once more than max_bytes wait behind a detection, the
+    runner waits for it instead of reading on."""
+    for max_bytes, read_before_first in ((250, 2), (None, 6)):
+        read = []
+
+        def items():
+            for i in range(8):
+                read.append(i)
+                yield i
+
+        def detect(i):
+            if i == 0:
+                time.sleep(0.3)  # the oldest detection is slow
+            return i * 10
+
+        out = []
+        for item, result in run_in_flight(items(), detect, 4, detects=lambda i: i % 2 == 0,
+                                          size=lambda i: 100, max_bytes=max_bytes):
+            if item == 0:
+                # bounded: 3 items (300 bytes) queued behind item 0 make the runner wait for
+                # it; unbounded, it read on while 4 detections were in flight
+                assert max(read) == read_before_first
+            out.append((item, result))
+        assert out == [(0, 0), (1, None), (2, 20), (3, None), (4, 40), (5, None), (6, 60),
+                       (7, None)]

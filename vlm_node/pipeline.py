@@ -1,11 +1,21 @@
 """The core pipeline shared by the node, the bag tools and the CLI: decode -> anonymize ->
-analyze -> track. No rclpy here; the node calls the stages from its callbacks and worker thread,
-offline tools call `process()` frame by frame."""
+analyze -> track. No rclpy here; the node calls the stages from its callbacks and worker thread.
+
+Offline tools go through `run_in_flight`: a frame's anonymization splits into detection (no
+state: `Pipeline.detect`) and release (carry-over and redaction, in frame order:
+`Pipeline.release`). One frame's face stage finishes long before its plate stage and leaves a
+core idle; detecting the next frames meanwhile keeps the cores busy (onnxruntime and OpenCV
+release the GIL) without changing any result, because every frame is still released after the
+one before it. `vlm-node anonymize`, `anonymize-bag` and `eval` share this one runner, so they
+cannot order, bound or fail differently.
+"""
 from __future__ import annotations
 
+import concurrent.futures as cf
 import threading
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import numpy as np
 
@@ -116,12 +126,6 @@ class Pipeline:
                                    frame.count("plate"), frame.anonymize_ms))
         return out
 
-    def process(self, meta: FrameMeta, msg_or_bgr: Any) -> tuple[AnonymizedFrame, SceneResult]:
-        """Offline: decode (if a message), anonymize and analyse one frame."""
-        bgr = msg_or_bgr if isinstance(msg_or_bgr, np.ndarray) else decode(msg_or_bgr)
-        frame = self.anonymize(meta, bgr)
-        return frame, self.analyze([frame])[0]
-
     def status(self) -> dict[str, Any]:
         return self.analyzer.status() if self.analyzer is not None else {"state": "disabled"}
 
@@ -132,3 +136,65 @@ class Pipeline:
             anon.close()
         if self.analyzer is not None:
             self.analyzer.close()
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def run_in_flight(items: Iterable[T], detect: Callable[[T], R], depth: int, *,
+                  detects: Callable[[T], bool] | None = None,
+                  size: Callable[[T], int] | None = None, max_bytes: int | None = None,
+                  name: str = "detect") -> Iterator[tuple[T, R | None]]:
+    """(item, detect(item)) for each item, strictly in the items' order, with up to `depth`
+    detections running at once on a thread pool (depth 1: in the calling thread, no pool).
+
+    `detects(item)` false: the item passes through undetected (result None) in its place, e.g.
+    the non-image messages of a bag, which must be written between its frames. Memory stays
+    bounded: at most `depth` detections wait, and with `size`/`max_bytes`, once more than
+    `max_bytes` of items wait behind the oldest detection, that one is waited for (a sparse
+    camera beside a dense lidar topic must not hold the bag in memory). An item is released as
+    soon as everything before it is, so a slow frame does not delay the ones already done.
+    An exception of `detect` is raised here when its item is due. Leaving the loop early
+    cancels the detections that have not started and waits for those that have."""
+    if depth < 1:
+        raise ValueError(f"frames in flight must be at least 1, got {depth}")
+    pool = cf.ThreadPoolExecutor(depth, thread_name_prefix=name) if depth > 1 else None
+    queue: deque[tuple[T, cf.Future[R] | R | None, bool]] = deque()
+    detecting = 0  # detected items in `queue`
+    queued = 0  # their `size`, when given
+
+    def ready() -> bool:
+        item, pending, detected = queue[0]
+        return (not detected or pool is None or detecting >= depth
+                or (max_bytes is not None and queued > max_bytes)
+                or pending.done())  # type: ignore[union-attr]
+
+    def release() -> tuple[T, R | None]:
+        nonlocal detecting, queued
+        item, pending, detected = queue.popleft()
+        queued -= size(item) if size is not None else 0
+        if not detected:
+            return item, None
+        detecting -= 1
+        return item, (pending.result() if pool is not None else pending)  # type: ignore
+
+    try:
+        for item in items:
+            detected = detects is None or detects(item)
+            if not detected:
+                pending: Any = None
+            elif pool is not None:
+                pending = pool.submit(detect, item)
+            else:
+                pending = detect(item)
+            queue.append((item, pending, detected))
+            detecting += detected
+            queued += size(item) if size is not None else 0
+            while queue and ready():
+                yield release()
+        while queue:
+            yield release()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

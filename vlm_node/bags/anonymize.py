@@ -28,12 +28,10 @@ The path is built from pieces that the chunked runner (`vlm_node.bags.chunks`, r
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
 import json
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol
@@ -51,6 +49,7 @@ from vlm_node.config import camera_name_of
 from vlm_node.errors import (AnonymizationError, BagError, ConfigError, ImageConversionError,
                              UnsupportedEncodingError)
 from vlm_node.frames import AnonymizedFrame, FrameMeta
+from vlm_node.pipeline import run_in_flight
 
 __all__ = ["STAGES", "TopicCounts", "BagAnonymizeSummary", "RESULTS_TYPE",
            "LabelKey", "LabelScorer", "InFlight", "Selection",
@@ -412,70 +411,54 @@ def write_messages(bag: io.Bag, messages: Iterable[io.BagMessage], out: Output,
     once per message (progress).
 
     With `frames_in_flight` > 1 that many image frames are decoded and run through the
-    detectors at once on a thread pool (onnxruntime and OpenCV release the GIL) while this
-    thread releases, re-encodes and writes the oldest one: one frame's face and plate stages
-    alone leave a core idle while the slower stage finishes. Releasing stays in message order,
-    so the output is the same as with 1. (Not `vlm_node.prefetch.ordered_prefetch`: the
-    non-image messages between frames are copied in order too, and what waits behind a frame
-    in detection is bounded in bytes, MAX_QUEUED_BYTES.)
+    detectors at once (`vlm_node.pipeline.run_in_flight`) while this thread releases,
+    re-encodes and writes the oldest one; the non-image messages between frames wait in their
+    place, at most MAX_QUEUED_BYTES of them behind a frame in detection. Releasing stays in
+    message order, so the output is the same as with 1.
     """
     if frames_in_flight < 1:
         raise ConfigError(f"frames in flight must be at least 1, got {frames_in_flight}")
     stages = summary.stage_ms
-    queue: deque[tuple[io.BagMessage, Connection, TopicAnonymizer | None, Any]] = deque()
-    detecting = 0  # image frames in `queue`
-    queued_bytes = 0
-    pool = (cf.ThreadPoolExecutor(frames_in_flight, thread_name_prefix="bag_detect")
-            if frames_in_flight > 1 else None)
+    Item = tuple[io.BagMessage, Connection, "TopicAnonymizer | None"]
 
-    def write_oldest() -> None:
-        nonlocal detecting, queued_bytes
-        message, conn, worker, flight = queue.popleft()
-        queued_bytes -= len(message.raw)
+    def read() -> Iterable[Item]:
+        """The messages to write, with their output connection and worker; excluded image
+        topics are counted here and go no further."""
+        it = iter(messages)
+        while True:
+            t_read = time.perf_counter()
+            message = next(it, None)
+            stages["read"] += (time.perf_counter() - t_read) * 1e3
+            if message is None:
+                return
+            if on_message is not None:
+                on_message(message)
+            if tick is not None:
+                tick()
+            conn = out.conns.get(message.connection.id)
+            if conn is None:
+                summary.excluded[message.topic] = summary.excluded.get(message.topic, 0) + 1
+                continue
+            yield message, conn, workers.get(message.topic)
+
+    def detect(item: Item) -> InFlight:
+        message, _, worker = item
+        assert worker is not None
+        return worker.detect(bag, message)
+
+    for (message, conn, worker), flight in run_in_flight(
+            read(), detect, frames_in_flight, detects=lambda item: item[2] is not None,
+            size=lambda item: len(item[0].raw), max_bytes=MAX_QUEUED_BYTES, name="bag_detect"):
         if worker is None:
             t0 = time.perf_counter()
             out.writer.write(conn, message.timestamp, message.raw)
             stages["write"] += (time.perf_counter() - t0) * 1e3
             summary.copied[message.topic] = summary.copied.get(message.topic, 0) + 1
-            return
-        detecting -= 1
-        done = worker.finish(message, flight.result() if pool is not None else flight)
+            continue
+        assert flight is not None
+        done = worker.finish(message, flight)
         if done is not None:
             _write_frame(out, message, conn, *done, summary)
-
-    try:
-        t_read = time.perf_counter()
-        for message in messages:
-            stages["read"] += (time.perf_counter() - t_read) * 1e3
-            if on_message is not None:
-                on_message(message)
-            if tick is not None:
-                tick()
-            topic, conn = message.topic, out.conns.get(message.connection.id)
-            worker = workers.get(topic)
-            if conn is None:
-                summary.excluded[topic] = summary.excluded.get(topic, 0) + 1
-            elif worker is None:
-                queue.append((message, conn, None, None))
-                queued_bytes += len(message.raw)
-            else:
-                flight = (pool.submit(worker.detect, bag, message) if pool is not None
-                          else worker.detect(bag, message))
-                queue.append((message, conn, worker, flight))
-                queued_bytes += len(message.raw)
-                detecting += 1
-            # write what is ready: copies behind no pending frame, a frame whose detection is
-            # done, and the oldest frame once the pool is full or too much waits behind it
-            while queue and (queue[0][2] is None or detecting >= frames_in_flight
-                             or queued_bytes > MAX_QUEUED_BYTES or pool is None
-                             or queue[0][3].done()):
-                write_oldest()
-            t_read = time.perf_counter()
-        while queue:
-            write_oldest()
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _write_frame(out: Output, message: io.BagMessage, conn: Connection, frame: AnonymizedFrame,

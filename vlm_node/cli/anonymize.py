@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from vlm_node.evaluation.face_coverage import FaceCoverageRun, coverage_lines
     from vlm_node.evaluation.redaction import KINDS, KindCounts, score_image
     from vlm_node.frames import FrameMeta
-    from vlm_node.prefetch import ordered_prefetch
+    from vlm_node.pipeline import run_in_flight
 
     out_dir = Path(args.output)
     config = load_config(args.config, args.mode)
@@ -128,8 +128,10 @@ def run(args: argparse.Namespace) -> int:
         return i, src, rel, anonymizer.detect_frame(image), ""
 
     progress = tqdm(inputs, desc="anonymize", unit="img", file=sys.stderr, disable=None)
-    for i, src, rel, pending, error in ordered_prefetch(enumerate(progress), read_and_detect,
-                                                        in_flight, "anonymize_detect"):
+    for _, detected in run_in_flight(enumerate(progress), read_and_detect, in_flight,
+                                     name="anonymize_detect"):
+        assert detected is not None
+        i, src, rel, pending, error = detected
         dst = out_dir / rel
         if pending is None:
             failed.append({"input": str(src), "error": error})

@@ -26,7 +26,8 @@ def frame_sizes(text: str) -> list[tuple[int, int]]:
 
 
 def add_frames_in_flight(parser: argparse.ArgumentParser, released: str, note: str = "") -> None:
-    """--frames-in-flight N of the offline tools (see vlm_node.prefetch); `released` says what
+    """--frames-in-flight N of the offline tools (`vlm_node.pipeline.run_in_flight`);
+    `released` says what
     happens to the frames in order, `note` when the option does not apply."""
     from vlm_node.anonymize.config import MAX_FRAMES_IN_FLIGHT
 

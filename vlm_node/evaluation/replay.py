@@ -5,11 +5,11 @@ decode -> anonymize (one anonymizer per camera, with its carry-over state) -> an
 (one tracker per camera). Unlike the node, nothing is skipped: the replay takes as long as the
 frames need, so it measures the models, not the scheduling (`--live` measures that).
 
-`frames_in_flight` frames are decoded and run through the detectors at once on a thread pool
-while this thread releases (carry-over, redaction), analyses and tracks the oldest one, strictly
-in bag order: the records are those of a one-at-a-time run; only the wall time shrinks (the
-stages of one frame cannot keep 2 cores busy). A frame's latency is the time its own stages
-took: decode + detection + release + analysis + tracking.
+`frames_in_flight` frames are decoded and run through the detectors at once
+(`pipeline.run_in_flight`) while this thread releases (carry-over, redaction), analyses and
+tracks the oldest one, strictly in bag order: the records are those of a one-at-a-time run;
+only the wall time shrinks (the stages of one frame cannot keep 2 cores busy). A frame's
+latency is the time its own stages took: decode + detection + release + analysis + tracking.
 """
 from __future__ import annotations
 
@@ -28,8 +28,7 @@ from vlm_node.errors import (AnalysisError, AnonymizationError, BagError, Config
                              ImageConversionError)
 from vlm_node.evaluation.records import ANALYSED, DROPPED, FrameRecord, RunOutput
 from vlm_node.frames import FrameMeta
-from vlm_node.pipeline import Pipeline
-from vlm_node.prefetch import ordered_prefetch
+from vlm_node.pipeline import Pipeline, run_in_flight
 
 
 @dataclass
@@ -74,8 +73,9 @@ def replay(bag_path: str | Path, config: NodeConfig, cameras: dict[str, str],
             def detect(item: tuple[int, io.BagMessage]) -> _Detected:
                 i, message = item
                 return _detect(pipeline, bag, message, i, cameras[message.topic], clock)
-            for job in ordered_prefetch(enumerate(bar), detect, frames_in_flight,
-                                        "eval_detect"):
+            for _, job in run_in_flight(enumerate(bar), detect, frames_in_flight,
+                                        name="eval_detect"):
+                assert job is not None
                 log_times.append(job.rec.log_time_ns)
                 records.append(_finish(pipeline, job, clock))
             bar.close()
