@@ -47,13 +47,14 @@ def ros2(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, env=_env())
 
 
-# Without a daemon each command discovers the graph itself: give it time to (the defaults, 0.5 s
-# of discovery and 1 s to find the node, are tight on a loaded machine).
-NO_DAEMON = ("--no-daemon", "--spin-time", "2")
+# Without a daemon each command discovers the graph itself, in its spin time (default 0.5 s,
+# tight on a loaded machine).
+NO_DAEMON = ("--no-daemon", "--spin-time", "1")
 
 
 def param(verb: str, *args: str) -> str:
-    return ros2("param", verb, *NO_DAEMON, "--timeout", "10", *args).stdout.strip()
+    """`--timeout`: how long `ros2 param` waits for the node to be discovered (default 1 s)."""
+    return ros2("param", verb, "--no-daemon", "--timeout", "10", *args).stdout.strip()
 
 
 def lifecycle(verb: str, *args: str) -> str:
