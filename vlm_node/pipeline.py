@@ -90,6 +90,10 @@ class Pipeline:
         """Load the camera's anonymizer now (at configure time) rather than on its first frame."""
         self._anonymizer(camera)
 
+    def reset(self, camera: str) -> None:
+        """Forget the camera's carried regions: its next frame is unrelated to the last."""
+        self._anonymizer(camera).reset()
+
     def reconfigure_anonymizer(self, config: AnonymizerConfig) -> None:
         with self._lock:
             self.anonymizer_config = config

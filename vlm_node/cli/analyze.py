@@ -2,9 +2,10 @@
 score the readings against a labels file.
 
 INPUT is an image, a directory (searched recursively) or a glob. Every image goes through the
-anonymizer first (fail closed: an image that cannot be anonymized is skipped, never analysed),
-then through the analysis engine configured as the node would be (`vlm_node.config.resolve`:
-config/default.yaml, then each `--config`; `--backend`, `--model`, `--device` override).
+core pipeline (`vlm_node.pipeline.Pipeline`, as in the node): anonymized first (fail closed: an
+image that cannot be anonymized is skipped, never analysed), then analysed, both configured as
+the node would be (`vlm_node.config.resolve`: config/default.yaml, then each `--config`;
+`--backend`, `--model`, `--device` override).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from vlm_node.analysis.config import BACKENDS, DEVICES, AnalysisConfig
 from vlm_node.cli.args import add_config
@@ -23,6 +24,11 @@ from vlm_node.evaluation.labels import load_labels
 from vlm_node.evaluation.matching import MATCH_IOU, match_signs
 from vlm_node.evaluation.redaction import ratio
 from vlm_node.results import AnalysisResult, SignReading
+
+if TYPE_CHECKING:
+    from vlm_node.config import NodeConfig
+
+CAMERA = "cli"  # the pipeline's camera name for the input images
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,14 +64,19 @@ def find_images(spec: str) -> list[str]:
     return sorted(str(p) for p, _ in collect_images(spec))
 
 
-def analysis_config(args: argparse.Namespace) -> AnalysisConfig:
-    """The node's analysis settings (`vlm_node.config.resolve`: defaults, config/default.yaml,
-    each --config), then --backend, --model, --device."""
+def node_config(args: argparse.Namespace) -> "NodeConfig":
+    """The node's settings (`vlm_node.config.resolve`: defaults, config/default.yaml, each
+    --config), then --backend, --model, --device; anonymizer and analysis both apply."""
     from vlm_node.config import resolve
 
     overrides = {f"analysis.{k}": v for k, v in (("backend", args.backend), ("model", args.model),
                                                  ("device", args.device)) if v is not None}
-    return resolve(args.config, overrides).analysis
+    return resolve(args.config, overrides)
+
+
+def analysis_config(args: argparse.Namespace) -> AnalysisConfig:
+    """The analysis part of `node_config`."""
+    return node_config(args).analysis
 
 
 # --------------------------------------------------------------------------------- output
@@ -165,17 +176,17 @@ def run(args: argparse.Namespace) -> int:
     import cv2
 
     from vlm_node.analysis.engine import AnalysisEngine
-    from vlm_node.anonymize import Anonymizer
     from vlm_node.frames import FrameMeta
+    from vlm_node.pipeline import Pipeline
 
     if args.batch < 1:
         raise ConfigError("--batch must be at least 1")
     files = find_images(args.input)
     labels = load_sign_labels(args.labels) if args.labels else None
     score = SignScore()
-    anonymizer = Anonymizer()
-    engine = AnalysisEngine(analysis_config(args)).start()
-    status = engine.status()
+    config = node_config(args)
+    pipeline = Pipeline(config.anonymizer, AnalysisEngine(config.analysis).start())
+    status = pipeline.status()
     if status["degraded"]:
         print(f"analysis degraded: {status['reason']}", file=sys.stderr)
     failures = 0
@@ -189,9 +200,9 @@ def run(args: argparse.Namespace) -> int:
                     failures += 1
                     continue
                 if not args.sequence:
-                    anonymizer.reset()
+                    pipeline.reset(CAMERA)
                 try:
-                    frames.append(anonymizer.anonymize(FrameMeta("cli", index, file), image))
+                    frames.append(pipeline.anonymize(FrameMeta(CAMERA, index, file), image))
                     names.append(file)
                 except AnonymizationError as exc:
                     print(f"{file}: skipped, not anonymized: {exc}", file=sys.stderr)
@@ -199,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
             if not frames:
                 continue
             try:
-                results = engine.analyze(frames)
+                results = [r.analysis for r in pipeline.analyze(frames)]
             except VlmNodeError as exc:
                 print(f"{', '.join(names)}: analysis failed: {exc}", file=sys.stderr)
                 failures += len(frames)
@@ -212,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
                     if key in labels:
                         score_signs(score, labels[key], result)
     finally:
-        engine.close()
+        pipeline.close()
     if labels is not None:
         _print_score(score, sys.stderr if args.json else sys.stdout)
     return 1 if failures else 0
