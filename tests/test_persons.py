@@ -103,3 +103,15 @@ def test_backstop_can_be_switched_off_and_rebuilds():
     assert [s.kind for s in anon.detectors] == ["face", "person"]
     blank = np.zeros((240, 320, 3), np.uint8)
     assert anon.detect(blank) == []
+
+
+def test_thorough_option_file_layers_on_the_defaults():
+    from helpers import REPO
+    from vlm_node.config import resolve
+
+    thorough = resolve([REPO / "config" / "anonymizer_thorough.yaml"]).anonymizer
+    default = resolve([]).anonymizer
+    assert (thorough.centerface_score_threshold, thorough.person_score_threshold) == (0.1, 0.5)
+    assert (default.centerface_score_threshold, default.person_score_threshold) == (0.12, 0.7)
+    assert thorough.face_detectors == default.face_detectors == ("centerface",)
+    assert thorough.margin == default.margin == 0.1
