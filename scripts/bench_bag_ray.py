@@ -28,7 +28,7 @@ from vlm_node.anonymize.config import frames_in_flight_for
 from vlm_node.bags.anonymize import anonymize_bag, load_anonymizer_config
 from vlm_node.bags.batch import AnonymizeOptions, BagJob
 from vlm_node.bags.ray_runner import RayOptions, anonymize_bags_ray
-from vlm_node.bags.sample import write_sample_bag
+from vlm_node.tools.sample_bag import write_sample_bag
 from vlm_node.bags.summary import BagAnonymizeSummary
 
 

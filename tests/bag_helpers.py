@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from vlm_node.bags import io
-from vlm_node.render.scenes import fit_boxes, fit_to_size, load_photos
+from vlm_node.tools.render.scenes import fit_boxes, fit_to_size, load_photos
 
 # A labelled face counts as redacted when its pixels changed by at least this much on average
 # (0..255 scale). Re-encoding alone changes an untouched region by ~1-3; the smallest redacted

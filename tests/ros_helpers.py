@@ -11,7 +11,7 @@ from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from vlm_node.ros.process import NodeProcessError, wait_until
+from vlm_node.tools.process import NodeProcessError, wait_until
 
 
 class Harness:

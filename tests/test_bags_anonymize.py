@@ -20,7 +20,7 @@ from vlm_node.bags import io
 from vlm_node.bags.anonymize import anonymize_bag
 from vlm_node.config import camera_name_of
 from vlm_node.bags.compressed import inspect_compressed
-from vlm_node.bags.sample import write_sample_bag
+from vlm_node.tools.sample_bag import write_sample_bag
 from vlm_node.errors import BagError, ConfigError
 from vlm_node.evaluation.labels import load_bag_labels
 from vlm_node.evaluation.redaction import BagRedactionScorer

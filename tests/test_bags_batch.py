@@ -8,7 +8,7 @@ from bag_helpers import read_all
 from vlm_node.anonymize import AnonymizerConfig
 from vlm_node.bags.batch import (AnonymizeOptions, BagJob, anonymize_bags, check_outputs,
                                  find_bags, plan_jobs)
-from vlm_node.bags.sample import write_sample_bag
+from vlm_node.tools.sample_bag import write_sample_bag
 from vlm_node.errors import BagError, ConfigError
 
 SIZE = (160, 120)

@@ -11,7 +11,7 @@ from vlm_node.bags import io
 from vlm_node.bags.anonymize import anonymize_bag, open_output, select
 from vlm_node.bags.chunks import (LOOKBACK_FACTOR, Chunk, ChunkTask, check_chunking,
                                   default_warmup_frames, merge_chunk, plan_chunks, run_chunk)
-from vlm_node.bags.sample import START_NS, write_sample_bag
+from vlm_node.tools.sample_bag import START_NS, write_sample_bag
 from vlm_node.errors import BagError, ConfigError
 
 SIZE = (160, 120)

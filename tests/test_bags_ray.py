@@ -22,7 +22,7 @@ from vlm_node.bags.anonymize import anonymize_bag
 from vlm_node.bags.batch import AnonymizeOptions, BagJob
 from vlm_node.bags.ray_runner import (ClusterError, RayOptions, anonymize_bags_ray, connect,
                                       worker_config)
-from vlm_node.bags.sample import write_sample_bag
+from vlm_node.tools.sample_bag import write_sample_bag
 from vlm_node.cli import main as cli_main
 from vlm_node.errors import ConfigError
 from vlm_node.evaluation.labels import load_bag_labels

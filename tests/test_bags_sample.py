@@ -8,7 +8,7 @@ from mcap.reader import make_reader
 
 from bag_helpers import read_all
 from vlm_node.bags import io
-from vlm_node.bags.sample import START_NS, write_sample_bag
+from vlm_node.tools.sample_bag import START_NS, write_sample_bag
 from vlm_node.errors import BagError, ConfigError
 
 # 1 Hz: every frame starts a new shot (another scene), so three frames show several classes

@@ -9,12 +9,12 @@ import pytest
 
 from helpers import paste_rgba, read_bgr, shared
 from test_openai_backend import MODEL, ChatServer
-from vlm_node.analysis.bench import bench_analyze
+from vlm_node.tools.bench_analyze import bench_analyze
 from vlm_node.cli import analyze as cli
 from vlm_node.cli.bench_analyze import add_analyze_parser
 from vlm_node.errors import ConfigError
 from vlm_node.geometry import Box
-from vlm_node.render.signs import SignSpec, render_sign
+from vlm_node.tools.render.signs import SignSpec, render_sign
 from vlm_node.results import AnalysisResult, SignReading
 
 

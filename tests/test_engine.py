@@ -330,7 +330,7 @@ def test_real_tiny_vlm_garbage_becomes_ocr_fallback_per_frame(tiny_vlm_dirs):  #
 # ------------------------------------------------------------------------------ real OCR
 @pytest.fixture(scope="module")
 def road_scene():
-    from vlm_node.render.scenes import make_road_scene
+    from vlm_node.tools.render.scenes import make_road_scene
     scene = make_road_scene(0, (640, 480))  # a 50 km/h sign on a real photo
     assert [(s.sign_class, s.value) for s in scene.signs] == [("speed_limit", 50)]
     return scene

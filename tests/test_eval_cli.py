@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from vlm_node.bags import io
-from vlm_node.bags.sample import write_sample_bag
+from vlm_node.tools.sample_bag import write_sample_bag
 from vlm_node.cli import main as cli_main
-from vlm_node.render.scenes import make_road_scene
+from vlm_node.tools.render.scenes import make_road_scene
 
 NO_CARRY = ("/**/vlm_node:\n  ros__parameters:\n    anonymizer:\n"
             "      carry_frames: 0  # the sample bag's frames are unrelated stills\n")

@@ -8,7 +8,7 @@ from vlm_node.anonymize.faces import DEFAULT_FILES, YuNet
 from vlm_node.anonymize.multiscale import GLOBAL_SIDE, View, plan_views, run_view
 from vlm_node.anonymize.runtime import shipped_model
 from vlm_node.geometry import Box
-from vlm_node.render.scenes import make_road_scene
+from vlm_node.tools.render.scenes import make_road_scene
 
 
 def test_dynamic_model_sees_the_whole_frame_once_plus_a_global_pass():

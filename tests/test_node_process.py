@@ -19,9 +19,9 @@ from sensor_msgs.msg import Image
 from ros_helpers import Harness, wait_for, wait_for_subscribers
 from vlm_node import image_codec
 from vlm_node.geometry import Box
-from vlm_node.render.scenes import make_road_scene
+from vlm_node.tools.render.scenes import make_road_scene
 from vlm_node.ros import convert
-from vlm_node.ros.process import NodeProcess
+from vlm_node.tools.process import NodeProcess
 from vlm_node_interfaces.msg import SceneUnderstanding
 
 pytestmark = pytest.mark.integration

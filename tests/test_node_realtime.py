@@ -24,7 +24,7 @@ from slow_analysis_node import SlowAnalyzer
 from vlm_node import image_codec
 from vlm_node.ros import convert
 from vlm_node.ros.node import VlmNode
-from vlm_node.ros.process import NodeProcess
+from vlm_node.tools.process import NodeProcess
 from vlm_node_interfaces.msg import SceneUnderstanding
 
 pytestmark = [pytest.mark.integration, pytest.mark.realtime]

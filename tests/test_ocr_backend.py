@@ -14,8 +14,8 @@ from vlm_node.errors import BackendUnavailableError
 from vlm_node.frames import FrameMeta, _release
 from vlm_node.geometry import Box
 from vlm_node.params import validate
-from vlm_node.render.scenes import compose_scene, load_photos, make_road_scene
-from vlm_node.render.signs import SignSpec, render_sign
+from vlm_node.tools.render.scenes import compose_scene, load_photos, make_road_scene
+from vlm_node.tools.render.signs import SignSpec, render_sign
 from vlm_node.results import TextHint
 
 PHOTOS = {p.file: p for p in load_photos()}
@@ -254,7 +254,7 @@ def test_blank_noise_and_tiny_frames_give_nothing(ocr):
 
 
 def test_benchmark_writes_its_report_with_the_config(tmp_path):
-    from vlm_node.render.evaluate import ocr_benchmark
+    from vlm_node.tools.render.evaluate import ocr_benchmark
 
     report = ocr_benchmark(tmp_path, count=4, seed=2024)
     saved = (tmp_path / "ocr_report.json").read_text()

@@ -11,8 +11,8 @@ from vlm_node.anonymize.plates import (PlateGeometry, _group_lines, _judge_read,
                                        sign_words_only)
 from vlm_node.frames import FrameMeta
 from vlm_node.geometry import Box
-from vlm_node.render import scenes
-from vlm_node.render.signs import SignSpec, render_sign
+from vlm_node.tools.render import scenes
+from vlm_node.tools.render.signs import SignSpec, render_sign
 
 META = FrameMeta("cam", 1, "cam_optical")
 

@@ -8,11 +8,11 @@ import pytest
 
 from vlm_node import vocab
 from vlm_node.geometry import Box
-from vlm_node.render import evaluate, scenes
-from vlm_node.render.scenes import (PHOTOS_DIR, Appearance, Photo, compose_scene, fit_boxes,
-                                    fit_to_size, load_photos, make_road_scene, place_sign,
-                                    render_labelled_set)
-from vlm_node.render.signs import RENDERABLE_CLASSES, SignSpec, render_sign
+from vlm_node.tools.render import evaluate, scenes
+from vlm_node.tools.render.scenes import (PHOTOS_DIR, Appearance, Photo, compose_scene,
+                                          fit_boxes, fit_to_size, load_photos, make_road_scene,
+                                          place_sign, render_labelled_set)
+from vlm_node.tools.render.signs import RENDERABLE_CLASSES, SignSpec, render_sign
 from vlm_node.results import SignReading
 
 CALM = Appearance(max_yaw_deg=0.0, max_roll_deg=0.0, max_keystone=0.0, blur_sigma=(0.0, 0.0),

@@ -24,9 +24,9 @@ from sensor_msgs.msg import Image
 
 from ros_helpers import Harness, wait_for, wait_for_subscribers
 from vlm_node import image_codec
-from vlm_node.render.scenes import make_road_scene
+from vlm_node.tools.render.scenes import make_road_scene
 from vlm_node.ros import convert
-from vlm_node.ros.process import NodeProcess
+from vlm_node.tools.process import NodeProcess
 
 pytestmark = pytest.mark.integration
 

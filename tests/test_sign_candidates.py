@@ -9,8 +9,8 @@ from helpers import SHARED_DATA, read_bgr
 from vlm_node.analysis.sign_candidates import (CandidateConfig, Shape, colour_masks,
                                                find_candidates)
 from vlm_node.params import validate
-from vlm_node.render.scenes import compose_scene, load_photos
-from vlm_node.render.signs import SignSpec
+from vlm_node.tools.render.scenes import compose_scene, load_photos
+from vlm_node.tools.render.signs import SignSpec
 
 PHOTOS = {p.file: p for p in load_photos()}
 

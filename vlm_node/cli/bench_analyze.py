@@ -1,12 +1,12 @@
 """`vlm-node bench analyze`: analysis throughput per backend and the multi-camera batching gain
-(see `vlm_node.analysis.bench`). The `bench` parent command calls `add_analyze_parser`."""
+(see `vlm_node.tools.bench_analyze`). The `bench` parent command calls `add_analyze_parser`."""
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
-from vlm_node.analysis.bench import ARCHS, SIZES, bench_analyze
+from vlm_node.tools.bench_analyze import ARCHS, SIZES, bench_analyze
 from vlm_node.analysis.config import DEVICES, DTYPES
 from vlm_node.cli.args import add_output, frame_size
 

@@ -27,7 +27,7 @@ def add_node_parser(bench_sub: argparse._SubParsersAction) -> argparse.ArgumentP
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlm_node.ros.node_bench import bench_node
+    from vlm_node.tools.bench_node import bench_node
 
     width, height = args.size
     if args.frames < 1 or args.rate <= 0:

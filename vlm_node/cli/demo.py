@@ -69,9 +69,9 @@ def run_demo(args: argparse.Namespace) -> int:
     # Imports here keep `vlm-node --help` fast and free of rclpy.
     import cv2
 
-    from vlm_node.ros.process import NodeProcess, NodeProcessError, isolate_this_process
+    from vlm_node.tools.process import NodeProcess, NodeProcessError, isolate_this_process
     from vlm_node.evaluation.matching import match_signs
-    from vlm_node.render.scenes import ROAD_SCENE_COUNT, load_photos, make_road_scene
+    from vlm_node.tools.render.scenes import ROAD_SCENE_COUNT, load_photos, make_road_scene
 
     size = args.size
     cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
@@ -89,7 +89,7 @@ def run_demo(args: argparse.Namespace) -> int:
                               photos=photos) for i in range(args.frames)]
 
     env = isolate_this_process(args.domain_id)
-    from vlm_node.ros.player import FramePlayer  # after the DDS environment is set
+    from vlm_node.tools.player import FramePlayer  # after the DDS environment is set
 
     ros_args = ["-p", f"cameras:={json.dumps(cameras)}", "-p", "qos_reliability:=reliable",
                 "-p", f"analysis.backend:={args.backend}", "-p", "max_frame_age:=60.0",

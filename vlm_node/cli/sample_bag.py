@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlm_node.bags.sample import write_sample_bag
+    from vlm_node.tools.sample_bag import write_sample_bag
 
     t0 = time.perf_counter()
     labels = write_sample_bag(Path(args.output), args.frames, args.cameras, args.seconds,

@@ -53,7 +53,7 @@ def _player_class() -> Any:
     from sensor_msgs.msg import CompressedImage, Image
 
     from vlm_node.ros import convert
-    from vlm_node.ros.player import FramePlayer
+    from vlm_node.tools.player import FramePlayer
 
     classes = {io.IMAGE: Image, io.COMPRESSED_IMAGE: CompressedImage}
 
@@ -103,7 +103,7 @@ def run_live(bag_path: str | Path, cameras: dict[str, str], topics: dict[str, st
     `settle`: after the last frame, how long to wait for results once none arrive."""
     from tqdm import tqdm
 
-    from vlm_node.ros.process import NodeProcess, NodeProcessError, isolate_this_process
+    from vlm_node.tools.process import NodeProcess, NodeProcessError, isolate_this_process
 
     if not rate > 0:
         raise ConfigError(f"rate must be positive, got {rate}")

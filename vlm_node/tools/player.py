@@ -22,7 +22,7 @@ from sensor_msgs.msg import Image
 
 from vlm_node import image_codec
 from vlm_node.ros import convert
-from vlm_node.ros.process import NodeProcessError, wait_until
+from vlm_node.tools.process import NodeProcessError, wait_until
 from vlm_node_interfaces.msg import SceneUnderstanding
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from vlm_node.ros.process import NodeProcess, isolate_this_process, wait_until
+from vlm_node.tools.process import NodeProcess, isolate_this_process, wait_until
 from vlm_node.stats import percentiles
 
 INPUT = "/bench_cam/image_raw"
@@ -118,7 +118,7 @@ def _frame_msg(width: int, height: int) -> Any:
     from sensor_msgs.msg import Image
 
     from vlm_node import image_codec
-    from vlm_node.render.scenes import make_road_scene
+    from vlm_node.tools.render.scenes import make_road_scene
     from vlm_node.ros import convert
 
     pixels = make_road_scene(0, (width, height)).image
@@ -167,7 +167,7 @@ def bench_node(width: int = 1920, height: int = 1080, frames: int = 100, rate: f
 
     def echo() -> NodeProcess:
         return NodeProcess(["-p", f"input:={INPUT}", "-p", "output:=/bench_cam/echo"],
-                           env=env, module="vlm_node.ros.echo_node", ready_mark="ready:")
+                           env=env, module="vlm_node.tools.echo_node", ready_mark="ready:")
 
     def node(detect: bool) -> Callable[[], NodeProcess]:
         args = ["-p", "cameras:=[bench_cam]", "-p", "analysis_enabled:=false"]

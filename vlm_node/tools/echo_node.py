@@ -2,7 +2,7 @@
 receives, unchanged, with the same QoS as vlm_node. Whatever vlm_node costs beyond this is its
 own overhead (decode, anonymizer hand-off, re-encode, bookkeeping).
 
-    python -m vlm_node.ros.echo_node --ros-args -p input:=/cam/image_raw -p output:=/cam/echo
+    python -m vlm_node.tools.echo_node --ros-args -p input:=/cam/image_raw -p output:=/cam/echo
 """
 from __future__ import annotations
 

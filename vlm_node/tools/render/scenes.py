@@ -1,6 +1,6 @@
 """Road scenes for evaluation and demos: rendered signs (and pasted faces) on real photos.
 
-Signs from `vlm_node.render.signs` are composited onto the photos shipped in
+Signs from `vlm_node.tools.render.signs` are composited onto the photos shipped in
 `vlm_node/assets/photos` with seeded random size, position, mild perspective, blur, lighting,
 noise and JPEG loss, so OCR and VLM backends are measured on something closer to a camera frame
 than a clean drawing. Every scene carries exact labels (sign boxes from the warped alpha, and
@@ -20,7 +20,7 @@ import numpy as np
 
 from vlm_node.geometry import Box
 from vlm_node.paths import ASSETS
-from vlm_node.render.signs import RENDERABLE_CLASSES, SignSpec, render_sign
+from vlm_node.tools.render.signs import RENDERABLE_CLASSES, SignSpec, render_sign
 
 PHOTOS_DIR = ASSETS / "photos"
 

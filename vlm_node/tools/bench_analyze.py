@@ -260,7 +260,7 @@ def bench_frames(count: int, size: tuple[int, int]) -> list[AnonymizedFrame]:
     """Rendered road scenes (signs and pasted faces on real photos), anonymized for real."""
     from vlm_node.anonymize import Anonymizer
     from vlm_node.frames import FrameMeta
-    from vlm_node.render.scenes import make_road_scene
+    from vlm_node.tools.render.scenes import make_road_scene
 
     anonymizer = Anonymizer()
     return [anonymizer.anonymize(FrameMeta(f"cam{i}", i, f"cam{i}"),

@@ -2,7 +2,7 @@
 
 Why: replay evaluation and bag anonymization need bags whose every face, plate and sign is
 known exactly, and no such recording with a clear licence exists. Scenes come from
-`vlm_node.render.scenes` (signs of several classes and values rendered onto the shipped CC0
+`vlm_node.tools.render.scenes` (signs of several classes and values rendered onto the shipped CC0
 photos, faces pasted from the shipped portraits), so a bag is reproducible from its seed and
 its labels are exact.
 
@@ -37,8 +37,8 @@ from rosbags.interfaces import QosDurability
 from vlm_node.bags import io
 from vlm_node.errors import ConfigError
 from vlm_node.geometry import Box
-from vlm_node.render.scenes import (Photo, Scene, compose_scene, load_photos, make_road_scene,
-                                    paste_face, random_spec)
+from vlm_node.tools.render.scenes import (Photo, Scene, compose_scene, load_photos,
+                                          make_road_scene, paste_face, random_spec)
 
 __all__ = ["CAMERA_NAMES", "START_NS", "JPEG_QUALITY", "TF_TOPIC", "TF_STATIC_TOPIC",
            "SampleSpec", "CameraTopic", "camera_topics", "render_frame", "write_sample_bag"]

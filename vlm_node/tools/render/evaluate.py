@@ -178,7 +178,7 @@ def ocr_benchmark(out_dir: str | Path, count: int = 100, seed: int = 2024,
     from dataclasses import asdict
 
     from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
-    from vlm_node.render.scenes import load_photos, render_labelled_set
+    from vlm_node.tools.render.scenes import load_photos, render_labelled_set
 
     out = Path(out_dir)
     labels = out / "labels.json"
