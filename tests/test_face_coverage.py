@@ -171,3 +171,30 @@ def test_anonymize_command_scores_coverage_baseline_and_writes_the_montage_only_
     assert metrics["misses_montage"] == str(montage) and montage.is_file()
     assert cv2.imread(str(montage)).shape[0] >= 160
     assert not list((tmp_path / "out").glob("*.png"))  # nothing of the misses beside outputs
+
+
+def test_bench_reports_dev_face_coverage_beside_speed(tmp_path):
+    from vlm_node.cli import bench_anonymize
+
+    labels = shared("faces_wider_train/labels.json")
+    doc = json.loads(labels.read_text())
+    doc["images"] = [e for e in doc["images"] if e["file"].split("/")[-1] in PHOTOS[:2]]
+    dev = labels.parent / "labels.json"  # keep the paths relative to the data folder
+    subset = tmp_path / "dev.json"
+    subset.write_text(json.dumps({**doc, "images": [
+        dict(e, file=str(dev.parent.parent / e["file"])) for e in doc["images"]]}))
+    out = tmp_path / "bench.json"
+    rc = bench_anonymize.main(["anonymize", "--labels", str(shared("labels.json")),
+                               "--faces-dev", str(subset), "--sizes", "320x240", "--frames",
+                               "1", "--warmup", "0", "--settings", "default,thorough",
+                               "--no-labelled", "--output", str(out),
+                               "--markdown", str(tmp_path / "t.md")])
+    assert rc == 0
+    rows = {r["setting"]: r for r in json.loads(out.read_text())["results"]}
+    assert rows["thorough"]["overrides"] == {"centerface_score_threshold": 0.1,
+                                             "person_score_threshold": 0.5}
+    for row in rows.values():
+        assert sum(b["labels"] for b in row["faces_dev"]["buckets"].values()) == 9 + 27
+        assert row["faces_dev"]["recall_ge20"] >= 0.94  # measured 35/36 (default), 36/36
+        assert "persons" in row["sizes"]["320x240"]["ms_mean"]
+    assert "dev faces covered" in (tmp_path / "t.md").read_text()
