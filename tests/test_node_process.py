@@ -39,6 +39,9 @@ def _image_msg(bgr: np.ndarray) -> Image:
     return msg
 
 
+DRIVER = Box(241, 18, 26, 33)  # the face CenterFace finds behind the windscreen in scene 4
+
+
 def _grown(box: Box, factor: float, w: int, h: int) -> tuple[slice, slice]:
     """Pixel slices of `box` grown by `factor` of its size on every side (clipped)."""
     x1, y1 = int(max(0, box.x - factor * box.w)), int(max(0, box.y - factor * box.h))
@@ -103,11 +106,14 @@ def test_sign_read_face_redacted_rest_identical_header_kept(node_process: NodePr
     face = scene.faces[-1]  # the pasted pedestrian
     fy, fx = _grown(face, 0.0, w, h)
     assert np.abs(out[fy, fx] - src[fy, fx]).mean() > 12.0
-    assert result.faces_redacted == 1
+    # the pasted pedestrian, and the driver behind the windscreen of the photographed car,
+    # whom CenterFace finds too (score 0.26, above the default 0.12; unlabelled in the scene)
+    assert result.faces_redacted == 2
     # redaction regions are the detector's boxes plus margins: allow generously around the
     # labelled boxes (plates are short, so relative to their height more)
     allowed = np.zeros((h, w), bool)
     allowed[_grown(face, 0.5, w, h)] = True
+    allowed[_grown(DRIVER, 0.5, w, h)] = True
     for plate in scene.plates:
         allowed[_grown(plate, 0.8, w, h)] = True
     changed = np.abs(out - src).max(axis=2) > 0
