@@ -198,3 +198,14 @@ def test_bench_reports_dev_face_coverage_beside_speed(tmp_path):
         assert row["faces_dev"]["recall_ge20"] >= 0.94  # measured 35/36 (default), 36/36
         assert "persons" in row["sizes"]["320x240"]["ms_mean"]
     assert "dev faces covered" in (tmp_path / "t.md").read_text()
+
+
+def test_centerface_is_fed_rgb(photos):
+    """CenterFace takes RGB; the class converts OpenCV's BGR. Handing it the channels the other
+    way round (what it saw before 2026-12-02) loses most of the small faces."""
+    anon = Anonymizer(AnonymizerConfig(plates=False, head_backstop=False))
+    right = _score(photos, anon.detect, anon.config.margin)
+    swapped = _score(photos, lambda img: anon.detect(np.ascontiguousarray(img[:, :, ::-1])),
+                     anon.config.margin)
+    assert sum(right.covered[1:]) >= 56  # measured 57 of 60
+    assert sum(swapped.covered[1:]) <= 46  # measured 43 of 60
