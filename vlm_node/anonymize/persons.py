@@ -8,9 +8,11 @@ class with a typed result (`ObjectDetection`), so scene analysis can reuse it fo
 vehicles and animals on the road without a second model.
 
 FastestDet (github.com/dog-qiuqiu/FastestDet, 0.24 M parameters, 1 MB ONNX, fixed 352x352
-input, COCO mAP@0.5 25.3 % per its README) was chosen because it is the smallest public COCO
-ONNX file with a clear permissive licence; its recall on small people is low, which is why the
-backstop complements the face detectors rather than replacing them (docs/anonymizer.md).
+input, COCO mAP@0.5 25.3 % per its README) was chosen because it is a public COCO ONNX file
+well under 4 MB from its authors' own repository with a clear permissive licence (the YOLOX-nano
+ONNX files under 4 MB found on GitHub were re-trained on other classes or came without a
+licence). Its recall on small people is low, which is why the backstop complements the face
+detectors rather than replacing them (docs/anonymizer.md).
 """
 from __future__ import annotations
 
