@@ -8,7 +8,8 @@ import pytest
 
 from vlm_node import vocab
 from vlm_node.geometry import Box
-from vlm_node.tools.render import evaluate, scenes
+from vlm_node.evaluation.signs import evaluate_labels
+from vlm_node.tools.render import scenes
 from vlm_node.tools.render.scenes import (PHOTOS_DIR, Appearance, Photo, compose_scene,
                                           fit_boxes, fit_to_size, load_photos, make_road_scene,
                                           place_sign, render_labelled_set)
@@ -240,7 +241,7 @@ def test_scoring_matches_by_box_and_checks_class_value_and_unit(tmp_path):
                 SignReading("speed_limit", 0.9, "ocr", 30.0, "km/h", box=Box(100, 12, 40, 40)),
                 SignReading("yield", 0.9, "ocr", box=Box(0, 60, 20, 20))]
 
-    result = evaluate.evaluate_labels(tmp_path / "labels.json", reader)
+    result = evaluate_labels(tmp_path / "labels.json", reader)
     assert result.by_class["speed_limit"].to_json() == {
         "labelled": 1, "read": 1, "class_ok": 1, "value_ok": 1, "accuracy": 1.0}
     assert result.by_class["speed_limit (mph)"].value_ok == 0  # unit wrong

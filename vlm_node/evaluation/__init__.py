@@ -8,6 +8,7 @@ The modules are small and layered so each can be tested on hand-made data:
   (`topic` and `stamp_ns` per image);
 - `redaction`: faces and plates against labels (recall, precision, leak rate);
 - `composite`: street-like frames built from labelled photos, for the anonymizer benchmark;
+- `signs`: a sign reader's tables per class and sign size on a labelled image set;
 - `records`: what the system produced for each image message (`FrameRecord`), from the offline
   replay (`replay`) or from the real node over DDS (`live`);
 - `matching`: the one box-pairing and sign-matching rule, and the join of records and labels;
