@@ -209,3 +209,14 @@ def test_centerface_is_fed_rgb(photos):
                      anon.config.margin)
     assert sum(right.covered[1:]) >= 56  # measured 57 of 60
     assert sum(swapped.covered[1:]) <= 46  # measured 43 of 60
+
+
+def test_baseline_and_misses_dir_need_labels(tmp_path, monkeypatch, capsys):
+    from vlm_node.cli import main as cli_main
+
+    monkeypatch.setattr(cli_main, "SUBCOMMANDS", ("anonymize",))
+    photo = shared("faces_wider_train/" + PHOTOS[0])
+    rc = cli_main.main(["anonymize", str(photo), "-o", str(tmp_path / "out"),
+                        "--misses-dir", str(tmp_path / "m")])
+    assert rc == 2 and "add --labels" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists() and not (tmp_path / "out").exists()

@@ -108,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise VlmNodeError(f"--labels {args.labels}: {exc}") from exc
     anonymizer = Anonymizer(config)
+    if (args.baseline or args.misses_dir) and not args.labels:
+        raise VlmNodeError("--baseline and --misses-dir score against labels: add --labels")
     coverage = FaceCoverageRun(config.margin, args.baseline) if args.labels else None
     margins = {"face": config.margin, "plate": config.plate_margin}
     totals = {k: KindCounts() for k in KINDS}
