@@ -23,7 +23,11 @@ PHOTOS = {p.file: p for p in load_photos()}
 
 @pytest.fixture(scope="module")
 def ocr():
-    backend = OcrBackend()
+    # OCR's own reading rules, with the sign classifier off: they are what reads US, text and
+    # numbered non-GTSRB signs (and second-checks speed digits) when the classifier is on,
+    # and the whole reader with `classifier: false`. The default (classifier) path is tested
+    # in test_sign_classifier.py.
+    backend = OcrBackend(OcrConfig(classifier=False))
     backend.load()
     yield backend
     backend.close()
@@ -234,7 +238,7 @@ def test_max_reads_limits_the_recogniser_calls():
             calls.append(len(crops))
             return [("", 0.0)] * len(crops), 0.0
 
-    backend = OcrBackend(OcrConfig(max_reads=2, retry_binarized=False),
+    backend = OcrBackend(OcrConfig(max_reads=2, retry_binarized=False, classifier=False),
                          engine_factory=lambda cfg: Counting())
     backend.load()
     calls.clear()

@@ -21,6 +21,7 @@ Everything else is skipped rather than guessed, and every number is checked agai
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from dataclasses import dataclass, field
@@ -31,10 +32,13 @@ import numpy as np
 
 from vlm_node import vocab
 from vlm_node.analysis.base import AnalysisBackend
-from vlm_node.analysis.sign_candidates import (CandidateConfig, Shape, SignCandidate,
-                                               find_candidates)
+from vlm_node.analysis.gtsrb import GTSRB_CLASSES
+from vlm_node.analysis.sign_candidates import (CandidateConfig, ProposalConfig, Shape,
+                                               SignCandidate, find_candidates, find_proposals)
+from vlm_node.analysis.sign_classifier import DEFAULT_MODEL, SignClass, SignClassifier
 from vlm_node.errors import AnalysisError, BackendUnavailableError
 from vlm_node.frames import AnonymizedFrame
+from vlm_node.geometry import Box, nms
 from vlm_node.params import setting
 from vlm_node.results import AnalysisResult, SignReading, TextHint
 
@@ -64,6 +68,13 @@ class OcrConfig:
                                     dynamic=True)
     threads: int = setting(0, "onnxruntime intra-op threads for PP-OCR; 0 = library default "
                               "(all cores).", min=0, max=64)
+    classifier: bool = setting(True, "Verify and classify sign candidates with the shipped "
+                                     "sign classifier (GTSRB CNN); OCR then reads only what it "
+                                     "cannot know (US SPEED LIMIT signs, text signs) and "
+                                     "second-checks its speed values. false: OCR rules only.")
+    classifier_model: str = setting("", "ONNX sign classifier to load; empty = the shipped "
+                                        "model.")
+    proposals: ProposalConfig = field(default_factory=ProposalConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +376,7 @@ class OcrBackend(AnalysisBackend):
         self.config = config or OcrConfig()
         self._engine_factory = engine_factory or _rapidocr_engine
         self._engine: Any = None
+        self._classifier: SignClassifier | None = None
         self._model_id = ""
 
     @property
@@ -376,6 +388,10 @@ class OcrBackend(AnalysisBackend):
             return
         self._engine = self._engine_factory(self.config)
         self._model_id = _engine_id()
+        if self.config.classifier:
+            # No silent fallback to OCR rules: a missing model is a broken install.
+            self._classifier = SignClassifier(self.config.classifier_model or DEFAULT_MODEL)
+            self._model_id += f" + sign classifier {self._classifier.path.name}"
         # Warm-up: the first onnxruntime run allocates and picks kernels (~100 ms).
         probe = np.full((48, 96, 3), 255, np.uint8)
         cv2.putText(probe, "50", (14, 38), cv2.FONT_HERSHEY_SIMPLEX, 1.3, (0, 0, 0), 3)
@@ -383,6 +399,7 @@ class OcrBackend(AnalysisBackend):
 
     def close(self) -> None:
         self._engine = None
+        self._classifier = None
 
     def analyze(self, frames: Sequence[AnonymizedFrame]) -> list[AnalysisResult]:
         if self._engine is None:
@@ -394,9 +411,15 @@ class OcrBackend(AnalysisBackend):
             results.append(AnalysisResult(
                 signs=signs, scene=None, backend=self.name, model_id=self.model_id,
                 analysis_ms=(time.perf_counter() - t0) * 1000.0, degraded=True,
-                degraded_reason="OCR-only analysis (sign candidates + PP-OCR): no scene "
-                                "description, pictogram signs not classified"))
+                degraded_reason=self._degraded_reason()))
         return results
+
+    def _degraded_reason(self) -> str:
+        if self._classifier is not None:
+            return ("no VLM: signs from the sign classifier (GTSRB classes) and PP-OCR, no "
+                    "scene description")
+        return ("OCR-only analysis (sign candidates + PP-OCR): no scene description, "
+                "pictogram signs not classified")
 
     # The work, on plain arrays so that evaluation tools can call it too.
 
@@ -408,6 +431,8 @@ class OcrBackend(AnalysisBackend):
         cfg = self.config
         cands = find_candidates(bgr, cfg.candidates)
         cands += hint_candidates(hints, cands, bgr.shape[1], bgr.shape[0])
+        if self._classifier is not None:
+            return self._read_classified(bgr, cands)
         readings: list[SignReading] = []
         jobs: list[_Job] = []
         for cand in cands:
@@ -431,6 +456,67 @@ class OcrBackend(AnalysisBackend):
             if reading is not None and reading.confidence >= cfg.min_confidence:
                 readings.append(reading)
         return readings
+
+    def _read_classified(self, bgr: np.ndarray, cands: list[SignCandidate]
+                         ) -> list[SignReading]:
+        """Readings when the classifier is loaded: the finder's candidates and the looser
+        proposals are all classified; what it calls a sign is published with its calibrated
+        probability as confidence; what it rejects is not a sign, except that OCR still reads
+        the finder's candidates for classes the classifier has no class for."""
+        assert self._classifier is not None
+        boxes = [c.box for c in cands] + find_proposals(bgr, self.config.proposals)
+        results = self._classifier.classify(np.ascontiguousarray(bgr[..., ::-1]), boxes)
+        signs = [(boxes[i], r) for i, r in enumerate(results) if r.is_sign]
+        # One reading per sign: a ring and its inner disc, or a candidate and a proposal, are
+        # the same sign; the most probable box speaks for it.
+        keep = nms([b for b, _ in signs], [r.probability for _, r in signs], 0.3)
+        signs = [signs[i] for i in keep]
+        signs = [(b, r) for b, r in signs
+                 if not any(o is not r and ob.area > b.area and b.coverage_by(ob) > 0.6
+                            and o.probability >= r.probability for ob, o in signs)]
+        readings: list[SignReading] = []
+        checks: list[tuple[int, _Job]] = []
+        for box, res in signs:
+            reading = SignReading(res.sign_class, res.probability, "classifier", value=res.value,
+                                  unit=res.unit, box=box)
+            if res.value is not None or res.sign_class == "speed_limit":
+                job = self._job(bgr, self._ring_candidate(box, res, cands))
+                if job is not None:
+                    checks.append((len(readings), job))
+            readings.append(reading)
+        # OCR for what the classifier cannot know, on the finder's candidates it rejected
+        taken = [b for b, _ in signs]
+        jobs = [j for j in (self._job(bgr, c) for c in cands
+                            if not any(c.box.iou(b) > 0.3 for b in taken))
+                if j is not None and j.kind in ("us", "blue", "ring")]
+        jobs = jobs[:max(0, self.config.max_reads - len(checks))]
+        everything = [j for _, j in checks] + jobs
+        self._run(everything, [j.crops for j in everything])
+        small = [j for j in everything if self._is_small(j)]
+        self._run(small, [[_binarized(c, j.light_legend) for c in j.crops] for j in small],
+                  alt=True)
+        for index, job in checks:
+            readings[index] = second_opinion(readings[index], self._reading(bgr, job),
+                                             self.config.min_confidence)
+        for job in jobs:
+            reading = self._reading(bgr, job)
+            if reading is not None and reading.confidence >= self.config.min_confidence and \
+                    ocr_only(reading):
+                readings.append(reading)
+        return readings
+
+    @staticmethod
+    def _ring_candidate(box: Box, res: SignClass, cands: list[SignCandidate]) -> SignCandidate:
+        """The finder's ring candidate on this sign, or one made from the classifier's box (a
+        speed sign's legend is the inner ~70 % of the disc), for OCR's second opinion."""
+        rings = [c for c in cands if c.border == "red" and not c.filled
+                 and c.shape == Shape.CIRCLE and c.box.iou(box) > 0.5]
+        if rings:
+            return max(rings, key=lambda c: c.box.iou(box))
+        inner = Box(box.x + 0.15 * box.w, box.y + 0.15 * box.h, 0.7 * box.w, 0.7 * box.h)
+        border = "white" if res.sign_class == "end_speed_limit" else "red"
+        return SignCandidate(box, Shape.CIRCLE, border, "white", False, res.probability, inner,
+                             found_by="classifier")
 
     def _recognize(self, crops: list[np.ndarray]) -> list[TextRead]:
         if not crops:
@@ -631,6 +717,41 @@ class OcrBackend(AnalysisBackend):
                 return reading("speed_limit", r.score * 0.8, n.value, "mph")
             return None
         return None
+
+
+# Classes some GTSRB class stands for: from a candidate the classifier rejected, OCR may not
+# publish these (the classifier knows them and said no); mph speed limits are US signs, which
+# GTSRB lacks, so OCR keeps them.
+_CLASSIFIER_CLASSES = frozenset(c.sign_class for c in GTSRB_CLASSES)
+
+
+def ocr_only(reading: SignReading) -> bool:
+    """Whether OCR may publish `reading` from a candidate the classifier rejected."""
+    if reading.sign_class == "speed_limit":
+        return reading.unit == "mph"
+    return reading.sign_class not in _CLASSIFIER_CLASSES
+
+
+def second_opinion(reading: SignReading, ocr: SignReading | None, min_confidence: float
+                   ) -> SignReading:
+    """The classifier's numbered reading checked against OCR's read of the same legend. When
+    OCR reads a plausible number (or another numbered class) that differs, the value is
+    dropped: the sign is still reported, but a wrong speed limit is worse than none. When OCR
+    agrees, its text is kept; when it reads nothing usable, the classifier stands alone. A
+    speed limit the classifier could not give a value fills it from OCR."""
+    if ocr is None or ocr.confidence < min_confidence or ocr.value is None:
+        return reading
+    if reading.value is None:
+        # the classifier saw a speed limit but not which (a 40 or 90: GTSRB has no such class):
+        # OCR's number, validated by its own rules, is the value
+        if ocr.sign_class == reading.sign_class:
+            return dataclasses.replace(reading, value=ocr.value, unit=ocr.unit, text=ocr.text,
+                                       confidence=min(reading.confidence, ocr.confidence))
+        return reading
+    if ocr.sign_class == reading.sign_class and ocr.value == reading.value and \
+            ocr.unit == reading.unit:
+        return dataclasses.replace(reading, text=ocr.text)
+    return dataclasses.replace(reading, value=None, unit="", text=ocr.text)
 
 
 HINT_SCORE = 0.85

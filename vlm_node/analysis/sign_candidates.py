@@ -67,10 +67,6 @@ class SignCandidate:
     # outline), "disc" (inscribed in a larger region of its colour)
     found_by: str = ""
 
-    @property
-    def colors(self) -> tuple[str, str]:
-        return (self.border, self.inner)
-
     def to_json(self) -> dict[str, object]:
         return {"box": self.box.to_list(), "shape": self.shape.value, "border": self.border,
                 "inner": self.inner, "filled": self.filled, "score": round(self.score, 3),
@@ -702,3 +698,117 @@ def _select(cands: list[SignCandidate], cfg: CandidateConfig) -> list[SignCandid
                         for o in cands)]
     out = [outer[i] for i in nms([c.box for c in outer], [c.score for c in outer], 0.4)]
     return out[:cfg.max_candidates]
+
+
+# --- proposals for the classifier --------------------------------------------------------------
+
+@dataclass
+class ProposalConfig:
+    """High-recall proposals for the sign classifier (`find_proposals`)."""
+
+    red_ratio: float = setting(0.15, "A pixel is sign red when R exceeds max(G, B) by this share "
+                                     "of R (after grey-world white balance).", min=0.02, max=0.8)
+    red_margin: int = setting(5, "... and by at least this many grey levels.", min=1, max=80)
+    loose_red_ratio: float = setting(0.08, "A second, looser red mask (desaturated rims at "
+                                           "dusk); 0 = none.", min=0.0, max=0.8)
+    loose_red_margin: int = setting(3, "Grey-level margin of the looser red mask.", min=1,
+                                    max=80)
+    bright_discs: bool = setting(True, "Also propose compact regions brighter than their "
+                                       "surroundings (the light face of a ring sign whose red "
+                                       "rim is lost in a dark frame), grown by a rim's width.")
+    min_size_px: int = setting(9, "Smallest proposal side in pixels.", min=4, max=200)
+    max_proposals: int = setting(400, "At most this many proposals per frame (smallest "
+                                      "first); each costs the classifier ~0.05 ms.",
+                                 min=1, max=1000)
+
+
+def _balanced(bgr: np.ndarray) -> np.ndarray:
+    """Grey-world white balance (uint8): a blue dusk or a yellow street light tints the whole
+    frame, and a sign's red rim only stays redder than its surroundings after the tint is
+    divided out."""
+    means = np.asarray(cv2.mean(bgr[::8, ::8])[:3], np.float32)
+    gains = float(means.mean()) / np.maximum(means, 1.0)
+    return cv2.transform(bgr, np.diag(gains).astype(np.float32))
+
+
+def _red(b: np.ndarray, g: np.ndarray, r: np.ndarray, ratio: float, margin: int) -> np.ndarray:
+    excess = cv2.subtract(r, cv2.max(g, b))
+    need = cv2.max(cv2.convertScaleAbs(r, alpha=ratio), np.full_like(r, margin))
+    return cv2.bitwise_and(cv2.compare(excess, need, cv2.CMP_GE),
+                           cv2.compare(r, np.full_like(r, 20), cv2.CMP_GE))
+
+
+def proposal_masks(bgr: np.ndarray, cfg: ProposalConfig) -> dict[str, np.ndarray]:
+    """Loose paint masks (uint8 0/255): red relative to the pixel's own brightness, so a rim in
+    a dark or dusky frame (RGB 30,14,15) still counts (twice: a looser mask finds desaturated
+    rims, the stricter one keeps rims apart from red next to them); blue and yellow by hue."""
+    balanced = _balanced(bgr)
+    b, g, r = cv2.split(balanced)
+    masks = {"red": _red(b, g, r, cfg.red_ratio, cfg.red_margin)}
+    if cfg.loose_red_ratio > 0:
+        masks["red_loose"] = _red(b, g, r, cfg.loose_red_ratio, cfg.loose_red_margin)
+    hsv = cv2.cvtColor(balanced, cv2.COLOR_BGR2HSV)
+    masks["blue"] = cv2.inRange(hsv, (95, 90, 40), (130, 255, 255))
+    masks["yellow"] = cv2.inRange(hsv, (15, 80, 90), (35, 255, 255))
+    return masks
+
+
+def _bright_discs(bgr: np.ndarray, cfg: ProposalConfig) -> list[Box]:
+    """Compact, unsaturated regions at least 12 grey levels brighter than their 31 px
+    neighbourhood (a sign's light face), grown by a rim's width."""
+    hsv = cv2.cvtColor(bgr, cv2.COLOR_BGR2HSV)
+    v = hsv[..., 2]
+    local = cv2.add(cv2.blur(v, (31, 31)), 12)
+    mask = cv2.bitwise_and(cv2.compare(v, local, cv2.CMP_GE),
+                           cv2.compare(hsv[..., 1], np.full_like(v, 90), cv2.CMP_LT))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+    out = []
+    for x, y, w, h, area in stats[1:]:
+        if not 7 <= max(w, h) <= 150 or w > 1.5 * h or h > 1.5 * w or area < 0.5 * w * h:
+            continue
+        grow = 0.25 * max(w, h) + 1
+        out.append(Box(x - grow, y - grow, w + 2 * grow, h + 2 * grow))
+    return out
+
+
+def find_proposals(bgr: np.ndarray, cfg: ProposalConfig | None = None) -> list[Box]:
+    """Boxes that may hold a sign, for a classifier to verify: every roughly square region of
+    sign paint (red, blue, yellow), every hole in the paint grown by a rim's width (the light
+    face inside a red ring or triangle), and compact bright regions grown the same way. No
+    inside checks: recall is the point, and the classifier's `background` class rejects tail
+    lights, red cars and brick."""
+    cfg = cfg or ProposalConfig()
+    height, width = bgr.shape[:2]
+    largest = 0.6 * min(height, width)
+    kernel = np.ones((3, 3), np.uint8)
+    out: list[Box] = []
+    regions: list[tuple[np.ndarray, np.ndarray]] = []
+    for mask in proposal_masks(bgr, cfg).values():
+        # closed: a thin rim broken by blur or JPEG becomes a ring again
+        closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
+        contours, hierarchy = cv2.findContours(closed, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        if hierarchy is not None:
+            regions += zip(contours, hierarchy[0])
+    for cnt, links in regions:
+        x, y, w, h = cv2.boundingRect(cnt)
+        hole = links[3] >= 0
+        if hole:
+            if max(w, h) < 4:
+                continue
+            grow = 0.22 * max(w, h) + 1  # a ring's rim is ~1/5 of its inner diameter
+            box = Box(x - grow, y - grow, w + 2 * grow, h + 2 * grow)
+        else:
+            if cv2.contourArea(cnt) < 0.12 * w * h:
+                continue  # thin strokes and lines, not a sign face or ring
+            box = Box(float(x), float(y), float(w), float(h))
+        if not cfg.min_size_px <= max(box.w, box.h) <= largest:
+            continue
+        if box.w > 1.8 * box.h or box.h > 1.8 * box.w:
+            continue
+        out.append(box)
+    if cfg.bright_discs:
+        out += [b for b in _bright_discs(bgr, cfg) if max(b.w, b.h) <= largest]
+    keep = nms(out, [b.area for b in out], 0.6)
+    # smallest first under the cap: small far signs are the ones only proposals find
+    return sorted((out[i] for i in keep), key=lambda b: b.area)[:cfg.max_proposals]

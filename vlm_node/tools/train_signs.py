@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 
 from vlm_node.analysis.gtsrb import BACKGROUND_ID, CLASSIFIER_LABELS, NUM_GTSRB, SPEED_LIMIT_IDS
-from vlm_node.analysis.sign_candidates import find_candidates
+from vlm_node.analysis.sign_candidates import find_candidates, find_proposals
 from vlm_node.analysis.sign_classifier import CROP_MARGIN, INPUT_SIZE, resize_to_input
 from vlm_node.geometry import Box
 
@@ -189,15 +189,21 @@ def _far_from_signs(box: Box, signs: Sequence[Box]) -> bool:
 
 def negative_samples(photos: Sequence[Photo], per_photo: int, rng: np.random.Generator
                      ) -> list[Sample]:
-    """Background patches: the finder's candidates that are no labelled sign, and random boxes
-    (12..120 px, mostly small as candidates are), all away from the labelled signs."""
+    """Background patches: the finder's candidates and the classifier proposals that are no
+    labelled sign (away from every sign, or a piece of one), and random boxes (12..120 px, mostly
+    small as candidates are) away from the labelled signs."""
     out: list[Sample] = []
     for photo in photos:
         rgb = _read_rgb(photo.path)
         h, w = rgb.shape[:2]
         signs = [b for b, _ in photo.signs]
-        boxes = [c.box for c in find_candidates(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-                 if _far_from_signs(c.box, signs)]
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        found = [c.box for c in find_candidates(bgr)] + find_proposals(bgr)
+        # what the runtime hands the classifier away from signs, and pieces of signs (a
+        # digit's hole, a sign with its neighbour) that must not read as a sign of their own
+        boxes = [b for b in found if _far_from_signs(b, signs)
+                 or (signs and max(b.iou(s) for s in signs) < 0.2 and any(
+                     b.intersection(s) > 0 for s in signs))]
         tries, n_random = 0, 0
         while n_random < per_photo and tries < per_photo * 20:
             tries += 1
@@ -360,7 +366,7 @@ class TrainConfig:
     seed: int = 13
     val_share: float = 0.15
     threads: int = 1
-    workers: int = 1
+    workers: int = 0  # DataLoader workers forked after cv2 has started threads can hang
     neg_per_photo: int = 30
     limit_per_class: int = 0  # >0: tiny runs (tests)
     target_precision: float = 0.995
@@ -404,6 +410,10 @@ class _EpochSampler:
 
     def __len__(self) -> int:
         return self.n * self.epochs
+
+
+def _worker_init(_: int) -> None:
+    cv2.setNumThreads(1)
 
 
 def _val_arrays(samples: list[Sample], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -474,6 +484,7 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, negatives: Sequence[st
 
     t_start = time.time()
     torch.set_num_threads(cfg.threads)
+    cv2.setNumThreads(1)
     _seed_everything(cfg.seed)
     ds = load_gtsrb(data_dir, cfg.val_share, cfg.seed, cfg.limit_per_class)
     log.info("GTSRB: %d train / %d val crops (%d val tracks)", len(ds.train), len(ds.val),
@@ -502,7 +513,7 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, negatives: Sequence[st
     loader = torch.utils.data.DataLoader(
         _AugSet(ds.train, cfg.seed), batch_size=cfg.batch_size,
         sampler=_EpochSampler(len(ds.train), cfg.epochs, cfg.seed), num_workers=cfg.workers,
-        worker_init_fn=lambda _: cv2.setNumThreads(1))
+        worker_init_fn=_worker_init)
     steps = cfg.epochs * math.ceil(len(ds.train) / cfg.batch_size)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps,
@@ -697,12 +708,63 @@ def write_reports(report_dir: Path, probs: np.ndarray, y: np.ndarray, summary: d
     plt.close(fig)
 
 
+# --- evaluation on held-out tracks ---------------------------------------------------------------
+
+def evaluate_holdout(model_path: Path, data_dir: Path, min_px: int, max_px: int) -> dict:
+    """The shipped runtime (`SignClassifier`, its crop and threshold) on the real GTSRB crops of
+    the model's validation tracks whose sign is `min_px`..`max_px` wide: speed-limit value
+    accuracy (published value right), wrong values (published value wrong) and class accuracy.
+    The tracks come from the model's own metadata, so no training crop is scored."""
+    from vlm_node.analysis.gtsrb import gtsrb_class
+    from vlm_node.analysis.sign_classifier import SignClassifier
+
+    clf = SignClassifier(model_path)
+    held = set(clf.info.extra.get("val_tracks", []))
+    if not held:
+        raise ValueError(f"{model_path} records no validation tracks")
+    counts = {"crops": 0, "class_correct": 0, "speed": 0, "speed_value_correct": 0,
+              "speed_wrong_value": 0, "speed_no_reading": 0, "rejected": 0}
+    with (data_dir / "Train.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if _track_of(r["Path"]) in held
+                and not Path(r["Path"]).name.startswith("aug_")]
+    for r in rows:
+        roi = Box.from_xyxy(float(r["Roi.X1"]), float(r["Roi.Y1"]),
+                            float(r["Roi.X2"]) + 1, float(r["Roi.Y2"]) + 1)
+        if not min_px <= max(roi.w, roi.h) <= max_px:
+            continue
+        res = clf.classify(_read_rgb(data_dir / r["Path"]), [roi])[0]
+        cid = int(r["ClassId"])
+        counts["crops"] += 1
+        counts["rejected"] += int(not res.is_sign)
+        counts["class_correct"] += int(res.gtsrb is not None and res.gtsrb.class_id == cid)
+        if cid in SPEED_LIMIT_IDS:
+            counts["speed"] += 1
+            if res.value is None or res.sign_class != "speed_limit":
+                counts["speed_no_reading"] += int(not res.is_sign)
+                counts["speed_wrong_value"] += int(res.is_sign and res.sign_class ==
+                                                   "speed_limit")
+            elif res.value == gtsrb_class(cid).value:
+                counts["speed_value_correct"] += 1
+            else:
+                counts["speed_wrong_value"] += 1
+    out: dict[str, object] = dict(counts)
+    out.update(sizes_px=[min_px, max_px], tracks=len(held),
+               class_accuracy=round(counts["class_correct"] / max(1, counts["crops"]), 4),
+               speed_value_accuracy=round(counts["speed_value_correct"]
+                                          / max(1, counts["speed"]), 4))
+    return out
+
+
 # --- command line --------------------------------------------------------------------------------
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainConfig()
     p.add_argument("data_dir", type=Path, help="GTSRB training split (Train.csv + Train/)")
-    p.add_argument("--output", type=Path, required=True, help="ONNX file to write")
+    p.add_argument("--output", type=Path, help="ONNX file to write")
+    p.add_argument("--evaluate", type=Path, metavar="MODEL.onnx",
+                   help="do not train: score this model on its validation tracks' real crops "
+                        "(sizes --eval-px) through the runtime classifier")
+    p.add_argument("--eval-px", default="30-60", help="sign widths to score, MIN-MAX pixels")
     p.add_argument("--report-dir", type=Path, help="write accuracy JSON and plots here")
     p.add_argument("--negatives", action="append", default=[],
                    help="photos for the background class: a directory, or a labels.json whose "
@@ -727,6 +789,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.evaluate is not None:
+        lo, hi = (int(v) for v in args.eval_px.split("-"))
+        print(json.dumps(evaluate_holdout(args.evaluate, args.data_dir, lo, hi), indent=1))
+        return 0
+    if args.output is None:
+        raise SystemExit("train-signs: --output is required (or --evaluate MODEL)")
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       seed=args.seed, val_share=args.val_share, threads=args.threads,
                       workers=args.workers, neg_per_photo=args.neg_per_photo,

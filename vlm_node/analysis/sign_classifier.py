@@ -1,0 +1,188 @@
+"""The project's traffic-sign classifier: a small CNN trained here on the GTSRB training split,
+shipped as ONNX and run by onnxruntime.
+
+It answers, for each candidate crop, one of the 43 GTSRB classes or `background` (not a sign),
+with a probability calibrated on held-out GTSRB tracks (temperature scaling, baked into the
+graph), so the probability can drive `TrafficSign.confidence` and the k-of-n tracker as it is.
+A candidate the classifier calls `background`, or whose best probability is below the
+calibrated threshold stored with the model, is not a sign.
+
+How a crop is cut from a frame (`crop_box`, `prepare_crops`) lives here and nowhere else: the
+training tool (`vlm_node.tools.train_signs`) imports it, so training and runtime agree on margin,
+size and colour order.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from vlm_node.analysis.gtsrb import (BACKGROUND, CLASSIFIER_LABELS, SPEED_LIMIT_IDS, GtsrbClass,
+                                     gtsrb_class)
+from vlm_node.geometry import Box
+from vlm_node.paths import ASSETS
+
+log = logging.getLogger(__name__)
+
+# Side of the square network input, in pixels.
+INPUT_SIZE = 32
+# The crop around a sign box: this fraction of the box's side is added on every side. GTSRB crops
+# hold the sign with about a 10 % margin; training jitters around this value.
+CROP_MARGIN = 0.1
+
+DEFAULT_MODEL = ASSETS / "models" / "sign_classifier" / "sign_classifier.onnx"
+
+
+def crop_box(box: Box, margin: float = CROP_MARGIN) -> Box:
+    """The region cut for the classifier around a sign box."""
+    return Box(box.x - margin * box.w, box.y - margin * box.h,
+               box.w * (1 + 2 * margin), box.h * (1 + 2 * margin))
+
+
+def resize_to_input(patch_rgb: np.ndarray) -> np.ndarray:
+    """A uint8 RGB patch resized to the network input (area filter when shrinking, so a large
+    sign is not aliased; linear when enlarging)."""
+    h, w = patch_rgb.shape[:2]
+    interp = cv2.INTER_AREA if min(h, w) > INPUT_SIZE else cv2.INTER_LINEAR
+    return cv2.resize(patch_rgb, (INPUT_SIZE, INPUT_SIZE), interpolation=interp)
+
+
+def cut(rgb: np.ndarray, region: Box) -> np.ndarray:
+    """Pixels of `region` from an RGB image; the part outside the image repeats its edge (a sign
+    at the frame border keeps its shape instead of being stretched)."""
+    h, w = rgb.shape[:2]
+    x1, y1 = int(round(region.x)), int(round(region.y))
+    x2, y2 = max(x1 + 1, int(round(region.x2))), max(y1 + 1, int(round(region.y2)))
+    pad = (max(0, -y1), max(0, y2 - h), max(0, -x1), max(0, x2 - w))
+    inside = rgb[max(0, y1):min(h, y2), max(0, x1):min(w, x2)]
+    if inside.size == 0:
+        return np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
+    if any(pad):
+        inside = cv2.copyMakeBorder(inside, *pad, cv2.BORDER_REPLICATE)
+    return inside
+
+
+def prepare_crops(rgb: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+    """A float32 NCHW batch (RGB, 0..255) of the crops for `boxes`; the graph normalises."""
+    batch = np.empty((len(boxes), 3, INPUT_SIZE, INPUT_SIZE), np.float32)
+    for i, box in enumerate(boxes):
+        batch[i] = resize_to_input(cut(rgb, crop_box(box))).transpose(2, 0, 1)
+    return batch
+
+
+SPEED_FAMILY = "speed_limit"
+
+
+@dataclass(frozen=True, slots=True)
+class SignClass:
+    """One classified crop: the GTSRB id (or None) and the calibrated probability of the answer.
+
+    Three kinds of answer: a GTSRB class (`gtsrb` set); `speed_limit` with no value (label
+    SPEED_FAMILY: the speed-limit classes together pass the threshold but no single one does,
+    as for a 40 or 90 sign, which GTSRB lacks: the number is left to OCR); or `background`.
+    `runner_up` is the second most likely label (for logs and tests)."""
+
+    label: str
+    probability: float
+    gtsrb: GtsrbClass | None
+    runner_up: str = ""
+
+    @property
+    def is_sign(self) -> bool:
+        return self.gtsrb is not None or self.label == SPEED_FAMILY
+
+    @property
+    def sign_class(self) -> str:
+        if self.gtsrb is not None:
+            return self.gtsrb.sign_class
+        return SPEED_FAMILY if self.label == SPEED_FAMILY else BACKGROUND
+
+    @property
+    def value(self) -> float | None:
+        return self.gtsrb.value if self.gtsrb else None
+
+    @property
+    def unit(self) -> str:
+        return self.gtsrb.unit if self.gtsrb else ""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What the training tool stored in the ONNX file's metadata."""
+
+    labels: tuple[str, ...]
+    min_probability: float
+    temperature: float
+    extra: dict[str, object]
+
+
+class SignClassifier:
+    """Classifies batches of sign crops with the shipped ONNX model (CPU, onnxruntime)."""
+
+    def __init__(self, model_path: str | Path = DEFAULT_MODEL, threads: int = 1) -> None:
+        import onnxruntime as ort  # imported here: the module stays importable without it
+
+        path = Path(model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"sign classifier model not found: {path}")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(path), sess_options=opts,
+                                             providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self.info = ModelInfo(labels=tuple(json.loads(meta["labels"])),
+                              min_probability=float(meta["min_probability"]),
+                              temperature=float(meta["temperature"]),
+                              extra=json.loads(meta.get("training", "{}")))
+        if self.info.labels != CLASSIFIER_LABELS:
+            raise ValueError(f"{path}: the model's labels do not match vlm_node.analysis.gtsrb "
+                             "(retrain, or update the table)")
+        self.path = path
+
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities (N x 44) for a prepared batch."""
+        if len(batch) == 0:
+            return np.zeros((0, len(CLASSIFIER_LABELS)), np.float32)
+        return self._session.run(None, {self._input: batch})[0]
+
+    def classify(self, rgb: np.ndarray, boxes: Sequence[Box]) -> list[SignClass]:
+        """One result per box, in order. A crop below the calibrated threshold is background."""
+        probs = self.probabilities(prepare_crops(rgb, boxes))
+        return [self._result(p) for p in probs]
+
+    def classify_patches(self, patches_rgb: Sequence[np.ndarray]) -> list[SignClass]:
+        """Results for whole RGB patches that already are sign crops (tests, crop datasets)."""
+        batch = np.stack([resize_to_input(p).transpose(2, 0, 1) for p in patches_rgb]
+                         ).astype(np.float32) if patches_rgb else np.zeros((0,), np.float32)
+        return [self._result(p) for p in self.probabilities(batch)]
+
+    def _result(self, p: np.ndarray) -> SignClass:
+        order = np.argsort(p)[::-1]
+        best, second = int(order[0]), int(order[1])
+        prob = float(p[best])
+        label = CLASSIFIER_LABELS[best]
+        runner = CLASSIFIER_LABELS[second]
+        if label != BACKGROUND and prob >= self.info.min_probability:
+            return SignClass(label, prob, gtsrb_class(best), runner)
+        speed = float(p[_SPEED_INDEX].sum())
+        if speed >= self.info.min_probability:
+            return SignClass(SPEED_FAMILY, speed, None, label)
+        return SignClass(BACKGROUND, prob if label == BACKGROUND else 1.0 - prob, None,
+                         label if label != BACKGROUND else runner)
+
+
+_SPEED_INDEX = np.array(sorted(SPEED_LIMIT_IDS))
+
+
+@lru_cache(maxsize=4)
+def shared_classifier(model_path: str = str(DEFAULT_MODEL)) -> SignClassifier:
+    """One loaded classifier per model file and process (the session is thread-safe)."""
+    return SignClassifier(model_path)
