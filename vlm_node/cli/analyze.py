@@ -122,6 +122,10 @@ class SignScore:
     class_correct: int = 0
     speed_labelled: int = 0  # speed_limit labels with a value
     speed_correct: int = 0
+    # a published speed value that is wrong: on a labelled sign whose class or value differs,
+    # or on no labelled sign at all (a planner would act on either)
+    speed_wrong: int = 0
+    speed_unlabelled: int = 0
     unmatched_readings: int = 0
     degraded_images: int = 0
     per_class: dict[str, list[int]] = field(default_factory=dict)  # class -> [correct, total]
@@ -131,6 +135,8 @@ class SignScore:
                 "class_accuracy": ratio(self.class_correct, self.labelled),
                 "speed_limit_signs": self.speed_labelled,
                 "speed_limit_value_accuracy": ratio(self.speed_correct, self.speed_labelled),
+                "wrong_speed_values": self.speed_wrong,
+                "speed_values_on_no_labelled_sign": self.speed_unlabelled,
                 "unmatched_readings": self.unmatched_readings,
                 "degraded_images": self.degraded_images,
                 "per_class": {c: {"correct": v[0], "labelled": v[1]}
@@ -143,9 +149,15 @@ def score_signs(score: SignScore, signs: Sequence[dict[str, Any]],
     score.images += 1
     score.degraded_images += int(result.degraded)
     for m in match_signs(result.signs, signs):
+        speed_value = m.reading is not None and m.reading.sign_class == "speed_limit" and \
+            m.reading.value is not None
         if m.label is None:
             score.unmatched_readings += 1
+            score.speed_unlabelled += int(speed_value)
             continue
+        if speed_value and not (m.label_class == "speed_limit" and m.value_ok):
+            score.speed_wrong += int(m.label_class != "speed_limit"
+                                     or m.label.get("value") is not None)
         score.labelled += 1
         score.class_correct += int(m.class_ok)
         counts = score.per_class.setdefault(m.label_class, [0, 0])
@@ -241,6 +253,8 @@ def _print_score(score: SignScore, stream: Any) -> None:
     print(f"\nsign class accuracy: {pct(s['class_accuracy'])} of {s['labelled_signs']} labelled "
           f"signs in {s['images']} images; speed-limit value accuracy: "
           f"{pct(s['speed_limit_value_accuracy'])} of {s['speed_limit_signs']}; "
+          f"wrong speed values: {s['wrong_speed_values']} on labelled signs, "
+          f"{s['speed_values_on_no_labelled_sign']} on no labelled sign; "
           f"{s['unmatched_readings']} readings matched no label; "
           f"{s['degraded_images']} images degraded", file=stream)
     for cls, c in s["per_class"].items():
