@@ -27,6 +27,7 @@ from vlm_node.errors import AnonymizationError, VlmNodeError
 log = logging.getLogger(__name__)
 
 _JPEG = (".jpg", ".jpeg")
+CAMERA = "files"  # the pipeline's camera name for the input images
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -87,13 +88,12 @@ def collect_inputs(spec: str, exclude: Path | None = None) -> list[tuple[Path, P
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from vlm_node.anonymize import Anonymizer
     from vlm_node.anonymize.config import for_frames_in_flight, frames_in_flight_for
     from vlm_node.evaluation.labels import load_labels
     from vlm_node.evaluation.face_coverage import FaceCoverageRun, coverage_lines
     from vlm_node.evaluation.redaction import KINDS, KindCounts, score_image
     from vlm_node.frames import FrameMeta
-    from vlm_node.pipeline import run_in_flight
+    from vlm_node.pipeline import Pipeline, run_in_flight
 
     out_dir = Path(args.output)
     config = load_config(args.config, args.mode)
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
                       if item.path is not None}
         except (OSError, ValueError) as exc:
             raise VlmNodeError(f"--labels {args.labels}: {exc}") from exc
-    anonymizer = Anonymizer(config)
+    pipeline = Pipeline(config)  # anonymization only: no analyzer
     if (args.baseline or args.misses_dir) and not args.labels:
         raise VlmNodeError("--baseline and --misses-dir score against labels: add --labels")
     coverage = FaceCoverageRun(config.margin, args.baseline) if args.labels else None
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         image = cv2.imread(str(src), cv2.IMREAD_COLOR)
         if image is None:
             return i, src, rel, None, "unreadable image"
-        return i, src, rel, anonymizer.detect_frame(image), ""
+        return i, src, rel, pipeline.detect(CAMERA, image), ""
 
     progress = tqdm(inputs, desc="anonymize", unit="img", file=sys.stderr, disable=None)
     for _, detected in run_in_flight(enumerate(progress), read_and_detect, in_flight,
@@ -140,13 +140,13 @@ def run(args: argparse.Namespace) -> int:
             log.warning("%s: %s, skipped", src, error)
             continue
         if not args.sequence:
-            anonymizer.reset()
+            pipeline.reset(CAMERA)
         h, w = pending.image.shape[:2]
         label = labels.get(src.resolve())
         if coverage is not None and label is not None:
             coverage.before_release(label, pending.image)  # still unredacted here
         try:
-            frame = anonymizer.release(FrameMeta("files", i, str(rel)), pending)
+            frame = pipeline.release(FrameMeta(CAMERA, i, str(rel)), pending)
         except AnonymizationError as exc:
             failed.append({"input": str(src), "error": str(exc)})
             log.warning("%s: %s; skipped", src, exc)
@@ -173,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
             if coverage is not None:
                 coverage.add(item, frame.detections, w, h)
         records.append(record)
+    pipeline.close()
     elapsed = time.perf_counter() - t_start
     print(f"anonymized {len(records)} of {len(inputs)} images into {out_dir} "
           f"({elapsed:.1f} s)" + (f"; {len(failed)} skipped" if failed else ""))
