@@ -22,3 +22,18 @@ def test_bad_size_is_a_usage_error_naming_the_option(argv, capsys):
         build_parser().parse_args(argv)
     assert exc.value.code == 2
     assert "--size" in capsys.readouterr().err
+
+
+def test_output_is_one_spelling_with_the_old_ones_as_hidden_aliases(capsys):
+    """--output/-o everywhere; eval's --out and bench analyze's --json-out still parse (old
+    scripts) but are not shown in --help."""
+    parser = build_parser()
+    assert parser.parse_args(["eval", "bag", "--out", "x"]).output == "x"
+    assert parser.parse_args(["eval", "bag", "-o", "y"]).output == "y"
+    assert parser.parse_args(["eval", "bag"]).output == "eval_output"
+    assert parser.parse_args(["bench", "analyze", "--json-out", "f.json"]).output == "f.json"
+    assert parser.parse_args(["bench", "analyze"]).output is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["eval", "--help"])
+    shown = capsys.readouterr().out
+    assert "--output DIR" in shown and "--out " not in shown
