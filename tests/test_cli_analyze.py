@@ -153,8 +153,10 @@ def test_regions_of_one_image_do_not_cover_signs_of_the_next(tmp_path, capsys, s
     args = parse(argv + (["--sequence"] if sequence else []))
     assert args.func(args) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    second = [(r["class"], r["value"]) for r in lines[1]["signs"]]
-    assert (("speed_limit", 60) in second) != sequence
+    # The class, not the value: on this rendered 60 the sign classifier (trained on real
+    # German signs) and OCR disagree on the digits, so the value is withheld by design.
+    second = [r["class"] for r in lines[1]["signs"]]
+    assert ("speed_limit" in second) != sequence
 
 
 def test_unknown_analysis_setting_in_config_is_an_error(tmp_path):

@@ -716,7 +716,9 @@ class ProposalConfig:
     bright_discs: bool = setting(True, "Also propose compact regions brighter than their "
                                        "surroundings (the light face of a ring sign whose red "
                                        "rim is lost in a dark frame), grown by a rim's width.")
-    min_size_px: int = setting(9, "Smallest proposal side in pixels.", min=4, max=200)
+    min_size_px: int = setting(
+        12, "Smallest proposal side in pixels (at ~10 px the 32 px crop is mostly blur; on the "
+            "GTSDB development photos most readings that small were false).", min=4, max=200)
     max_proposals: int = setting(400, "At most this many proposals per frame (smallest "
                                       "first); each costs the classifier ~0.05 ms.",
                                  min=1, max=1000)
@@ -808,7 +810,8 @@ def find_proposals(bgr: np.ndarray, cfg: ProposalConfig | None = None) -> list[B
             continue
         out.append(box)
     if cfg.bright_discs:
-        out += [b for b in _bright_discs(bgr, cfg) if max(b.w, b.h) <= largest]
+        out += [b for b in _bright_discs(bgr, cfg)
+                if cfg.min_size_px <= max(b.w, b.h) <= largest]
     keep = nms(out, [b.area for b in out], 0.6)
     # smallest first under the cap: small far signs are the ones only proposals find
     return sorted((out[i] for i in keep), key=lambda b: b.area)[:cfg.max_proposals]

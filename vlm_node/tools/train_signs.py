@@ -570,7 +570,8 @@ def _summary(probs_aug: np.ndarray, probs_clean: np.ndarray, y: np.ndarray, temp
     for c, name in enumerate(CLASSIFIER_LABELS):
         m = y == c
         if m.any():
-            per_class[name] = {"n": int(m.sum()), "accuracy": round(float((pred[m] == c).mean()), 4)}
+            per_class[name] = {"n": int(m.sum()),
+                               "accuracy": round(float((pred[m] == c).mean()), 4)}
     speed = np.isin(y, list(SPEED_LIMIT_IDS))
     accepted = (probs_aug.max(1) >= threshold) & (pred != BACKGROUND_ID)
     wrong_speed = speed & accepted & (pred != y)
