@@ -31,13 +31,18 @@ def test_typestore_has_project_messages():
         header=io.header(1_500_000_000_123, "front_camera"), camera="front", signs=[sign],
         has_scene=False, scene=types["vlm_node_interfaces/msg/SceneDescription"](
             summary="", weather="clear", lighting="day", road_type="urban", hazards=["cyclist"],
-            confidence=0.5),
+            confidence=0.5, source="detector", objects=[
+                types["vlm_node_interfaces/msg/DetectedObject"](
+                    category="cyclist", label="person+bicycle", score=0.6,
+                    roi=types["sensor_msgs/msg/RegionOfInterest"](
+                        x_offset=5, y_offset=6, height=70, width=30, do_rectify=False))]),
         faces_redacted=2, plates_redacted=1, backend="ocr", model_id="", latency_ms=12.5,
         analysis_ms=3.0, degraded=True, degraded_reason="no VLM")
     raw = store.serialize_cdr(msg, "vlm_node_interfaces/msg/SceneUnderstanding")
     back = store.deserialize_cdr(raw, "vlm_node_interfaces/msg/SceneUnderstanding")
     assert back.signs[0].sign_class == "speed_limit" and back.signs[0].track_id == 7
     assert back.scene.hazards == ["cyclist"] and back.faces_redacted == 2
+    assert back.scene.objects[0].label == "person+bicycle" and back.scene.objects[0].roi.height == 70
     assert io.stamp_ns(back.header) == 1_500_000_000_123
     assert types["vlm_node_interfaces/msg/TrafficSign"].CLASS_SPEED_LIMIT == "speed_limit"
     msgdef, _ = store.generate_msgdef("vlm_node_interfaces/msg/SceneUnderstanding",

@@ -125,7 +125,9 @@ def test_topic_echo_prints_the_nodes_result(node: NodeProcess) -> None:
     assert (msg["header"]["stamp"]["sec"], msg["header"]["stamp"]["nanosec"]) == STAMP
     assert msg["header"]["frame_id"] == FRAME_ID
     assert msg["camera"] == "front"
-    assert msg["backend"] == "ocr" and msg["degraded"] is True and msg["has_scene"] is False
+    assert msg["backend"] == "ocr" and msg["degraded"] is True
+    # no VLM: the scene comes from the object detector and says so
+    assert msg["has_scene"] is True and msg["scene"]["source"] == "detector"
     assert msg["faces_redacted"] >= 1  # the pasted face (counting is tested elsewhere)
     speed = [s for s in msg["signs"] if s["sign_class"] == "speed_limit"]
     assert [(s["has_value"], s["value"], s["unit"]) for s in speed] == [(True, 60.0, "km/h")]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vlm_node.results import Detection, TextHint
+from vlm_node.results import Detection, ObjectDetection, TextHint
 
 _RELEASE_TOKEN = object()
 
@@ -42,6 +42,11 @@ class AnonymizedFrame:
     anonymize_ms: float = 0.0
     full_frame_redacted: bool = False  # the fail-closed `full_blur` policy was applied
     text_hints: tuple[TextHint, ...] = ()  # sign text the plate pass found (see TextHint)
+    # Every COCO object the anonymizer's person detector found (head backstop on), at scores of
+    # at least `objects_threshold`; None when it did not run. Boxes only: scene analysis reuses
+    # them instead of running the same detector again.
+    objects: tuple[ObjectDetection, ...] | None = None
+    objects_threshold: float = 1.0
     _token: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -58,8 +63,10 @@ class AnonymizedFrame:
 
 def _release(meta: FrameMeta, image: np.ndarray, detections: tuple[Detection, ...],
              anonymize_ms: float, full_frame_redacted: bool = False,
-             text_hints: tuple[TextHint, ...] = ()) -> AnonymizedFrame:
+             text_hints: tuple[TextHint, ...] = (),
+             objects: tuple[ObjectDetection, ...] | None = None,
+             objects_threshold: float = 1.0) -> AnonymizedFrame:
     """For vlm_node.anonymize only: wrap pixels that have been fully redacted."""
     image.flags.writeable = False  # nobody downstream may scribble raw pixels back in
     return AnonymizedFrame(meta, image, detections, anonymize_ms, full_frame_redacted,
-                           text_hints, _RELEASE_TOKEN)
+                           text_hints, objects, objects_threshold, _RELEASE_TOKEN)

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 PACKAGE = "vlm_node_interfaces"
-MESSAGES = ("TrafficSign", "SceneDescription", "SceneUnderstanding")
+MESSAGES = ("TrafficSign", "DetectedObject", "SceneDescription", "SceneUnderstanding")
 
 
 def _candidate_dirs() -> list[Path]:

@@ -40,6 +40,33 @@ class TextHint:
         return {"box": self.box.to_list(), "text": self.text}
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectDetection:
+    """One object of a COCO detector: class name and index, score in [0, 1], box in frame
+    pixels. The anonymizer's person pass produces these and hands them on with the frame (boxes
+    only, never pixels), so scene analysis does not run the same detector twice."""
+
+    label: str
+    class_id: int
+    score: float
+    box: Box
+
+
+@dataclass(frozen=True, slots=True)
+class SceneObject:
+    """A road user or animal in a scene description: `category` is a DetectedObject.msg
+    CATEGORY_* value, `label` the detector's class (a cyclist's label is "person+bicycle")."""
+
+    category: str
+    label: str
+    score: float
+    box: Box
+
+    def to_json(self) -> dict[str, Any]:
+        return {"category": self.category, "label": self.label, "score": round(self.score, 3),
+                "box": self.box.to_list()}
+
+
 @dataclass(slots=True)
 class SignReading:
     """One validated traffic-sign reading. Only `vlm_node.analysis.schema` validation and the
@@ -75,11 +102,14 @@ class SceneInfo:
     road_type: str = "unknown"
     hazards: tuple[str, ...] = ()
     confidence: float = 0.0
+    source: str = "vlm"  # SceneDescription.msg SOURCE_*: detector, vlm or fused
+    objects: tuple[SceneObject, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {"summary": self.summary, "weather": self.weather, "lighting": self.lighting,
                 "road_type": self.road_type, "hazards": list(self.hazards),
-                "confidence": round(self.confidence, 3)}
+                "confidence": round(self.confidence, 3), "source": self.source,
+                "objects": [o.to_json() for o in self.objects]}
 
 
 @dataclass(slots=True)

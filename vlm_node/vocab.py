@@ -23,6 +23,8 @@ WEATHER: tuple[str, ...] = _group("SceneDescription", "WEATHER_")
 LIGHTING: tuple[str, ...] = _group("SceneDescription", "LIGHTING_")
 ROAD_TYPES: tuple[str, ...] = _group("SceneDescription", "ROAD_")
 HAZARDS: tuple[str, ...] = _group("SceneDescription", "HAZARD_")
+SCENE_SOURCES: tuple[str, ...] = _group("SceneDescription", "SOURCE_")
+OBJECT_CATEGORIES: tuple[str, ...] = _group("DetectedObject", "CATEGORY_")
 
 # Which unit a class's number is in, and the range of plausible values. A value outside the range
 # is a misreading (a speed limit of 7 or 1000), so the parser drops the value rather than

@@ -10,6 +10,9 @@ does not.
   could not be parsed are answered by OCR too, without giving up on the VLM.
 - fusion: with `fusion.enabled`, OCR runs on the same frames (in the caller's thread, while the
   VLM works in its own) and grounds the VLM's numbers.
+- scene: with `scene.enabled`, every result gets a scene description from the object detector
+  (source `detector`), or the VLM's joined with it (source `fused`), whichever backend answered;
+  `degraded` still says whether the VLM answered.
 
 Threads: the primary backend is only ever used from the engine's single `vlm_backend` thread, so
 a batch that hangs can be abandoned without a second call racing it; `analyze` is called by one
@@ -27,6 +30,7 @@ from typing import Any, Callable, Sequence
 from vlm_node.analysis.base import AnalysisBackend
 from vlm_node.analysis.config import AnalysisConfig, check_analysis_config
 from vlm_node.analysis.fusion import fuse_results
+from vlm_node.analysis.scene_detector import SceneDetector
 from vlm_node.analysis.schema import BatchOutputError
 from vlm_node.analysis.tracking import SignTracker
 from vlm_node.errors import AnalysisError, BackendUnavailableError, ConfigError
@@ -78,6 +82,7 @@ class AnalysisEngine:
         self._executor = cf.ThreadPoolExecutor(1, thread_name_prefix="vlm_backend")
         self.primary: AnalysisBackend | None = None
         self.ocr: AnalysisBackend | None = None
+        self.scene: SceneDetector | None = None
         self._ocr_only = config.backend == "ocr"
         self._primary_loaded = False
         self._state = UNSTARTED
@@ -95,6 +100,8 @@ class AnalysisEngine:
         """Load the backends; raises BackendUnavailableError when the configuration cannot
         run at all (an explicit backend, or a required VLM, that does not load)."""
         cfg = self.config
+        if cfg.scene.enabled:
+            self.scene = SceneDetector(cfg.scene.score_threshold, cfg.scene.tiles).load()
         if self._ocr_only:
             self.primary = self._ocr_factory()
             self.primary.load()
@@ -157,6 +164,8 @@ class AnalysisEngine:
             "ocr_available": self.ocr is not None or self._ocr_only,
             "fusion": self.config.fusion.enabled and self.ocr is not None,
             "next_retry_s": round(retry, 1), **counts}
+        if self.scene is not None:
+            out.update({f"scene_objects_{k}": v for k, v in self.scene.counts.items()})
         if self._ocr_note:
             out["ocr_note"] = self._ocr_note
         backend_status = getattr(primary, "status", None)
@@ -166,6 +175,19 @@ class AnalysisEngine:
 
     # ------------------------------------------------------------------------------ analysis
     def analyze(self, frames: Sequence[AnonymizedFrame]) -> list[AnalysisResult]:
+        results = self._analyze(frames)
+        if self.scene is None:
+            return results
+        out = []
+        for frame, result in zip(frames, results):
+            t0 = time.perf_counter()
+            scene = self.scene.describe(frame, result.scene)
+            out.append(dataclasses.replace(
+                result, scene=scene,
+                analysis_ms=result.analysis_ms + (time.perf_counter() - t0) * 1e3))
+        return out
+
+    def _analyze(self, frames: Sequence[AnonymizedFrame]) -> list[AnalysisResult]:
         if self._state in (UNSTARTED, CLOSED) or self.primary is None:
             raise AnalysisError(f"analysis engine is {self._state}")
         if not frames:

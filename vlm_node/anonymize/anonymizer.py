@@ -33,7 +33,7 @@ from vlm_node.errors import AnonymizationError, ConfigError
 from vlm_node.frames import AnonymizedFrame, FrameMeta, _release
 from vlm_node.geometry import Box
 from vlm_node.params import validate
-from vlm_node.results import Detection, TextHint
+from vlm_node.results import Detection, ObjectDetection, TextHint
 
 FAILURE_REASONS = ("bad_input", "exception", "over_budget", "corrupt_output", "redaction_error")
 
@@ -76,10 +76,12 @@ class AnonymizerStats:
 @dataclass(slots=True)
 class StageFindings:
     """What a detector stage found: regions to redact, and sign text it met on the way (only
-    the text-based plate stage has any). A stage may also return a bare list of regions."""
+    the text-based plate stage has any), and every object the person stage's COCO detector saw
+    (shared with scene analysis). A stage may also return a bare list of regions."""
 
     detections: list[Detection]
     hints: list[TextHint] = field(default_factory=list)
+    objects: list[ObjectDetection] | None = None
 
 
 class FaceStage:
@@ -109,9 +111,15 @@ class FaceStage:
         return _to_detections(dets, "face", self.name, w, h, config.face_min_size)
 
 
+# Objects of every class at this score and above ride along with the frame for scene analysis
+# (`AnonymizedFrame.objects`); the same single detector pass, filtered differently.
+SHARED_OBJECT_THRESHOLD = 0.3
+
+
 class PersonStage:
     """The person detector of the head backstop: people as `person` detections, turned into
-    head regions once the face stages are done (`Anonymizer._detect`)."""
+    head regions once the face stages are done (`Anonymizer._detect`). The detector sees every
+    COCO class in the same pass; those objects are kept for scene analysis."""
 
     kind = "person"
     name = "fastestdet"
@@ -119,9 +127,13 @@ class PersonStage:
     def __init__(self, detector: ObjectDetector) -> None:
         self.detector = detector
 
-    def detect(self, frame: np.ndarray, config: AnonymizerConfig) -> list[Detection]:
-        found = self.detector.detect(frame, config.person_score_threshold, classes=("person",))
-        return [Detection("person", o.box, o.score, self.name) for o in found]
+    def detect(self, frame: np.ndarray, config: AnonymizerConfig) -> StageFindings:
+        found = self.detector.detect(frame, min(config.person_score_threshold,
+                                                SHARED_OBJECT_THRESHOLD))
+        people = [Detection("person", o.box, o.score, self.name) for o in found
+                  if o.label == "person" and o.score >= config.person_score_threshold]
+        return StageFindings(people, objects=[o for o in found
+                                              if o.score >= SHARED_OBJECT_THRESHOLD])
 
 
 class PlateStage:
@@ -228,6 +240,7 @@ class PendingFrame:
     detect_ms: float
     failure: tuple[str, str, BaseException] | None = None
     hints: tuple[TextHint, ...] = ()
+    objects: tuple[ObjectDetection, ...] | None = None
 
 
 class Anonymizer:
@@ -293,6 +306,7 @@ class Anonymizer:
         plates: list[Detection] = []
         persons: list[Detection] = []
         hints: list[TextHint] = []
+        objects: list[ObjectDetection] | None = None
         stages = self.detectors
         if config.parallel_stages and len(stages) > 1:
             # onnxruntime releases the GIL: the face and plate detectors run on separate cores
@@ -314,6 +328,8 @@ class Anonymizer:
                 raise DetectorFailure("over_budget", f"{stage.name} took {ms:.0f} ms, over the "
                                       f"{config.detector_budget_ms:.0f} ms budget")
             if isinstance(found, StageFindings):
+                if found.objects is not None:
+                    objects = (objects or []) + found.objects
                 found, hints = found.detections, hints + found.hints
             _check_detections(found, stage.name, w, h)
             {"face": faces, "person": persons}.get(stage.kind, plates).extend(found)
@@ -322,7 +338,7 @@ class Anonymizer:
         heads = [Detection("face", head_box(persons[i].box).clipped(w, h), persons[i].score,
                            HEAD_DETECTOR)
                  for i in faceless([p.box for p in persons], [f.box for f in faces])]
-        return StageFindings(faces + heads + plates, hints)
+        return StageFindings(faces + heads + plates, hints, objects)
 
     def anonymize(self, meta: FrameMeta, image: np.ndarray) -> AnonymizedFrame:
         """Redact `image` in place and release it as an AnonymizedFrame.
@@ -360,7 +376,8 @@ class Anonymizer:
             except Exception as exc:  # noqa: BLE001 - anything unexpected also fails closed
                 failure = ("exception", str(exc), exc)
         return PendingFrame(image, config, findings.detections, timings,
-                            (time.perf_counter() - t0) * 1e3, failure, tuple(findings.hints))
+                            (time.perf_counter() - t0) * 1e3, failure, tuple(findings.hints),
+                            None if findings.objects is None else tuple(findings.objects))
 
     def release(self, meta: FrameMeta, pending: PendingFrame) -> AnonymizedFrame:
         """Second half of `anonymize`: carry regions over, redact, and release the frame, or
@@ -406,7 +423,8 @@ class Anonymizer:
                 self.stats.redacted[d.kind] += 1
             self.stats.last_ms = timings
             return _release(meta, image, all_dets, (time.perf_counter() - t0) * 1e3,
-                            text_hints=pending.hints)
+                            text_hints=pending.hints, objects=pending.objects,
+                            objects_threshold=SHARED_OBJECT_THRESHOLD)
 
     def _check_gap(self, meta: FrameMeta, config: AnonymizerConfig) -> None:
         """Forget carried regions when this frame is more than `carry_max_gap` after the

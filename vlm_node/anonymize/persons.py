@@ -16,7 +16,6 @@ detectors rather than replacing them (docs/anonymizer.md).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -26,6 +25,7 @@ import numpy as np
 from vlm_node.anonymize.multiscale import merge_indices
 from vlm_node.anonymize.runtime import create_session, shipped_model
 from vlm_node.geometry import Box
+from vlm_node.results import ObjectDetection  # noqa: F401 - its home; re-exported here
 
 FASTESTDET_FILE = "fastestdet/FastestDet.onnx"
 CPU = ("CPUExecutionProvider",)
@@ -45,16 +45,6 @@ COCO_CLASSES = (
     "pottedplant", "bed", "diningtable", "toilet", "tvmonitor", "laptop", "mouse", "remote",
     "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
     "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush")
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectDetection:
-    """One detected object: COCO class name and index, score in [0, 1], box in frame pixels."""
-
-    label: str
-    class_id: int
-    score: float
-    box: Box
 
 
 class FastestDet:

@@ -233,7 +233,7 @@ def _results_msg(store: Any, frame: AnonymizedFrame, msg_header: Any) -> Any:
         header=msg_header, camera=frame.meta.camera, signs=[], has_scene=False,
         scene=types["vlm_node_interfaces/msg/SceneDescription"](
             summary="", weather="unknown", lighting="unknown", road_type="unknown",
-            hazards=[], confidence=0.0),
+            hazards=[], confidence=0.0, source="", objects=[]),
         faces_redacted=frame.count("face"), plates_redacted=frame.count("plate"),
         backend="", model_id="", latency_ms=float(frame.anonymize_ms), analysis_ms=0.0,
         degraded=True, degraded_reason="anonymize-bag: no analysis ran; only the redaction "

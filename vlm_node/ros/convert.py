@@ -17,8 +17,9 @@ from vlm_node import image_codec
 from vlm_node.frames import AnonymizedFrame, FrameMeta
 from vlm_node.geometry import Box
 from vlm_node.pipeline import SceneResult
-from vlm_node.results import SignReading
-from vlm_node_interfaces.msg import SceneDescription, SceneUnderstanding, TrafficSign
+from vlm_node.results import SceneObject, SignReading
+from vlm_node_interfaces.msg import (DetectedObject, SceneDescription, SceneUnderstanding,
+                                     TrafficSign)
 
 
 def stamp_ns(stamp: Time) -> int:
@@ -92,9 +93,13 @@ def compressed_msg(frame: AnonymizedFrame, kind: str = "jpeg", quality: int = 90
 
 
 def _roi(sign: SignReading) -> RegionOfInterest:
-    if sign.box is None:
+    return roi_of(sign.box)
+
+
+def roi_of(b: Box | None) -> RegionOfInterest:
+    """A box as RegionOfInterest (all zero for no box)."""
+    if b is None:
         return RegionOfInterest()
-    b = sign.box
     return RegionOfInterest(x_offset=max(0, int(round(b.x))), y_offset=max(0, int(round(b.y))),
                             width=max(0, int(round(b.w))), height=max(0, int(round(b.h))))
 
@@ -132,8 +137,14 @@ def scene_understanding_msg(result: SceneResult, latency_ms: float) -> SceneUnde
         s = a.scene
         msg.scene = SceneDescription(summary=s.summary, weather=s.weather, lighting=s.lighting,
                                      road_type=s.road_type, hazards=list(s.hazards),
-                                     confidence=float(s.confidence))
+                                     confidence=float(s.confidence), source=s.source,
+                                     objects=[object_msg(o) for o in s.objects])
     return msg
+
+
+def object_msg(obj: SceneObject) -> DetectedObject:
+    return DetectedObject(category=obj.category, label=obj.label, score=float(obj.score),
+                          roi=roi_of(obj.box))
 
 
 def scene_understanding_to_json(msg: SceneUnderstanding) -> dict[str, Any]:
@@ -149,7 +160,12 @@ def scene_understanding_to_json(msg: SceneUnderstanding) -> dict[str, Any]:
         "scene": ({"summary": msg.scene.summary, "weather": msg.scene.weather,
                    "lighting": msg.scene.lighting, "road_type": msg.scene.road_type,
                    "hazards": list(msg.scene.hazards),
-                   "confidence": round(float(msg.scene.confidence), 3)}
+                   "confidence": round(float(msg.scene.confidence), 3),
+                   "source": msg.scene.source,
+                   "objects": [{"category": o.category, "label": o.label,
+                                "score": round(float(o.score), 3),
+                                "box": [o.roi.x_offset, o.roi.y_offset, o.roi.width,
+                                        o.roi.height]} for o in msg.scene.objects]}
                   if msg.has_scene else None),
         "faces_redacted": msg.faces_redacted, "plates_redacted": msg.plates_redacted,
         "backend": msg.backend, "model_id": msg.model_id,
