@@ -37,6 +37,10 @@ class CameraConfig:
                                    dynamic=True)
     publish_compressed: bool = setting(False, "Also publish <name>/image_anonymized/compressed "
                                               "(JPEG).")
+    publish_annotated: bool = setting(False, "Also publish <name>/image_annotated: the analysed "
+                                             "anonymized frame with redactions, signs, scene "
+                                             "objects and a degraded banner drawn (analysis "
+                                             "rate).")
 
     def resolved_topic(self, name: str) -> str:
         if self.topic:

@@ -14,6 +14,7 @@ from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
 from vlm_node import image_codec
+from vlm_node.annotate import AnnotatedImage
 from vlm_node.frames import AnonymizedFrame, FrameMeta
 from vlm_node.geometry import Box
 from vlm_node.pipeline import SceneResult
@@ -84,6 +85,17 @@ def _same_buffer(img: np.ndarray, data: Any) -> bool:
         return False
     start = np.frombuffer(view, np.uint8).ctypes.data
     return start == img.ctypes.data
+
+
+def annotated_msg(annotated: AnnotatedImage) -> Image:
+    """An annotated anonymized frame (`vlm_node.annotate`) as a bgr8 Image with the source
+    header; only an AnnotatedImage, which only an AnonymizedFrame can give, is accepted."""
+    if not isinstance(annotated, AnnotatedImage):
+        raise TypeError(f"annotated_msg takes an AnnotatedImage, not {type(annotated).__name__}")
+    raw = image_codec.array_to_image(np.ascontiguousarray(annotated.image), "bgr8")
+    return Image(header=header_of(annotated.meta), height=raw.height, width=raw.width,
+                 encoding=raw.encoding, is_bigendian=bool(raw.is_bigendian), step=raw.step,
+                 data=byte_array(raw.data))
 
 
 def compressed_msg(frame: AnonymizedFrame, kind: str = "jpeg", quality: int = 90

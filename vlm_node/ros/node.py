@@ -27,6 +27,7 @@ from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityP
                        qos_profile_sensor_data)
 from sensor_msgs.msg import CompressedImage, Image
 
+from vlm_node.annotate import annotate
 from vlm_node.config import NodeConfig
 from vlm_node.errors import AnonymizationError, ConfigError, ImageConversionError, VlmNodeError
 from vlm_node.pipeline import Analyzer, Pipeline, Tracker, decode
@@ -61,6 +62,7 @@ class VlmNode(LifecycleNode):
         self._camera_subs: list[Any] = []
         self._image_pubs: dict[str, Any] = {}
         self._compressed_pubs: dict[str, Any] = {}
+        self._annotated_pubs: dict[str, Any] = {}
         self._encodings: dict[str, str] = {}
         self._results_pub = None
         self._worker: threading.Thread | None = None
@@ -109,6 +111,9 @@ class VlmNode(LifecycleNode):
                     self._compressed_pubs[cam] = self.create_lifecycle_publisher(
                         CompressedImage, f"{cam}/image_anonymized/compressed",
                         qos_profile_sensor_data)
+            if cc.publish_annotated:
+                self._annotated_pubs[cam] = self.create_lifecycle_publisher(
+                    Image, f"{cam}/image_annotated", qos_profile_sensor_data)
         self._results_pub = self.create_lifecycle_publisher(
             SceneUnderstanding, self.config.results_topic,
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
@@ -177,10 +182,12 @@ class VlmNode(LifecycleNode):
                 self.scheduler.counts[cam] = old.counts[cam]
 
     def _release(self) -> None:
-        for pub in [*self._image_pubs.values(), *self._compressed_pubs.values()]:
+        for pub in [*self._image_pubs.values(), *self._compressed_pubs.values(),
+                    *self._annotated_pubs.values()]:
             self.destroy_lifecycle_publisher(pub)
         self._image_pubs.clear()
         self._compressed_pubs.clear()
+        self._annotated_pubs.clear()
         if self._results_pub is not None:
             self.destroy_lifecycle_publisher(self._results_pub)
             self._results_pub = None
@@ -259,6 +266,9 @@ class VlmNode(LifecycleNode):
                 latency_ms = (time.monotonic() - frame.meta.received) * 1e3
                 if self._results_pub is not None:
                     self._results_pub.publish(convert.scene_understanding_msg(result, latency_ms))
+                apub = self._annotated_pubs.get(frame.meta.camera)
+                if apub is not None:
+                    apub.publish(convert.annotated_msg(annotate(frame, result.analysis)))
                 stats.on_result(latency_ms)
 
     # ---------------------------------------------------------------- parameters
