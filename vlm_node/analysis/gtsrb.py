@@ -22,6 +22,9 @@ class GtsrbClass:
     sign_class: str
     value: float | None = None
     unit: str = ""
+    # the sign's coloured paint (rim or face): "red", "blue", "yellow", or "" for the grey and
+    # white end-of signs; a crop without it is no such sign, whatever the classifier says
+    paint: str = "red"
 
     @property
     def is_speed_limit(self) -> bool:
@@ -37,13 +40,13 @@ GTSRB_CLASSES: tuple[GtsrbClass, ...] = (
     GtsrbClass(3, "speed_limit_60", "speed_limit", 60.0, _KMH),
     GtsrbClass(4, "speed_limit_70", "speed_limit", 70.0, _KMH),
     GtsrbClass(5, "speed_limit_80", "speed_limit", 80.0, _KMH),
-    GtsrbClass(6, "end_speed_limit_80", "end_speed_limit", 80.0, _KMH),
+    GtsrbClass(6, "end_speed_limit_80", "end_speed_limit", 80.0, _KMH, paint=""),
     GtsrbClass(7, "speed_limit_100", "speed_limit", 100.0, _KMH),
     GtsrbClass(8, "speed_limit_120", "speed_limit", 120.0, _KMH),
     GtsrbClass(9, "no_overtaking", "no_overtaking"),
     GtsrbClass(10, "no_overtaking_trucks", "no_overtaking_trucks"),
     GtsrbClass(11, "priority_next_intersection", "priority_next_intersection"),
-    GtsrbClass(12, "priority_road", "priority_road"),
+    GtsrbClass(12, "priority_road", "priority_road", paint=""),  # yellow, often dull: unchecked
     GtsrbClass(13, "yield", "yield"),
     GtsrbClass(14, "stop", "stop"),
     GtsrbClass(15, "no_vehicles", "no_vehicles"),
@@ -63,17 +66,17 @@ GTSRB_CLASSES: tuple[GtsrbClass, ...] = (
     GtsrbClass(29, "bicycles_crossing", "bicycles_crossing"),
     GtsrbClass(30, "ice_snow", "ice_snow"),
     GtsrbClass(31, "animals", "animals"),
-    GtsrbClass(32, "end_all_limits", "end_all_limits"),
-    GtsrbClass(33, "turn_right", "turn_right"),
-    GtsrbClass(34, "turn_left", "turn_left"),
-    GtsrbClass(35, "ahead_only", "ahead_only"),
-    GtsrbClass(36, "straight_or_right", "straight_or_right"),
-    GtsrbClass(37, "straight_or_left", "straight_or_left"),
-    GtsrbClass(38, "keep_right", "keep_right"),
-    GtsrbClass(39, "keep_left", "keep_left"),
-    GtsrbClass(40, "roundabout", "roundabout"),
-    GtsrbClass(41, "end_no_overtaking", "end_no_overtaking"),
-    GtsrbClass(42, "end_no_overtaking_trucks", "end_no_overtaking_trucks"),
+    GtsrbClass(32, "end_all_limits", "end_all_limits", paint=""),
+    GtsrbClass(33, "turn_right", "turn_right", paint="blue"),
+    GtsrbClass(34, "turn_left", "turn_left", paint="blue"),
+    GtsrbClass(35, "ahead_only", "ahead_only", paint="blue"),
+    GtsrbClass(36, "straight_or_right", "straight_or_right", paint="blue"),
+    GtsrbClass(37, "straight_or_left", "straight_or_left", paint="blue"),
+    GtsrbClass(38, "keep_right", "keep_right", paint="blue"),
+    GtsrbClass(39, "keep_left", "keep_left", paint="blue"),
+    GtsrbClass(40, "roundabout", "roundabout", paint="blue"),
+    GtsrbClass(41, "end_no_overtaking", "end_no_overtaking", paint=""),
+    GtsrbClass(42, "end_no_overtaking_trucks", "end_no_overtaking_trucks", paint=""),
 )
 
 NUM_GTSRB = len(GTSRB_CLASSES)

@@ -34,7 +34,8 @@ from vlm_node import vocab
 from vlm_node.analysis.base import AnalysisBackend
 from vlm_node.analysis.gtsrb import GTSRB_CLASSES
 from vlm_node.analysis.sign_candidates import (CandidateConfig, ProposalConfig, Shape,
-                                               SignCandidate, find_candidates, find_proposals)
+                                               SignCandidate, find_candidates, find_proposals,
+                                               paint_share, proposal_masks)
 from vlm_node.analysis.sign_classifier import DEFAULT_MODEL, SignClass, SignClassifier
 from vlm_node.errors import AnalysisError, BackendUnavailableError
 from vlm_node.frames import AnonymizedFrame
@@ -464,9 +465,14 @@ class OcrBackend(AnalysisBackend):
         probability as confidence; what it rejects is not a sign, except that OCR still reads
         the finder's candidates for classes the classifier has no class for."""
         assert self._classifier is not None
-        boxes = [c.box for c in cands] + find_proposals(bgr, self.config.proposals)
+        pcfg = self.config.proposals
+        masks = proposal_masks(bgr, pcfg)
+        boxes = [c.box for c in cands] + find_proposals(bgr, pcfg, masks)
         results = self._classifier.classify(np.ascontiguousarray(bgr[..., ::-1]), boxes)
-        signs = [(boxes[i], r) for i, r in enumerate(results) if r.is_sign]
+        # a sign has its paint: white letters, lamps and faces the network takes for a sign
+        # do not (the share is measured on the frame's masks, white balance and all)
+        signs = [(boxes[i], r) for i, r in enumerate(results) if r.is_sign and
+                 (not _paint(r) or paint_share(masks, boxes[i], _paint(r)) >= pcfg.min_paint)]
         # One reading per sign: a ring and its inner disc, or a candidate and a proposal, are
         # the same sign; the most probable box speaks for it.
         keep = nms([b for b, _ in signs], [r.probability for _, r in signs], 0.3)
@@ -717,6 +723,11 @@ class OcrBackend(AnalysisBackend):
                 return reading("speed_limit", r.score * 0.8, n.value, "mph")
             return None
         return None
+
+
+def _paint(res: SignClass) -> str:
+    """The paint colour a classified sign must show ("" for grey/white signs)."""
+    return res.gtsrb.paint if res.gtsrb is not None else "red"  # a speed limit's rim
 
 
 # Classes some GTSRB class stands for: from a candidate the classifier rejected, OCR may not
