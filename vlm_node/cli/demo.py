@@ -81,7 +81,7 @@ def run_demo(args: argparse.Namespace) -> int:
         raise SystemExit("vlm-node demo: error: --frames must be at least 1")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*_anonymized.jpg"):
+    for old in [*out.glob("*_anonymized.jpg"), *out.glob("*_annotated.jpg")]:
         old.unlink()
 
     photos = load_photos()
@@ -96,6 +96,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 # The demo's frames on one camera are unrelated stills, not a video: regions
                 # carried over from the previous frame would redact the wrong places.
                 "-p", "anonymizer.carry_frames:=0"]
+    for cam in cameras:  # pictures of what the node found, for index.html
+        ros_args += ["-p", f"camera.{cam}.publish_annotated:=true"]
     print(f"vlm-node demo: {args.frames} frames {size[0]}x{size[1]} on cameras "
           f"{', '.join(cameras)}; starting the node (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, "
           f"backend {args.backend}) ...", flush=True)
@@ -121,6 +123,12 @@ def run_demo(args: argparse.Namespace) -> int:
                                        [cv2.IMWRITE_JPEG_QUALITY, 92]):
                         raise OSError(f"could not write {out / name}")
                     record["image"] = name
+                if played.annotated is not None:
+                    name = f"{i:02d}_{cam}_annotated.jpg"
+                    if not cv2.imwrite(str(out / name), played.annotated,
+                                       [cv2.IMWRITE_JPEG_QUALITY, 92]):
+                        raise OSError(f"could not write {out / name}")
+                    record["annotated_image"] = name
                 records.append(record)
                 rows.append(row)
                 if i == 0:
@@ -163,8 +171,40 @@ def run_demo(args: argparse.Namespace) -> int:
                                               if summary["degraded_reason"] else ""))
     if status_line and not summary["degraded_reason"]:
         print(status_line)
-    print(f"wrote {len(records)} anonymized images and results.json to {out}/")
+    page = _write_page(out, summary, records, rows)
+    print(f"wrote {len(records)} anonymized images, results.json and {page.name} to {out}/")
     return 1 if failures else 0
+
+
+def _write_page(out: Path, summary: dict[str, Any], records: list[dict[str, Any]],
+                rows: list[tuple[str, ...]]) -> Path:
+    """index.html: the summary, the per-frame table (with the scene as described) and every
+    annotated frame as the node published it."""
+    from vlm_node.html_report import Page, Picture, Table, write_page
+
+    scene_cells = []
+    for r in records:
+        scene = r["message"].get("scene")
+        scene_cells.append(f"[{scene['source']}] {scene['summary']}" if scene else "-")
+    table = Table("What the node published, per frame", (*HEADER, "scene"),
+                  [(*row, scene) for row, scene in zip(rows, scene_cells)])
+    figures = Table("Summary", ("figure", "value"), [
+        ("signs read correctly", f"{summary['signs_read_correctly']}/{summary['signs_expected']}"),
+        ("false readings", summary["false_readings"]),
+        ("faces redacted (pedestrian faces drawn)",
+         f"{summary['faces_redacted']} ({summary['faces_expected']})"),
+        ("plates redacted (plates in the photos)",
+         f"{summary['plates_redacted']} ({summary['plates_expected']})"),
+        ("latency p50 / p90", f"{summary['latency_ms']['p50']} / {summary['latency_ms']['p90']}"
+                              " ms"),
+        ("backend", summary["backend"] + (f" (degraded: {summary['degraded_reason']})"
+                                          if summary["degraded_reason"] else ""))])
+    frames = [Picture(r["annotated_image"], f"#{r['index']} {r['camera']}")
+              for r in records if r.get("annotated_image")]
+    notes = ["Frames as published on <camera>/image_annotated: drawn on the anonymized frame "
+             "(redactions outlined, signs with class, value, unit and track state, scene "
+             "objects, a banner when degraded). Data: results.json."]
+    return write_page(out, Page("vlm-node demo", notes, [figures, table], frames))
 
 
 HEADER = ("#", "camera", "stamp", "signs read", "drawn", "faces", "plates", "latency")

@@ -28,14 +28,16 @@ from vlm_node_interfaces.msg import SceneUnderstanding
 
 @dataclass
 class Played:
-    """What came back for one frame: the result message and, if it arrived, the anonymized image
-    (BGR pixels decoded from `<camera>/image_anonymized`)."""
+    """What came back for one frame: the result message and, if they arrived, the anonymized
+    image (BGR pixels decoded from `<camera>/image_anonymized`) and the annotated one
+    (`<camera>/image_annotated`, when the node publishes it)."""
 
     camera: str
     stamp_ns: int
     result: SceneUnderstanding
     anonymized: np.ndarray | None
     round_trip_ms: float
+    annotated: np.ndarray | None = None
 
 
 class FramePlayer:
@@ -51,6 +53,7 @@ class FramePlayer:
         self._lock = threading.Lock()
         self._results: dict[tuple[str, int], SceneUnderstanding] = {}
         self._images: dict[tuple[str, int], Image] = {}
+        self._annotated: dict[tuple[str, int], Image] = {}
         self.publishers = {cam: self.node.create_publisher(Image, f"/{cam}/image_raw", reliable)
                            for cam in cameras}
         self.node.create_subscription(SceneUnderstanding, results_topic, self._on_result,
@@ -59,6 +62,9 @@ class FramePlayer:
             self.node.create_subscription(
                 Image, f"/{cam}/image_anonymized",
                 lambda msg, cam=cam: self._on_image(cam, msg), qos_profile_sensor_data)
+            self.node.create_subscription(
+                Image, f"/{cam}/image_annotated",
+                lambda msg, cam=cam: self._on_annotated(cam, msg), qos_profile_sensor_data)
         self._results_topic = results_topic
         self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
         self.executor.add_node(self.node)
@@ -78,6 +84,10 @@ class FramePlayer:
     def _on_image(self, camera: str, msg: Image) -> None:
         with self._lock:
             self._images[(camera, convert.stamp_ns(msg.header.stamp))] = msg
+
+    def _on_annotated(self, camera: str, msg: Image) -> None:
+        with self._lock:
+            self._annotated[(camera, convert.stamp_ns(msg.header.stamp))] = msg
 
     def wait_connected(self, timeout: float = 20.0) -> None:
         """Until every camera topic has a subscriber and the results topic a publisher
@@ -112,7 +122,15 @@ class FramePlayer:
         except NodeProcessError:
             pass
         pixels = image_codec.image_to_bgr8(image_msg).copy() if image_msg is not None else None
-        return Played(camera, int(stamp_ns), result, pixels, elapsed)
+        annotated = None
+        if self.node.count_publishers(f"/{camera}/image_annotated") > 0:
+            try:
+                msg_a = wait_until(lambda: self._take(self._annotated, key), image_grace,
+                                   f"the annotated image of {camera} frame {stamp_ns}")
+                annotated = image_codec.image_to_bgr8(msg_a).copy()
+            except NodeProcessError:
+                pass
+        return Played(camera, int(stamp_ns), result, pixels, elapsed, annotated)
 
     def _take(self, store: dict[tuple[str, int], Any], key: tuple[str, int]) -> Any:
         with self._lock:
