@@ -90,9 +90,17 @@ def test_offline_reads_every_speed_value_of_the_sample_bag_exactly(offline):
 def test_offline_writes_report_files_and_plots(offline):
     report, out, _ = offline
     assert sorted(p.name for p in out.iterdir()) == [
-        "confusion.png", "latency.png", "report.json", "report.md", "timeline.png"]
+        "confusion.png", "frames", "index.html", "latency.png", "report.json", "report.md",
+        "timeline.png"]
     for name in report["plots"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # index.html: every analysed frame drawn (on the anonymized frame), linked relatively
+    frames = sorted(p.name for p in (out / "frames").iterdir())
+    assert len(frames) == report["coverage"]["analysed"] == 8
+    page = (out / "index.html").read_text()
+    assert all(f'src="frames/{name}"' in page for name in frames)
+    assert all(f'src="{name}"' in page for name in report["plots"])
+    assert page.count("<tr>") == 1 + len(report["key_figures"]) + 1 + 8  # headers + rows
     md = (out / "report.md").read_text()
     assert "| speed value accuracy | 1.000 |" in md and "| face | 5 | 5 | 1.000 |" in md
 

@@ -127,12 +127,39 @@ def run(args: argparse.Namespace) -> int:
         # the report records the settings the replay ran with
         config = dataclasses.replace(
             config, anonymizer=for_frames_in_flight(config.anonymizer, in_flight))
-        output = replay(args.bag, config, cameras, frames_in_flight=in_flight)
+        drawn = FrameDrawer(Path(args.output))
+        output = replay(args.bag, config, cameras, frames_in_flight=in_flight,
+                        on_frame=drawn)
+        return _finish(args, output, labels, config, cameras, drawn)
     return _finish(args, output, labels, config, cameras)
 
 
+class FrameDrawer:
+    """Writes every analysed frame, annotated (`vlm_node.annotate`, on the anonymized frame),
+    to `<output>/frames/` for index.html, and keeps what the page's frame table shows."""
+
+    def __init__(self, out: Path) -> None:
+        self.dir = out / "frames"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for old in self.dir.glob("*.jpg"):
+            old.unlink()
+        self.frames: dict[int, tuple[str, str]] = {}  # record index -> (image, scene summary)
+
+    def __call__(self, rec: Any, frame: Any, analysis: Any) -> None:
+        import cv2
+
+        from vlm_node.annotate import annotate
+
+        name = f"frames/{rec.index:05d}_{rec.camera}.jpg"
+        if not cv2.imwrite(str(self.dir.parent / name), annotate(frame, analysis).image,
+                           [cv2.IMWRITE_JPEG_QUALITY, 88]):
+            raise OSError(f"could not write {self.dir.parent / name}")
+        scene = analysis.scene
+        self.frames[rec.index] = (name, f"[{scene.source}] {scene.summary}" if scene else "-")
+
+
 def _finish(args: argparse.Namespace, output: Any, labels: dict[Any, Any], config: Any,
-            cameras: dict[str, str]) -> int:
+            cameras: dict[str, str], drawn: FrameDrawer | None = None) -> int:
     """Metrics, report files, plots and the summary on stdout."""
     from vlm_node.evaluation.metrics import evaluate, recorded_seconds
     from vlm_node.evaluation.plots import write_plots
@@ -159,6 +186,7 @@ def _finish(args: argparse.Namespace, output: Any, labels: dict[Any, Any], confi
     out = Path(args.output)
     report["plots"] = write_plots(report, out)
     json_path, md_path = write_report(out, report)
+    page = _write_page(out, report, records, drawn, info.mode)
     start = "model loading" if info.mode == "offline" else "node start-up"
     print(f"vlm-node eval: {info.mode}, {len(records)} image messages, {len(done)} analysed "
           f"(backend {info.backend or 'none'}); {start} {info.load_s:.1f} s")
@@ -166,12 +194,46 @@ def _finish(args: argparse.Namespace, output: Any, labels: dict[Any, Any], confi
         label, unit, _ = KEY_FIGURES[key]
         shown = "n/a" if value is None else f"{value:g}" if isinstance(value, float) else value
         print(f"  {label:<28} {shown}{' ' + unit if unit and value is not None else ''}")
-    print(f"wrote {md_path}, {json_path} and {len(report['plots'])} plots to {out}/"
+    print(f"wrote {md_path}, {json_path}, {page.name} and {len(report['plots'])} plots to "
+          f"{out}/"
           + (" (and the node's log, node.log)" if args.live else ""))
     if not done:
         print("vlm-node eval: no frame was analysed", file=sys.stderr)
         return 1
     return 0
+
+
+def _write_page(out: Path, report: dict[str, Any], records: list[Any],
+                drawn: FrameDrawer | None, mode: str) -> Path:
+    """index.html beside report.json: key figures, the per-frame table, the plots and (offline)
+    every analysed frame annotated."""
+    from vlm_node.evaluation.report import KEY_FIGURES
+    from vlm_node.html_report import Page, Picture, Table, write_page
+
+    figures = []
+    for key, value in report["key_figures"].items():
+        label, unit, _ = KEY_FIGURES[key]
+        shown = "n/a" if value is None else f"{value:g}" if isinstance(value, float) else value
+        figures.append((label, f"{shown}{' ' + unit if unit and value is not None else ''}"))
+    frames = drawn.frames if drawn is not None else {}
+    rows = []
+    for r in records:
+        signs = ", ".join(s.sign_class + (f" {s.value:g} {s.unit}".rstrip()
+                                          if s.value is not None else "") for s in r.readings)
+        rows.append((r.index, r.camera, r.stamp_ns, r.status, signs or "-", r.faces, r.plates,
+                     "-" if r.latency_ms is None else f"{r.latency_ms:.0f} ms",
+                     frames.get(r.index, ("", "-"))[1]))
+    table = Table("Frames", ("#", "camera", "stamp", "status", "signs read", "faces", "plates",
+                             "latency", "scene"), rows)
+    pictures = [Picture(name, f"#{i} {caption}") for i, (name, caption) in frames.items()]
+    notes = ["Key figures, plots and tables as in report.md; definitions in docs/evaluation.md."]
+    if mode == "live":
+        notes.append("Live run: frames are not drawn here (the node's annotated topic is not "
+                     "recorded); run offline for pictures.")
+    plots = [Picture(p) for p in report.get("plots", [])]
+    return write_page(out, Page(f"vlm-node eval ({mode})", notes,
+                                [Table("Key figures", ("figure", "value"), figures), table],
+                                pictures, plots))
 
 
 def _compare(path_a: str, path_b: str) -> int:

@@ -27,8 +27,9 @@ from vlm_node.config import NodeConfig
 from vlm_node.errors import (AnalysisError, AnonymizationError, BagError, ConfigError,
                              ImageConversionError)
 from vlm_node.evaluation.records import ANALYSED, DROPPED, FrameRecord, RunOutput
-from vlm_node.frames import FrameMeta
+from vlm_node.frames import AnonymizedFrame, FrameMeta
 from vlm_node.pipeline import Pipeline, run_in_flight
+from vlm_node.results import AnalysisResult
 
 
 @dataclass
@@ -44,10 +45,13 @@ class _Detected:
 
 def replay(bag_path: str | Path, config: NodeConfig, cameras: dict[str, str],
            progress: bool = True, clock: Callable[[], float] = time.perf_counter,
-           frames_in_flight: int | None = None) -> RunOutput:
+           frames_in_flight: int | None = None,
+           on_frame: Callable[[FrameRecord, AnonymizedFrame, AnalysisResult], None] | None = None
+           ) -> RunOutput:
     """Run every image message of `cameras` (topic -> camera name) through the pipeline.
     `config.anonymizer` is used as given (callers pass `for_frames_in_flight(...)` of it);
-    `frames_in_flight` None: one per core (`frames_in_flight_for`)."""
+    `frames_in_flight` None: one per core (`frames_in_flight_for`). `on_frame` sees every
+    analysed frame (anonymized only) with its record and result, e.g. to draw it."""
     from tqdm import tqdm
 
     if not config.analysis_enabled:
@@ -77,7 +81,7 @@ def replay(bag_path: str | Path, config: NodeConfig, cameras: dict[str, str],
                                         name="eval_detect"):
                 assert job is not None
                 log_times.append(job.rec.log_time_ns)
-                records.append(_finish(pipeline, job, clock))
+                records.append(_finish(pipeline, job, clock, on_frame))
             bar.close()
         wall_s = clock() - t0
     finally:
@@ -110,7 +114,9 @@ def _detect(pipeline: Pipeline, bag: io.Bag, message: io.BagMessage, index: int,
     return _Detected(rec, meta, pending, (clock() - t0) * 1e3)
 
 
-def _finish(pipeline: Pipeline, job: _Detected, clock: Callable[[], float]) -> FrameRecord:
+def _finish(pipeline: Pipeline, job: _Detected, clock: Callable[[], float],
+            on_frame: Callable[[FrameRecord, AnonymizedFrame, AnalysisResult], None] | None = None
+            ) -> FrameRecord:
     """Release (carry-over, redaction), analyse and track a detected frame, in bag order."""
     rec = job.rec
     if job.pending is None or job.meta is None:
@@ -134,4 +140,6 @@ def _finish(pipeline: Pipeline, job: _Detected, clock: Callable[[], float]) -> F
     rec.analysis_ms = result.analysis.analysis_ms
     rec.degraded, rec.degraded_reason = result.analysis.degraded, result.analysis.degraded_reason
     rec.backend = result.analysis.backend
+    if on_frame is not None:
+        on_frame(rec, frame, result.analysis)
     return rec
