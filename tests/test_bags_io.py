@@ -42,7 +42,8 @@ def test_typestore_has_project_messages():
     back = store.deserialize_cdr(raw, "vlm_node_interfaces/msg/SceneUnderstanding")
     assert back.signs[0].sign_class == "speed_limit" and back.signs[0].track_id == 7
     assert back.scene.hazards == ["cyclist"] and back.faces_redacted == 2
-    assert back.scene.objects[0].label == "person+bicycle" and back.scene.objects[0].roi.height == 70
+    obj = back.scene.objects[0]
+    assert obj.label == "person+bicycle" and obj.roi.height == 70
     assert io.stamp_ns(back.header) == 1_500_000_000_123
     assert types["vlm_node_interfaces/msg/TrafficSign"].CLASS_SPEED_LIMIT == "speed_limit"
     msgdef, _ = store.generate_msgdef("vlm_node_interfaces/msg/SceneUnderstanding",

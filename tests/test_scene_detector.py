@@ -9,7 +9,7 @@ from helpers import read_bgr, shared
 from vlm_node.analysis.config import AnalysisConfig
 from vlm_node.analysis.engine import AnalysisEngine
 from vlm_node.analysis.scene_detector import (SceneDetector, detector_scene, fuse_scene,
-                                               scene_objects)
+                                              scene_objects)
 from vlm_node.anonymize.anonymizer import SHARED_OBJECT_THRESHOLD, Anonymizer
 from vlm_node.anonymize.config import AnonymizerConfig
 from vlm_node.anonymize.persons import COCO_CLASSES, ObjectDetector

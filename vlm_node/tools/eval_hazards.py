@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import cv2
 
 from vlm_node.analysis.scene_detector import (ANIMAL, CYCLIST, PEDESTRIAN, VEHICLE,
-                                               SceneDetector, scene_objects)
+                                              SceneDetector, scene_objects)
 from vlm_node.anonymize.anonymizer import Anonymizer
 from vlm_node.anonymize.config import AnonymizerConfig
 from vlm_node.frames import FrameMeta
