@@ -75,6 +75,11 @@ class OcrConfig:
                                      "second-checks its speed values. false: OCR rules only.")
     classifier_model: str = setting("", "ONNX sign classifier to load; empty = the shipped "
                                         "model.")
+    min_value_px: int = setting(14, "A classified sign smaller than this (box side, px) is "
+                                    "published without its number: OCR cannot second-check "
+                                    "legends that small, and on the GTSDB development photos "
+                                    "the classifier's 10-13 px speed values on no sign were "
+                                    "as many as its right ones.", min=0, max=200, dynamic=True)
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
 
 
@@ -483,9 +488,11 @@ class OcrBackend(AnalysisBackend):
         readings: list[SignReading] = []
         checks: list[tuple[int, _Job]] = []
         for box, res in signs:
-            reading = SignReading(res.sign_class, res.probability, "classifier", value=res.value,
-                                  unit=res.unit, box=box)
-            if res.value is not None or res.sign_class == "speed_limit":
+            small = max(box.w, box.h) < self.config.min_value_px
+            reading = SignReading(res.sign_class, res.probability, "classifier",
+                                  value=None if small else res.value,
+                                  unit="" if small else res.unit, box=box)
+            if not small and (res.value is not None or res.sign_class == "speed_limit"):
                 job = self._job(bgr, self._ring_candidate(box, res, cands))
                 if job is not None:
                     checks.append((len(readings), job))
