@@ -476,11 +476,16 @@ class OcrBackend(AnalysisBackend):
         results = self._classifier.classify(np.ascontiguousarray(bgr[..., ::-1]), boxes)
         # a sign has its paint: white letters, lamps and faces the network takes for a sign
         # do not (the share is measured on the frame's masks, white balance and all)
-        signs = [(boxes[i], r) for i, r in enumerate(results) if r.is_sign and
-                 (not _paint(r) or paint_share(masks, boxes[i], _paint(r)) >= pcfg.min_paint)]
+        kept = [i for i, r in enumerate(results) if r.is_sign and
+                (not _paint(r) or paint_share(masks, boxes[i], _paint(r)) >= pcfg.min_paint)]
+        signs = [(boxes[i], results[i]) for i in kept]
         # One reading per sign: a ring and its inner disc, or a candidate and a proposal, are
-        # the same sign; the most probable box speaks for it.
-        keep = nms([b for b, _ in signs], [r.probability for _, r in signs], 0.3)
+        # the same sign; the most probable box speaks for it, the finder's shape-fitted box
+        # first among near-equals.
+        finder = len(cands)
+        keep = nms([b for b, _ in signs],
+                   [r.probability + (0.01 if i < finder else 0.0)
+                    for i, (_, r) in zip(kept, signs)], 0.3)
         signs = [signs[i] for i in keep]
         signs = [(b, r) for b, r in signs
                  if not any(o is not r and ob.area > b.area and b.coverage_by(ob) > 0.6
@@ -488,6 +493,10 @@ class OcrBackend(AnalysisBackend):
         readings: list[SignReading] = []
         checks: list[tuple[int, _Job]] = []
         for box, res in signs:
+            # report the finder's shape-fitted outline when it lies on the same sign (a
+            # proposal is a colour region's bounding box, often a little wider)
+            fitted = [c.box for c in cands if c.box.iou(box) > 0.5]
+            box = max(fitted, key=box.iou) if fitted else box
             small = max(box.w, box.h) < self.config.min_value_px
             reading = SignReading(res.sign_class, res.probability, "classifier",
                                   value=None if small else res.value,
