@@ -85,6 +85,9 @@ def _image_msg(bgr: np.ndarray) -> Image:
 def node():
     assert ROS2.is_file(), f"{ROS2} missing: run `make setup`"
     proc = NodeProcess(["-p", "cameras:=[front]", "-p", "analysis.backend:=ocr",
+                        # OCR's rules read the rendered 60 exactly; the default GTSRB sign
+                        # classifier does not know the rendered font (docs/sign_classifier.md)
+                        "-p", "analysis.ocr.classifier:=false",
                         "-p", "qos_reliability:=reliable", "-p", "max_frame_age:=30.0"])
     try:
         proc.wait_ready(120)
