@@ -724,7 +724,8 @@ def evaluate_holdout(model_path: Path, data_dir: Path, min_px: int, max_px: int)
     if not held:
         raise ValueError(f"{model_path} records no validation tracks")
     counts = {"crops": 0, "class_correct": 0, "speed": 0, "speed_value_correct": 0,
-              "speed_wrong_value": 0, "speed_no_reading": 0, "rejected": 0}
+              "speed_wrong_value": 0, "speed_no_value": 0, "speed_no_reading": 0,
+              "rejected": 0}
     with (data_dir / "Train.csv").open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if _track_of(r["Path"]) in held
                 and not Path(r["Path"]).name.startswith("aug_")]
@@ -740,13 +741,12 @@ def evaluate_holdout(model_path: Path, data_dir: Path, min_px: int, max_px: int)
         counts["class_correct"] += int(res.gtsrb is not None and res.gtsrb.class_id == cid)
         if cid in SPEED_LIMIT_IDS:
             counts["speed"] += 1
-            if res.value is None or res.sign_class != "speed_limit":
+            if res.value is None:  # rejected, another class, or "a speed limit" with no value
                 counts["speed_no_reading"] += int(not res.is_sign)
-                counts["speed_wrong_value"] += int(res.is_sign and res.sign_class ==
-                                                   "speed_limit")
-            elif res.value == gtsrb_class(cid).value:
+                counts["speed_no_value"] += int(res.sign_class == "speed_limit")
+            elif res.sign_class == "speed_limit" and res.value == gtsrb_class(cid).value:
                 counts["speed_value_correct"] += 1
-            else:
+            else:  # a number the sign does not carry (another limit, or end of 80)
                 counts["speed_wrong_value"] += 1
     out: dict[str, object] = dict(counts)
     out.update(sizes_px=[min_px, max_px], tracks=len(held),
