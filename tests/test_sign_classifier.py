@@ -247,3 +247,21 @@ def test_training_tool_runs_end_to_end(tmp_path):
     assert model.info.extra["epochs"] == 1 and model.info.extra["val_tracks"]
     assert (tmp_path / "rep" / "sign_classifier_confusion.png").is_file()
     assert (tmp_path / "rep" / "sign_classifier_reliability.png").is_file()
+
+
+# --------------------------------------------------------------------------- proposals
+def test_proposals_find_a_dark_sign_the_shape_finder_misses():
+    """gtsdb_00314: a 23 px 80 km/h sign at dusk (rim RGB ~ 30,14,15), below the finder's
+    saturation and brightness floors; the white-balanced relative-red proposals find it."""
+    from vlm_node.analysis.sign_candidates import (ProposalConfig, find_candidates,
+                                                   find_proposals, paint_share,
+                                                   proposal_masks)
+
+    bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00314.jpg")
+    sign = Box(728, 239, 21, 22)
+    assert not any(c.box.iou(sign) >= 0.3 for c in find_candidates(bgr))
+    proposals = find_proposals(bgr)
+    assert max(p.iou(sign) for p in proposals) >= 0.5
+    masks = proposal_masks(bgr, ProposalConfig())
+    assert paint_share(masks, sign, "red") >= 0.1  # its rim, seen as red paint
+    assert paint_share(masks, Box(0, 0, 30, 30), "red") < 0.03  # the dark sky corner
