@@ -202,7 +202,10 @@ def test_demo_command_prints_readings_and_writes_output(tmp_path) -> None:
     assert data["summary"]["frames"] == 2
     assert data["summary"]["plates_redacted"] >= data["summary"]["plates_expected"] == 2
     names = sorted(p.name for p in out.glob("*.jpg"))
-    assert names == ["00_front_anonymized.jpg", "01_rear_anonymized.jpg"]
+    assert names == ["00_front_annotated.jpg", "00_front_anonymized.jpg",
+                     "01_rear_annotated.jpg", "01_rear_anonymized.jpg"]
+    assert (out / "index.html").is_file()  # rendered in a browser by tests/test_html_browser.py
+    assert data["frames"][0]["annotated_image"] == "00_front_annotated.jpg"
     first = data["frames"][0]["message"]
     assert first["faces_redacted"] >= 1 and first["camera"] == "front"
     assert any(s["class"] == "speed_limit" and s["value"] == 50 for s in first["signs"])
