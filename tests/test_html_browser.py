@@ -1,6 +1,6 @@
-"""The demo's index.html in a real headless browser (Debian's chromium): the tables render, every
-annotated frame loads (naturalWidth > 0, counted by the page itself) and the screenshot shows
-pictures, not a blank page."""
+"""The demo's and the evaluation's index.html in a real headless browser (Debian's chromium):
+the tables render, every annotated frame and plot loads (naturalWidth > 0, counted by the page
+itself) and the screenshot shows pictures, not a blank page."""
 from __future__ import annotations
 
 import os
@@ -51,10 +51,7 @@ def test_demo_page_renders_tables_and_loads_every_frame(demo_page):
     dom = _browser("--dump-dom", demo_page.as_uri())
     assert dom.returncode == 0, dom.stderr
     html = dom.stdout
-    loaded = re.search(r'data-images-loaded="(\d+)"', html)
-    total = re.search(r'data-images-total="(\d+)"', html)
-    assert loaded and total, "the page's load script did not run"
-    assert (int(loaded.group(1)), int(total.group(1))) == (2, 2)  # both frames decoded
+    assert _loaded(html) == (2, 2)  # both frames decoded
     assert "2 of 2 images loaded" in html
     # the per-frame table: one row per frame with what was read and the scene's source
     rows = re.findall(r"<tr><td>(\d)</td><td>(front|rear)</td>", html)
@@ -75,3 +72,26 @@ def test_demo_page_screenshot_shows_the_pictures(demo_page, tmp_path):
     # and they are photos: many distinct colours, not flat boxes
     colours = np.unique((image[non_white] // 16).reshape(-1, 3), axis=0)
     assert len(colours) > 500
+
+
+def _loaded(html: str) -> tuple[int, int]:
+    loaded = re.search(r'data-images-loaded="(\d+)"', html)
+    total = re.search(r'data-images-total="(\d+)"', html)
+    assert loaded and total, "the page's load script did not run"
+    return int(loaded.group(1)), int(total.group(1))
+
+
+def test_eval_page_loads_frames_and_plots(tmp_path):
+    from vlm_node.tools.sample_bag import write_sample_bag
+
+    write_sample_bag(tmp_path / "bag", frames=3, cameras=1, seconds=1.0)
+    out = tmp_path / "eval"
+    proc = subprocess.run([sys.executable, "-m", "vlm_node.cli.main", "eval",
+                           str(tmp_path / "bag"), "--backend", "ocr", "--output", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    dom = _browser("--dump-dom", (out / "index.html").as_uri())
+    assert dom.returncode == 0, dom.stderr
+    assert _loaded(dom.stdout) == (3 + 3, 3 + 3)  # three frames, three plots
+    assert len(re.findall(r"<tr><td>\d+</td><td>front</td>", dom.stdout)) == 3
+    assert "speed value accuracy" in dom.stdout
