@@ -132,3 +132,21 @@ def test_scene_can_be_switched_off():
     finally:
         engine.close()
     assert result.scene is None and engine.scene is None
+
+
+def test_hazard_figures_on_the_hand_labelled_photos():
+    """The README's figures (threshold 0.5), recomputed: 56 photos labelled in
+    docs/data/hazard_labels.json, through the default anonymizer and the scene detector."""
+    import json
+
+    from helpers import REPO, SHARED_DATA
+    from vlm_node.tools.eval_hazards import DEFAULT_LABELS, evaluate
+
+    shared("plates")  # skips without the shared data
+    assert DEFAULT_LABELS == REPO / "docs" / "data" / "hazard_labels.json"
+    labels = json.loads(DEFAULT_LABELS.read_text())
+    result = evaluate(SHARED_DATA, labels, [0.5])
+    assert result["images"] == 56 and result["shared_passes"] == 56  # detector ran once each
+    got = {c: (m["tp"], m["fp"], m["fn"]) for c, m in result["by_threshold"]["0.5"].items()}
+    assert got == {"pedestrian": (18, 4, 1), "vehicle": (17, 0, 21), "cyclist": (0, 0, 1),
+                   "animal": (1, 0, 0)}
