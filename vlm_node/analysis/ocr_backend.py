@@ -67,8 +67,8 @@ class OcrConfig:
     retry_binarized: bool = setting(True, "When the first read of a legend is unusable, read "
                                           "a binarized copy too (a second recogniser pass).",
                                     dynamic=True)
-    threads: int = setting(0, "onnxruntime intra-op threads for PP-OCR; 0 = library default "
-                              "(all cores).", min=0, max=64)
+    threads: int = setting(0, "onnxruntime intra-op threads for PP-OCR and the sign "
+                              "classifier; 0 = library default (all cores).", min=0, max=64)
     classifier: bool = setting(True, "Verify and classify sign candidates with the shipped "
                                      "sign classifier (GTSRB CNN); OCR then reads only what it "
                                      "cannot know (US SPEED LIMIT signs, text signs) and "
@@ -396,7 +396,8 @@ class OcrBackend(AnalysisBackend):
         self._model_id = _engine_id()
         if self.config.classifier:
             # No silent fallback to OCR rules: a missing model is a broken install.
-            self._classifier = SignClassifier(self.config.classifier_model or DEFAULT_MODEL)
+            self._classifier = SignClassifier(self.config.classifier_model or DEFAULT_MODEL,
+                                              threads=self.config.threads)
             self._model_id += f" + sign classifier {self._classifier.path.name}"
         # Warm-up: the first onnxruntime run allocates and picks kernels (~100 ms).
         probe = np.full((48, 96, 3), 255, np.uint8)
