@@ -11,7 +11,8 @@ help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(SETUP_STAMP): scripts/setup_env.sh requirements/*.txt setup.py setup.cfg package.xml \
-		ros2_ws/src/vlm_node_interfaces/msg/*.msg ros2_ws/src/vlm_node_interfaces/CMakeLists.txt
+		ros2_ws/src/vlm_node_interfaces/msg/*.msg ros2_ws/src/vlm_node_interfaces/CMakeLists.txt \
+		vendor/ros2/wheels/*.whl vendor/ros2/src/composition_interfaces/srv/*.srv
 	VENV=$(abspath $(VENV)) bash scripts/setup_env.sh
 	@touch $@
 

@@ -148,6 +148,19 @@ sys.exit(main())
 EOF
 chmod +x "$VENV/bin/ros2"
 
+# A headless browser for the test that renders the demo/eval pages (tests/test_html_browser.py):
+# Debian's chromium, installed when missing and this user may install system packages. Not a
+# run-time need of the node, so elsewhere only a note; that test then fails and says what to do.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    log "installing Debian's chromium (headless page test)"; mkdir -p "$ROOT/build"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+      >"$ROOT/build/apt_chromium.log" 2>&1 || log "chromium could not be installed (see build/apt_chromium.log)"
+  else
+    log "note: no chromium; install it (apt-get install chromium) for the page test"
+  fi
+fi
+
 "$PY" -c 'import rclpy, vlm_node, ros2cli, launch_ros; from vlm_node_interfaces.msg import SceneUnderstanding' \
   || { echo "set-up finished but the import check failed" >&2; exit 1; }
 log "ready: $VENV"
