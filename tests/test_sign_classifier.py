@@ -197,6 +197,9 @@ def backend():
 # the colour/shape finder alone missed, a 26 px 120, and a 40 (no GTSRB class: the classifier
 # says "a speed limit", OCR gives the number).
 FULL_FRAME = [("gtsdb_00314.jpg", 80), ("gtsdb_00382.jpg", 120), ("andrewmvd_road113.jpg", 40)]
+# and a 90 the classifier was not sure of (speed-limit classes together >= 0.5, none sure), on
+# a red ring the shape finder found: OCR's reading publishes it (source "ocr")
+OCR_READ = [("andrewmvd_road404.jpg", 90)]
 
 
 @pytest.mark.parametrize("file, value", FULL_FRAME)
@@ -209,6 +212,17 @@ def test_real_road_photo_speed_limit_is_read(backend, file, value):
     assert hits and hits[0].sign_class == "speed_limit" and hits[0].value == value
     assert hits[0].source == "classifier" and 0 < hits[0].confidence <= 1
     assert all(r.value in (None, value) or r.sign_class != "speed_limit" for r in hits)
+
+
+@pytest.mark.parametrize("file, value", OCR_READ)
+def test_ocr_reads_a_ring_the_classifier_calls_a_speed_limit_of_unknown_value(backend, file,
+                                                                              value):
+    labels = json.loads(shared("signs_real_dev/labels.json").read_text())
+    entry = next(i for i in labels["images"] if i["file"].endswith(file))
+    box = next(Box.from_list(s["box"]) for s in entry["signs"] if s.get("value") == value)
+    readings = backend.read_signs(read_bgr(shared("signs_real_dev") / file))
+    hits = [r for r in readings if r.box is not None and r.box.iou(box) >= 0.3]
+    assert [(r.sign_class, r.value, r.source) for r in hits] == [("speed_limit", value, "ocr")]
 
 
 # --------------------------------------------------------------------------- training tool

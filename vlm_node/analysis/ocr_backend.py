@@ -80,6 +80,11 @@ class OcrConfig:
                                     "legends that small, and on the GTSDB development photos "
                                     "the classifier's 10-13 px speed values on no sign were "
                                     "as many as its right ones.", min=0, max=200, dynamic=True)
+    ocr_speed_mass: float = setting(0.5, "OCR may read a speed limit on a red-ring candidate "
+                                         "the classifier did not accept when the classifier's "
+                                         "speed-limit classes together have at least this "
+                                         "probability (1.0 = never).", min=0.0, max=1.0,
+                                    dynamic=True)
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
 
 
@@ -509,10 +514,12 @@ class OcrBackend(AnalysisBackend):
             readings.append(reading)
         # OCR for what the classifier cannot know, on the finder's candidates it rejected
         taken = [b for b, _ in signs]
-        jobs = [j for j in (self._job(bgr, c) for c in cands
-                            if not any(c.box.iou(b) > 0.3 for b in taken))
-                if j is not None and j.kind in ("us", "blue", "ring")]
-        jobs = jobs[:max(0, self.config.max_reads - len(checks))]
+        pending = [(results[i].speed_mass, self._job(bgr, c)) for i, c in enumerate(cands)
+                   if not any(c.box.iou(b) > 0.3 for b in taken)]
+        pending = [(m, j) for m, j in pending
+                   if j is not None and j.kind in ("us", "blue", "ring")]
+        pending = pending[:max(0, self.config.max_reads - len(checks))]
+        jobs = [j for _, j in pending]
         everything = [j for _, j in checks] + jobs
         self._run(everything, [j.crops for j in everything])
         small = [j for j in everything if self._is_small(j)]
@@ -521,11 +528,19 @@ class OcrBackend(AnalysisBackend):
         for index, job in checks:
             readings[index] = second_opinion(readings[index], self._reading(bgr, job),
                                              self.config.min_confidence)
-        for job in jobs:
+        for mass, job in pending:
             reading = self._reading(bgr, job)
-            if reading is not None and reading.confidence >= self.config.min_confidence and \
-                    ocr_only(reading):
+            if reading is None or reading.confidence < self.config.min_confidence:
+                continue
+            if ocr_only(reading):
                 readings.append(reading)
+            elif job.kind == "ring" and reading.sign_class == "speed_limit" and \
+                    mass >= self.config.ocr_speed_mass:
+                # a red ring the shape finder vouches for, more likely a speed limit than not
+                # to the classifier but of no GTSRB value or design it is sure of (a 40, a
+                # foreign font): OCR's strict reading of the number decides
+                readings.append(dataclasses.replace(
+                    reading, confidence=min(reading.confidence, mass)))
         return readings
 
     @staticmethod

@@ -92,6 +92,8 @@ class SignClass:
     probability: float
     gtsrb: GtsrbClass | None
     runner_up: str = ""
+    # the eight speed-limit classes' probability together, whatever the answer
+    speed_mass: float = 0.0
 
     @property
     def is_sign(self) -> bool:
@@ -173,13 +175,13 @@ class SignClassifier:
         prob = float(p[best])
         label = CLASSIFIER_LABELS[best]
         runner = CLASSIFIER_LABELS[second]
-        if label != BACKGROUND and prob >= self.info.min_probability:
-            return SignClass(label, prob, gtsrb_class(best), runner)
         speed = float(p[_SPEED_INDEX].sum())
+        if label != BACKGROUND and prob >= self.info.min_probability:
+            return SignClass(label, prob, gtsrb_class(best), runner, speed)
         if speed >= self.info.min_probability:
-            return SignClass(SPEED_FAMILY, speed, None, label)
+            return SignClass(SPEED_FAMILY, speed, None, label, speed)
         return SignClass(BACKGROUND, prob if label == BACKGROUND else 1.0 - prob, None,
-                         label if label != BACKGROUND else runner)
+                         label if label != BACKGROUND else runner, speed)
 
 
 _SPEED_INDEX = np.array(sorted(SPEED_LIMIT_IDS))
