@@ -6,6 +6,7 @@ import pytest
 from tiny_models import tiny_clip_dir  # noqa: F401 - session fixture
 from vlm_node.analysis.clip_backend import CROP_MARGIN, NOT_A_SIGN, TEMPLATES, ClipBackend
 from vlm_node.analysis.config import AnalysisConfig, ClipConfig
+from vlm_node.analysis.sign_candidates import find_candidates
 from vlm_node.analysis.prompt import describe_class
 from vlm_node.errors import BackendUnavailableError
 from vlm_node.frames import FrameMeta, _release
@@ -51,7 +52,11 @@ def test_class_embeddings_are_prompt_ensembles(clip):
 def test_candidates_are_classified_with_their_boxes(clip):
     (result,) = clip.analyze([sign_scene()])
     assert result.backend == "clip" and result.scene is None
-    rows, cols = Box(60, 60, 81, 81).expanded(CROP_MARGIN).int_slices(320, 240)
+    # the reading carries the candidate finder's box (the ring as fitted, not the drawn circle's
+    # bounding square); classify the same crop the backend classified
+    (cand,) = find_candidates(sign_scene().image, clip.candidate_config)
+    assert cand.box.iou(Box(60, 60, 81, 81)) > 0.9
+    rows, cols = cand.box.expanded(CROP_MARGIN).int_slices(320, 240)
     probs = clip.classify([sign_scene().image[rows, cols]])
     label, prob = probs[0]
     if label is None:  # random weights may call it "not a sign": then nothing is reported
@@ -59,7 +64,7 @@ def test_candidates_are_classified_with_their_boxes(clip):
     else:
         (sign,) = result.signs
         assert sign.sign_class == label and sign.source == "clip" and sign.value is None
-        assert sign.box == Box(60, 60, 81, 81)
+        assert sign.box == cand.box
         assert 0 < sign.confidence <= 1
 
 
