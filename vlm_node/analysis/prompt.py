@@ -66,6 +66,22 @@ CLASS_DESCRIPTIONS: dict[str, str] = {
     "parking": "square blue parking sign with a white letter P",
     "motorway": "blue motorway sign with a white road symbol",
     "end_motorway": "blue end of motorway sign with a red diagonal stripe",
+    "no_overtaking_trucks": "round no overtaking sign for trucks with a red truck and a black car",
+    "end_no_overtaking_trucks": "round end of no overtaking for trucks sign with grey vehicles "
+                                "and diagonal stripes",
+    "priority_next_intersection": "red triangle sign with a thick black vertical bar crossed "
+                                  "by a thin one (priority at the next junction)",
+    "no_vehicles": "round white sign with a red border and nothing inside (no vehicles)",
+    "no_trucks": "round white sign with a red border and a black truck",
+    "double_curve": "red triangle sign with a double curve",
+    "bumpy_road": "red triangle sign with a bumpy road surface",
+    "road_narrows_right": "red triangle sign with the road narrowing on the right",
+    "bicycles_crossing": "red triangle warning sign with a bicycle",
+    "ice_snow": "red triangle warning sign with a snowflake",
+    "end_all_limits": "round white sign with black diagonal stripes and no number (end of all "
+                      "restrictions)",
+    "straight_or_right": "round blue sign with white arrows ahead and to the right",
+    "straight_or_left": "round blue sign with white arrows ahead and to the left",
 }
 
 
