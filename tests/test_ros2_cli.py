@@ -60,9 +60,16 @@ def param(verb: str, *args: str) -> str:
 def lifecycle(verb: str, *args: str) -> str:
     """`ros2 lifecycle` knows a node once it has discovered the node's get_state service, and has
     only its spin time for that (no `--timeout` as `ros2 param` has): on a loaded machine it can
-    answer "Node not found" for a running node. That answer changes nothing; ask again."""
-    for _ in range(5):
-        out = ros2("lifecycle", verb, *NO_DAEMON, *args).stdout.strip()
+    answer "Node not found" for a running node. That answer changes nothing; ask again. A
+    `get` whose service reply is lost waits forever (the command has no call timeout), so a
+    `get` that hangs is asked again too; a `set` is not (it may have taken effect)."""
+    for attempt in range(5):
+        try:
+            out = ros2("lifecycle", verb, *NO_DAEMON, *args, timeout=30.0).stdout.strip()
+        except subprocess.TimeoutExpired:
+            if verb != "get" or attempt == 4:
+                raise
+            continue
         if out != "Node not found":
             break
     return out
