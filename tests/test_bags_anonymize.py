@@ -427,3 +427,32 @@ def test_directory_without_metadata_is_refused(tmp_path):
     shutil.copy(shared("rosbag/camera_sample.mcap"), d / "x.mcap")
     with pytest.raises(BagError, match="no metadata.yaml"):
         anonymize_bag(d, tmp_path / "out")
+
+
+def test_topics_of_one_camera_are_separate_sequences(tmp_path):
+    """`/front/image_raw` and `/front/image_rect` both name camera `front`, but each topic is
+    its own sequence in the pipeline (its stream key is the topic): a face carried over on one
+    topic never redacts a region of the other's frames, which show no face."""
+    image, _ = portrait(SIZE)
+    plain = np.tile(np.linspace(40, 200, SIZE[0], dtype=np.uint8)[None, :, None],
+                    (SIZE[1], 1, 3))  # a smooth gradient: nothing to detect
+
+    def build(w):
+        raw = w.add_topic("/front/image_raw", io.IMAGE)
+        rect = w.add_topic("/front/image_rect", io.IMAGE)
+        for i in range(3):  # 10 fps, interleaved: raw, rect, raw, rect, ...
+            t = 100_000_000 * (2 * i + 1)
+            w.write_msg(raw, t, io.bgr_to_image(image, io.header(t, "front"), "bgr8"))
+            t += 50_000_000
+            w.write_msg(rect, t, io.bgr_to_image(plain, io.header(t, "front"), "bgr8"))
+    write_bag(tmp_path / "in", build)
+    assert camera_name_of("/front/image_raw") == camera_name_of("/front/image_rect") == "front"
+    summary = anonymize_bag(tmp_path / "in", tmp_path / "out", progress=False,
+                            frames_in_flight=1)
+    assert summary.images["/front/image_raw"].faces == 3
+    assert summary.images["/front/image_rect"].faces == 0
+    assert summary.images["/front/image_rect"].written == 3
+    with io.open_bag(tmp_path / "out") as bag:
+        for m in bag.messages(["/front/image_rect"]):
+            msg = bag.deserialize(m)
+            assert np.array_equal(io.image_to_bgr(msg, m.msgtype), plain)

@@ -7,7 +7,9 @@ state: `Pipeline.detect`) and release (carry-over and redaction, in frame order:
 core idle; detecting the next frames meanwhile keeps the cores busy (onnxruntime and OpenCV
 release the GIL) without changing any result, because every frame is still released after the
 one before it. `vlm-node anonymize`, `anonymize-bag` and `eval` share this one runner, so they
-cannot order, bound or fail differently.
+cannot order, bound or fail differently. The benches time the per-frame methods (`anonymize`,
+`detect`, `analyze`, `stage_ms`) one frame at a time instead, so a stage added here is timed by
+them too.
 """
 from __future__ import annotations
 
@@ -67,8 +69,15 @@ def decode(msg: Any) -> np.ndarray:
 
 @dataclass
 class Pipeline:
-    """One anonymizer per camera (they run in parallel camera callbacks and carry per-camera
-    state), one analyzer shared by all cameras (it batches), one sign tracker per camera."""
+    """One anonymizer per stream (they run in parallel camera callbacks and carry per-stream
+    state), one analyzer shared by all cameras (it batches), one sign tracker per camera.
+
+    A *stream* is one sequence of related frames, the unit of carried regions. By default it
+    is the frame's camera name (`FrameMeta.camera`), which is what the node and the image CLIs
+    have. A tool whose inputs can share a camera name passes its own stream key: a bag's
+    `/front/image_raw` and `/front/image_raw/compressed` both name camera `front` but are two
+    sequences, so `anonymize-bag` keys its streams by topic while its frames still carry the
+    camera name."""
 
     anonymizer_config: AnonymizerConfig
     analyzer: Analyzer | None = None
@@ -79,20 +88,21 @@ class Pipeline:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
 
-    def _anonymizer(self, camera: str) -> Anonymizer:
+    def _anonymizer(self, stream: str) -> Anonymizer:
         with self._lock:
-            anon = self._anonymizers.get(camera)
+            anon = self._anonymizers.get(stream)
             if anon is None:
-                anon = self._anonymizers[camera] = Anonymizer(self.anonymizer_config)
+                anon = self._anonymizers[stream] = Anonymizer(self.anonymizer_config)
             return anon
 
-    def add_camera(self, camera: str) -> None:
-        """Load the camera's anonymizer now (at configure time) rather than on its first frame."""
-        self._anonymizer(camera)
+    def add_camera(self, stream: str) -> None:
+        """Load the stream's anonymizer now (at configure time) rather than on its first
+        frame; `stream`: a camera name, or the key a tool passes for its streams."""
+        self._anonymizer(stream)
 
-    def reset(self, camera: str) -> None:
-        """Forget the camera's carried regions: its next frame is unrelated to the last."""
-        self._anonymizer(camera).reset()
+    def reset(self, stream: str) -> None:
+        """Forget the stream's carried regions: its next frame is unrelated to the last."""
+        self._anonymizer(stream).reset()
 
     def reconfigure_anonymizer(self, config: AnonymizerConfig) -> None:
         with self._lock:
@@ -101,18 +111,28 @@ class Pipeline:
         for anon in anonymizers:
             anon.reconfigure(config)
 
-    def anonymize(self, meta: FrameMeta, bgr: np.ndarray) -> AnonymizedFrame:
-        """Redact faces/plates; raises AnonymizationError (frame must be dropped)."""
-        return self._anonymizer(meta.camera).anonymize(meta, bgr)
+    def anonymize(self, meta: FrameMeta, bgr: np.ndarray, stream: str | None = None
+                  ) -> AnonymizedFrame:
+        """Redact faces/plates; raises AnonymizationError (frame must be dropped). `stream`
+        defaults to the frame's camera."""
+        return self._anonymizer(meta.camera if stream is None else stream).anonymize(meta, bgr)
 
-    def detect(self, camera: str, bgr: np.ndarray) -> PendingFrame:
+    def detect(self, stream: str, bgr: np.ndarray) -> PendingFrame:
         """The first half of `anonymize` (`Anonymizer.detect_frame`): keeps no state, so
-        offline tools detect several frames of a camera at once; `release` them in order."""
-        return self._anonymizer(camera).detect_frame(bgr)
+        offline tools detect several frames of a stream at once; `release` them in order."""
+        return self._anonymizer(stream).detect_frame(bgr)
 
-    def release(self, meta: FrameMeta, pending: PendingFrame) -> AnonymizedFrame:
-        """The second half of `anonymize`, in frame order; raises AnonymizationError."""
-        return self._anonymizer(meta.camera).release(meta, pending)
+    def release(self, meta: FrameMeta, pending: PendingFrame, stream: str | None = None
+                ) -> AnonymizedFrame:
+        """The second half of `anonymize`, in frame order; raises AnonymizationError.
+        `stream` defaults to the frame's camera, and must be the one `detect` was given."""
+        return self._anonymizer(meta.camera if stream is None else stream).release(meta, pending)
+
+    def stage_ms(self, stream: str) -> dict[str, float]:
+        """Per-stage milliseconds of the stream's last released frame (`faces_ms`,
+        `plates_ms`, `redact_ms`, ... for every stage the anonymizer runs), for the tools that
+        time stages: a stage added to the anonymizer shows up here without them changing."""
+        return self._anonymizer(stream).stats.last_ms
 
     def analyze(self, frames: Sequence[AnonymizedFrame]) -> list[SceneResult]:
         """Analyse a batch (one frame per camera) and update each camera's sign tracks."""

@@ -15,8 +15,11 @@ Guarantees (tested in tests/test_bags_anonymize.py):
 * **Atomic output.** The bag is written next to OUT and renamed into place at the end; a corrupt
   or truncated input raises BagError and leaves nothing at OUT.
 
-Consecutive frames of one topic are a sequence (one Anonymizer per topic, so carry-over
-bridges single-frame detector misses); a change of frame size on a topic starts a new sequence.
+Frames go through the core pipeline (`vlm_node.pipeline.Pipeline`, one per run), like the
+node's. Consecutive frames of one topic are a sequence: the pipeline's stream key is the topic
+(two topics may name the same camera, e.g. `/front/image_raw` and its `/compressed`), so
+carry-over bridges single-frame detector misses per topic; a change of frame size on a topic
+starts a new sequence.
 Several frames are in detection at once (`frames_in_flight`) and released strictly in message
 order, so the output does not depend on how many. With `labels`, the redactions of labelled
 frames are scored as they are written (`summary.validation`).
@@ -39,7 +42,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 import numpy as np
 from rosbags.interfaces import Connection
 
-from vlm_node.anonymize import Anonymizer, AnonymizerConfig
+from vlm_node.anonymize import AnonymizerConfig
 from vlm_node.anonymize.anonymizer import PendingFrame
 from vlm_node.anonymize.config import for_frames_in_flight, frames_in_flight_for
 from vlm_node.bags import io
@@ -49,7 +52,7 @@ from vlm_node.config import camera_name_of
 from vlm_node.errors import (AnonymizationError, BagError, ConfigError, ImageConversionError,
                              UnsupportedEncodingError)
 from vlm_node.frames import AnonymizedFrame, FrameMeta
-from vlm_node.pipeline import run_in_flight
+from vlm_node.pipeline import Pipeline, run_in_flight
 
 __all__ = ["STAGES", "TopicCounts", "BagAnonymizeSummary", "RESULTS_TYPE",
            "LabelKey", "LabelScorer", "InFlight", "Selection",
@@ -96,15 +99,16 @@ class InFlight:
 
 
 class TopicAnonymizer:
-    """One image topic: its Anonymizer (carry-over state), counters, and the decode ->
-    anonymize -> re-encode path of its messages."""
+    """One image topic: its stream of the run's pipeline (keyed by the topic: carry-over
+    state), counters, and the decode -> anonymize -> re-encode path of its messages."""
 
-    def __init__(self, topic: str, config: AnonymizerConfig, store: Any,
+    def __init__(self, topic: str, pipeline: Pipeline, store: Any,
                  stages: dict[str, float], labels: LabelScorer | None = None,
                  validation: Validation | None = None) -> None:
         self.topic = topic
         self.camera = camera_name_of(topic)
-        self.anonymizer = Anonymizer(config)
+        self.pipeline = pipeline
+        pipeline.add_camera(topic)  # models load at set-up, not on the first frame
         self.counts = TopicCounts()
         self._store = store
         self._stages = stages
@@ -122,7 +126,7 @@ class TopicAnonymizer:
         except (BagError, ImageConversionError) as exc:
             return InFlight(None, None, exc, 0.0)
         decode_ms = (time.perf_counter() - t0) * 1e3
-        return InFlight(msg, self.anonymizer.detect_frame(bgr), None, decode_ms)
+        return InFlight(msg, self.pipeline.detect(self.topic, bgr), None, decode_ms)
 
     def finish(self, message: io.BagMessage, flight: InFlight
                ) -> tuple[AnonymizedFrame, bytes] | None:
@@ -163,14 +167,9 @@ class TopicAnonymizer:
         the carried regions, an undecodable frame leaves them) is the same as in a whole run."""
         try:
             msg, bgr = self._decode(bag, message)
-            self._release(msg, self.anonymizer.detect_frame(bgr), timed=False)
+            self._release(msg, self.pipeline.detect(self.topic, bgr), timed=False)
         except (BagError, ImageConversionError, AnonymizationError):
             return
-
-    def close(self) -> None:
-        """Stop the anonymizer's detector threads: a process that anonymizes many bags or
-        chunks (a batch, a Ray worker) must not keep one thread pool per topic it has seen."""
-        self.anonymizer.close()
 
     def _decode(self, bag: io.Bag, message: io.BagMessage) -> tuple[Any, np.ndarray]:
         msg = bag.deserialize(message, self._store)
@@ -179,12 +178,12 @@ class TopicAnonymizer:
     def _release(self, msg: Any, pending: PendingFrame, timed: bool = True) -> AnonymizedFrame:
         size = (pending.image.shape[1], pending.image.shape[0])
         if size != self._size:
-            self.anonymizer.reset()  # carried boxes belong to the old geometry
+            self.pipeline.reset(self.topic)  # carried boxes belong to the old geometry
             self._size = size
         meta = FrameMeta(self.camera, io.stamp_ns(msg.header), msg.header.frame_id)
-        frame = self.anonymizer.release(meta, pending)
+        frame = self.pipeline.release(meta, pending, self.topic)
         if timed:
-            last = self.anonymizer.stats.last_ms
+            last = self.pipeline.stage_ms(self.topic)
             for stage in ("faces", "plates", "redact"):
                 self._stages[stage] += last.get(f"{stage}_ms", 0.0)
         return frame
@@ -192,7 +191,7 @@ class TopicAnonymizer:
     def _score(self, frame: AnonymizedFrame, key: LabelKey) -> None:
         """Score the frame's redactions against its label (`--labels`)."""
         assert self._validation is not None and self._labels is not None
-        config = self.anonymizer.config
+        config = self.pipeline.anonymizer_config
         h, w = frame.image.shape[:2]
         counts = self._labels.score(key, frame.detections, w, h,
                                     {"face": config.margin, "plate": config.plate_margin})
@@ -327,12 +326,14 @@ def topic_anonymizers(selection: Selection, config: AnonymizerConfig, store: Any
                       summary: BagAnonymizeSummary,
                       labels: LabelScorer | None = None,
                       labelled: int = 0) -> dict[str, TopicAnonymizer]:
-    """One TopicAnonymizer per anonymized topic, counting into `summary` (and, with
-    `labels`, scoring the labelled frames into `summary.validation`; `labelled`: how many
-    labels belong to the bag, `labels_for`)."""
+    """One TopicAnonymizer per anonymized topic, all streams of one new anonymize-only
+    `Pipeline` (release it with `close_all`), counting into `summary` (and, with `labels`,
+    scoring the labelled frames into `summary.validation`; `labelled`: how many labels belong
+    to the bag, `labels_for`)."""
     if labels is not None:
         summary.validation = Validation(labelled=labelled, kinds=labels.new_counts())
-    workers = {t: TopicAnonymizer(t, config, store, summary.stage_ms, labels,
+    pipeline = Pipeline(config)
+    workers = {t: TopicAnonymizer(t, pipeline, store, summary.stage_ms, labels,
                                   summary.validation)
                for t in selection.anonymized}
     summary.images = {t: w.counts for t, w in workers.items()}
@@ -354,8 +355,11 @@ def labels_for(labels: LabelScorer, selection: Selection, bag: io.Bag) -> int:
 
 
 def close_all(workers: Mapping[str, TopicAnonymizer]) -> None:
-    for worker in workers.values():
-        worker.close()
+    """Close the workers' pipeline(s), stopping their detector threads: a process that
+    anonymizes many bags or chunks (a batch, a Ray worker) must not keep one thread pool per
+    topic it has seen."""
+    for pipeline in {id(w.pipeline): w.pipeline for w in workers.values()}.values():
+        pipeline.close()
 
 
 def anonymize_bag(src: str | Path, dst: str | Path, config: AnonymizerConfig | None = None, *,
