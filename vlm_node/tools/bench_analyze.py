@@ -6,7 +6,11 @@ Models are random-weight instances of real architectures built from their publis
 stand for the trained models as long as the generated length is fixed (min_new_tokens =
 max_new_tokens). `size="reduced"` keeps every width and the vocabulary but cuts the number of
 layers (for CPUs); `size="tiny"` is for smoke tests only. Frames are rendered road scenes, passed
-through the real anonymizer.
+through the real anonymizer (the core pipeline's).
+
+The OCR and CLIP backends are timed through the core pipeline (`vlm_node.pipeline.Pipeline.
+analyze`, one batch at a time, as the node calls it), so a stage added to the pipeline's
+analysis is timed too; the transformers figures time `generate` itself, batched against naive.
 
 SmolVLM runs through `TransformersBackend.generate` (the production batch path, after
 `from_pretrained` of the saved random model). Qwen2.5-VL's processor needs torchvision (for
@@ -257,14 +261,20 @@ def bench_backend(analyze: Callable[[list[AnonymizedFrame]], Any],
 
 
 def bench_frames(count: int, size: tuple[int, int]) -> list[AnonymizedFrame]:
-    """Rendered road scenes (signs and pasted faces on real photos), anonymized for real."""
-    from vlm_node.anonymize import Anonymizer
+    """Rendered road scenes (signs and pasted faces on real photos), anonymized for real by
+    the core pipeline, as one stream (one set of models for all the cameras' frames)."""
+    from vlm_node.anonymize import AnonymizerConfig
     from vlm_node.frames import FrameMeta
+    from vlm_node.pipeline import Pipeline
     from vlm_node.tools.render.scenes import make_road_scene
 
-    anonymizer = Anonymizer()
-    return [anonymizer.anonymize(FrameMeta(f"cam{i}", i, f"cam{i}"),
-                                 make_road_scene(i, size).image) for i in range(count)]
+    pipeline = Pipeline(AnonymizerConfig())
+    try:
+        return [pipeline.anonymize(FrameMeta(f"cam{i}", i, f"cam{i}"),
+                                   make_road_scene(i, size).image, stream="bench")
+                for i in range(count)]
+    finally:
+        pipeline.close()
 
 
 def bench_analyze(archs: Sequence[str] = ARCHS, cameras: Sequence[int] = (1, 2, 4, 8),
@@ -366,15 +376,20 @@ def _bench_simple(name: str, config: AnalysisConfig, frames: Sequence[Anonymized
                   cameras: Sequence[int], iterations: int, dev: str,
                   print_fn: Callable[[str], Any]) -> dict[Any, Any]:
     from vlm_node.analysis.engine import create_backend
+    from vlm_node.anonymize import AnonymizerConfig
     from vlm_node.errors import AnalysisError
+    from vlm_node.pipeline import Pipeline
     try:
         backend = create_backend(config, name)
         backend.load()
     except AnalysisError as exc:
         print_fn(f"\n{name}: not measured ({exc})")
         return {"error": str(exc)}
-    figures = bench_backend(backend.analyze, frames, cameras, iterations, dev)
-    backend.close()
+    pipeline = Pipeline(AnonymizerConfig(), analyzer=backend)  # frames come anonymized
+    try:
+        figures = bench_backend(pipeline.analyze, frames, cameras, iterations, dev)
+    finally:
+        pipeline.close()  # closes the backend
     print_fn(f"\n{name}: " + ", ".join(f"{n} cam {f['ms_per_frame']:.1f} ms/frame "
                                        f"({f['frames_per_s']:.2f}/s)" for n, f in figures.items()))
     return figures
