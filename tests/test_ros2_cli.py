@@ -189,7 +189,8 @@ def test_launch_starts_the_node_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
     with log.open("w") as out:
         launch = subprocess.Popen(
             [str(ROS2), "launch", "vlm_node", "vlm_node.launch.py", "namespace:=cli_test",
-             "backend:=ocr"], stdout=out, stderr=subprocess.STDOUT, env=_env())
+             "backend:=ocr"], stdout=out, stderr=subprocess.STDOUT,
+            env={**_env(), "PYTHONUNBUFFERED": "1"})  # the whole log, even if it must be killed
     try:
         wait_for(lambda: launch.poll() is not None or "/cli_test/vlm_node" in _node_names(), 120,
                  "/cli_test/vlm_node in `ros2 node list`")
@@ -197,7 +198,14 @@ def test_launch_starts_the_node_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
         wait_for(lambda: "active:" in log.read_text(), 60, "the launched node to become active")
         assert lifecycle("get", "/cli_test/vlm_node") == "active [3]"
         launch.send_signal(signal.SIGINT)  # Ctrl-C
-        code = launch.wait(30)
+        try:
+            code = launch.wait(45)
+        except subprocess.TimeoutExpired:
+            # Seen once in ~10 runs on a loaded 2-core machine: launch had not acted on the
+            # first Ctrl-C after 30 s. A second Ctrl-C is what a user at a terminal does (launch
+            # documents it as the escalation); the node must still shut down cleanly below.
+            launch.send_signal(signal.SIGINT)
+            code = launch.wait(30)
     finally:
         if launch.poll() is None:
             launch.kill()
