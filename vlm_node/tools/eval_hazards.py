@@ -20,9 +20,9 @@ import cv2
 
 from vlm_node.analysis.scene_detector import (ANIMAL, CYCLIST, PEDESTRIAN, VEHICLE,
                                               SceneDetector, scene_objects)
-from vlm_node.anonymize.anonymizer import Anonymizer
-from vlm_node.anonymize.config import AnonymizerConfig
+from vlm_node.config import resolve
 from vlm_node.frames import FrameMeta
+from vlm_node.pipeline import Pipeline
 
 DEFAULT_LABELS = Path(__file__).resolve().parents[2] / "docs" / "data" / "hazard_labels.json"
 CATEGORIES = (PEDESTRIAN, VEHICLE, CYCLIST, ANIMAL)
@@ -44,7 +44,9 @@ def score(truth: Sequence[dict[str, bool]], predicted: Sequence[set[str]]
 
 def evaluate(data_root: Path, labels: dict[str, Any], thresholds: Sequence[float]
              ) -> dict[str, Any]:
-    anonymizer = Anonymizer(AnonymizerConfig())
+    # the anonymizer exactly as every tool and the node configure it (config/default.yaml
+    # included), through the one pipeline; each photo is its own stream state (reset)
+    pipeline = Pipeline(resolve().anonymizer)
     detector = SceneDetector(threshold=min(thresholds))
     rows = labels["images"]
     found = []
@@ -52,10 +54,10 @@ def evaluate(data_root: Path, labels: dict[str, Any], thresholds: Sequence[float
         image = cv2.imread(str(data_root / row["file"]), cv2.IMREAD_COLOR)
         if image is None:
             raise FileNotFoundError(data_root / row["file"])
-        anonymizer.reset()
-        frame = anonymizer.anonymize(FrameMeta("eval", i + 1, "eval"), image)
+        pipeline.reset("eval")
+        frame = pipeline.anonymize(FrameMeta("eval", i + 1, "eval"), image)
         found.append(detector.found(frame))
-    anonymizer.close()
+    pipeline.close()
     result: dict[str, Any] = {"images": len(rows), "shared_passes": detector.counts["shared"],
                               "own_passes": detector.counts["own"], "by_threshold": {}}
     result["by_subset"] = {}
