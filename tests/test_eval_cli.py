@@ -331,3 +331,35 @@ def test_report_records_the_effective_configuration(offline):
     config = report["run"]["config"]
     assert config["analysis"]["backend"] == "ocr"
     assert config["anonymizer"]["redaction"] == "blur" and config["cameras"] == ["front"]
+
+
+def test_replay_keeps_each_topic_of_one_camera_its_own_sequence(tmp_path):
+    """eval keys the anonymizer's carried regions by topic, as anonymize-bag does: a face on
+    `/front/image_raw` is never carried into `/front/image_rect` (both name camera `front`),
+    whose frames show nothing to redact."""
+    from bag_helpers import portrait, write_bag
+    from vlm_node.config import camera_name_of, resolve
+    from vlm_node.evaluation.replay import replay
+
+    size = (320, 240)
+    image, _ = portrait(size)
+    plain = np.tile(np.linspace(40, 200, size[0], dtype=np.uint8)[None, :, None],
+                    (size[1], 1, 3))
+
+    def build(w):
+        raw = w.add_topic("/front/image_raw", io.IMAGE)
+        rect = w.add_topic("/front/image_rect", io.IMAGE)
+        for i in range(3):  # 10 fps, interleaved: raw, rect, raw, rect, ...
+            t = 100_000_000 * (2 * i + 1)
+            w.write_msg(raw, t, io.bgr_to_image(image, io.header(t, "front"), "bgr8"))
+            t += 50_000_000
+            w.write_msg(rect, t, io.bgr_to_image(plain, io.header(t, "front"), "bgr8"))
+    write_bag(tmp_path / "in", build)
+    topics = ["/front/image_raw", "/front/image_rect"]
+    assert {camera_name_of(t) for t in topics} == {"front"}
+    out = replay(tmp_path / "in", resolve(overrides={"analysis.backend": "ocr"}),
+                 {t: camera_name_of(t) for t in topics}, progress=False, frames_in_flight=1)
+    faces = {t: [sum(d.kind == "face" for d in r.detections) for r in out.records
+                 if r.topic == t] for t in topics}
+    assert len(faces["/front/image_raw"]) == 3 and min(faces["/front/image_raw"]) >= 1
+    assert faces["/front/image_rect"] == [0, 0, 0]

@@ -65,8 +65,10 @@ def replay(bag_path: str | Path, config: NodeConfig, cameras: dict[str, str],
     records: list[FrameRecord] = []
     log_times: list[int] = []
     try:
-        for name in cameras.values():
-            pipeline.add_camera(name)
+        # anonymizer state per topic (its stream), as anonymize-bag keeps it: two topics that
+        # name one camera (raw and rectified) must not carry regions into each other
+        for topic in cameras:
+            pipeline.add_camera(topic)
         load_s = clock() - t_load
         t0 = clock()
         with io.open_bag(bag_path) as bag:
@@ -110,7 +112,7 @@ def _detect(pipeline: Pipeline, bag: io.Bag, message: io.BagMessage, index: int,
         return _Detected(rec, None, None, 0.0)
     rec.height, rec.width = bgr.shape[:2]
     meta = FrameMeta(camera, rec.stamp_ns, msg.header.frame_id, time.monotonic())
-    pending = pipeline.detect(camera, bgr)
+    pending = pipeline.detect(message.topic, bgr)
     return _Detected(rec, meta, pending, (clock() - t0) * 1e3)
 
 
@@ -123,7 +125,7 @@ def _finish(pipeline: Pipeline, job: _Detected, clock: Callable[[], float],
         return rec
     t0 = clock()
     try:
-        frame = pipeline.release(job.meta, job.pending)
+        frame = pipeline.release(job.meta, job.pending, stream=rec.topic)
     except AnonymizationError as exc:
         rec.status, rec.reason = DROPPED, f"anonymizer_failure: {exc}"
         return rec
