@@ -75,6 +75,17 @@ def lifecycle(verb: str, *args: str) -> str:
     return out
 
 
+def transition(node: str, verb: str, expect: str) -> str:
+    """`ros2 lifecycle set NODE VERB`. When the command hangs (its service reply lost on a loaded
+    machine; it has no call timeout), the node's state decides: the transition happened if
+    `lifecycle get` reports `expect`."""
+    try:
+        return lifecycle("set", node, verb)
+    except subprocess.TimeoutExpired:
+        wait_for(lambda: lifecycle("get", node) == expect, 60, f"{node} to be {expect}")
+        return "Transitioning successful"
+
+
 def _node_names() -> list[str]:
     return ros2("node", "list", *NO_DAEMON).stdout.split()
 
@@ -170,7 +181,7 @@ def test_param_set_then_get_and_invalid_value_rejected_with_reason(node: NodePro
 def test_lifecycle_deactivate_and_activate(node: NodeProcess) -> None:
     assert lifecycle("get", "/vlm_node") == "active [3]"
     try:
-        res = lifecycle("set", "/vlm_node", "deactivate")
+        res = transition("/vlm_node", "deactivate", "inactive [2]")
         assert res == "Transitioning successful", res
         assert lifecycle("get", "/vlm_node") == "inactive [2]"
         # from inactive there is no `deactivate`: refused, the state stays
@@ -178,7 +189,7 @@ def test_lifecycle_deactivate_and_activate(node: NodeProcess) -> None:
         assert "Transitioning successful" not in res, res
         assert lifecycle("get", "/vlm_node") == "inactive [2]"
     finally:
-        res = lifecycle("set", "/vlm_node", "activate")
+        res = transition("/vlm_node", "activate", "active [3]")
     assert res == "Transitioning successful", res
     assert lifecycle("get", "/vlm_node") == "active [3]"
     assert node.proc.poll() is None
@@ -190,25 +201,22 @@ def test_launch_starts_the_node_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
         launch = subprocess.Popen(
             [str(ROS2), "launch", "vlm_node", "vlm_node.launch.py", "namespace:=cli_test",
              "backend:=ocr"], stdout=out, stderr=subprocess.STDOUT,
-            env={**_env(), "PYTHONUNBUFFERED": "1"})  # the whole log, even if it must be killed
+            env={**_env(), "PYTHONUNBUFFERED": "1"},  # the whole log, even if it must be killed
+            start_new_session=True)  # its own process group, as in a terminal of its own
     try:
         wait_for(lambda: launch.poll() is not None or "/cli_test/vlm_node" in _node_names(), 120,
                  "/cli_test/vlm_node in `ros2 node list`")
         assert launch.poll() is None, log.read_text()
         wait_for(lambda: "active:" in log.read_text(), 60, "the launched node to become active")
         assert lifecycle("get", "/cli_test/vlm_node") == "active [3]"
-        launch.send_signal(signal.SIGINT)  # Ctrl-C
-        try:
-            code = launch.wait(45)
-        except subprocess.TimeoutExpired:
-            # Seen once in ~10 runs on a loaded 2-core machine: launch had not acted on the
-            # first Ctrl-C after 30 s. A second Ctrl-C is what a user at a terminal does (launch
-            # documents it as the escalation); the node must still shut down cleanly below.
-            launch.send_signal(signal.SIGINT)
-            code = launch.wait(30)
+        # Ctrl-C as a terminal delivers it: SIGINT to the whole foreground process group, so
+        # launch and the node it started both get it. (Signalling launch alone, it sometimes
+        # never acted on it late in a loaded full test run; not reproduced in isolation.)
+        os.killpg(launch.pid, signal.SIGINT)
+        code = launch.wait(60)
     finally:
         if launch.poll() is None:
-            launch.kill()
+            os.killpg(launch.pid, signal.SIGKILL)  # launch and the node: nothing left behind
             launch.wait()
     text = log.read_text()
     assert code == 0, text

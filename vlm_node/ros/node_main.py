@@ -5,9 +5,14 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any, Callable, Sequence
 
 from vlm_node import fastdds, malloc_tuning
+
+FORCE_AFTER_S = 1.0
+"""A second SIGINT/SIGTERM this long after the first exits at once; sooner, it is the same
+request arriving twice (terminal and `ros2 launch` both forward Ctrl-C)."""
 
 
 def main(args: Sequence[str] | None = None, *,
@@ -20,8 +25,8 @@ def main(args: Sequence[str] | None = None, *,
     the node can no longer publish its lifecycle transitions or release its entities in order.
     Here a signal only ends the spin; the node then goes through its shutdown transition (stop
     subscriptions, join the analysis worker, release models) while the context is still valid.
-    A second signal exits immediately. `node_factory` (tests) builds the node instead of
-    `VlmNode()`, e.g. with an injected analyzer.
+    A second signal (after `FORCE_AFTER_S`) exits immediately. `node_factory` (tests) builds the
+    node instead of `VlmNode()`, e.g. with an injected analyzer.
     """
     fastdds.apply()
     malloc_tuning.keep_large_buffers()
@@ -37,10 +42,18 @@ def main(args: Sequence[str] | None = None, *,
     rclpy.init(args=list(args) if args is not None else None,
                signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
+    first_signal = [0.0]
 
     def on_signal(signum: int, frame: object) -> None:
+        # Ctrl-C under `ros2 launch` in a terminal reaches the node twice within milliseconds:
+        # from the terminal (same process group) and forwarded by launch. That is one request;
+        # only a signal after FORCE_AFTER_S means "stop now".
+        now = time.monotonic()
         if stop.is_set():
-            os._exit(128 + signum)
+            if now - first_signal[0] >= FORCE_AFTER_S:
+                os._exit(128 + signum)
+            return
+        first_signal[0] = now
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
