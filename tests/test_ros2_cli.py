@@ -181,9 +181,8 @@ def test_param_set_then_get_and_invalid_value_rejected_with_reason(node: NodePro
 def test_lifecycle_deactivate(node: NodeProcess) -> None:
     """`ros2 lifecycle set /vlm_node deactivate` stops the node's outputs: state inactive, and a
     transition that does not exist from there is refused. (Activating again over the CLI is
-    left out here: late in a loaded full test run its `create_subscription` twice never
-    returned, a DDS-level hang not seen in isolation; the in-process node tests cover
-    deactivate/activate cycles.)"""
+    left out here: late in loaded full test runs it twice never completed, not seen in
+    isolation, cause not found; the in-process node tests cover deactivate/activate cycles.)"""
     assert lifecycle("get", "/vlm_node") == "active [3]"
     res = transition("/vlm_node", "deactivate", "inactive [2]")
     assert res == "Transitioning successful", res
