@@ -1,6 +1,6 @@
 """Image-level precision and recall of the scene detector's categories on hand-labelled photos.
 
-    python -m vlm_node.tools.eval_hazards --data-root ../shared/data [--labels FILE] [--json OUT]
+    python -m vlm_node.tools.eval_hazards --data-root DATA [--labels FILE] [--json OUT]
 
 Labels (`docs/data/hazard_labels.json` by default) say for each photo, by path relative to
 `--data-root`, whether a pedestrian, cyclist, animal or vehicle is in it. Each photo goes through
