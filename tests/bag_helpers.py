@@ -64,3 +64,23 @@ def jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     assert ok
     return buf.tobytes()
+
+
+def write_two_topics_one_camera(path: Path, size: tuple[int, int] = (320, 240)) -> np.ndarray:
+    """A bag where `/front/image_raw` (a face, 3 frames) and `/front/image_rect` (a smooth
+    gradient with nothing to detect, 3 frames) both name camera `front`, interleaved at 10 fps.
+    Returns the gradient: the rect topic's frames must come out unchanged."""
+    image, _ = portrait(size)
+    plain = np.tile(np.linspace(40, 200, size[0], dtype=np.uint8)[None, :, None],
+                    (size[1], 1, 3))
+
+    def build(w: io.BagWriter) -> None:
+        raw = w.add_topic("/front/image_raw", io.IMAGE)
+        rect = w.add_topic("/front/image_rect", io.IMAGE)
+        for i in range(3):  # raw, rect, raw, rect, ...
+            t = 100_000_000 * (2 * i + 1)
+            w.write_msg(raw, t, io.bgr_to_image(image, io.header(t, "front"), "bgr8"))
+            t += 50_000_000
+            w.write_msg(rect, t, io.bgr_to_image(plain, io.header(t, "front"), "bgr8"))
+    write_bag(path, build)
+    return plain

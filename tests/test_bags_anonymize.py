@@ -11,7 +11,7 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.interfaces import QosTime
 
 from bag_helpers import (REDACTED_MEAN_DIFF, box_change, connections, images, jpeg_bytes,
-                         portrait, read_all, write_bag)
+                         portrait, read_all, write_bag, write_two_topics_one_camera)
 from helpers import shared
 from vlm_node.anonymize import AnonymizerConfig
 from vlm_node.anonymize.config import frames_in_flight_for
@@ -433,19 +433,7 @@ def test_topics_of_one_camera_are_separate_sequences(tmp_path):
     """`/front/image_raw` and `/front/image_rect` both name camera `front`, but each topic is
     its own sequence in the pipeline (its stream key is the topic): a face carried over on one
     topic never redacts a region of the other's frames, which show no face."""
-    image, _ = portrait(SIZE)
-    plain = np.tile(np.linspace(40, 200, SIZE[0], dtype=np.uint8)[None, :, None],
-                    (SIZE[1], 1, 3))  # a smooth gradient: nothing to detect
-
-    def build(w):
-        raw = w.add_topic("/front/image_raw", io.IMAGE)
-        rect = w.add_topic("/front/image_rect", io.IMAGE)
-        for i in range(3):  # 10 fps, interleaved: raw, rect, raw, rect, ...
-            t = 100_000_000 * (2 * i + 1)
-            w.write_msg(raw, t, io.bgr_to_image(image, io.header(t, "front"), "bgr8"))
-            t += 50_000_000
-            w.write_msg(rect, t, io.bgr_to_image(plain, io.header(t, "front"), "bgr8"))
-    write_bag(tmp_path / "in", build)
+    plain = write_two_topics_one_camera(tmp_path / "in", SIZE)
     assert camera_name_of("/front/image_raw") == camera_name_of("/front/image_rect") == "front"
     summary = anonymize_bag(tmp_path / "in", tmp_path / "out", progress=False,
                             frames_in_flight=1)

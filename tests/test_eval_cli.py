@@ -337,24 +337,11 @@ def test_replay_keeps_each_topic_of_one_camera_its_own_sequence(tmp_path):
     """eval keys the anonymizer's carried regions by topic, as anonymize-bag does: a face on
     `/front/image_raw` is never carried into `/front/image_rect` (both name camera `front`),
     whose frames show nothing to redact."""
-    from bag_helpers import portrait, write_bag
+    from bag_helpers import write_two_topics_one_camera
     from vlm_node.config import camera_name_of, resolve
     from vlm_node.evaluation.replay import replay
 
-    size = (320, 240)
-    image, _ = portrait(size)
-    plain = np.tile(np.linspace(40, 200, size[0], dtype=np.uint8)[None, :, None],
-                    (size[1], 1, 3))
-
-    def build(w):
-        raw = w.add_topic("/front/image_raw", io.IMAGE)
-        rect = w.add_topic("/front/image_rect", io.IMAGE)
-        for i in range(3):  # 10 fps, interleaved: raw, rect, raw, rect, ...
-            t = 100_000_000 * (2 * i + 1)
-            w.write_msg(raw, t, io.bgr_to_image(image, io.header(t, "front"), "bgr8"))
-            t += 50_000_000
-            w.write_msg(rect, t, io.bgr_to_image(plain, io.header(t, "front"), "bgr8"))
-    write_bag(tmp_path / "in", build)
+    write_two_topics_one_camera(tmp_path / "in")
     topics = ["/front/image_raw", "/front/image_rect"]
     assert {camera_name_of(t) for t in topics} == {"front"}
     out = replay(tmp_path / "in", resolve(overrides={"analysis.backend": "ocr"}),
