@@ -13,12 +13,15 @@ from vlm_node.geometry import Box
 
 @dataclass(frozen=True, slots=True)
 class Detection:
-    """A region that must be redacted: `kind` is "face" or "plate"."""
+    """A region that must be redacted: `kind` is "face" or "plate". Faces from a landmark
+    detector carry its five landmarks in frame pixels (eyes, nose tip, mouth corners; None
+    otherwise): the `replace` redaction warps a face onto them. Never published."""
 
     kind: str
     box: Box
     score: float
     detector: str = ""
+    landmarks: tuple[tuple[float, float], ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "box": self.box.to_list(), "score": round(self.score, 3),

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from vlm_node.anonymize.config import AnonymizerConfig
+from vlm_node.anonymize.face_replace import FaceReplacer
 from vlm_node.anonymize.faces import load_face_model
 from vlm_node.anonymize.multiscale import (CorruptOutput, RawDetections, check_finite, merge,
                                            merge_indices, plan_views, run_view, working_scale)
@@ -64,12 +65,15 @@ class AnonymizerStats:
     redacted: Counter = field(default_factory=Counter)
     carried: int = 0
     last_ms: dict[str, float] = field(default_factory=dict)
+    # faces `replace` mode had to blur, by reason (no_landmarks, too_small, turned)
+    replace_fallbacks: Counter = field(default_factory=Counter)
 
     def snapshot(self) -> dict[str, Any]:
         return {"frames": self.frames, "released": self.released,
                 "full_frame_blurred": self.full_frame_blurred,
                 "failures": {r: self.failures.get(r, 0) for r in FAILURE_REASONS},
                 "redacted": dict(self.redacted), "carried": self.carried,
+                "replace_fallbacks": dict(self.replace_fallbacks),
                 "last_ms": {k: round(v, 2) for k, v in self.last_ms.items()}}
 
 
@@ -172,11 +176,15 @@ def _geometry(config: AnonymizerConfig) -> PlateGeometry:
 def _to_detections(dets: RawDetections, kind: str, source: str, w: int, h: int,
                    min_size: float) -> list[Detection]:
     out = []
-    for (x1, y1, x2, y2), score in zip(dets.boxes.tolist(), dets.scores.tolist()):
+    # five face landmarks travel with the box (the `replace` mode warps onto them)
+    five = kind == "face" and dets.points.ndim == 3 and dets.points.shape[1] == 5
+    for i, ((x1, y1, x2, y2), score) in enumerate(zip(dets.boxes.tolist(),
+                                                      dets.scores.tolist())):
         box = Box.from_xyxy(x1, y1, x2, y2).clipped(w, h)
         if box.w <= 0 or box.h <= 0 or min(box.w, box.h) < min_size:
             continue
-        out.append(Detection(kind, box, float(score), source))
+        marks = tuple(map(tuple, dets.points[i].tolist())) if five else None
+        out.append(Detection(kind, box, float(score), source, marks))
     return out
 
 
@@ -257,6 +265,8 @@ class Anonymizer:
         self._call_lock = threading.Lock()  # one `anonymize` call at a time
         self.stats = AnonymizerStats()
         self.detectors = build_stages(self.config)
+        # the face bank of `replace` mode, loaded when the mode is first asked for
+        self._replacer = FaceReplacer() if self.config.redaction == "replace" else None
         self._carry = CarryOver(self.config.carry_frames, self.config.carry_iou,
                                 self.config.carry_growth)
         self._pool: cf.ThreadPoolExecutor | None = None
@@ -268,7 +278,10 @@ class Anonymizer:
         validate(config)
         rebuild = any(getattr(config, n) != getattr(self.config, n) for n in _STRUCTURAL)
         stages = build_stages(config) if rebuild else None
+        replacer = (self._replacer or FaceReplacer()) if config.redaction == "replace" \
+            else self._replacer
         with self._lock:
+            self._replacer = replacer
             if stages is not None:
                 self.detectors = stages
             self.config = dataclasses.replace(config)
@@ -405,13 +418,18 @@ class Anonymizer:
                     margin = config.margin if det.kind == "face" else config.plate_margin
                     box, ellipse = redaction_region(det, margin, w, h)
                     try:
-                        redact(image, box, ellipse, config.redaction,
-                               blocks=config.pixelate_blocks, fill_value=config.fill_value,
-                               seed=track_id)
+                        done = redact(image, box, ellipse, config.redaction,
+                                      blocks=config.pixelate_blocks,
+                                      fill_value=config.fill_value, seed=track_id,
+                                      landmarks=det.landmarks, replacer=self._replacer)
+                        if done.startswith("blur:"):
+                            self.stats.replace_fallbacks[done[5:]] += 1
                     except Exception as exc:  # noqa: BLE001
                         raise DetectorFailure("redaction_error", f"redaction failed: {exc}") \
                             from exc
                 timings["redact_ms"] = (time.perf_counter() - t1) * 1e3
+                if self._replacer is not None and config.carry_frames:
+                    self._replacer.forget_except({t.id for t in self._carry.tracks})
             except DetectorFailure as exc:
                 return self._fail(meta, image, config, exc.reason, str(exc), exc, t0)
             except Exception as exc:  # noqa: BLE001 - anything unexpected also fails closed

@@ -16,7 +16,7 @@ from vlm_node.anonymize.runtime import KNOWN_PROVIDERS
 from vlm_node.params import setting
 
 FAILURE_POLICIES = ("drop", "full_blur")
-REDACTION_MODES = ("blur", "pixelate", "fill", "synthetic")
+REDACTION_MODES = ("blur", "pixelate", "fill", "synthetic", "replace")
 
 
 @dataclass
@@ -141,8 +141,11 @@ class AnonymizerConfig:
         min=0.0, max=1.0, dynamic=True)
     # --- redaction, tracking, failure handling -------------------------------------------
     redaction: str = setting(
-        "blur", "How regions are redacted: blur, pixelate, fill, or synthetic (plates get a "
-                "rendered fake plate; faces are blurred).", choices=REDACTION_MODES,
+        "blur", "How regions are redacted: blur, pixelate, fill, synthetic (plates get a "
+                "rendered fake plate; faces are blurred), or replace (faces get a k-Same "
+                "average face of at least 10 people warped onto their landmarks, plates a "
+                "synthetic plate; faces without usable landmarks are blurred; "
+                "docs/face_replace.md).", choices=REDACTION_MODES,
         dynamic=True)
     pixelate_blocks: int = setting(
         8, "Blocks across the long side of a pixelated region.", min=2, max=64, dynamic=True)

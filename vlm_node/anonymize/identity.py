@@ -62,6 +62,34 @@ def embedding(image: np.ndarray, box: Box, find: bool = True) -> np.ndarray | No
     return np.asarray(encoder.compute_face_descriptor(rgb, shape, 1), np.float64)
 
 
+def landmark_box(landmarks: np.ndarray) -> Box:
+    """The box dlib's HOG detector would draw around a face with these five landmarks
+    (CenterFace order; eye centres and mouth corners): measured on frontal portraits, it spans
+    1.26 eye distances either side of the point between the eyes, from 0.83 above the eyes to
+    1.69 below. Lets an aligned picture (the face bank, a swap donor) be embedded where no
+    detector box exists."""
+    p = np.asarray(landmarks, np.float64)
+    eyes = (p[0] + p[1]) / 2
+    ed = float(np.linalg.norm(p[1] - p[0]))
+    return Box(eyes[0] - 1.26 * ed, eyes[1] - 0.83 * ed, 2.52 * ed, 2.52 * ed)
+
+
+def embedding_at(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """The embedding of the face at `landmarks` in BGR `image`, without a detector."""
+    out = embedding(image, landmark_box(landmarks), find=False)
+    assert out is not None
+    return out
+
+
+def detects(image: np.ndarray, box: Box) -> bool:
+    """Whether dlib's HOG detector (independent of the anonymizer's CenterFace) finds a face
+    overlapping `box` (IoU > 0.3): the usefulness check of `replace`."""
+    detector = _models()[0]
+    rgb = np.ascontiguousarray(image[:, :, ::-1])
+    return any(Box(r.left(), r.top(), r.width(), r.height()).iou(box) > 0.3
+               for r in detector(rgb, 1))
+
+
 @dataclass
 class IdentityResult:
     """One redacted face: distance from the original (None when no face was found after

@@ -1,10 +1,11 @@
-"""Redaction of regions in place: blur, pixelate, fill, or a synthetic plate.
+"""Redaction of regions in place: blur, pixelate, fill, a synthetic plate, or a replaced face.
 
 Strength scales with the region, so a small face is as unrecognisable as a large one: every mode
 first throws away all detail finer than 1/`cells` of the region (blur and pixelate both go
 through a tiny image of the region), which is what a sharpening filter would need to bring the
 face back. Faces are redacted inside an ellipse (their shape), leaving the box corners, often
-background, untouched; plates as rectangles.
+background, untouched; plates as rectangles. `replace` (face_replace.py) puts a k-Same average
+face over the blur of `blur` mode inside the same ellipse, and a synthetic plate on plates.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import math
 import cv2
 import numpy as np
 
+from vlm_node.anonymize.face_replace import MIN_FACE_PX, FaceReplacer, usable
 from vlm_node.anonymize.synthetic import render_plate
 from vlm_node.geometry import Box
 from vlm_node.results import Detection
@@ -78,22 +80,36 @@ def pixelated(roi: np.ndarray, blocks: int) -> np.ndarray:
 
 
 def redact(image: np.ndarray, box: Box, ellipse: bool, mode: str, *, blocks: int = 8,
-           fill_value: int = 96, seed: int = 0) -> None:
+           fill_value: int = 96, seed: int = 0, landmarks: np.ndarray | None = None,
+           replacer: FaceReplacer | None = None) -> str:
     """Redact `box` of `image` (HxWx3 uint8) in place with `mode`. `synthetic` replaces a
-    rectangular region with a rendered fake plate; for elliptical (face) regions it blurs."""
+    rectangular region with a rendered fake plate; for elliptical (face) regions it blurs.
+    `replace` puts `replacer`'s average face onto a face's five `landmarks` (frame pixels),
+    a synthetic plate on plates, and blurs faces it cannot replace. Returns what was done:
+    the mode, or `blur:<reason>` for a face `replace` had to blur (counted by the caller)."""
     h, w = image.shape[:2]
     rows, cols = box.int_slices(w, h)
     roi = image[rows, cols]
     rh, rw = roi.shape[:2]
     if rh == 0 or rw == 0:
-        return
+        return mode
+    done = mode
     if mode == "blur" or (mode == "synthetic" and ellipse):
         new = blurred(roi)
+    elif mode == "replace" and ellipse:
+        reason = usable(landmarks) if replacer is not None else "no_bank"
+        if reason is None and min(rw, rh) < MIN_FACE_PX:
+            reason = "too_small"
+        if reason is None:
+            new = replacer.replace(image, rows, cols, landmarks, seed)
+        else:
+            new = blurred(roi)
+            done = f"blur:{reason}"
     elif mode == "pixelate":
         new = pixelated(roi, blocks)
     elif mode == "fill":
         new = np.full_like(roi, fill_value)
-    elif mode == "synthetic":
+    elif mode in ("synthetic", "replace"):
         new = render_plate(roi, np.random.default_rng(seed))
     else:
         raise ValueError(f"unknown redaction mode {mode!r}")
@@ -101,6 +117,7 @@ def redact(image: np.ndarray, box: Box, ellipse: bool, mode: str, *, blocks: int
         np.copyto(roi, new, where=_ellipse(rw, rh)[:, :, None].astype(bool))
     else:
         roi[...] = new
+    return done
 
 
 def blur_full_frame(image: np.ndarray) -> None:
