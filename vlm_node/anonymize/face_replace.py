@@ -56,8 +56,8 @@ TONE_TOLERANCE = 12.0
 # The blended face reaches this much beyond the skin ellipse (hairline, jaw, ears).
 BLEND_GROW = 1.2
 # The replacement is composed with the face box at most this many pixels across (the averages
-# are 144 px wide) and enlarged to the box.
-WORK_SIDE = 128
+# are 144x176 px: a face box at the bank's own scale is about 125x160) and enlarged to the box.
+WORK_SIDE = 160
 # Width of the fade from average face to blurred original, as a fraction of the face ellipse.
 FEATHER = 0.18
 
@@ -252,6 +252,10 @@ class FaceReplacer:
         self.bank = bank if bank is not None else load_bank()
         self._picks: dict[int, int] = {}
         self._ita = np.array([f.ita for f in self.bank.faces])
+
+    def picks(self) -> dict[int, int]:
+        """Track id -> bank index of the tracks seen (a copy)."""
+        return dict(self._picks)
 
     def forget_except(self, alive: set[int]) -> None:
         """Drop the picks of tracks that ended (ids are never reused, so this only bounds

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from vlm_node.anonymize.config import REDACTION_MODES
 from vlm_node.cli.args import add_config, frame_size
 
 DEFAULT_CAMERAS = "front,rear"
@@ -48,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="analysis backend (default auto: the VLM if it is in the local model "
                         "cache, otherwise OCR marked degraded)")
     add_config(p)
+    p.add_argument("--mode", choices=REDACTION_MODES,
+                   help="redaction mode of the node (anonymizer.redaction; e.g. replace: "
+                        "average faces instead of blurred ones)")
     p.add_argument("--timeout", type=float, default=120.0, metavar="S",
                    help="seconds to wait for the node to start and for each result "
                         "(default 120; the first frame loads the models)")
@@ -96,6 +100,8 @@ def run_demo(args: argparse.Namespace) -> int:
                 # The demo's frames on one camera are unrelated stills, not a video: regions
                 # carried over from the previous frame would redact the wrong places.
                 "-p", "anonymizer.carry_frames:=0"]
+    if args.mode:
+        ros_args += ["-p", f"anonymizer.redaction:={args.mode}"]
     for cam in cameras:  # pictures of what the node found, for index.html
         ros_args += ["-p", f"camera.{cam}.publish_annotated:=true"]
     print(f"vlm-node demo: {args.frames} frames {size[0]}x{size[1]} on cameras "

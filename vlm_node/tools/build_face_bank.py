@@ -160,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"checkout of {SOURCE_REPO} at {SOURCE_COMMIT[:10]}")
     ap.add_argument("--output", type=Path, default=BANK_DIR)
     ap.add_argument("--k", type=int, default=10, help="minimum people per average")
+    ap.add_argument("--figure", type=Path,
+                    help="also write the before / blur / replace picture of the README here "
+                         f"(London-set sitters {', '.join(FIGURE_SITTERS)}, each replaced by "
+                         f"averages they are not part of)")
     args = ap.parse_args(argv)
 
     from vlm_node.anonymize.faces import load_face_model
@@ -224,7 +228,58 @@ def main(argv: list[str] | None = None) -> int:
             "k_min": args.k, "people": len(sitters), "faces": entries}
     (args.output / "bank.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(f"{len(entries)} averages of {len(sitters)} people -> {args.output}")
+    if args.figure:
+        figure(args.stim, args.output, args.figure)
     return 0
+
+
+# London-set sitters of the README picture (CC BY 4.0; consented to illustrate research):
+# four appearance groups, women and men
+FIGURE_SITTERS = ("030", "042", "064", "090")
+
+
+def figure(stim: Path, bank_dir: Path, out: Path, side: int = 360) -> None:
+    """Original / blur / replace of FIGURE_SITTERS through the anonymizer's own detection and
+    `redact()`, each replaced from a bank without the averages the sitter is a member of (the
+    picture must not show a sitter's face coming back through an average of them)."""
+    from vlm_node.anonymize.anonymizer import Anonymizer
+    from vlm_node.anonymize.config import AnonymizerConfig
+    from vlm_node.anonymize.face_replace import FaceBank, FaceReplacer, load_bank
+    from vlm_node.anonymize.redact import redact, redaction_region
+
+    bank = load_bank(bank_dir)
+    meta = json.loads((bank_dir / "bank.json").read_text())
+    config = AnonymizerConfig(redaction="replace", plates=False, head_backstop=False)
+    anon = Anonymizer(config)
+    cols = []
+    for sid in FIGURE_SITTERS:
+        img = cv2.imread(str(stim / "inst" / "neutral_front" / f"{sid}_03.jpg"))
+        # the head and shoulders, as a camera a few metres away would frame them
+        h, w = img.shape[:2]
+        img = cv2.resize(img[h // 8: h - h // 8, w // 8: w - w // 8], (side, side),
+                         interpolation=cv2.INTER_AREA)
+        keep = tuple(f for f, e in zip(bank.faces, meta["faces"])
+                     if f"london/{sid}" not in e["members"])
+        rep = FaceReplacer(FaceBank(bank.template, bank.size, keep))
+        dets = [d for d in anon.detect(img) if d.kind == "face"]
+        rows = [img]
+        for mode in ("blur", "replace"):
+            x = img.copy()
+            for k, d in enumerate(dets):
+                box, ellipse = redaction_region(d, config.margin, side, side)
+                redact(x, box, ellipse, mode, landmarks=d.landmarks, replacer=rep, seed=k + 1)
+            rows.append(x)
+        cols.append(np.vstack(rows))
+    anon.close()
+    pic = np.hstack(cols)
+    for r, label in enumerate(("original", "blur", "replace")):
+        cv2.putText(pic, label, (8, r * side + 26), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
+                    (255, 255, 255), 3, cv2.LINE_AA)
+        cv2.putText(pic, label, (8, r * side + 26), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
+                    (30, 30, 30), 1, cv2.LINE_AA)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), pic, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    print(f"figure -> {out}")
 
 
 def _identity_check():  # noqa: ANN202
