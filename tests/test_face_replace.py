@@ -142,8 +142,22 @@ def test_anonymizer_replaces_counts_fallbacks_and_does_not_flicker(obama):
     diff_orig = np.abs(out1[rows, cols].astype(int) - img[rows, cols]).mean()
     diff_blur = np.abs(out1[rows, cols].astype(int) - blur[rows, cols]).mean()
     assert diff_orig > 8 and diff_blur > 3
-    # the same tracked face gets the same average in the next frame: no flicker
-    assert np.abs(out1.astype(int) - out2).max() <= 2
+    # the same tracked face keeps its average in the next frame: no flicker (the detector's
+    # box and landmarks move by a few pixels between frames, so compare the inner face, and
+    # against the difference another average makes there)
+    cy, cx = (rows.start + rows.stop) // 2, (cols.start + cols.stop) // 2
+    q = (rows.stop - rows.start) // 4
+    centre = (slice(cy - q, cy + q), slice(cx - q, cx + q))
+    same = np.abs(out1[centre].astype(int) - out2[centre]).mean()
+    rep = FaceReplacer(load_bank())
+    lm = np.asarray(det.landmarks)
+    others = []
+    for k in range(len(rep.bank.faces)):
+        x = img.copy()
+        x[rows, cols] = rep.replace(img, rows, cols, lm, 0, index=k)
+        others.append(np.abs(x[centre].astype(int) - out1[centre]).mean())
+    assert min(others) < 1.5  # one of the averages is the one the anonymizer used
+    assert same < 0.5 * sorted(others)[1]  # and the next frame's is nearer it than any other
     # outside the redaction ellipse nothing changed
     assert np.array_equal(out1[: max(0, rows.start - 2)], img[: max(0, rows.start - 2)])
 
@@ -218,3 +232,32 @@ def test_replaced_face_is_nobody_it_was_and_still_a_face(dlib_ready, obama, bank
     e_swap = identity.embedding(swapped, det.box, find=False)
     assert np.linalg.norm(e_swap - e_biden) < np.linalg.norm(e_swap - e_obama)
     assert np.linalg.norm(e_swap - e_biden) < identity.SAME_PERSON
+
+
+def test_a_carried_face_keeps_its_average(obama):
+    """A face the detector misses for a frame is carried with its landmarks: it keeps the same
+    average face instead of flickering to blur."""
+    img, det = obama
+
+    class Flaky:
+        kind, name = "face", "stub"
+        calls = 0
+
+        def detect(self, frame, config):
+            Flaky.calls += 1
+            return [det] if Flaky.calls == 1 else []
+
+    anon = Anonymizer(CONFIG)
+    anon.detectors = [Flaky()]
+    out1 = anon.anonymize(FrameMeta("c", 100_000_000, "c"), img.copy()).image
+    out2 = anon.anonymize(FrameMeta("c", 200_000_000, "c"), img.copy())
+    assert [d.detector for d in out2.detections] == ["carry:centerface"]
+    assert anon.stats.replace_fallbacks == {}
+    box = det.box.expanded(0.1).clipped(img.shape[1], img.shape[0])
+    rows, cols = box.int_slices(img.shape[1], img.shape[0])
+    # the carried box grows (carry_growth), so compare the face's centre
+    cy, cx = (rows.start + rows.stop) // 2, (cols.start + cols.stop) // 2
+    q = (rows.stop - rows.start) // 4
+    centre = (slice(cy - q, cy + q), slice(cx - q, cx + q))
+    assert np.abs(out1[centre].astype(int) - out2.image[centre]).mean() < 4
+    anon.close()

@@ -25,6 +25,9 @@ class Track:
     detector: str
     velocity: tuple[float, float] = (0.0, 0.0)  # centre motion per frame, pixels
     misses: int = 0
+    # the last detection's face landmarks: a carried face is moved with its box, so `replace`
+    # mode keeps its average face on it instead of blurring it for the missed frames
+    landmarks: tuple[tuple[float, float], ...] | None = None
 
 
 @dataclass
@@ -73,8 +76,10 @@ class CarryOver:
                 steps = t.misses + 1
                 t.velocity = ((nx - ox) / steps, (ny - oy) / steps)
                 t.box, t.score, t.detector, t.misses = det.box, det.score, det.detector, 0
+                t.landmarks = det.landmarks
             else:
-                t = Track(self._next_id, det.kind, det.box, det.score, det.detector)
+                t = Track(self._next_id, det.kind, det.box, det.score, det.detector,
+                          landmarks=det.landmarks)
                 self._next_id += 1
                 self.tracks.append(t)
                 used.add(len(self.tracks) - 1)
@@ -91,7 +96,8 @@ class CarryOver:
             alive.append(t)
             box = self.predicted(t)
             if box.w > 0 and box.h > 0:
-                carried.append((Detection(t.kind, box, t.score, f"carry:{t.detector}"), t.id))
+                carried.append((Detection(t.kind, box, t.score, f"carry:{t.detector}",
+                                          _moved(t)), t.id))
         self.tracks = alive
         return seen, carried
 
@@ -106,3 +112,11 @@ class CarryOver:
         out = Box(b.x - gx, b.y - gy, b.w + 2 * gx, b.h + 2 * gy)
         assert self._size is not None
         return out.clipped(*self._size)
+
+
+def _moved(t: Track) -> tuple[tuple[float, float], ...] | None:
+    """A lost track's landmarks moved `misses` steps along its velocity (as its box is)."""
+    if t.landmarks is None:
+        return None
+    dx, dy = t.velocity[0] * t.misses, t.velocity[1] * t.misses
+    return tuple((x + dx, y + dy) for x, y in t.landmarks)
