@@ -54,7 +54,7 @@ REF_WHITE = 230.0
 # same person measures 10-20 degrees apart under different light.
 TONE_TOLERANCE = 12.0
 # The blended face reaches this much beyond the skin ellipse (hairline, jaw, ears).
-BLEND_GROW = 1.2
+BLEND_GROW = 1.1
 # The replacement is composed with the face box at most this many pixels across (the averages
 # are 144x176 px: a face box at the bank's own scale is about 125x160) and enlarged to the box.
 WORK_SIDE = 160
@@ -311,40 +311,45 @@ class FaceReplacer:
         core = cv2.warpAffine(self.bank.core, m, (sw, sh), flags=cv2.INTER_NEAREST,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
         face = _match_colour(face, small_lab, core)
-        a = alpha[:, :, None]
-        out = face * a + _surround_blur(small, alpha) * (1.0 - a)
-        out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        out = cv2.blendLinear(face, _surround_blur(small, alpha), alpha, 1.0 - alpha)
         return out if f == 1.0 else cv2.resize(out, (rw, rh), interpolation=cv2.INTER_LINEAR)
 
 
 def _surround_blur(roi: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """The `blur` mode's result for `roi` (float32) computed from the pixels *around* the
-    face only (normalised convolution with weight 1 - alpha): the fade from the new face then
-    runs into blurred hair and background, not into a blurred ghost of the old face's skin.
-    No finer detail than `blur` keeps; where the face covers nearly everything, plain blur."""
-    from vlm_node.anonymize.redact import blurred
+    """The `blur` mode's result for `roi` computed from the pixels *around* the face only:
+    each cell of blur's grid gets the mean colour of its pixels weighted by 1 - alpha (the
+    weighted colours and the weight are area-averaged together as one 4-channel image, then
+    divided), so the fade from the new face runs into blurred hair and background, not into a
+    blurred ghost of the old face's skin. No finer detail than `blur` keeps. A cell the face
+    covers entirely takes the surround's mean colour (it is under the face anyway)."""
+    from vlm_node.anonymize.redact import cell_grid, smooth_enlarged
 
-    w = (1.0 - alpha).astype(np.float32)
-    num = blurred(roi.astype(np.float32) * w[:, :, None])
-    den = blurred(w)[:, :, None]
-    plain = blurred(roi).astype(np.float32)
-    ok = den > 0.1
-    return np.where(ok, num / np.maximum(den, 1e-3), plain)
+    rh, rw = roi.shape[:2]
+    w = 1.0 - alpha
+    stack = cv2.merge([*cv2.split(roi.astype(np.float32) * w[:, :, None]), w])
+    cells = cv2.resize(stack, cell_grid(rw, rh), interpolation=cv2.INTER_AREA)
+    den = cells[:, :, 3:]
+    total = float(den.sum())
+    mean = cells[:, :, :3].reshape(-1, 3).sum(0) / total if total > 1e-6 else \
+        roi.reshape(-1, 3).mean(0)
+    colour = np.where(den > 0.02, cells[:, :, :3] / np.maximum(den, 1e-6),
+                      mean.astype(np.float32)).astype(np.float32)
+    return np.clip(smooth_enlarged(colour, rw, rh) + 0.5, 0, 255).astype(np.uint8)
 
 
-def _match_colour(face: np.ndarray, roi_lab: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def _match_colour(face: np.ndarray, roi_lab: np.ndarray, core: np.ndarray) -> np.ndarray:
     """`face` (uint8 BGR) given the mean and spread per Lab channel that `roi_lab` has inside
-    the face (alpha > 0.5): the original's lighting and skin tone, none of its features.
-    Returns float32 BGR."""
-    inside = (alpha > 0.5).astype(np.uint8)
-    fl = cv2.cvtColor(face, cv2.COLOR_BGR2LAB)
+    the face (`core` > 0.5): the original's lighting and skin tone, none of its features."""
+    inside = (core > 0.5).astype(np.uint8)
     if int(inside.sum()) < 4:
-        return face.astype(np.float32)
+        return face
+    fl = cv2.cvtColor(face, cv2.COLOR_BGR2LAB)
     fm, fs = (v.ravel() for v in cv2.meanStdDev(fl, mask=inside))
     rm, rs = (v.ravel() for v in cv2.meanStdDev(roi_lab, mask=inside))
     # the spread follows the original only so far: a face in flat light stays a face, and a
     # harsh shadow across the original is not stamped into the average's contrast
-    gain = np.clip(rs / np.maximum(fs, 1.0), 0.6, 1.6).astype(np.float32)
-    out = (fl.astype(np.float32) - fm.astype(np.float32)) * gain + rm.astype(np.float32)
-    out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-    return cv2.cvtColor(out, cv2.COLOR_LAB2BGR).astype(np.float32)
+    gain = np.clip(rs / np.maximum(fs, 1.0), 0.6, 1.6)
+    m = np.zeros((3, 4))
+    m[:, :3] = np.diag(gain)
+    m[:, 3] = rm - gain * fm
+    return cv2.cvtColor(cv2.transform(fl, m), cv2.COLOR_LAB2BGR)  # saturating uint8

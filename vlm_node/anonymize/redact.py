@@ -59,9 +59,21 @@ def blurred(roi: np.ndarray, cells: int = BLUR_CELLS) -> np.ndarray:
     smoothing (a Gaussian one cell wide, so no block edges remain) runs on an intermediate
     image 8 px per cell, which makes the cost independent of the region's size."""
     rh, rw = roi.shape[:2]
+    small = cv2.resize(roi, cell_grid(rw, rh, cells), interpolation=cv2.INTER_AREA)
+    return smooth_enlarged(small, rw, rh)
+
+
+def cell_grid(rw: int, rh: int, cells: int = BLUR_CELLS) -> tuple[int, int]:
+    """(w, h) of the tiny image a `rw` x `rh` region is reduced to: `cells` across its long
+    side."""
     f = cells / max(rh, rw)
-    sw, sh = max(1, round(rw * f)), max(1, round(rh * f))
-    small = cv2.resize(roi, (sw, sh), interpolation=cv2.INTER_AREA)
+    return max(1, round(rw * f)), max(1, round(rh * f))
+
+
+def smooth_enlarged(small: np.ndarray, rw: int, rh: int) -> np.ndarray:
+    """`small` (a cell grid) enlarged to `rw` x `rh` without block edges: through an image
+    8 px per cell smoothed by a Gaussian one cell wide."""
+    sh, sw = small.shape[:2]
     mid = cv2.resize(small, (sw * 8, sh * 8), interpolation=cv2.INTER_LINEAR)
     mid = cv2.GaussianBlur(mid, (0, 0), 4.0, borderType=cv2.BORDER_REPLICATE)
     return cv2.resize(mid, (rw, rh), interpolation=cv2.INTER_LINEAR)
