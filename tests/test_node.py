@@ -157,3 +157,30 @@ def test_compressed_output_and_latency_percentiles_in_diagnostics() -> None:
         node.trigger_shutdown()
         node.destroy_node()
         harness.close()
+
+
+def test_destroyed_node_leaves_no_lifecycle_services_in_the_graph() -> None:
+    """A destroyed node is gone from the graph at once, even while the object is still
+    referenced. rclpy's LifecycleNode.destroy_node left the lifecycle state machine (the
+    change_state/get_state/... services) to the garbage collector; until a GC pass the node
+    stayed visible as a lifecycle node that takes requests and never answers, and a
+    `ros2 lifecycle set /vlm_node ...` in the same domain could send its request there and
+    wait forever (seen late in full test runs, after the in-process tests above)."""
+    observer = Harness("graph_observer", single_threaded=True)
+    owner = Harness("leak_owner", single_threaded=True)
+    name = "/lifecycle_leak_probe/change_state"
+
+    def services() -> set[str]:
+        return {n for n, _ in observer.node.get_service_names_and_types()}
+    node = VlmNode("lifecycle_leak_probe", context=owner.context, parameter_overrides=[
+        Parameter("cameras", value=[CAM]), Parameter("analysis_enabled", value=False)])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        wait_for(lambda: name in services(), 20, f"{name} in the graph")
+        node.trigger_shutdown()
+        node.destroy_node()
+        # `node` is still referenced here, as a fixture or a test's frame holds it
+        wait_for(lambda: name not in services(), 20, f"{name} to leave the graph")
+    finally:
+        owner.close()
+        observer.close()

@@ -163,6 +163,18 @@ class VlmNode(LifecycleNode):
         self._release()
         return super().on_shutdown(state)
 
+    def destroy_node(self) -> None:
+        """Also finalize the lifecycle state machine, now rather than when the garbage collector
+        frees this object. rclpy's `LifecycleNode.destroy_node` leaves it alone, and it owns the
+        five lifecycle services (`change_state`, `get_state`, ...), the `transition_event`
+        publisher and a reference to the node handle, so the DDS participant too. This class's
+        callbacks are bound to it (reference cycles), so only the cyclic collector frees it: until
+        then a destroyed node stayed in the graph as a `/vlm_node` whose lifecycle services take
+        requests and never answer. A lifecycle client that matched it (ros2 lifecycle, a
+        lifecycle manager) could send its request there and wait forever."""
+        super().destroy_node()
+        self._state_machine.destroy_when_not_in_use()
+
     def _stop_io(self) -> None:
         for sub in self._camera_subs:
             self.destroy_subscription(sub)
