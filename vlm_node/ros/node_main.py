@@ -1,6 +1,7 @@
 """Entry point of `ros2 run vlm_node vlm_node` (and `vlm-node run`)."""
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -57,6 +58,9 @@ def main(args: Sequence[str] | None = None, *,
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # `kill -USR1 <pid>`: every thread's Python stack to stderr, for a node that stops
+    # answering (no debugger or ptrace needed on the vehicle).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     node = None
     try:
         try:
@@ -84,6 +88,7 @@ def main(args: Sequence[str] | None = None, *,
             _shutdown(node)
             node.destroy_node()
         rclpy.try_shutdown()
+        faulthandler.unregister(signal.SIGUSR1)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
