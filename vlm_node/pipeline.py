@@ -24,6 +24,7 @@ import numpy as np
 from vlm_node import image_codec
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
 from vlm_node.anonymize.anonymizer import PendingFrame
+from vlm_node.in_order import Turnstile
 from vlm_node.frames import AnonymizedFrame, FrameMeta
 from vlm_node.results import AnalysisResult, SignReading
 
@@ -117,10 +118,13 @@ class Pipeline:
         defaults to the frame's camera."""
         return self._anonymizer(meta.camera if stream is None else stream).anonymize(meta, bgr)
 
-    def detect(self, stream: str, bgr: np.ndarray) -> PendingFrame:
-        """The first half of `anonymize` (`Anonymizer.detect_frame`): keeps no state, so
-        offline tools detect several frames of a stream at once; `release` them in order."""
-        return self._anonymizer(stream).detect_frame(bgr)
+    def detect(self, stream: str, bgr: np.ndarray, stamp_ns: int | None = None
+               ) -> PendingFrame:
+        """The first half of `anonymize` (`Anonymizer.detect_frame`): offline tools detect
+        several frames of a stream at once; detect and `release` them in order. `stamp_ns`:
+        the frame's header stamp, so the anonymizer's frame plan sees gaps in time as
+        `release` will (frames in flight then give the same output as one at a time)."""
+        return self._anonymizer(stream).detect_frame(bgr, stamp_ns)
 
     def release(self, meta: FrameMeta, pending: PendingFrame, stream: str | None = None
                 ) -> AnonymizedFrame:
@@ -184,6 +188,8 @@ def run_in_flight(items: Iterable[T], detect: Callable[[T], R], depth: int, *,
     if depth < 1:
         raise ValueError(f"frames in flight must be at least 1, got {depth}")
     pool = cf.ThreadPoolExecutor(depth, thread_name_prefix=name) if depth > 1 else None
+    # detections reach the anonymizer's frame plan in the items' order (vlm_node/in_order.py)
+    turnstile = Turnstile() if pool is not None else None
     queue: deque[tuple[T, cf.Future[R] | R | None, bool]] = deque()
     detecting = 0  # detected items in `queue`
     queued = 0  # their `size`, when given
@@ -209,7 +215,8 @@ def run_in_flight(items: Iterable[T], detect: Callable[[T], R], depth: int, *,
             if not detected:
                 pending: Any = None
             elif pool is not None:
-                pending = pool.submit(detect, item)
+                assert turnstile is not None
+                pending = pool.submit(turnstile.run, detect, item, turnstile.take())
             else:
                 pending = detect(item)
             queue.append((item, pending, detected))

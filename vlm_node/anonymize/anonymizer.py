@@ -26,10 +26,13 @@ from vlm_node.anonymize.faces import load_face_model
 from vlm_node.anonymize.multiscale import (CorruptOutput, RawDetections, check_finite, merge,
                                            merge_indices, plan_views, run_view, working_scale)
 from vlm_node.anonymize.persons import HEAD_DETECTOR, ObjectDetector, faceless, head_box
+from vlm_node.anonymize.plate_scan import (FULL, PlateScan, carried_hints, scan_rects,
+                                           vehicle_regions)
 from vlm_node.anonymize.plates import (HaarPlateDetector, PlateGeometry, SsdPlateDetector,
                                        TextPlateDetector)
 from vlm_node.anonymize.redact import blur_full_frame, redact, redaction_region
 from vlm_node.anonymize.tracking import CarryOver
+from vlm_node import in_order
 from vlm_node.errors import AnonymizationError, ConfigError
 from vlm_node.frames import AnonymizedFrame, FrameMeta, _release
 from vlm_node.geometry import Box
@@ -41,7 +44,8 @@ FAILURE_REASONS = ("bad_input", "exception", "over_budget", "corrupt_output", "r
 # Settings that decide which models are loaded and how; changing one rebuilds the detectors.
 _STRUCTURAL = ("faces", "face_detectors", "face_model_paths", "face_nms_threshold", "plates",
                "plate_detector", "plate_model", "plate_text_threshold", "plate_verify",
-               "head_backstop", "person_tiles", "person_model", "providers", "threads")
+               "head_backstop", "person_tiles", "person_model", "providers", "threads",
+               "plate_vehicle_pass")
 
 
 class DetectorFailure(Exception):
@@ -86,6 +90,8 @@ class StageFindings:
     detections: list[Detection]
     hints: list[TextHint] = field(default_factory=list)
     objects: list[ObjectDetection] | None = None
+    vehicles: list[ObjectDetection] = field(default_factory=list)  # for the plate scan
+    scan: PlateScan | None = None  # what a plate stage covered (vehicle regions included)
 
 
 class FaceStage:
@@ -101,9 +107,13 @@ class FaceStage:
     def threshold(self, config: AnonymizerConfig) -> float:
         return float(getattr(config, f"{self.name}_score_threshold"))
 
-    def detect(self, frame: np.ndarray, config: AnonymizerConfig) -> list[Detection]:
+    def detect(self, frame: np.ndarray, config: AnonymizerConfig, cheap: bool = False
+               ) -> list[Detection]:
+        """Faces in `frame`; `cheap`: at the smaller budget of the frames between thorough
+        passes (`face_cheap_max_side`)."""
         h, w = frame.shape[:2]
-        scale = working_scale(w, h, config.face_max_side, config.face_max_upscale)
+        budget = config.face_cheap_max_side if cheap else config.face_max_side
+        scale = working_scale(w, h, budget, config.face_max_upscale)
         views = plan_views(w, h, self.model.input_size, scale, config.face_tile_overlap,
                            config.face_global_pass and getattr(self.model, "global_pass", True))
         thr = self.threshold(config)
@@ -133,11 +143,16 @@ class PersonStage:
 
     def detect(self, frame: np.ndarray, config: AnonymizerConfig) -> StageFindings:
         found = self.detector.detect(frame, min(config.person_score_threshold,
+                                                config.plate_vehicle_score_threshold,
                                                 SHARED_OBJECT_THRESHOLD))
+        # people only when the backstop is on (the detector may run for the plate scan alone)
         people = [Detection("person", o.box, o.score, self.name) for o in found
-                  if o.label == "person" and o.score >= config.person_score_threshold]
+                  if config.faces and config.head_backstop and o.label == "person"
+                  and o.score >= config.person_score_threshold]
         return StageFindings(people, objects=[o for o in found
-                                              if o.score >= SHARED_OBJECT_THRESHOLD])
+                                              if o.score >= SHARED_OBJECT_THRESHOLD],
+                             vehicles=[o for o in found
+                                       if o.score >= config.plate_vehicle_score_threshold])
 
 
 class PlateStage:
@@ -149,7 +164,10 @@ class PlateStage:
         self.detector = detector
         self.name = detector.name
 
-    def detect(self, frame: np.ndarray, config: AnonymizerConfig) -> list[Detection]:
+    def detect(self, frame: np.ndarray, config: AnonymizerConfig,
+               scan: PlateScan = FULL) -> StageFindings:
+        """Plates in the part of `frame` that `scan` covers (the text detector only; other
+        plate detectors always see the whole frame)."""
         d = self.detector
         d.max_side, d.max_upscale = config.plate_max_side, config.plate_max_upscale
         if isinstance(d, TextPlateDetector):
@@ -158,13 +176,37 @@ class PlateStage:
         elif isinstance(d, SsdPlateDetector):
             d.score_threshold = config.plate_score_threshold
         hints: list[TextHint] = []
-        if isinstance(d, TextPlateDetector):
+        h, w = frame.shape[:2]
+        if isinstance(d, TextPlateDetector) and not scan.full:
+            dets, hints = self._scan_parts(d, frame, scan)
+        elif isinstance(d, TextPlateDetector):
             dets, hints = d.detect_with_hints(frame)
         else:
             dets = d.detect(frame)
         check_finite(dets, self.name)
+        return StageFindings(_to_detections(dets, "plate", self.name, w, h, 0.0), hints,
+                             scan=scan)
+
+    @staticmethod
+    def _scan_parts(d: TextPlateDetector, frame: np.ndarray, scan: PlateScan
+                    ) -> tuple[RawDetections, list[TextHint]]:
+        """The text detector on each rectangle of `scan`, at the scale the whole frame would
+        be seen at, boxes mapped back to the frame and duplicates (where parts overlap)
+        merged."""
         h, w = frame.shape[:2]
-        return StageFindings(_to_detections(dets, "plate", self.name, w, h, 0.0), hints)
+        scale = working_scale(w, h, d.max_side, d.max_upscale)
+        parts: list[RawDetections] = []
+        hints: list[TextHint] = []
+        for x1, y1, x2, y2 in scan_rects(scan, w, h):
+            found, found_hints = d.detect_with_hints(frame[y1:y2, x1:x2], scale)
+            if len(found):
+                off = np.array([x1, y1, x1, y1], np.float32)
+                parts.append(RawDetections(found.boxes + off, found.scores, found.points))
+            hints += [TextHint(t.box.shifted(x1, y1), t.text) for t in found_hints]
+        dets = RawDetections.concat(parts)
+        if len(dets) > 1:
+            dets = merge(dets, 0.3)
+        return dets, hints
 
 
 def _geometry(config: AnonymizerConfig) -> PlateGeometry:
@@ -214,10 +256,10 @@ def build_stages(config: AnonymizerConfig) -> list[Any]:
             model = load_face_model(name, paths.get(name, ""), config.providers, config.threads,
                                     config.face_nms_threshold)
             stages.append(FaceStage(name, model))
-        if config.head_backstop:
-            stages.append(PersonStage(ObjectDetector(config.person_model or None,
-                                                     config.providers, config.threads,
-                                                     tiles=config.person_tiles)))
+    if (config.faces and config.head_backstop) or (config.plates and config.plate_vehicle_pass):
+        stages.append(PersonStage(ObjectDetector(config.person_model or None,
+                                                 config.providers, config.threads,
+                                                 tiles=config.person_tiles)))
     if config.plates:
         if config.plate_detector == "ppocr":
             det: Any = TextPlateDetector(
@@ -249,6 +291,10 @@ class PendingFrame:
     failure: tuple[str, str, BaseException] | None = None
     hints: tuple[TextHint, ...] = ()
     objects: tuple[ObjectDetection, ...] | None = None
+    scan: PlateScan = FULL  # what the plate pass covered
+    cheap_faces: bool = False  # the face pass ran at face_cheap_max_side
+    generation: int = 0  # Anonymizer._generation when planned
+    restarted: bool = False  # the plan started a new sequence at this frame
 
 
 class Anonymizer:
@@ -270,6 +316,18 @@ class Anonymizer:
         self._carry = CarryOver(self.config.carry_frames, self.config.carry_iou,
                                 self.config.carry_growth)
         self._pool: cf.ThreadPoolExecutor | None = None
+        # frame plan (plate_scan.py, face_thorough_every), decided at detection in frame
+        # order: `_seq` counts the frames detected since the stream (re)started; frame 0 gets
+        # the whole plate scan and the thorough face pass, later ones a band and, between
+        # thorough ones, the cheap face pass. A restart the plan could not foresee (reset(), a
+        # failure, a gap in stamps it was not told) bumps `_generation`: frames planned before
+        # it are completed at release, since nothing carried covers what they skipped.
+        self._seq = 0
+        self._generation = 0
+        self._last_plan: tuple[int, tuple[int, int]] | None = None  # stamp, size planned last
+        self._released = 0  # frames released since the last restart
+        self._band_hints: dict[int, list[TextHint]] = {}
+        self.scan_completions = 0  # partial scans completed at release (stream restarted)
 
     def reconfigure(self, config: AnonymizerConfig) -> None:
         """Apply new settings. Model choices rebuild the detectors (loaded before the swap, so
@@ -303,8 +361,45 @@ class Anonymizer:
     def reset(self) -> None:
         """Forget carried regions (the next frame starts a new scene, e.g. unrelated photos)."""
         with self._lock:
-            self._carry.reset()
+            # before any frame of the sequence was released nothing is carried yet: the frames
+            # planned so far (whole scan first) stay valid, as if the reset came before them
+            self._restart(foreseen=self._released == 0)
             self._last_stamp_ns = None
+
+    def _restart(self, foreseen: bool = False) -> None:
+        """Carried regions are gone: forget them. Unless the frame plan already started the
+        new sequence at this frame (`foreseen`), the next frame planned gets the whole scan
+        and frames planned before are completed at release."""
+        self._carry.reset()
+        self._band_hints.clear()
+        self._released = 0
+        if not foreseen:
+            self._seq = 0
+            self._generation += 1
+
+    def _next_plan(self, config: AnonymizerConfig, stamp_ns: int | None, size: tuple[int, int]
+                   ) -> tuple[PlateScan, bool, int, bool]:
+        """(plate scan, cheap face pass?, generation, starts a sequence?) of the next frame to
+        be detected (called in frame order). With the frame's stamp, a gap over carry_max_gap
+        (or a stamp going back) starts a new sequence here already, as release will find;
+        so does a new frame size."""
+        bands, every = _cadence(config)
+        with in_order.turn(), self._lock:
+            restarted = False
+            if self._last_plan is not None:
+                last_stamp, last_size = self._last_plan
+                gap = (None if not (stamp_ns and last_stamp) or config.carry_max_gap <= 0
+                       else (stamp_ns - last_stamp) / 1e9)
+                if size != last_size or (gap is not None
+                                         and (gap < 0 or gap > config.carry_max_gap)):
+                    self._seq, restarted = 0, True
+            self._last_plan = (stamp_ns or 0, size)
+            k = self._seq
+            self._seq += 1
+            generation = self._generation
+        scan = FULL if bands <= 1 else (PlateScan(None, bands) if k == 0
+                                        else PlateScan((k - 1) % bands, bands))
+        return scan, every > 1 and k % every != 0, generation, restarted
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Regions to redact in `image` (HxWx3 uint8 BGR), margins not yet applied, without
@@ -313,7 +408,8 @@ class Anonymizer:
         return self._detect(image, self.config, {}).detections
 
     def _detect(self, image: np.ndarray, config: AnonymizerConfig,
-                timings: dict[str, float]) -> StageFindings:
+                timings: dict[str, float], scan: PlateScan = FULL,
+                cheap_faces: bool = False) -> StageFindings:
         h, w = image.shape[:2]
         faces: list[Detection] = []
         plates: list[Detection] = []
@@ -321,15 +417,26 @@ class Anonymizer:
         hints: list[TextHint] = []
         objects: list[ObjectDetection] | None = None
         stages = self.detectors
-        if config.parallel_stages and len(stages) > 1:
+        person = next((s for s in stages if isinstance(s, PersonStage)), None)
+        plate = next((s for s in stages if isinstance(s, PlateStage)), None)
+        # a partial plate scan needs the vehicles of this frame: the person stage, then the
+        # plate stage, in one task (the face stages run beside it)
+        chained = (not scan.full and config.plate_vehicle_pass and person is not None
+                   and plate is not None)
+        tasks: list[list[Any]] = ([[s] for s in stages if s is not person and s is not plate]
+                                  + [[person, plate]]) if chained else [[s] for s in stages]
+        if config.parallel_stages and len(tasks) > 1:
             # onnxruntime releases the GIL: the face and plate detectors run on separate cores
             # at the same time (each with `threads` intra-op threads). Every stage is waited
             # for, so a failing one still fails the frame after the others finished.
             pool = self._stage_pool()
-            futures = [pool.submit(_run_stage, stage, image, config) for stage in stages]
-            outcomes = [f.result() for f in futures]
+            futures = [pool.submit(_run_task, task, image, config, scan, cheap_faces)
+                       for task in tasks]
+            outcomes = [o for f in futures for o in f.result()]
         else:
-            outcomes = [_run_stage(stage, image, config) for stage in stages]
+            outcomes = [o for task in tasks
+                        for o in _run_task(task, image, config, scan, cheap_faces)]
+        stages = [s for task in tasks for s in task]
         for stage, (found, ms, error) in zip(stages, outcomes):
             if isinstance(error, CorruptOutput):
                 raise DetectorFailure("corrupt_output", str(error)) from error
@@ -343,6 +450,8 @@ class Anonymizer:
             if isinstance(found, StageFindings):
                 if found.objects is not None:
                     objects = (objects or []) + found.objects
+                if found.scan is not None:
+                    scan = found.scan
                 found, hints = found.detections, hints + found.hints
             _check_detections(found, stage.name, w, h)
             {"face": faces, "person": persons}.get(stage.kind, plates).extend(found)
@@ -351,7 +460,7 @@ class Anonymizer:
         heads = [Detection("face", head_box(persons[i].box).clipped(w, h), persons[i].score,
                            HEAD_DETECTOR)
                  for i in faceless([p.box for p in persons], [f.box for f in faces])]
-        return StageFindings(faces + heads + plates, hints, objects)
+        return StageFindings(faces + heads + plates, hints, objects, scan=scan)
 
     def anonymize(self, meta: FrameMeta, image: np.ndarray) -> AnonymizedFrame:
         """Redact `image` in place and release it as an AnonymizedFrame.
@@ -361,17 +470,20 @@ class Anonymizer:
         calls are taken one at a time, in the order they arrive.
         """
         with self._call_lock:
-            return self.release(meta, self.detect_frame(image))
+            return self.release(meta, self.detect_frame(image, meta.stamp_ns))
 
-    def detect_frame(self, image: np.ndarray) -> PendingFrame:
+    def detect_frame(self, image: np.ndarray, stamp_ns: int | None = None) -> PendingFrame:
         """First half of `anonymize`: run the detectors on `image` and keep their regions, or
-        the failure that stopped them, for `release`. Touches no state, so several frames of a
-        camera can be in detection at once (a bag runner keeps both cores busy that way); they
-        must then be released in frame order, because carry-over follows the sequence."""
+        the failure that stopped them, for `release`. Several frames of a camera can be in
+        detection at once (a bag runner keeps both cores busy that way); they must be
+        detected and released in frame order, because carry-over and the frame plan follow
+        the sequence. `stamp_ns` (the header stamp `release` will get) lets the plan see a
+        gap in time at detection, so that frames in flight are planned as one at a time."""
         t0 = time.perf_counter()
         config = self.config
         timings: dict[str, float] = {}
         findings = StageFindings([])
+        scan, cheap_faces, generation, restarted = FULL, False, self._generation, False
         failure: tuple[str, str, BaseException] | None = None
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
                 and image.dtype == np.uint8 and image.size > 0):
@@ -382,15 +494,18 @@ class Anonymizer:
         else:
             if not image.flags.writeable:
                 image = image.copy()
+            scan, cheap_faces, generation, restarted = self._next_plan(
+                config, stamp_ns, (image.shape[1], image.shape[0]))
             try:
-                findings = self._detect(image, config, timings)
+                findings = self._detect(image, config, timings, scan, cheap_faces)
             except DetectorFailure as exc:
                 failure = (exc.reason, str(exc), exc)
             except Exception as exc:  # noqa: BLE001 - anything unexpected also fails closed
                 failure = ("exception", str(exc), exc)
         return PendingFrame(image, config, findings.detections, timings,
                             (time.perf_counter() - t0) * 1e3, failure, tuple(findings.hints),
-                            None if findings.objects is None else tuple(findings.objects))
+                            None if findings.objects is None else tuple(findings.objects),
+                            findings.scan or scan, cheap_faces, generation, restarted)
 
     def release(self, meta: FrameMeta, pending: PendingFrame) -> AnonymizedFrame:
         """Second half of `anonymize`: carry regions over, redact, and release the frame, or
@@ -401,7 +516,7 @@ class Anonymizer:
         t0 = time.perf_counter() - pending.detect_ms / 1e3
         with self._lock:
             self.stats.frames += 1
-            self._check_gap(meta, config)
+            self._check_gap(meta, config, pending.restarted)
             if pending.failure is not None:
                 reason, message, cause = pending.failure
                 if reason == "bad_input":
@@ -410,9 +525,30 @@ class Anonymizer:
                 return self._fail(meta, image, config, reason, message, cause, t0)
             try:
                 h, w = image.shape[:2]
-                seen, carried = (self._carry.update(pending.detections, w, h)
-                                 if config.carry_frames
-                                 else ([(d, 0) for d in pending.detections], []))
+                detections, hints, scan = pending.detections, list(pending.hints), pending.scan
+                cheap = pending.cheap_faces
+                bands, every = _cadence(config)
+                objects = pending.objects
+                if self._carry._size not in (None, (w, h)) and not pending.restarted:
+                    self._restart()  # a new size the plan did not see coming
+                if ((not scan.full or cheap)
+                        and (pending.generation != self._generation
+                             or (not scan.full and bands == 1) or (cheap and every == 1))):
+                    # the stream restarted after this frame was planned (reset, failure, an
+                    # unforeseen gap): nothing carried covers what its partial passes skipped,
+                    # or the cadence was switched off since. Detected again, whole.
+                    found = self._detect(image, config, timings)
+                    detections, hints, objects = found.detections, found.hints, found.objects
+                    self.scan_completions += 1
+                    scan = FULL if scan.full else PlateScan(None, scan.bands)
+                    cheap = False
+                bands = scan.bands if bands > 1 else 1
+                self._carry.hold = {k: n - 1 for k, n in (("plate", bands), ("face", every))
+                                    if n > 1}
+                keep = frozenset({"face"}) if cheap else frozenset()
+                seen, carried = (self._carry.update(detections, w, h, keep)
+                                 if config.carry_frames or self._carry.hold
+                                 else ([(d, 0) for d in detections], []))
                 t1 = time.perf_counter()
                 for det, track_id in seen + carried:
                     margin = config.margin if det.kind == "face" else config.plate_margin
@@ -435,31 +571,35 @@ class Anonymizer:
             except Exception as exc:  # noqa: BLE001 - anything unexpected also fails closed
                 return self._fail(meta, image, config, "exception", str(exc), exc, t0)
             all_dets = tuple(d for d, _ in seen + carried)
+            if bands > 1:
+                hints = carried_hints(hints, self._band_hints, scan, h)
+            self._released += 1
             self.stats.released += 1
             self.stats.carried += len(carried)
             for d in all_dets:
                 self.stats.redacted[d.kind] += 1
             self.stats.last_ms = timings
             return _release(meta, image, all_dets, (time.perf_counter() - t0) * 1e3,
-                            text_hints=pending.hints, objects=pending.objects,
+                            text_hints=tuple(hints),
+                            objects=None if objects is None else tuple(objects),
                             objects_threshold=SHARED_OBJECT_THRESHOLD)
 
-    def _check_gap(self, meta: FrameMeta, config: AnonymizerConfig) -> None:
+    def _check_gap(self, meta: FrameMeta, config: AnonymizerConfig, foreseen: bool) -> None:
         """Forget carried regions when this frame is more than `carry_max_gap` after the
         previous one, or stamped before it (a new sequence). Frames without stamps (0) keep
-        the frame-count rule alone."""
+        the frame-count rule alone. `foreseen`: the frame plan saw this restart coming."""
         last, self._last_stamp_ns = self._last_stamp_ns, meta.stamp_ns
         if last is None or config.carry_max_gap <= 0 or not (meta.stamp_ns and last):
             return
         gap = (meta.stamp_ns - last) / 1e9
         if gap < 0 or gap > config.carry_max_gap:
-            self._carry.reset()
+            self._restart(foreseen)
 
     def _fail(self, meta: FrameMeta, image: np.ndarray, config: AnonymizerConfig, reason: str,
               message: str, cause: BaseException, t0: float) -> AnonymizedFrame:
         self.stats.failures[reason] += 1
         # the tracker may hold half-updated state; carried regions restart from detections
-        self._carry.reset()
+        self._restart()
         if config.failure_policy == "full_blur":
             try:
                 blur_full_frame(image)
@@ -471,16 +611,51 @@ class Anonymizer:
             from cause
 
 
-def _run_stage(stage: Any, image: np.ndarray, config: AnonymizerConfig
-               ) -> tuple[Any, float, BaseException | None]:
+def _cadence(config: AnonymizerConfig) -> tuple[int, int]:
+    """(plate scan bands, thorough face pass every N frames) in effect: both need carried
+    regions between the frames they skip, so with carry-over off (carry_frames 0) every frame
+    gets the whole plate scan and the thorough face pass."""
+    if not config.carry_frames:
+        return 1, 1
+    return (config.plate_scan_bands if config.plates else 1,
+            config.face_thorough_every if config.faces else 1)
+
+
+def _run_stage(stage: Any, image: np.ndarray, config: AnonymizerConfig, scan: PlateScan = FULL,
+               cheap_faces: bool = False) -> tuple[Any, float, BaseException | None]:
     """(detections, ms, None) or (None, ms, the exception): errors are returned, not raised, so
     that parallel stages are all collected before the frame is failed."""
     t0 = time.perf_counter()
     try:
-        found = stage.detect(image, config)
+        # the plan's arguments only when they differ from a plain frame's, so a stage keeps
+        # the plain detect(frame, config) protocol
+        if isinstance(stage, PlateStage) and not scan.full:
+            found = stage.detect(image, config, scan)
+        elif isinstance(stage, FaceStage) and cheap_faces:
+            found = stage.detect(image, config, True)
+        else:
+            found = stage.detect(image, config)
     except Exception as exc:  # noqa: BLE001 - any detector failure fails the frame
         return None, (time.perf_counter() - t0) * 1e3, exc
     return found, (time.perf_counter() - t0) * 1e3, None
+
+
+def _run_task(task: list[Any], image: np.ndarray, config: AnonymizerConfig, scan: PlateScan,
+              cheap_faces: bool = False) -> list[tuple[Any, float, BaseException | None]]:
+    """Stages run one after the other; a plate stage after the person stage scans the
+    vehicles it found (`scan.regions`). A stage after a failed one is not run (its outcome
+    is the same failure, so the frame fails either way)."""
+    out: list[tuple[Any, float, BaseException | None]] = []
+    for stage in task:
+        if out and out[-1][2] is not None:
+            out.append((None, 0.0, out[-1][2]))
+            continue
+        if isinstance(stage, PlateStage) and out and isinstance(out[-1][0], StageFindings):
+            h, w = image.shape[:2]
+            scan = dataclasses.replace(scan, regions=tuple(vehicle_regions(
+                out[-1][0].vehicles, w, h, config.plate_vehicle_score_threshold)))
+        out.append(_run_stage(stage, image, config, scan, cheap_faces))
+    return out
 
 
 def _check_detections(found: Any, source: str, w: int, h: int) -> None:

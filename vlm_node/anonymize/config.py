@@ -54,6 +54,16 @@ class AnonymizerConfig:
              "dev set 960 covered 0.990 of the faces >= 20 px in both halves (1280: 0.992 / "
              "0.983) and on 1080p composites of the shared photos lost 2 of 49 faces under 20 "
              "px (docs/anonymizer.md).", min=0, max=8192, dynamic=True)
+    face_thorough_every: int = setting(
+        2, "On video, the face pass at face_max_side runs on every Nth frame of a stream and "
+           "the cheaper one at face_cheap_max_side on the frames between; face tracks are "
+           "carried at least N - 1 frames, so a face the thorough pass found stays redacted "
+           "until the next one. 1 = the thorough pass every frame. The first frame of a "
+           "stream (and after a reset, a gap or a failure) always gets the thorough pass "
+           "(docs/anonymizer.md).", min=1, max=8, dynamic=True)
+    face_cheap_max_side: int = setting(
+        640, "Pixel budget of the cheap face pass between thorough ones (face_thorough_every "
+             "> 1).", min=0, max=8192, dynamic=True)
     face_max_upscale: float = setting(
         1.0, "Small frames are enlarged by up to this factor for the face pass (1 = never: "
              "enlarging photos found only unlabelled 5-10 px bystanders).", min=1.0,
@@ -114,6 +124,23 @@ class AnonymizerConfig:
              "whose long side is below plate_max_side / 2 see a difference between 2 and 3: "
              "at 320x240, 3 found plates of 10-20 px height that 2 missed or cut).", min=1.0,
         max=4.0, dynamic=True)
+    plate_scan_bands: int = setting(
+        3, "On video, the whole-frame plate pass is split into this many overlapping "
+           "horizontal bands and one is scanned per frame in turn, beside the vehicle regions "
+           "(plate_vehicle_pass) that are scanned every frame; plate tracks are carried at "
+           "least bands - 1 frames. 1 = the whole frame every frame. The first frame of a "
+           "stream (and after a reset, a gap or a failure) is always scanned whole. A plate "
+           "on no detected vehicle is found at most bands - 1 frames late "
+           "(docs/anonymizer.md).", min=1, max=8, dynamic=True)
+    plate_vehicle_pass: bool = setting(
+        True, "Scan the regions of cars, buses, trucks and motorbikes found by the COCO "
+              "detector (the head backstop's pass) for plates every frame; with "
+              "plate_scan_bands > 1 this is what finds a plate on the frame its vehicle "
+              "arrives.")
+    plate_vehicle_score_threshold: float = setting(
+        0.2, "Minimum FastestDet score of a vehicle whose region is scanned for plates (low: a "
+             "false vehicle costs a little time, a missed one a late plate).", min=0.05,
+        max=0.99, dynamic=True)
     plate_min_height: float = setting(
         6.0, "Text lines lower than this many pixels are ignored.", min=0.0, max=200.0,
         dynamic=True)
@@ -218,3 +245,10 @@ def for_frames_in_flight(config: AnonymizerConfig, frames_in_flight: int) -> Ano
     if frames_in_flight > 1 and config.parallel_stages:
         return dataclasses.replace(config, parallel_stages=False)
     return config
+
+
+def for_stills(config: AnonymizerConfig) -> AnonymizerConfig:
+    """The settings for unrelated images (photos, not video): every image gets the whole
+    plate scan and the thorough face pass, since the frame plan's cheaper frames rely on
+    regions carried from the frames before, which photos do not have."""
+    return dataclasses.replace(config, plate_scan_bands=1, face_thorough_every=1)

@@ -434,10 +434,14 @@ class TextPlateDetector:
         self.geometry = geometry
         self.verify = verify
 
-    def lines(self, frame: np.ndarray) -> RawDetections:
-        """Text lines in `frame` (boxes, DB scores, quads), in frame pixels."""
+    def lines(self, frame: np.ndarray, scale: float | None = None) -> RawDetections:
+        """Text lines in `frame` (boxes, DB scores, quads), in frame pixels. `scale`: model
+        pixels per frame pixel; default from the pixel budget (`max_side`, `max_upscale`). A
+        part of a larger frame is passed the whole frame's scale, so that it is seen exactly
+        as the whole-frame pass would see it."""
         h, w = frame.shape[:2]
-        scale = working_scale(w, h, self.max_side, self.max_upscale)
+        if scale is None:
+            scale = working_scale(w, h, self.max_side, self.max_upscale)
         view = plan_views(w, h, None, scale, 0, False)[0]
         lines = run_view(self.text, frame, view, self.score_threshold)
         check_finite(lines, "PP-OCR text detection")
@@ -446,9 +450,10 @@ class TextPlateDetector:
     def detect(self, frame: np.ndarray) -> RawDetections:
         return self.detect_with_hints(frame)[0]
 
-    def detect_with_hints(self, frame: np.ndarray) -> tuple[RawDetections, list[TextHint]]:
+    def detect_with_hints(self, frame: np.ndarray, scale: float | None = None
+                          ) -> tuple[RawDetections, list[TextHint]]:
         """The accepted plates, and the sign text found on the way (`TextHint`)."""
-        candidates, hints = self.examine(frame)
+        candidates, hints = self.examine(frame, scale)
         kept = [c for c in candidates if c.accepted]
         if not kept:
             return RawDetections.empty(), hints
@@ -456,10 +461,11 @@ class TextPlateDetector:
                              np.array([c.score for c in kept], np.float32),
                              np.zeros((len(kept), 0, 2), np.float32)), hints
 
-    def examine(self, frame: np.ndarray) -> tuple[list[PlateCandidate], list[TextHint]]:
+    def examine(self, frame: np.ndarray, scale: float | None = None
+                ) -> tuple[list[PlateCandidate], list[TextHint]]:
         """Every grouped text region with the plate decision taken on it, and the lines kept
         out of plate groups as sign text, grouped into hints for the analysis."""
-        lines = self.lines(frame)
+        lines = self.lines(frame, scale)
         hints: list[TextHint] = []
         if not len(lines):
             return [], hints

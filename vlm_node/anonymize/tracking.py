@@ -8,6 +8,7 @@ detection is carried `carry_frames` frames, moved by its last observed motion an
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from vlm_node.geometry import Box
@@ -38,6 +39,10 @@ class CarryOver:
     frames: int = 3
     iou_threshold: float = 0.2
     growth: float = 0.1
+    # kind -> frames a lost track of that kind is carried at least (more than `frames`): a
+    # plate found by a band of the rotating plate scan is carried until its band comes round
+    # again (plate_scan.py)
+    hold: dict[str, int] = field(default_factory=dict)
     tracks: list[Track] = field(default_factory=list)
     _next_id: int = 1
     _size: tuple[int, int] | None = None
@@ -46,11 +51,17 @@ class CarryOver:
         self.tracks.clear()
         self._size = None
 
-    def update(self, detections: list[Detection], width: int, height: int
+    def update(self, detections: list[Detection], width: int, height: int,
+               keep_size: frozenset[str] = frozenset()
                ) -> tuple[list[tuple[Detection, int]], list[tuple[Detection, int]]]:
         """Feed this frame's detections; returns (detections with their track ids, carried
         detections with their track ids). A new frame size (camera reconfigured) drops all
-        tracks: old boxes mean nothing in the new geometry."""
+        tracks: old boxes mean nothing in the new geometry.
+
+        `keep_size`: kinds whose detections in this frame come from a cheaper pass than the
+        one that started their tracks (face_thorough_every): a matched track moves to the
+        detection's centre but keeps at least its own width and height, so that a smaller
+        box from the cheap pass never shrinks the region the thorough pass redacted."""
         if self._size != (width, height):
             self.tracks.clear()
             self._size = (width, height)
@@ -75,6 +86,10 @@ class CarryOver:
                 (ox, oy), (nx, ny) = t.box.center, det.box.center
                 steps = t.misses + 1
                 t.velocity = ((nx - ox) / steps, (ny - oy) / steps)
+                if det.kind in keep_size and (t.box.w > det.box.w or t.box.h > det.box.h):
+                    bw, bh = max(t.box.w, det.box.w), max(t.box.h, det.box.h)
+                    det = dataclasses.replace(det, box=Box(nx - bw / 2, ny - bh / 2, bw,
+                                                           bh).clipped(width, height))
                 t.box, t.score, t.detector, t.misses = det.box, det.score, det.detector, 0
                 t.landmarks = det.landmarks
             else:
@@ -91,7 +106,7 @@ class CarryOver:
                 alive.append(t)
                 continue
             t.misses += 1
-            if t.misses > self.frames:
+            if t.misses > max(self.frames, self.hold.get(t.kind, 0)):
                 continue
             alive.append(t)
             box = self.predicted(t)

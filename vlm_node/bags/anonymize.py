@@ -126,7 +126,8 @@ class TopicAnonymizer:
         except (BagError, ImageConversionError) as exc:
             return InFlight(None, None, exc, 0.0)
         decode_ms = (time.perf_counter() - t0) * 1e3
-        return InFlight(msg, self.pipeline.detect(self.topic, bgr), None, decode_ms)
+        return InFlight(msg, self.pipeline.detect(self.topic, bgr, io.stamp_ns(msg.header)),
+                        None, decode_ms)
 
     def finish(self, message: io.BagMessage, flight: InFlight
                ) -> tuple[AnonymizedFrame, bytes] | None:
@@ -167,7 +168,8 @@ class TopicAnonymizer:
         the carried regions, an undecodable frame leaves them) is the same as in a whole run."""
         try:
             msg, bgr = self._decode(bag, message)
-            self._release(msg, self.pipeline.detect(self.topic, bgr), timed=False)
+            self._release(msg, self.pipeline.detect(self.topic, bgr, io.stamp_ns(msg.header)),
+                          timed=False)
         except (BagError, ImageConversionError, AnonymizationError):
             return
 

@@ -112,7 +112,7 @@ def _detect(pipeline: Pipeline, bag: io.Bag, message: io.BagMessage, index: int,
         return _Detected(rec, None, None, 0.0)
     rec.height, rec.width = bgr.shape[:2]
     meta = FrameMeta(camera, rec.stamp_ns, msg.header.frame_id, time.monotonic())
-    pending = pipeline.detect(message.topic, bgr)
+    pending = pipeline.detect(message.topic, bgr, rec.stamp_ns)
     return _Detected(rec, meta, pending, (clock() - t0) * 1e3)
 
 
