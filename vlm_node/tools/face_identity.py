@@ -42,8 +42,8 @@ import cv2
 import numpy as np
 
 from vlm_node.anonymize import identity
-from vlm_node.anonymize.face_replace import (BankFace, FaceBank, FaceReplacer, align, load_bank,
-                                             usable)
+from vlm_node.anonymize.face_replace import (MIN_FACE_PX, BankFace, FaceBank, FaceReplacer,
+                                             align, load_bank, usable)
 from vlm_node.geometry import Box
 
 MODES = ("blur", "replace", "swap")
@@ -175,6 +175,7 @@ def score(result: SetResult, mode: str, redacted: list[np.ndarray], donor_of: di
     g = result.gallery
     originals = np.stack([f.embedding for f in g])
     own, others, rank1, rank1_donor, found, covered, by_hub = [], [], 0, 0, 0, 0, 0
+    hits: list[dict] = []
     for i, f in enumerate(g):
         if f.det is None:  # not detected by the anonymizer: nothing was redacted there
             continue
@@ -186,6 +187,11 @@ def score(result: SetResult, mode: str, redacted: list[np.ndarray], donor_of: di
         others.extend(np.delete(d, i).tolist())
         nearest = int(np.argmin(d))
         rank1 += nearest == i
+        if nearest == i:
+            second = float(np.sort(d)[1])
+            hits.append({"face": i, "photo": f.image, "px": round(min(f.box.w, f.box.h)),
+                         "own": round(float(d[i]), 3), "next": round(second, 3),
+                         "average": None if not used else used.get(i)})
         if nearest == i and used and hub and used.get(i) is not None and hub[used[i]] == i:
             by_hub += 1
         if i in donor_of:
@@ -196,7 +202,7 @@ def score(result: SetResult, mode: str, redacted: list[np.ndarray], donor_of: di
            "own_distance_median": float(np.median(own)) if own else None,
            "other_distance_median": float(np.median(others)) if others else None,
            "own_below_0.6": float(np.mean(np.array(own) < identity.SAME_PERSON)) if own else None,
-           "dlib_found": found / n, "redactions": done}
+           "dlib_found": found / n, "redactions": done, "hits": hits}
     if used is not None:
         row["rank1_hits_explained_by_the_average_alone"] = by_hub
         row["rank1_hits"] = rank1
@@ -275,7 +281,8 @@ def sequence_check(result: SetResult, images: list[np.ndarray], config, frames: 
     originals = np.stack([f.embedding for f in g])
     rng = np.random.default_rng(0)
     anon = Anonymizer(dataclasses.replace(config, redaction=mode))
-    frame_rank1 = frame_n = pooled_rank1 = pooled_by_hub = tracks = 0
+    frame_rank1 = frame_n = pooled_rank1 = pooled_by_hub = tracks = target_missed = 0
+    target_blurred: dict[str, int] = {}
     own, others, picks_per_track, fallbacks = [], [], [], 0
     for i, f in enumerate(g):
         if min(f.box.w, f.box.h) < min_size:
@@ -287,11 +294,23 @@ def sequence_check(result: SetResult, images: list[np.ndarray], config, frames: 
         before = sum(anon.stats.replace_fallbacks.values())
         embs, used, hits = [], set(), 0
         for t, (frame, m) in enumerate(jitter_frames(images[f.image], f.box, frames, rng)):
-            out = anon.anonymize(FrameMeta("seq", (t + 1) * 100_000_000, "seq"), frame).image
+            released = anon.anonymize(FrameMeta("seq", (t + 1) * 100_000_000, "seq"), frame)
+            out = released.image
             corners = np.array([[f.box.x, f.box.y], [f.box.x2, f.box.y], [f.box.x, f.box.y2],
                                 [f.box.x2, f.box.y2]]) @ m[:, :2].T + m[:, 2]
             (x0, y0), (x1, y1) = corners.min(0), corners.max(0)
             target = Box(x0, y0, x1 - x0, y1 - y0)
+            # what the anonymizer did to this face in this frame (other faces in the view do
+            # not count)
+            cover = _nearest([d for d in released.detections if d.kind == "face"], target)
+            if cover is None:
+                target_missed += 1
+            elif mode == "replace":
+                reason = usable(cover.landmarks)
+                if reason is None and min(cover.box.w, cover.box.h) < MIN_FACE_PX:
+                    reason = "too_small"
+                if reason is not None:
+                    target_blurred[reason] = target_blurred.get(reason, 0) + 1
             e = identity.embedding(out, target, find=False)
             embs.append(e)
             d = np.linalg.norm(originals - e, axis=1)
@@ -330,7 +349,8 @@ def sequence_check(result: SetResult, images: list[np.ndarray], config, frames: 
             "own_distance_median": float(np.median(own)) if own else None,
             "other_distance_median": float(np.median(others)) if others else None,
             "averages_per_track_max": max(picks_per_track) if picks_per_track else None,
-            "fallback_frames": fallbacks}
+            "fallback_frames_all_faces": fallbacks,
+            "target_frames_blurred": target_blurred, "target_frames_not_covered": target_missed}
 
 
 def run_set(data_root: Path, name: str, config, args) -> SetResult:  # noqa: ANN001
@@ -375,6 +395,9 @@ def run_set(data_root: Path, name: str, config, args) -> SetResult:  # noqa: ANN
                     hub)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         result.rows[mode] = row
+        if args.verbose:
+            for h in row["hits"]:
+                print(f"    hit: {h}")
         extra = f" rank-1 = donor {row['rank1_donor']:.3f}" if "rank1_donor" in row else ""
         if "rank1_hits" in row:
             extra += (f" ({row['rank1_hits']} hits, {row['rank1_hits_explained_by_the_average_alone']}"
@@ -397,8 +420,10 @@ def run_set(data_root: Path, name: str, config, args) -> SetResult:  # noqa: ANN
                   f"tracks, {seq['track_mean_hits_explained_by_the_average_alone']} of them "
                   f"the bare average's nearest face); distance own "
                   f"{seq['own_distance_median']:.3f} / others {seq['other_distance_median']:.3f}"
-                  f"; averages per track (max) {seq['averages_per_track_max']}; frames blurred "
-                  f"instead {seq['fallback_frames']}")
+                  f"; averages per track (max) {seq['averages_per_track_max']}; the tracked "
+                  f"face's frames blurred instead {seq['target_frames_blurred']}, not covered "
+                  f"{seq['target_frames_not_covered']} (all faces in view blurred instead: "
+                  f"{seq['fallback_frames_all_faces']})")
     return result
 
 
