@@ -195,3 +195,27 @@ def test_bench_anonymize_times_photos_of_a_directory(tmp_path):
             assert size["ms_mean"][stage] > 0
         assert 0 < size["anonymize_ms_p50"] <= size["anonymize_ms_p95"]
         assert size["cpu_ms_per_frame"] > 0
+
+
+def test_analysis_threads_run_below_the_camera_path():
+    """The node builds its analysis in a thread of lowered priority: threads the analysis
+    starts inherit it (vlm_node/priority.py); the caller's own priority is untouched."""
+    import os
+    import threading
+
+    from vlm_node.priority import run_lowered
+
+    def build():
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(
+            os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        t.start()
+        t.join()
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), seen[0]
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    builder, started = run_lowered(build, 10)
+    assert builder == started == min(19, mine + 10)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
+    with pytest.raises(ValueError, match="boom"):
+        run_lowered(lambda: (_ for _ in ()).throw(ValueError("boom")), 10)

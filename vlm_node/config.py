@@ -77,6 +77,11 @@ class NodeConfig:
                                    min=0.01, max=60.0, dynamic=True)
     analysis_enabled: bool = setting(True, "Run the analysis backend (off: anonymize and "
                                            "republish only).")
+    analysis_nice: int = setting(
+        10, "Priority of the analysis threads below the camera threads (a nice increment, "
+            "Linux; 0 = equal): analysis is always busy on the latest frame, and at equal "
+            "priority it takes CPU from the anonymized stream on small computers "
+            "(docs/anonymizer.md, camera rate).", min=0, max=19)
     qos_reliability: str = setting("best_effort", "Input QoS reliability (SensorDataQoS is "
                                                   "best_effort).", choices=RELIABILITY)
     qos_depth: int = setting(

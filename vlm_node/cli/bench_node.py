@@ -21,6 +21,22 @@ def add_node_parser(bench_sub: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--rate", type=float, default=10.0, help="frames per second (10)")
     p.add_argument("--anonymize", action="store_true",
                    help="also measure vlm_node with the default anonymizer (faces, plates)")
+    p.add_argument("--frames-dir", metavar="DIR",
+                   help="play the photos in DIR (each letterboxed to --size, sent in turn) "
+                        "instead of one rendered road scene: busy frames (crowds, signs, text)")
+    p.add_argument("--max-photos", type=int, default=0, metavar="N",
+                   help="use at most N photos of --frames-dir (0 = all)")
+    p.add_argument("--hold", type=int, default=5, metavar="N",
+                   help="send each photo of --frames-dir N frames in a row, as a scene stays "
+                        "in view on video (default 5; carried regions then matter)")
+    p.add_argument("--analysis", action="store_true",
+                   help="the anonymizing targets also run the default analysis (as on a "
+                        "vehicle)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:P=V[,P=V...]",
+                   help="one more anonymizing target with these node parameters, e.g. "
+                        "'full plate pass:anonymizer.plate_scan_tiles=1' (repeatable)")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="skip the echo and detectors-off targets")
     p.add_argument("--output", metavar="JSON", help="write the figures as JSON")
     p.set_defaults(func=run)
     return p
@@ -32,7 +48,18 @@ def run(args: argparse.Namespace) -> int:
     width, height = args.size
     if args.frames < 1 or args.rate <= 0:
         raise SystemExit("vlm-node bench node: error: --frames and --rate must be positive")
-    figures = bench_node(width, height, args.frames, args.rate, args.anonymize)
+    variants = []
+    for spec in args.variant:
+        name, sep, params = spec.partition(":")
+        assignments = [a.strip().replace("=", ":=", 1) for a in params.split(",") if a.strip()]
+        if not sep or not name or any(":=" not in a for a in assignments):
+            raise SystemExit(f"vlm-node bench node: error: --variant {spec!r}: expected "
+                             f"NAME:PARAM=VALUE[,PARAM=VALUE...]")
+        variants.append((name, assignments))
+    figures = bench_node(width, height, args.frames, args.rate, args.anonymize,
+                         frames_dir=args.frames_dir, max_photos=args.max_photos,
+                         analysis=args.analysis, variants=variants,
+                         baselines=not args.no_baselines, hold=max(1, args.hold))
     if args.output:
         Path(args.output).write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
     return 0

@@ -31,6 +31,7 @@ from vlm_node.annotate import annotate
 from vlm_node.config import NodeConfig
 from vlm_node.errors import AnonymizationError, ConfigError, ImageConversionError, VlmNodeError
 from vlm_node.pipeline import Analyzer, Pipeline, Tracker, decode
+from vlm_node.priority import lower_this_thread, run_lowered
 from vlm_node.ros import convert
 from vlm_node.ros.parameters import config_with, declare_node_config, is_dynamic
 from vlm_node.scheduling import LatestFrameScheduler
@@ -84,9 +85,13 @@ class VlmNode(LifecycleNode):
             if self.config.analysis_enabled:
                 if self._analyzer_factory is None:
                     from vlm_node.analysis.engine import analyzer_from_config
-                    analyzer = analyzer_from_config(self.config)
+                    factory: AnalyzerFactory = analyzer_from_config
                 else:
-                    analyzer = self._analyzer_factory(self.config)
+                    factory = self._analyzer_factory
+                # built in a thread of lowered priority: the threads the analysis starts
+                # (onnxruntime pools, its executor) inherit it and run below the camera path,
+                # like the worker thread (vlm_node/priority.py)
+                analyzer = run_lowered(lambda: factory(self.config), self.config.analysis_nice)
             trackers = None
             if self._tracker_factory is not None:
                 trackers = self._tracker_factory(self.config)
@@ -256,6 +261,7 @@ class VlmNode(LifecycleNode):
 
     # ---------------------------------------------------------------- analysis worker
     def _analysis_loop(self) -> None:
+        lower_this_thread(self.config.analysis_nice)
         while self._running.is_set():
             scheduler, pipeline = self.scheduler, self.pipeline
             if scheduler is None or pipeline is None:

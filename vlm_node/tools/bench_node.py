@@ -7,6 +7,12 @@ QoS. Latency is publish -> receive of the republished frame (same host clock), C
 target process's user+system time over the measured frames. vlm_node runs with analysis
 disabled and, unless asked, with face and plate detection off, so the figure isolates the
 node's own overhead: decode, hand-off, re-encode and publish, bookkeeping.
+
+A rendered road scene repeated flatters the anonymizer (one plate, no crowd, the same pixels
+every frame). `frames_dir` plays real photos instead, each letterboxed to the frame size and
+sent in turn (busy frames: crowds, signs, text), and `analysis` runs the node's default
+analysis beside the anonymizer, as on a vehicle. The node's own diagnostics (anonymizer time
+per frame, results published, drops) are read from /diagnostics during the run.
 """
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -22,6 +28,7 @@ from vlm_node.tools.process import NodeProcess, isolate_this_process, wait_until
 from vlm_node.stats import percentiles
 
 INPUT = "/bench_cam/image_raw"
+CAMERA = "bench_cam"
 
 
 @dataclass
@@ -36,6 +43,8 @@ class TargetFigures:
     p99_ms: float
     mean_ms: float
     cpu_ms_per_frame: float
+    cpu_ms_per_sent_frame: float = 0.0
+    diagnostics: dict[str, str] | None = None  # the node's last camera status (vlm_node only)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +76,10 @@ class _Probe:
         self.received: dict[int, int] = {}
         self._lock = threading.Lock()
         self.node.create_subscription(Image, output, self._on_image, qos_profile_sensor_data)
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.diagnostics: dict[str, str] | None = None
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.output = output
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -85,17 +98,26 @@ class _Probe:
         with self._lock:
             self.received[stamp] = now
 
+    def _on_diagnostics(self, msg: Any) -> None:
+        for status in msg.status:
+            if status.hardware_id == CAMERA:
+                with self._lock:
+                    self.diagnostics = {kv.key: kv.value for kv in status.values}
+
     def wait_connected(self, timeout: float) -> None:
         wait_until(lambda: self.pub.get_subscription_count() > 0, timeout,
                    f"a subscriber on {INPUT}")
         wait_until(lambda: self.node.count_publishers(self.output) > 0, timeout,
                    f"a publisher on {self.output}")
 
-    def play(self, msg: Any, frames: int, rate: float) -> list[int]:
-        """Publish `frames` copies of `msg` at `rate` Hz, each stamped with its send time."""
+    def play(self, msgs: list[Any], frames: int, rate: float, hold: int = 1) -> list[int]:
+        """Publish `frames` messages at `rate` Hz, cycling through `msgs` and sending each
+        `hold` times in a row (a scene stays in view for a while, as on video), each stamped
+        with its send time."""
         sent = []
         t0 = time.monotonic()
         for i in range(frames):
+            msg = msgs[(i // hold) % len(msgs)]
             stamp = time.time_ns()
             msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
             self.pub.publish(msg)
@@ -114,21 +136,62 @@ class _Probe:
         self._thread.join(timeout=5.0)
 
 
-def _frame_msg(width: int, height: int) -> Any:
+def letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """`image` scaled to fit `width` x `height` (aspect kept, enlarged or shrunk) and centred
+    on black: a photo of any size as a camera frame of the benchmark's size."""
+    import cv2
+
+    h, w = image.shape[:2]
+    s = min(width / w, height / h)
+    nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    out = np.zeros((height, width, 3), np.uint8)
+    x0, y0 = (width - nw) // 2, (height - nh) // 2
+    out[y0:y0 + nh, x0:x0 + nw] = cv2.resize(image, (nw, nh), interpolation=interp)
+    return out
+
+
+def photo_frames(frames_dir: str, width: int, height: int, limit: int = 0) -> list[np.ndarray]:
+    """The images under `frames_dir` (sorted; at most `limit`, 0 = all), letterboxed to the
+    frame size."""
+    import cv2
+
+    from vlm_node.cli.inputs import collect_images
+
+    frames = []
+    for path, _ in collect_images(frames_dir):
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"unreadable image {path}")
+        frames.append(letterbox(img, width, height))
+        if limit and len(frames) >= limit:
+            break
+    return frames
+
+
+def _frame_msgs(width: int, height: int, frames_dir: str | None = None,
+                limit: int = 0) -> list[Any]:
     from sensor_msgs.msg import Image
 
     from vlm_node import image_codec
     from vlm_node.tools.render.scenes import make_road_scene
     from vlm_node.ros import convert
 
-    pixels = make_road_scene(0, (width, height)).image
-    raw = image_codec.array_to_image(np.ascontiguousarray(pixels), "bgr8")
-    return Image(height=raw.height, width=raw.width, encoding="bgr8", step=raw.step,
-                 data=convert.byte_array(raw.data))
+    if frames_dir:
+        images = photo_frames(frames_dir, width, height, limit)
+    else:
+        images = [make_road_scene(0, (width, height)).image]
+    msgs = []
+    for pixels in images:
+        raw = image_codec.array_to_image(np.ascontiguousarray(pixels), "bgr8")
+        msgs.append(Image(height=raw.height, width=raw.width, encoding="bgr8", step=raw.step,
+                          data=convert.byte_array(raw.data)))
+    return msgs
 
 
-def measure(name: str, start: Callable[[], NodeProcess], output: str, msg: Any, frames: int,
-            rate: float, warmup: int = 10, timeout: float = 60.0) -> TargetFigures:
+def measure(name: str, start: Callable[[], NodeProcess], output: str, msgs: list[Any],
+            frames: int, rate: float, warmup: int = 10, timeout: float = 120.0, hold: int = 1
+            ) -> TargetFigures:
     """Start a target, warm it up, play `frames` frames and collect its figures."""
     proc = start()
     probe = None
@@ -136,15 +199,18 @@ def measure(name: str, start: Callable[[], NodeProcess], output: str, msg: Any, 
         proc.wait_ready(timeout)
         probe = _Probe(output)
         probe.wait_connected(timeout)
-        probe.play(msg, warmup, rate)
+        probe.play(msgs, warmup, rate)
         time.sleep(0.5)
         cpu0 = _cpu_seconds(proc.proc.pid)
-        sent = probe.play(msg, frames, rate)
+        sent = probe.play(msgs, frames, rate, hold)
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline and len(probe.take(sent)) < len(sent):
             time.sleep(0.05)
         cpu1 = _cpu_seconds(proc.proc.pid)
         lat = probe.take(sent)
+        time.sleep(1.2)  # one more diagnostics period (1 s by default) after the last frame
+        with probe._lock:
+            diagnostics = probe.diagnostics
     finally:
         if probe is not None:
             probe.close()
@@ -154,42 +220,73 @@ def measure(name: str, start: Callable[[], NodeProcess], output: str, msg: Any, 
     pct = percentiles(lat, (50, 95, 99))
     return TargetFigures(name, len(sent), len(lat), round(pct["p50"], 2), round(pct["p95"], 2),
                          round(pct["p99"], 2), round(float(np.mean(lat)), 2),
-                         round((cpu1 - cpu0) * 1e3 / len(lat), 2))
+                         round((cpu1 - cpu0) * 1e3 / len(lat), 2),
+                         round((cpu1 - cpu0) * 1e3 / len(sent), 2), diagnostics)
 
 
 def bench_node(width: int = 1920, height: int = 1080, frames: int = 100, rate: float = 10.0,
-               anonymize: bool = False, print_fn: Callable[[str], None] = print
-               ) -> dict[str, Any]:
+               anonymize: bool = False, print_fn: Callable[[str], None] = print, *,
+               frames_dir: str | None = None, max_photos: int = 0, analysis: bool = False,
+               variants: Sequence[tuple[str, Sequence[str]]] = (), baselines: bool = True,
+               hold: int = 1) -> dict[str, Any]:
     """Echo baseline, then vlm_node (anonymizer detectors off, analysis off), and with
-    `anonymize` vlm_node with the default anonymizer too; prints a table, returns figures."""
+    `anonymize` vlm_node with the default anonymizer too; prints a table, returns figures.
+
+    `frames_dir`: play these photos (letterboxed) instead of one rendered road scene, each
+    `hold` frames in a row.
+    `analysis`: the anonymizing targets also run the default analysis. `variants`: more
+    anonymizing targets, each a name and `-p` parameter assignments (`anonymizer.x:=v`), to
+    compare settings in the same run. `baselines=False` skips the echo and detectors-off
+    targets (their figures only make sense beside a plain anonymizer run)."""
     env = isolate_this_process()
-    msg = _frame_msg(width, height)
+    msgs = _frame_msgs(width, height, frames_dir, max_photos)
 
     def echo() -> NodeProcess:
         return NodeProcess(["-p", f"input:={INPUT}", "-p", "output:=/bench_cam/echo"],
                            env=env, module="vlm_node.tools.echo_node", ready_mark="ready:")
 
-    def node(detect: bool) -> Callable[[], NodeProcess]:
-        args = ["-p", "cameras:=[bench_cam]", "-p", "analysis_enabled:=false"]
+    def node(detect: bool, with_analysis: bool, extra: Sequence[str] = ()
+             ) -> Callable[[], NodeProcess]:
+        args = ["-p", f"cameras:=[{CAMERA}]",
+                "-p", f"analysis_enabled:={'true' if with_analysis else 'false'}"]
         if not detect:
             args += ["-p", "anonymizer.faces:=false", "-p", "anonymizer.plates:=false"]
+        for assignment in extra:
+            args += ["-p", assignment]
         return lambda: NodeProcess(args, env=env)
 
-    targets = [("rclpy echo (baseline)", echo, "/bench_cam/echo"),
-               ("vlm_node, detectors off", node(False), "/bench_cam/image_anonymized")]
+    output = f"/{CAMERA}/image_anonymized"
+    targets: list[tuple[str, Callable[[], NodeProcess], str]] = []
+    if baselines:
+        targets += [("rclpy echo (baseline)", echo, "/bench_cam/echo"),
+                    ("vlm_node, detectors off", node(False, False), output)]
+    suffix = " + analysis" if analysis else ""
     if anonymize:
-        targets.append(("vlm_node, default anonymizer", node(True),
-                        "/bench_cam/image_anonymized"))
-    print_fn(f"{frames} frames {width}x{height} bgr8 at {rate:g} Hz per target, "
+        targets.append((f"vlm_node, default anonymizer{suffix}", node(True, analysis), output))
+    for name, assignments in variants:
+        targets.append((f"{name}{suffix}", node(True, analysis, assignments), output))
+    if not targets:
+        raise ValueError("nothing to measure: no baselines, --anonymize or variants")
+    source = (f"{len(msgs)} photos from {frames_dir}, {hold} frames each" if frames_dir
+              else "a rendered road scene")
+    print_fn(f"{frames} frames {width}x{height} bgr8 at {rate:g} Hz per target ({source}), "
              f"{os.cpu_count()} CPUs")
-    results = [measure(n, s, out, msg, frames, rate) for n, s, out in targets]
+    results = [measure(n, s, out, msgs, frames, rate, hold=hold) for n, s, out in targets]
     base = results[0]
-    print_fn(f"{'target':<30} {'recv':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-             f"{'CPU ms/frame':>13} {'p95 vs echo':>12}")
+    print_fn(f"{'target':<44} {'recv':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+             f"{'CPU ms/frame':>13} {'anon ms p50/p95':>16} {'results':>8} "
+             f"{'p95 vs first':>12}")
     for r in results:
-        print_fn(f"{r.name:<30} {r.received:>4}/{r.sent:<4} {r.p50_ms:>8.1f} {r.p95_ms:>8.1f} "
-                 f"{r.p99_ms:>8.1f} {r.cpu_ms_per_frame:>13.1f} "
-                 f"{r.p95_ms / base.p95_ms:>11.2f}x")
-    return {"frame": [width, height], "frames": frames, "rate_hz": rate,
-            "targets": [r.to_json() for r in results],
-            "p95_ratio": round(results[1].p95_ms / base.p95_ms, 3)}
+        d = r.diagnostics or {}
+        anon = (f"{float(d['anonymize_ms_p50']):.0f}/{float(d['anonymize_ms_p95']):.0f}"
+                if "anonymize_ms_p50" in d else "-")
+        print_fn(f"{r.name:<44} {r.received:>4}/{r.sent:<4} {r.p50_ms:>8.1f} {r.p95_ms:>8.1f} "
+                 f"{r.p99_ms:>8.1f} {r.cpu_ms_per_frame:>13.1f} {anon:>16} "
+                 f"{d.get('results_published', '-'):>8} {r.p95_ms / base.p95_ms:>11.2f}x")
+    figures: dict[str, Any] = {"frame": [width, height], "frames": frames, "rate_hz": rate,
+                               "frames_dir": frames_dir, "photos": len(msgs),
+                               "hold": hold, "analysis": analysis,
+                               "targets": [r.to_json() for r in results]}
+    if baselines:
+        figures["p95_ratio"] = round(results[1].p95_ms / base.p95_ms, 3)
+    return figures
