@@ -261,3 +261,23 @@ def test_a_carried_face_keeps_its_average(obama):
     centre = (slice(cy - q, cy + q), slice(cx - q, cx + q))
     assert np.abs(out1[centre].astype(int) - out2.image[centre]).mean() < 4
     anon.close()
+
+
+def test_face_identity_command_on_the_portraits(dlib_ready, tmp_path):
+    """The measuring command end to end on the shared portraits (5 faces of two people: too few
+    for rank-1 rates to mean anything): blur leaves no face for dlib, replace leaves a face far
+    from its own, the swap control is found as its donor, a track keeps one average."""
+    from vlm_node.tools import face_identity
+
+    out = tmp_path / "fi.json"
+    data = shared("faces").parent
+    assert face_identity.main(["--data-root", str(data), "--sets", "portraits", "--frames", "2",
+                               "--sequence-min-size", "150", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["portraits"]
+    assert res["gallery"] >= 4
+    assert res["blur"]["dlib_found"] == 0.0
+    assert res["replace"]["dlib_found"] >= 0.75
+    assert res["replace"]["own_distance_median"] > identity.SAME_PERSON
+    assert res["swap"]["rank1_donor"] == 1.0
+    seq = res["sequence_replace"]
+    assert seq["tracks"] >= 2 and seq["averages_per_track_max"] == 1

@@ -72,8 +72,11 @@ class SetResult:
 
 def load_set(data_root: Path, name: str) -> list[tuple[Path, list[Box] | None]]:
     """(image path, labelled face boxes or None for 'every face dlib finds') of a named set:
-    `shared` = the labelled shared face photos and the four portraits; `wider` = the WIDER FACE
-    training-split dev photos."""
+    `shared` = the labelled shared face photos and the portraits; `portraits` = the portraits
+    alone (a quick check); `wider` = the WIDER FACE training-split dev photos."""
+    if name == "portraits":
+        portraits = sorted((data_root / "faces" / "face_recognition_examples").glob("*.jpg"))
+        return [(p, None) for p in portraits if p.stem != "obama-480p"]
     if name == "shared":
         labels = json.loads((data_root / "labels.json").read_text())
         out: list[tuple[Path, list[Box] | None]] = [
@@ -87,7 +90,7 @@ def load_set(data_root: Path, name: str) -> list[tuple[Path, list[Box] | None]]:
         labels = json.loads((data_root / "faces_wider_train" / "labels.json").read_text())
         return [(data_root / e["file"], [Box.from_list(b) for b in e["faces"]])
                 for e in labels["images"]]
-    raise ValueError(f"unknown set {name!r} (shared, wider)")
+    raise ValueError(f"unknown set {name!r} (shared, portraits, wider)")
 
 
 def _dlib_boxes(image: np.ndarray) -> list[Box]:
@@ -176,6 +179,7 @@ def score(result: SetResult, mode: str, redacted: list[np.ndarray], donor_of: di
     originals = np.stack([f.embedding for f in g])
     own, others, rank1, rank1_donor, found, covered, by_hub = [], [], 0, 0, 0, 0, 0
     hits: list[dict] = []
+    ranks: list[float] = []  # share of the other originals nearer than its own (chance 0.5)
     for i, f in enumerate(g):
         if f.det is None:  # not detected by the anonymizer: nothing was redacted there
             continue
@@ -187,6 +191,7 @@ def score(result: SetResult, mode: str, redacted: list[np.ndarray], donor_of: di
         others.extend(np.delete(d, i).tolist())
         nearest = int(np.argmin(d))
         rank1 += nearest == i
+        ranks.append(float((np.delete(d, i) < d[i]).mean()))
         if nearest == i:
             second = float(np.sort(d)[1])
             hits.append({"face": i, "photo": f.image, "px": round(min(f.box.w, f.box.h)),
@@ -199,6 +204,7 @@ def score(result: SetResult, mode: str, redacted: list[np.ndarray], donor_of: di
         found += _found_near(img, f.box)
     n = max(covered, 1)
     row = {"faces": covered, "rank1_own": rank1 / n,
+           "own_rank_mean": float(np.mean(ranks)) if ranks else None,
            "own_distance_median": float(np.median(own)) if own else None,
            "other_distance_median": float(np.median(others)) if others else None,
            "own_below_0.6": float(np.mean(np.array(own) < identity.SAME_PERSON)) if own else None,
@@ -404,7 +410,8 @@ def run_set(data_root: Path, name: str, config, args) -> SetResult:  # noqa: ANN
                       f" of them the bare average's nearest face)")
         print(f"  {mode:8s} faces {row['faces']:4d}  rank-1 own {row['rank1_own']:.3f}{extra}  "
               f"distance own {row['own_distance_median']:.3f} / others "
-              f"{row['other_distance_median']:.3f} (median)  own < 0.6: "
+              f"{row['other_distance_median']:.3f} (median), share of others nearer than own "
+              f"{row['own_rank_mean']:.2f} (chance 0.5)  own < 0.6: "
               f"{row['own_below_0.6']:.2f}  dlib finds {row['dlib_found']:.2f} "
               f"(originals {result.found_crop / max(n, 1):.2f})  {row['redactions']}")
     if args.frames:
@@ -437,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data-root", type=Path, required=True,
                     help="folder holding labels.json, faces/ and faces_wider_train/")
-    ap.add_argument("--sets", default="shared,wider", help="comma-separated: shared, wider")
+    ap.add_argument("--sets", default="shared,wider",
+                    help="comma-separated: shared, wider, portraits (the shared portraits only)")
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated: " +
                     ", ".join(MODES))
     ap.add_argument("--min-size", type=float, default=40.0,
