@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from vlm_node import image_codec
 from vlm_node.tools.render.scenes import make_road_scene
 from vlm_node.ros import convert
 from vlm_node.tools.process import NodeProcess
+from vlm_node_interfaces.msg import SceneUnderstanding
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +44,23 @@ def _env() -> dict[str, str]:
 
 
 def ros2(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
-    """Run `ros2 ARGS...`; its stdout and stderr together in `.stdout`."""
-    return subprocess.run([str(ROS2), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True, timeout=timeout, env=_env())
+    """Run `ros2 ARGS...`; its stdout and stderr together in `.stdout`. A command still running
+    after `timeout` is aborted with SIGABRT, which with PYTHONFAULTHANDLER makes it print where
+    each of its threads waited: the TimeoutExpired carries that in `.output`."""
+    cmd = [str(ROS2), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**_env(), "PYTHONFAULTHANDLER": "1"})
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        raise subprocess.TimeoutExpired(cmd, timeout, output=out) from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out)
 
 
 # Without a daemon each command discovers the graph itself, in its spin time (default 0.5 s,
@@ -61,18 +77,31 @@ def lifecycle(verb: str, *args: str) -> str:
     """`ros2 lifecycle` knows a node once it has discovered the node's get_state service, and has
     only its spin time for that (no `--timeout` as `ros2 param` has): on a loaded machine it can
     answer "Node not found" for a running node. That answer changes nothing; ask again. A
-    `get` whose service reply is lost waits forever (the command has no call timeout), so a
-    `get` that hangs is asked again too; a `set` is not (it may have taken effect)."""
-    for attempt in range(5):
-        try:
-            out = ros2("lifecycle", verb, *NO_DAEMON, *args, timeout=30.0).stdout.strip()
-        except subprocess.TimeoutExpired:
-            if verb != "get" or attempt == 4:
-                raise
-            continue
+    command that hangs is not asked again: it has no call timeout, and a request that got no
+    answer is a failure to explain (see `transition`)."""
+    for _ in range(5):
+        out = ros2("lifecycle", verb, *NO_DAEMON, *args, timeout=30.0).stdout.strip()
         if out != "Node not found":
             break
     return out
+
+
+def transition(node: NodeProcess, verb: str) -> str:
+    """`ros2 lifecycle set /vlm_node VERB`. If it hangs, the failure shows where: the command's
+    own stacks (see `ros2`), the node's threads (SIGUSR1: faulthandler in node_main) and whether
+    the node still answers `lifecycle get`."""
+    try:
+        return lifecycle("set", "/vlm_node", verb)
+    except subprocess.TimeoutExpired as exc:
+        node.proc.send_signal(signal.SIGUSR1)
+        time.sleep(1.0)
+        try:
+            state = lifecycle("get", "/vlm_node")
+        except subprocess.TimeoutExpired:
+            state = "(no answer)"
+        raise AssertionError(f"`ros2 lifecycle set /vlm_node {verb}` hung; the command:\n"
+                             f"{exc.output}\n`lifecycle get` now: {state}\nthe node:\n"
+                             f"{node.tail(150)}") from None
 
 
 def _node_names() -> list[str]:
@@ -167,13 +196,92 @@ def test_param_set_then_get_and_invalid_value_rejected_with_reason(node: NodePro
         param("set", "/vlm_node", name, "blur")
 
 
-def test_lifecycle_get_reports_the_state(node: NodeProcess) -> None:
-    """`ros2 lifecycle get` and `nodes` see the lifecycle node. `lifecycle set` is checked by
-    hand only: in loaded full test runs the node stopped answering services after `set
-    deactivate` (2 of 3 runs, never in isolation; cause not found yet, see the README's
-    not-done list), and a test that fails at random would hide everything else."""
-    assert lifecycle("get", "/vlm_node") == "active [3]"
-    assert "/vlm_node" in ros2("lifecycle", "nodes", *NO_DAEMON).stdout.split()
+def _publish_until(pub: Any, frame: Image, done: Callable[[], bool], timeout: float,
+                   what: str) -> None:
+    """Publish `frame` every 2 s until `done()`: a frame sent before the node's subscription
+    matched, or dropped as superseded, must not fail the test."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        pub.publish(frame)
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end and not done():
+            time.sleep(0.05)
+
+
+def test_lifecycle_set_deactivate_stops_outputs_and_activate_restarts_them(
+        node: NodeProcess) -> None:
+    """`ros2 lifecycle set /vlm_node deactivate`: the node unsubscribes and publishes nothing
+    for frames sent while inactive, `lifecycle get` says inactive; `activate`: results again;
+    `ros2 param set` still works afterwards. All through `.venv/bin/ros2` against the node
+    process.
+
+    This test once hung late in full runs (`lifecycle set` waiting forever). Cause, found with
+    the stacks `transition` prints: the command waited for the answer to its
+    get_available_transitions request, and the node never received that request (it logged no
+    take; it went on answering `lifecycle get`). Earlier in-process tests (test_node.py,
+    test_annotate.py, ...) had left destroyed VlmNode objects, named /vlm_node too, whose
+    lifecycle services rclpy only removes when the garbage collector frees the node: several
+    silent /vlm_node servers in the session's domain. `ros2 lifecycle` calls as soon as
+    `service_is_ready()`, which holds once its client has matched *a* server; if the matched
+    ones were only the silent copies, the request (volatile) went to them alone and never to
+    the real node discovered a moment later. Fixed in `VlmNode.destroy_node`
+    (test_node.py::test_destroyed_node_leaves_no_lifecycle_services_in_the_graph)."""
+    scene = make_road_scene(4, (640, 480))
+    harness = Harness("cli_lifecycle_probe")
+    try:
+        results = harness.subscribe(SceneUnderstanding, "/scene_understanding", reliable=True)
+        images = harness.subscribe(Image, "/front/image_anonymized")
+        pub = harness.publisher(Image, "/front/image_raw")
+        wait_for_subscribers(pub, 30)
+        harness.wait_matched(timeout=30)
+
+        def stamped(sec: int) -> Image:
+            msg = _image_msg(scene.image.copy())
+            msg.header.stamp.sec = sec
+            return msg
+
+        def got(box: list, sec: int) -> bool:
+            return any(m.header.stamp.sec == sec for m in list(box))
+
+        # active: a result comes out
+        _publish_until(pub, stamped(1001), lambda: got(results, 1001), 90, "a result while active")
+        assert lifecycle("get", "/vlm_node") == "active [3]"
+        assert "/vlm_node" in ros2("lifecycle", "nodes", *NO_DAEMON).stdout.split()
+
+        res = transition(node, "deactivate")
+        assert res == "Transitioning successful", res
+        assert lifecycle("get", "/vlm_node") == "inactive [2]"
+        # from inactive there is no `deactivate`: refused, the state stays
+        res = transition(node, "deactivate")
+        assert res.startswith("Unknown transition requested"), res
+        # inactive: the camera subscription is gone and frames sent now give no output
+        wait_for(lambda: pub.get_subscription_count() == 0, 30,
+                 "the node to drop its camera subscription")
+        for _ in range(5):
+            pub.publish(stamped(1002))
+            time.sleep(0.5)
+        time.sleep(3.0)
+        assert not got(results, 1002) and not got(images, 1002)
+        assert lifecycle("get", "/vlm_node") == "inactive [2]"
+
+        res = transition(node, "activate")
+        assert res == "Transitioning successful", res
+        assert lifecycle("get", "/vlm_node") == "active [3]"
+        wait_for_subscribers(pub, 30)
+        _publish_until(pub, stamped(1003), lambda: got(results, 1003) and got(images, 1003),
+                       90, "a result and an image after re-activation")
+        assert not got(results, 1002) and not got(images, 1002)
+    finally:
+        harness.close()
+
+    try:
+        res = param("set", "/vlm_node", "anonymizer.redaction", "fill")
+        assert res == "Set parameter successful", res
+        assert param("get", "/vlm_node", "anonymizer.redaction") == "String value is: fill"
+    finally:
+        param("set", "/vlm_node", "anonymizer.redaction", "blur")
     assert node.proc.poll() is None
 
 
