@@ -219,3 +219,16 @@ def test_analysis_threads_run_below_the_camera_path():
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine
     with pytest.raises(ValueError, match="boom"):
         run_lowered(lambda: (_ for _ in ()).throw(ValueError("boom")), 10)
+
+
+def test_scene_cut_gets_the_whole_pass():
+    """A frame unlike the one before (a cut in a recording, a camera switched) is planned
+    as the first of a stream: what was found before says nothing about it."""
+    anon = Anonymizer(AnonymizerConfig(plate_scan_bands=3, face_thorough_every=2))
+    grey, other = _frames(None, 0, 0, 1)[0], np.full((H, W, 3), 230, np.uint8)
+    plans = []
+    for i, image in enumerate([grey, grey, grey, other, other]):
+        pending = anon.detect_frame(image.copy(), (i + 1) * STEP_NS)
+        plans.append((pending.scan.band, pending.cheap_faces))
+        anon.release(FrameMeta("cam", (i + 1) * STEP_NS, "cam"), pending)
+    assert plans == [(None, False), (0, True), (1, False), (None, False), (0, True)]

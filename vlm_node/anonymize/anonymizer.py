@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 
 from vlm_node.anonymize.config import AnonymizerConfig
@@ -40,6 +41,9 @@ from vlm_node.params import validate
 from vlm_node.results import Detection, ObjectDetection, TextHint
 
 FAILURE_REASONS = ("bad_input", "exception", "over_budget", "corrupt_output", "redaction_error")
+
+THUMB = (32, 18)
+"""Size of the grey thumbnails compared for scene cuts (`scene_cut_threshold`)."""
 
 # Settings that decide which models are loaded and how; changing one rebuilds the detectors.
 _STRUCTURAL = ("faces", "face_detectors", "face_model_paths", "face_nms_threshold", "plates",
@@ -325,6 +329,7 @@ class Anonymizer:
         self._seq = 0
         self._generation = 0
         self._last_plan: tuple[int, tuple[int, int]] | None = None  # stamp, size planned last
+        self._last_thumb: np.ndarray | None = None  # the last planned frame, tiny and grey
         self._released = 0  # frames released since the last restart
         self._band_hints: dict[int, list[TextHint]] = {}
         self.scan_completions = 0  # partial scans completed at release (stream restarted)
@@ -377,23 +382,34 @@ class Anonymizer:
             self._seq = 0
             self._generation += 1
 
-    def _next_plan(self, config: AnonymizerConfig, stamp_ns: int | None, size: tuple[int, int]
+    def _next_plan(self, config: AnonymizerConfig, stamp_ns: int | None, image: np.ndarray
                    ) -> tuple[PlateScan, bool, int, bool]:
         """(plate scan, cheap face pass?, generation, starts a sequence?) of the next frame to
         be detected (called in frame order). With the frame's stamp, a gap over carry_max_gap
         (or a stamp going back) starts a new sequence here already, as release will find;
-        so does a new frame size."""
+        so do a new frame size and a scene cut (scene_cut_threshold): what was found in the
+        frames before says nothing about where plates and faces are now."""
         bands, every = _cadence(config)
+        size = (image.shape[1], image.shape[0])
+        thumb = None
+        if bands > 1 or every > 1:
+            grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+            thumb = cv2.resize(grey, THUMB, interpolation=cv2.INTER_AREA).astype(np.int16)
         with in_order.turn(), self._lock:
             restarted = False
             if self._last_plan is not None:
                 last_stamp, last_size = self._last_plan
                 gap = (None if not (stamp_ns and last_stamp) or config.carry_max_gap <= 0
                        else (stamp_ns - last_stamp) / 1e9)
-                if size != last_size or (gap is not None
-                                         and (gap < 0 or gap > config.carry_max_gap)):
+                cut = (config.scene_cut_threshold > 0 and thumb is not None
+                       and self._last_thumb is not None and size == last_size
+                       and float(np.abs(thumb - self._last_thumb).mean())
+                       > config.scene_cut_threshold)
+                if size != last_size or cut or (gap is not None and (
+                        gap < 0 or gap > config.carry_max_gap)):
                     self._seq, restarted = 0, True
             self._last_plan = (stamp_ns or 0, size)
+            self._last_thumb = thumb
             k = self._seq
             self._seq += 1
             generation = self._generation
@@ -494,8 +510,7 @@ class Anonymizer:
         else:
             if not image.flags.writeable:
                 image = image.copy()
-            scan, cheap_faces, generation, restarted = self._next_plan(
-                config, stamp_ns, (image.shape[1], image.shape[0]))
+            scan, cheap_faces, generation, restarted = self._next_plan(config, stamp_ns, image)
             try:
                 findings = self._detect(image, config, timings, scan, cheap_faces)
             except DetectorFailure as exc:
