@@ -139,3 +139,51 @@ def test_colour_masks_separate_sign_paints():
     assert at["yellow"] == [False, False, True, False, False, False]
     assert at["white"][3] and not at["white"][4]  # white vs dark grey; skin is none
     assert not any(at[k][5] for k in ("red", "blue", "yellow"))
+
+
+# --------------------------------------------------------------------------- proposals
+def test_box_nms_keeps_what_geometry_nms_keeps():
+    """The vectorised NMS of the proposals is the project's greedy NMS, tie order included."""
+    import random
+
+    from vlm_node.analysis.sign_candidates import box_nms
+    from vlm_node.geometry import Box, nms
+
+    rng = random.Random(5)
+    for _ in range(100):
+        boxes = [Box(rng.uniform(0, 80), rng.uniform(0, 80), rng.choice([8, 16, 16, 24]),
+                     rng.choice([8, 16, 24])) for _ in range(rng.randint(0, 40))]
+        scores = [b.area for b in boxes]  # many ties, as with the proposals' area scores
+        for thr in (0.3, 0.6):
+            assert box_nms(boxes, scores, thr) == nms(boxes, scores, thr)
+    assert box_nms([Box(0, 0, 10, 10), Box(1, 1, 10, 10), Box(50, 50, 5, 5)],
+                   [1.0, 2.0, 0.5], 0.5) == [1, 2]
+
+
+def test_max_paint_shares_equal_paint_share_per_colour():
+    from vlm_node.analysis.sign_candidates import (ProposalConfig, find_proposals,
+                                                   max_paint_shares, paint_share,
+                                                   proposal_masks)
+
+    bgr = read_bgr(SHARED_DATA / "signs_real_dev" / "gtsdb_00367.jpg")
+    masks = proposal_masks(bgr, ProposalConfig())
+    boxes = find_proposals(bgr, ProposalConfig(), masks)
+    assert len(boxes) > 20
+    fast = max_paint_shares(masks, boxes)
+    slow = [max(paint_share(masks, b, c) for c in ("red", "blue", "yellow")) for b in boxes]
+    assert np.allclose(fast, slow)
+    assert 0 < (fast >= 0.03).sum() < len(boxes)  # the filter keeps some, drops some
+
+
+def test_stacked_signs_get_a_box_each():
+    """gtsdb_00367: a 27 px 120 above a no-overtaking-for-trucks sign, one red region; the
+    region's box fits neither sign (IoU 0.36 with the 120), its top square does."""
+    from vlm_node.analysis.sign_candidates import ProposalConfig, find_proposals
+    from vlm_node.geometry import Box
+
+    bgr = read_bgr(SHARED_DATA / "signs_real_dev" / "gtsdb_00367.jpg")
+    limit = Box(138, 293, 27, 26)
+    split = find_proposals(bgr, ProposalConfig())
+    whole = find_proposals(bgr, ProposalConfig(split_stacked=False))
+    assert max(p.iou(limit) for p in whole) < 0.4
+    assert max(p.iou(limit) for p in split) >= 0.6

@@ -35,7 +35,7 @@ from vlm_node.analysis.base import AnalysisBackend
 from vlm_node.analysis.gtsrb import GTSRB_CLASSES
 from vlm_node.analysis.sign_candidates import (CandidateConfig, ProposalConfig, Shape,
                                                SignCandidate, find_candidates, find_proposals,
-                                               paint_share, proposal_masks)
+                                               max_paint_shares, paint_share, proposal_masks)
 from vlm_node.analysis.sign_classifier import DEFAULT_MODEL, SignClass, SignClassifier
 from vlm_node.errors import AnalysisError, BackendUnavailableError
 from vlm_node.frames import AnonymizedFrame
@@ -85,6 +85,14 @@ class OcrConfig:
                                          "speed-limit classes together have at least this "
                                          "probability (1.0 = never).", min=0.0, max=1.0,
                                     dynamic=True)
+    search_max_side: int = setting(1024, "The colour/shape search (not the classifier's "
+                                         "crops, not OCR) runs on the frame shrunk to at "
+                                         "most this longer side; 0 = full resolution.",
+                                   min=0, max=8192)
+    refine_max: int = setting(12, "Boxes per frame (>= 20 px) that the classifier leaned "
+                                  "towards a speed limit on without reading its value, "
+                                  "classified again shifted and scaled (6 variants each, one "
+                                  "batch); 0 = off.", min=0, max=200, dynamic=True)
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
 
 
@@ -441,10 +449,10 @@ class OcrBackend(AnalysisBackend):
         if self._engine is None:
             raise BackendUnavailableError("the ocr backend is not loaded; call load() first")
         cfg = self.config
+        if self._classifier is not None:
+            return self._read_classified(bgr, hints)
         cands = find_candidates(bgr, cfg.candidates)
         cands += hint_candidates(hints, cands, bgr.shape[1], bgr.shape[0])
-        if self._classifier is not None:
-            return self._read_classified(bgr, cands)
         readings: list[SignReading] = []
         jobs: list[_Job] = []
         for cand in cands:
@@ -469,7 +477,40 @@ class OcrBackend(AnalysisBackend):
                 readings.append(reading)
         return readings
 
-    def _read_classified(self, bgr: np.ndarray, cands: list[SignCandidate]
+    def _search(self, bgr: np.ndarray) -> tuple[list[SignCandidate], list[Box],
+                                                dict[str, np.ndarray], float]:
+        """Where to look: the finder's candidates and the proposals that show sign paint, in
+        full-frame coordinates, with the proposal masks and their scale. The search runs on
+        the frame shrunk so its longer side is at most `search_max_side`: its cost grows with
+        the pixel count, and a sign big enough to classify (12 px at full size) is still a
+        6 px region at half size; crops and OCR then use the full-resolution frame."""
+        cfg = self.config
+        pcfg = cfg.proposals
+        h, w = bgr.shape[:2]
+        scale = min(1.0, cfg.search_max_side / max(h, w)) if cfg.search_max_side > 0 else 1.0
+        ccfg = cfg.candidates
+        small = bgr
+        if scale < 1.0:
+            small = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
+                               interpolation=cv2.INTER_AREA)
+            ccfg = dataclasses.replace(ccfg, min_size_px=max(6, round(ccfg.min_size_px * scale)))
+            pcfg = dataclasses.replace(pcfg, min_size_px=max(6, round(pcfg.min_size_px * scale)))
+        cands = find_candidates(small, ccfg)
+        masks = proposal_masks(small, pcfg)
+        proposals = find_proposals(small, pcfg, masks)
+        if pcfg.min_paint > 0:
+            # a proposal without any sign paint could only pass as a grey end-of-limit sign,
+            # which the finder's white candidates cover: not worth a classifier crop
+            shares = max_paint_shares(masks, proposals)
+            proposals = [b for b, share in zip(proposals, shares) if share >= pcfg.min_paint]
+        if scale < 1.0:
+            up = 1.0 / scale
+            cands = [dataclasses.replace(c, box=c.box.scaled(up), legend=c.legend.scaled(up))
+                     for c in cands]
+            proposals = [b.scaled(up) for b in proposals]
+        return cands, proposals, masks, scale
+
+    def _read_classified(self, bgr: np.ndarray, hints: Sequence[TextHint] = ()
                          ) -> list[SignReading]:
         """Readings when the classifier is loaded: the finder's candidates and the looser
         proposals are all classified; what it calls a sign is published with its calibrated
@@ -477,13 +518,19 @@ class OcrBackend(AnalysisBackend):
         the finder's candidates for classes the classifier has no class for."""
         assert self._classifier is not None
         pcfg = self.config.proposals
-        masks = proposal_masks(bgr, pcfg)
-        boxes = [c.box for c in cands] + find_proposals(bgr, pcfg, masks)
-        results = self._classifier.classify(np.ascontiguousarray(bgr[..., ::-1]), boxes)
+        cands, proposals, masks, scale = self._search(bgr)
+        cands += hint_candidates(hints, cands, bgr.shape[1], bgr.shape[0])
+        boxes = [c.box for c in cands] + proposals
+        rgb = np.ascontiguousarray(bgr[..., ::-1])
+        if self.config.refine_max > 0:
+            boxes, results = self._classifier.classify_refined(rgb, boxes, self.config.refine_max)
+        else:
+            results = self._classifier.classify(rgb, boxes)
         # a sign has its paint: white letters, lamps and faces the network takes for a sign
         # do not (the share is measured on the frame's masks, white balance and all)
         kept = [i for i, r in enumerate(results) if r.is_sign and
-                (not _paint(r) or paint_share(masks, boxes[i], _paint(r)) >= pcfg.min_paint)]
+                (not _paint(r) or paint_share(masks, boxes[i].scaled(scale), _paint(r))
+                 >= pcfg.min_paint)]
         signs = [(boxes[i], results[i]) for i in kept]
         # One reading per sign: a ring and its inner disc, or a candidate and a proposal, are
         # the same sign; the most probable box speaks for it, the finder's shape-fitted box

@@ -723,6 +723,9 @@ class ProposalConfig:
     min_size_px: int = setting(
         12, "Smallest proposal side in pixels (at ~10 px the 32 px crop is mostly blur; on the "
             "GTSDB development photos most readings that small were false).", min=4, max=200)
+    split_stacked: bool = setting(True, "Also propose the top and bottom squares of paint "
+                                        "regions 1.5-3.5 times as tall as wide (two signs on "
+                                        "one post; left and right when side by side).")
     max_proposals: int = setting(400, "At most this many proposals per frame (smallest "
                                       "first); each costs the classifier ~0.05 ms.",
                                  min=1, max=1000)
@@ -778,6 +781,45 @@ def _bright_discs(bgr: np.ndarray, cfg: ProposalConfig) -> list[Box]:
     return out
 
 
+def box_nms(boxes: list[Box], scores: list[float], iou_threshold: float) -> list[int]:
+    """`geometry.nms` (same result: greedy, highest score first, ties in input order),
+    vectorised: a 1080p frame has a few thousand raw proposals, and the pairwise loop in
+    Python took most of the sign stage's time."""
+    if not boxes:
+        return []
+    xywh = np.array([(b.x, b.y, b.w, b.h) for b in boxes], np.float64)
+    x1, y1 = xywh[:, 0], xywh[:, 1]
+    x2, y2 = x1 + xywh[:, 2], y1 + xywh[:, 3]
+    area = xywh[:, 2] * xywh[:, 3]
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    alive = np.ones(len(boxes), bool)
+    keep: list[int] = []
+    for i in order:
+        if not alive[i]:
+            continue
+        keep.append(int(i))
+        iw = np.minimum(x2[i], x2) - np.maximum(x1[i], x1)
+        ih = np.minimum(y2[i], y2) - np.maximum(y1[i], y1)
+        inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
+        union = area[i] + area - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        alive &= ~(iou > iou_threshold)
+    return keep
+
+
+def _stacked_squares(box: Box, min_px: int, largest: float) -> list[Box]:
+    """Two signs on one post (a speed limit above a no-overtaking sign, a warning above a
+    limit) are one paint region, 1.5-3.5 times as tall as wide: its top and bottom squares are
+    the signs (side by side, its left and right ones). The whole region is no sign's box, and
+    the classifier reads neither sign through it."""
+    long_, short = max(box.w, box.h), min(box.w, box.h)
+    if not 1.5 <= long_ / max(short, 1.0) <= 3.5 or not min_px <= short <= largest:
+        return []
+    if box.h >= box.w:
+        return [Box(box.x, box.y, box.w, box.w), Box(box.x, box.y2 - box.w, box.w, box.w)]
+    return [Box(box.x, box.y, box.h, box.h), Box(box.x2 - box.h, box.y, box.h, box.h)]
+
+
 def paint_share(masks: dict[str, np.ndarray], box: Box, colour: str) -> float:
     """Share of `box`'s pixels that are `colour` paint in `proposal_masks` (the loose red mask
     for red): a sign's rim or face covers a fifth or more of its box; letters, faces and lamps
@@ -787,6 +829,28 @@ def paint_share(masks: dict[str, np.ndarray], box: Box, colour: str) -> float:
     ys, xs = box.int_slices(width, height)
     region = mask[ys, xs]
     return float(np.count_nonzero(region)) / region.size if region.size else 0.0
+
+
+def max_paint_shares(masks: dict[str, np.ndarray], boxes: list[Box]) -> np.ndarray:
+    """For each box, the largest share of its pixels that one paint colour (red, blue,
+    yellow; `paint_share`'s masks) covers, from integral images: one pass per colour for all
+    boxes."""
+    if not boxes:
+        return np.zeros(0)
+    red = masks.get("red_loose", masks["red"])
+    height, width = red.shape[:2]
+    xyxy = np.array([(b.x, b.y, b.x2, b.y2) for b in boxes], np.float64)
+    x1 = np.clip(np.floor(np.maximum(xyxy[:, 0], 0)), 0, width).astype(int)
+    y1 = np.clip(np.floor(np.maximum(xyxy[:, 1], 0)), 0, height).astype(int)
+    x2 = np.clip(np.ceil(xyxy[:, 2]), 0, width).astype(int)
+    y2 = np.clip(np.ceil(xyxy[:, 3]), 0, height).astype(int)
+    area = np.maximum((x2 - x1) * (y2 - y1), 1)
+    best = np.zeros(len(boxes))
+    for mask in (red, masks["blue"], masks["yellow"]):
+        ii = cv2.integral(cv2.threshold(mask, 0, 1, cv2.THRESH_BINARY)[1])
+        count = ii[y2, x2] - ii[y1, x2] - ii[y2, x1] + ii[y1, x1]
+        best = np.maximum(best, count / area)
+    return best
 
 
 def find_proposals(bgr: np.ndarray, cfg: ProposalConfig | None = None,
@@ -820,6 +884,8 @@ def find_proposals(bgr: np.ndarray, cfg: ProposalConfig | None = None,
             if cv2.contourArea(cnt) < 0.12 * w * h:
                 continue  # thin strokes and lines, not a sign face or ring
             box = Box(float(x), float(y), float(w), float(h))
+        if not hole and cfg.split_stacked:
+            out += _stacked_squares(box, cfg.min_size_px, largest)
         if not cfg.min_size_px <= max(box.w, box.h) <= largest:
             continue
         if box.w > 1.8 * box.h or box.h > 1.8 * box.w:
@@ -828,6 +894,6 @@ def find_proposals(bgr: np.ndarray, cfg: ProposalConfig | None = None,
     if cfg.bright_discs:
         out += [b for b in _bright_discs(bgr, cfg)
                 if cfg.min_size_px <= max(b.w, b.h) <= largest]
-    keep = nms(out, [b.area for b in out], 0.6)
+    keep = box_nms(out, [b.area for b in out], 0.6)
     # smallest first under the cap: small far signs are the ones only proposals find
     return sorted((out[i] for i in keep), key=lambda b: b.area)[:cfg.max_proposals]

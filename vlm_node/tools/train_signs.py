@@ -223,18 +223,43 @@ def negative_samples(photos: Sequence[Photo], per_photo: int, rng: np.random.Gen
     return out
 
 
-def positive_samples(photos: Sequence[Photo]) -> list[Sample]:
-    """Labelled GTSRB-class signs from real photos (training only)."""
+def runtime_boxes(bgr: np.ndarray) -> list[Box]:
+    """The boxes the runtime hands the classifier for a frame (shape finder's candidates and
+    the looser proposals, default settings)."""
+    return [c.box for c in find_candidates(bgr)] + find_proposals(bgr)
+
+
+def positive_samples(photos: Sequence[Photo], runtime_crops: int = 0) -> list[Sample]:
+    """Labelled GTSRB-class signs from real photos (training only). With `runtime_crops`, each
+    sign also gives up to that many of the boxes the runtime proposes on it (IoU >= 0.45 with
+    the sign, holding at least 80 % of it, on no other labelled sign): a proposal is a colour
+    region's box, often off-centre or a little wide, and the classifier must read the sign
+    through that box too, not only through the labelled one."""
     out: list[Sample] = []
     for photo in photos:
         if not any(cid is not None for _, cid in photo.signs):
             continue
         rgb = _read_rgb(photo.path)
+        found = runtime_boxes(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)) if runtime_crops else []
         for box, cid in photo.signs:
             if cid is None or not 0 <= int(cid) < NUM_GTSRB:
                 continue
             patch, roi = _context_patch(rgb, box)
             out.append(Sample(patch, roi, int(cid), photo.path.name))
+            others = [b for b, _ in photo.signs if b is not box]
+            near = sorted((b for b in found if b.iou(box) >= 0.45
+                           and box.coverage_by(b) >= 0.8
+                           and all(b.iou(o) < 0.2 for o in others)),
+                          key=lambda b: -b.iou(box))
+            kept: list[Box] = []
+            for b in near:  # distinct boxes only (a candidate and a proposal often coincide)
+                if len(kept) >= runtime_crops:
+                    break
+                if all(b.iou(k) < 0.9 for k in kept) and b.iou(box) < 0.95:
+                    kept.append(b)
+            for b in kept:
+                patch, roi = _context_patch(rgb, b)
+                out.append(Sample(patch, roi, int(cid), photo.path.name))
     return out
 
 
@@ -477,7 +502,8 @@ def choose_threshold(probs: np.ndarray, labels: np.ndarray, target: float) -> fl
 
 def train(data_dir: Path, output: Path, cfg: TrainConfig, negatives: Sequence[str] = (),
           negatives_include: Sequence[str] = (), extra_positives: Sequence[str] = (),
-          extra_include: Sequence[str] = (), report_dir: Path | None = None) -> dict:
+          extra_include: Sequence[str] = (), report_dir: Path | None = None,
+          runtime_crops: int = 0) -> dict:
     """Train, calibrate, export and check; returns the summary written into the model."""
     import torch
     import torch.nn as nn
@@ -503,7 +529,7 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, negatives: Sequence[st
         ds.val += [s for s in negs if s.group in neg_val_names]
         log.info("background: %d crops from %d photos", len(negs), len(neg_photos))
     for spec in extra_positives:
-        extra = positive_samples(load_photos(spec, extra_include))
+        extra = positive_samples(load_photos(spec, extra_include), runtime_crops)
         ds.train += extra
         log.info("extra positives: %d labelled signs from %s", len(extra), spec)
     if not any(s.label == BACKGROUND_ID for s in ds.train):
@@ -776,6 +802,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="labels.json with gtsrb_class_id boxes to add to training (repeatable)")
     p.add_argument("--extra-include", action="append", default=[],
                    help="only extra-positive photos whose file name matches this glob")
+    p.add_argument("--runtime-crops", type=int, default=0, metavar="N",
+                   help="each extra positive also gives up to N of the boxes the runtime "
+                        "proposes on it (0 = the labelled box only)")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
@@ -801,7 +830,8 @@ def run(args: argparse.Namespace) -> int:
                       workers=args.workers, neg_per_photo=args.neg_per_photo,
                       limit_per_class=args.limit_per_class)
     summary = train(args.data_dir, args.output, cfg, args.negatives, args.negatives_include,
-                    args.extra_positives, args.extra_include, args.report_dir)
+                    args.extra_positives, args.extra_include, args.report_dir,
+                    args.runtime_crops)
     print(json.dumps({k: v for k, v in summary.items()
                       if k not in ("per_class", "val_tracks", "val_negative_photos")}, indent=1))
     return 0
