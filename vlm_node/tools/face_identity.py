@@ -299,6 +299,7 @@ def sequence_check(result: SetResult, images: list[np.ndarray], config, frames: 
             replacer.forget_except(set())
         before = sum(anon.stats.replace_fallbacks.values())
         embs, used, hits = [], set(), 0
+        blurred_before = sum(target_blurred.values())
         for t, (frame, m) in enumerate(jitter_frames(images[f.image], f.box, frames, rng)):
             released = anon.anonymize(FrameMeta("seq", (t + 1) * 100_000_000, "seq"), frame)
             out = released.image
@@ -344,8 +345,9 @@ def sequence_check(result: SetResult, images: list[np.ndarray], config, frames: 
         if args_verbose:
             print(f"    face {i} ({f.box.w:.0f} px): rank-1 own in {hits}/{frames} frames, "
                   f"track mean {'own' if int(np.argmin(pooled)) == i else 'other'}, own "
-                  f"distance min {min(own[-frames:]):.3f}, averages {sorted(used)}, "
-                  f"blurred frames {new_fallbacks}")
+                  f"distance min {min(own[-frames:]):.3f}, averages {sorted(used)}, its "
+                  f"frames blurred {sum(target_blurred.values()) - blurred_before} (faces in "
+                  f"view: {new_fallbacks})")
     anon.close()
     return {"tracks": tracks, "frames": frame_n,
             "rank1_own_per_frame": frame_rank1 / max(frame_n, 1),
@@ -434,6 +436,45 @@ def run_set(data_root: Path, name: str, config, args) -> SetResult:  # noqa: ANN
     return result
 
 
+def cost_table(repeats: int = 40) -> list[dict]:
+    """Thread CPU time of `blur` and `replace` on one face scaled to five sizes in a 1080p
+    frame (the shipped demo portrait; the landmarks are the anonymizer's), interleaved in one
+    process so that a loaded machine slows both alike. Thread time, not wall time: on a shared
+    machine wall time measures the neighbours."""
+    from vlm_node.anonymize.anonymizer import Anonymizer
+    from vlm_node.anonymize.config import AnonymizerConfig
+    from vlm_node.anonymize.redact import redact
+    from vlm_node.paths import ASSETS
+
+    cv2.setNumThreads(1)
+    img0 = cv2.imread(str(ASSETS / "photos" / "obama.jpg"), cv2.IMREAD_COLOR)
+    anon = Anonymizer(AnonymizerConfig(plates=False, head_backstop=False))
+    det = [d for d in anon.detect(img0) if d.kind == "face"][0]
+    anon.close()
+    rep = FaceReplacer()
+    rows = []
+    for side in (24, 48, 96, 192, 384):
+        s = side / det.box.w
+        im = cv2.resize(img0, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+        frame = np.zeros((1080, 1920, 3), np.uint8)
+        h, w = min(im.shape[0], 1080), min(im.shape[1], 1920)
+        frame[:h, :w] = im[:h, :w]
+        lm = np.asarray(det.landmarks) * s
+        box = Box(det.box.x * s, det.box.y * s, det.box.w * s, det.box.h * s
+                  ).expanded(0.1).clipped(1920, 1080)
+        t: dict[str, list[float]] = {"blur": [], "replace": []}
+        for _ in range(repeats):
+            for mode in t:
+                x = frame.copy()
+                t0 = time.thread_time()
+                redact(x, box, True, mode, landmarks=lm, replacer=rep, seed=1)
+                t[mode].append(time.thread_time() - t0)
+        rows.append({"box": [round(box.w), round(box.h)],
+                     "blur_ms": round(float(np.median(t["blur"])) * 1e3, 2),
+                     "replace_ms": round(float(np.median(t["replace"])) * 1e3, 2)})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m vlm_node.tools.face_identity",
                                  description=__doc__.split("\n\n")[0])
@@ -442,8 +483,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--data-root", type=Path, required=True,
+    ap.add_argument("--data-root", type=Path,
                     help="folder holding labels.json, faces/ and faces_wider_train/")
+    ap.add_argument("--cost", action="store_true",
+                    help="only print the CPU cost of blur and replace per face size (needs "
+                         "neither dlib nor data)")
     ap.add_argument("--sets", default="shared,wider",
                     help="comma-separated: shared, wider, portraits (the shared portraits only)")
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated: " +
@@ -462,6 +506,15 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cost:
+        print("thread CPU time per face in a 1080p frame (median; same process, interleaved)")
+        for r in cost_table():
+            print(f"  face box {r['box'][0]}x{r['box'][1]} px: blur {r['blur_ms']:.2f} ms, "
+                  f"replace {r['replace_ms']:.2f} ms")
+        return 0
+    if args.data_root is None:
+        print("--data-root is required (or --cost)", file=sys.stderr)
+        return 2
     reason = identity.available()
     if reason:
         print(f"face-identity needs dlib: {reason}", file=sys.stderr)
