@@ -30,10 +30,13 @@ def test_bands_cover_every_row_with_overlap():
 
 
 def test_scan_rects_add_only_vehicles_outside_the_band():
-    scan = PlateScan(0, 4, ((10, 20, 100, 80), (300, 500, 600, 700)))
+    scan = PlateScan(0, 4, ((10, 20, 100, 80), (300, 500, 600, 700), (700, 100, 900, 400)))
     rects = scan_rects(scan, W, H)
-    assert rects[0] == (0, 0, W, band_rows(H, 4)[0][1])
-    assert rects[1:] == [(300, 500, 600, 700)]  # the first vehicle lies inside band 0
+    y1 = band_rows(H, 4)[0][1]
+    assert rects[0] == (0, 0, W, y1)
+    # the first vehicle lies inside band 0; the third reaches out of it: only its part
+    # below the band is added, from one band overlap (72 rows at 720) above the band's edge
+    assert rects[1:] == [(300, 500, 600, 700), (700, y1 - 72, 900, 400)]
     assert scan_rects(PlateScan(), W, H) == [(0, 0, W, H)]
     assert join_overlapping([(0, 0, 10, 10), (5, 5, 20, 20), (30, 30, 40, 40)]) == [
         (0, 0, 20, 20), (30, 30, 40, 40)]

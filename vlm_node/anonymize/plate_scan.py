@@ -121,16 +121,21 @@ def join_overlapping(rects: Sequence[tuple[int, int, int, int]]
     return out
 
 
-def scan_rects(scan: PlateScan, width: int, height: int) -> list[tuple[int, int, int, int]]:
-    """The rectangles the text detector runs on for `scan`: the band (full width) and every
-    vehicle region not already inside it."""
+def scan_rects(scan: PlateScan, width: int, height: int,
+               overlap: float = BAND_OVERLAP) -> list[tuple[int, int, int, int]]:
+    """The rectangles the text detector runs on for `scan`: the band (full width) and the
+    parts of each vehicle region outside it, each reaching `overlap` x height rows into the
+    band (as neighbouring bands overlap), so a plate on the band's edge lies whole in one."""
     if scan.full:
         return [(0, 0, width, height)]
     y0, y1 = band_rows(height, scan.bands)[scan.band or 0]
+    ov = int(round(overlap * height))
     rects = [(0, y0, width, y1)]
-    for r in scan.regions:
-        if not (r[1] >= y0 and r[3] <= y1):
-            rects.append(r)
+    for x1, ry1, x2, ry2 in scan.regions:
+        if ry1 < y0:  # the part above the band
+            rects.append((x1, ry1, x2, min(ry2, y0 + ov)))
+        if ry2 > y1:  # the part below it
+            rects.append((x1, max(ry1, y1 - ov), x2, ry2))
     return rects
 
 
