@@ -102,6 +102,24 @@ def test_frames_in_flight_give_the_same_bag(sample, tmp_path, in_flight):
     assert ("frames in flight: stage times overlap" in again.report()) == (in_flight > 1)
 
 
+def test_recordings_get_the_whole_pass_unless_the_video_plan_is_asked_for(sample, tmp_path):
+    """A recording is anonymized with the whole pass on every frame by default (what is
+    released keeps every frame; time chunks must equal one process); `video_plan` keeps the
+    node's cadence, and its frames in flight are still planned in order (1 and 3 frames in
+    flight write the same bag)."""
+    src, _, summary, _ = sample
+    default = AnonymizerConfig()
+    assert (default.plate_scan_bands, default.face_thorough_every) == (3, 2)
+    assert (summary.config["plate_scan_bands"], summary.config["face_thorough_every"]) == (1, 1)
+    runs = [anonymize_bag(src, tmp_path / f"video{n}", default, progress=False,
+                          frames_in_flight=n, video_plan=True) for n in (1, 3)]
+    assert [(r.config["plate_scan_bands"], r.config["face_thorough_every"]) for r in runs] == \
+        [(3, 2), (3, 2)]
+    assert [(m.topic, m.timestamp, m.raw) for m in read_all(tmp_path / "video1")] == \
+        [(m.topic, m.timestamp, m.raw) for m in read_all(tmp_path / "video3")]
+    assert runs[0].to_json()["images"] == runs[1].to_json()["images"]
+
+
 def test_messages_behind_a_frame_in_detection_are_bounded(tmp_path, monkeypatch):
     """A camera that stops while another topic goes on: the messages read behind a frame still
     in detection wait in memory only up to MAX_QUEUED_BYTES, then the loop waits for the

@@ -117,7 +117,8 @@ def test_anonymize_bag_exit_2_on_bad_input(cli, tmp_path, capsys):
     (["--ray", "auto", "--workers", "0"], "--workers must be"),
     (["--frames-in-flight", "0"], "--frames-in-flight must be at least 1"),
     (["--labels", "missing.json"], "--labels missing.json: file not found"),
-    (["--ray", "auto", "--frames-in-flight", "2"], "--frames-in-flight does not apply")])
+    (["--ray", "auto", "--frames-in-flight", "2"], "--frames-in-flight does not apply"),
+    (["--ray", "auto", "--video-plan"], "--video-plan does not apply with --ray")])
 def test_anonymize_bag_parallel_options_are_checked_first(cli, tmp_path, capsys, extra,
                                                           message):
     """Before any bag is opened or Ray is started: exit 2 and nothing written."""

@@ -254,6 +254,18 @@ def for_frames_in_flight(config: AnonymizerConfig, frames_in_flight: int) -> Ano
     return config
 
 
+def for_recordings(config: AnonymizerConfig, video_plan: bool = False) -> AnonymizerConfig:
+    """The settings for anonymizing a recording offline (`vlm-node anonymize-bag`): by default
+    the whole pass on every frame (`for_stills`), not the node's video plan. Two reasons: a
+    recording that is released keeps what it shows, and the video plan may find a plate that
+    is on no detected vehicle and outside the frame's band 1-2 frames late (the node accepts
+    that to keep camera rate, an offline run has no camera to keep up with); and the plan's
+    band and face cadence count frames from the start of a stream, which a time chunk of a
+    parallel run (`bags.chunks`) cannot know, so chunked output would differ from one
+    process's. `video_plan` keeps the video plan (one process only)."""
+    return config if video_plan else for_stills(config)
+
+
 def for_stills(config: AnonymizerConfig) -> AnonymizerConfig:
     """The settings for unrelated images (photos, not video): every image gets the whole
     plate scan and the thorough face pass, since the frame plan's cheaper frames rely on

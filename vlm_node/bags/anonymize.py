@@ -44,7 +44,7 @@ from rosbags.interfaces import Connection
 
 from vlm_node.anonymize import AnonymizerConfig
 from vlm_node.anonymize.anonymizer import PendingFrame
-from vlm_node.anonymize.config import for_frames_in_flight, frames_in_flight_for
+from vlm_node.anonymize.config import for_frames_in_flight, for_recordings, frames_in_flight_for
 from vlm_node.bags import io
 from vlm_node.bags.compressed import encode_like, inspect_compressed
 from vlm_node.bags.summary import STAGES, BagAnonymizeSummary, TopicCounts, Validation
@@ -370,18 +370,20 @@ def anonymize_bag(src: str | Path, dst: str | Path, config: AnonymizerConfig | N
                   progress: bool | None = None,
                   on_message: Callable[[io.BagMessage], None] | None = None,
                   frames_in_flight: int | None = None,
-                  labels: LabelScorer | None = None) -> BagAnonymizeSummary:
+                  labels: LabelScorer | None = None,
+                  video_plan: bool = False) -> BagAnonymizeSummary:
     """Write an anonymized copy of bag `src` to the new bag directory `dst`; see the module
     docstring for what is guaranteed. `storage` defaults to the input's; `progress` None shows
     a tqdm bar only on a terminal; `on_message` is called after each message is read (tests
     use it to interrupt a run); `frames_in_flight`: see `write_messages` (None: one per
     core, `anonymize.config.frames_in_flight_for`); `labels` (a
     LabelScorer, e.g. `evaluation.redaction.BagRedactionScorer`) score the redactions into
-    `summary.validation`."""
+    `summary.validation`. `video_plan`: the node's cheaper frame plan instead of the whole
+    pass on every frame (`anonymize.config.for_recordings` says why that is the default)."""
     from tqdm import tqdm
 
     src, dst = Path(src), Path(dst)
-    config = config or AnonymizerConfig()
+    config = for_recordings(config or AnonymizerConfig(), video_plan)
     frames_in_flight = frames_in_flight_for(config, frames_in_flight)
     config = for_frames_in_flight(config, frames_in_flight)
     check_paths(src, dst)

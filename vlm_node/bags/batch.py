@@ -40,6 +40,7 @@ class AnonymizeOptions:
     force: bool = False
     frames_in_flight: int | None = None  # None: one per core (frames_in_flight_for)
     labels: LabelScorer | None = None  # scored into each bag's summary
+    video_plan: bool = False  # the node's frame plan (one process only: for_recordings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +164,8 @@ def anonymize_bags(jobs: Sequence[BagJob], root: Path, options: AnonymizeOptions
                     job.src, job.dst, options.config, topics=options.topics,
                     storage=options.storage, results_topic=options.results_topic,
                     force=options.force, progress=progress,
-                    frames_in_flight=options.frames_in_flight, labels=options.labels))
+                    frames_in_flight=options.frames_in_flight, labels=options.labels,
+                    video_plan=options.video_plan))
             except VlmNodeError as exc:
                 batch.failed[str(job.src)] = str(exc)
     finally:

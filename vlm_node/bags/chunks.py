@@ -32,6 +32,7 @@ from pathlib import Path
 from rosbags.interfaces import Connection
 
 from vlm_node.anonymize import AnonymizerConfig
+from vlm_node.anonymize.config import for_recordings
 from vlm_node.bags import io
 from vlm_node.bags.anonymize import (LabelScorer, Output, Selection, TopicAnonymizer,
                                      close_all, new_summary, open_output, topic_anonymizers,
@@ -148,10 +149,13 @@ def run_chunk(task: ChunkTask) -> ChunkResult:
         shutil.rmtree(out)
     src = Path(task.src)
     chunk = task.chunk
+    # the whole pass on every frame: the video plan's cadence counts frames from the start of
+    # a stream, which a chunk cannot know (anonymize.config.for_recordings)
+    config = for_recordings(task.config)
     with io.open_bag(src) as bag:
-        summary = new_summary(src, out, bag, task.selection, task.config)
+        summary = new_summary(src, out, bag, task.selection, config)
         store = io.make_typestore()
-        workers = topic_anonymizers(task.selection, task.config, store, summary, task.labels)
+        workers = topic_anonymizers(task.selection, config, store, summary, task.labels)
         try:
             with io.BagWriter(out, CHUNK_STORAGE, store) as writer:
                 output = open_output(bag, writer, task.selection)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from vlm_node.anonymize import AnonymizerConfig
+from vlm_node.anonymize.config import for_recordings
 from vlm_node.bags import io
 from vlm_node.bags.anonymize import (Output, check_paths, custom_data, labels_for,
                                      new_summary, open_output, select)
@@ -101,7 +102,9 @@ def worker_config(config: AnonymizerConfig) -> tuple[AnonymizerConfig, int]:
     chunks (the stages in sequence also cost less CPU per frame than in parallel; figures in
     docs/bags.md). Outputs do not depend on either setting (the same pixels, tested)."""
     threads = config.threads or 1
-    return dataclasses.replace(config, threads=threads, parallel_stages=False), threads
+    # chunks get the whole pass on every frame (anonymize.config.for_recordings)
+    return dataclasses.replace(for_recordings(config), threads=threads,
+                               parallel_stages=False), threads
 
 
 def connect(address: str) -> Cluster:

@@ -72,6 +72,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "bags or --ray: one entry per bag under \"bags\", plus totals)")
     add_frames_in_flight(p, "released and written",
                          "; not with --ray, whose tasks use one core each")
+    p.add_argument("--video-plan", action="store_true",
+                   help="use the node's cheaper frame plan (plates in vehicle regions and one "
+                        "rotating band per frame, the thorough face pass every "
+                        "anonymizer.face_thorough_every frames) instead of the default whole "
+                        "pass on every frame: faster, but a plate on no detected vehicle can be "
+                        "found 1-2 frames late, which a released recording keeps; not with "
+                        "--ray (a time chunk cannot know the plan's cadence)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     ray = p.add_argument_group(
@@ -101,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
              if getattr(args, name) is not None]
     if args.ray is None and given:
         raise ConfigError(f"{', '.join(given)} only apply with --ray")
+    if args.ray is not None and args.video_plan:
+        raise ConfigError("--video-plan does not apply with --ray (its band and face cadence "
+                          "count frames from a stream's start, which a time chunk cannot know)")
     if args.ray is not None and args.frames_in_flight is not None:
         raise ConfigError("--frames-in-flight does not apply with --ray (each chunk task runs "
                           "one frame at a time on its CPU; use --workers)")
@@ -110,14 +120,15 @@ def run(args: argparse.Namespace) -> int:
                      {"anonymizer.redaction": args.mode} if args.mode else None).anonymizer
     labels = _load_labels(args.labels) if args.labels else None
     options = AnonymizeOptions(config, tuple(args.topics) if args.topics else None,
-                               args.storage, args.results_topic, args.force, in_flight, labels)
+                               args.storage, args.results_topic, args.force, in_flight, labels,
+                               args.video_plan)
     progress = False if args.no_progress else None
     jobs, batch = plan_jobs(args.input, args.output)
     if ray_options is None and not batch:
         summary = anonymize_bag(
             args.input[0], args.output, config, topics=options.topics, storage=args.storage,
             results_topic=args.results_topic, force=args.force, progress=progress,
-            frames_in_flight=in_flight, labels=labels)
+            frames_in_flight=in_flight, labels=labels, video_plan=args.video_plan)
         print(summary.report())
         _write_summary(args.summary, summary.to_json())
         return 1 if summary.dropped else 0
