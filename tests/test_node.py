@@ -104,6 +104,31 @@ def test_diagnostics_published_with_rates_and_backend_state(running) -> None:
     assert {"input_rate_hz", "frames_received", "dropped_decode_error", "degraded"} <= keys
 
 
+def test_replace_fallbacks_are_in_the_camera_diagnostics(running) -> None:
+    """In `replace` mode, faces that had to be blurred instead are counted per camera by
+    reason; in other modes the keys are absent (nothing to fall back from)."""
+    harness, node = running
+    images = harness.subscribe(Image, f"/{CAM}/image_anonymized")
+    pub = harness.publisher(Image, f"/{CAM}/image_raw")
+    wait_for_subscribers(pub)
+    harness.wait_matched()
+    pub.publish(_frame(stamp_sec=1))
+    wait_for(lambda: images, 10, "an anonymized frame")
+
+    def camera_values() -> dict[str, str]:
+        status = next(s for s in node.diagnostics().status if s.hardware_id == CAM)
+        return {kv.key: kv.value for kv in status.values}
+    assert not any(k.startswith("replace_fallback_") for k in camera_values())
+    ok = node.set_parameters([Parameter("anonymizer.redaction", value="replace")])[0]
+    assert ok.successful, ok.reason
+    node.pipeline.anonymizer_stats(CAM).replace_fallbacks.update({"turned": 2})
+    values = camera_values()
+    assert values["replace_fallback_turned"] == "2"
+    assert values["replace_fallback_too_small"] == "0"
+    reasons = ("no_landmarks", "too_small", "turned", "no_bank")
+    assert {f"replace_fallback_{r}" for r in reasons} <= set(values)
+
+
 def test_lifecycle_deactivate_stops_io_and_activate_resumes_it(running) -> None:
     harness, node = running
     images = harness.subscribe(Image, f"/{CAM}/image_anonymized")

@@ -23,7 +23,7 @@ import numpy as np
 
 from vlm_node import image_codec
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
-from vlm_node.anonymize.anonymizer import PendingFrame
+from vlm_node.anonymize.anonymizer import AnonymizerStats, PendingFrame
 from vlm_node.in_order import Turnstile
 from vlm_node.frames import AnonymizedFrame, FrameMeta
 from vlm_node.results import AnalysisResult, SignReading
@@ -95,6 +95,13 @@ class Pipeline:
             if anon is None:
                 anon = self._anonymizers[stream] = Anonymizer(self.anonymizer_config)
             return anon
+
+    def anonymizer_stats(self, stream: str) -> AnonymizerStats | None:
+        """The counters of the stream's anonymizer (None before its first frame or
+        add_camera), for diagnostics; never creates one."""
+        with self._lock:
+            anon = self._anonymizers.get(stream)
+        return anon.stats if anon is not None else None
 
     def add_camera(self, stream: str) -> None:
         """Load the stream's anonymizer now (at configure time) rather than on its first

@@ -38,6 +38,10 @@ from vlm_node.paths import ASSETS
 
 BANK_DIR = ASSETS / "face_bank"
 
+FALLBACK_REASONS = ("no_landmarks", "too_small", "turned", "no_bank")
+"""Why `replace` blurred a face instead (counted in `AnonymizerStats.replace_fallbacks` and
+published per camera in /diagnostics as `replace_fallback_<reason>`)."""
+
 # Below this eye distance (pixels) a face is too small for a replacement to be seen as a face;
 # blur costs less and looks the same there.
 MIN_EYE_DISTANCE = 6.0

@@ -28,6 +28,7 @@ from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityP
 from sensor_msgs.msg import CompressedImage, Image
 
 from vlm_node.annotate import annotate
+from vlm_node.anonymize.face_replace import FALLBACK_REASONS
 from vlm_node.config import NodeConfig
 from vlm_node.errors import AnonymizationError, ConfigError, ImageConversionError, VlmNodeError
 from vlm_node.pipeline import Analyzer, Pipeline, Tracker, decode
@@ -336,6 +337,11 @@ class VlmNode(LifecycleNode):
             if self.scheduler is not None and cam in self.scheduler.counts:
                 snap["dropped_stale"] = self.scheduler.counts[cam].stale
                 snap["dropped_superseded"] = self.scheduler.counts[cam].superseded
+            anon = self.pipeline.anonymizer_stats(cam) if self.pipeline is not None else None
+            if anon is not None and self.config.anonymizer.redaction == "replace":
+                # faces the `replace` mode had to blur instead, by reason (still redacted)
+                for reason in FALLBACK_REASONS:
+                    snap[f"replace_fallback_{reason}"] = anon.replace_fallbacks.get(reason, 0)
             drops = sum(v for k, v in snap.items()
                         if k.startswith("dropped_") and k != "dropped_superseded")
             level = DiagnosticStatus.WARN if drops else DiagnosticStatus.OK
