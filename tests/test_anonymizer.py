@@ -192,6 +192,18 @@ def test_carry_over_off():
     assert anon.anonymize(META, np.zeros((64, 64, 3), np.uint8)).detections == ()
 
 
+def test_untracked_synthetic_plates_do_not_all_read_the_same():
+    """Carry-over off (as in the demo): each plate of a frame gets its own synthetic text;
+    with one seed for all, two plates of one size on the same background came out
+    identical."""
+    plates = [Detection("plate", Box(x, 60, 80, 20), 0.9, "scripted") for x in (20, 120)]
+    anon = _scripted([plates], carry_frames=0, redaction="synthetic", plate_margin=0.0)
+    out = anon.anonymize(META, np.full((160, 240, 3), 90, np.uint8)).image
+    left, right = out[60:80, 20:100].astype(int), out[60:80, 120:200].astype(int)
+    assert np.abs(left - 90).mean() > 10 and np.abs(right - 90).mean() > 10  # both rendered
+    assert np.abs(left - right).mean() > 5
+
+
 @pytest.mark.parametrize("policy", ["drop", "full_blur"])
 @pytest.mark.parametrize("failure, reason", [
     ("exception", "exception"), ("nan", "corrupt_output"), ("negative", "corrupt_output"),

@@ -571,7 +571,8 @@ class Anonymizer:
                     try:
                         done = redact(image, box, ellipse, config.redaction,
                                       blocks=config.pixelate_blocks,
-                                      fill_value=config.fill_value, seed=track_id,
+                                      fill_value=config.fill_value,
+                                      seed=_redaction_seed(det, track_id),
                                       landmarks=det.landmarks, replacer=self._replacer)
                         if done.startswith("blur:"):
                             self.stats.replace_fallbacks[done[5:]] += 1
@@ -624,6 +625,17 @@ class Anonymizer:
             return _release(meta, image, (), (time.perf_counter() - t0) * 1e3, True)
         raise AnonymizationError(f"anonymization failed ({reason}), frame dropped: {message}") \
             from cause
+
+
+def _redaction_seed(det: Detection, track_id: int) -> int:
+    """The seed of a region's rendered content: its track, so a tracked plate keeps its
+    synthetic text. Untracked plates (carry-over off, track 0) get one from their position,
+    or every synthetic plate of a frame would read the same. Untracked faces keep 0: for
+    `replace` the seed is the track key, and 0 means "no track, do not remember the pick"."""
+    if track_id or det.kind == "face":
+        return track_id
+    x, y = int(det.box.x), int(det.box.y)
+    return 1 + ((x * 73856093) ^ (y * 19349663)) % 2_147_483_647
 
 
 def _cadence(config: AnonymizerConfig) -> tuple[int, int]:
