@@ -104,16 +104,23 @@ def test_diagnostics_published_with_rates_and_backend_state(running) -> None:
     assert {"input_rate_hz", "frames_received", "dropped_decode_error", "degraded"} <= keys
 
 
-def test_replace_fallbacks_are_in_the_camera_diagnostics(running) -> None:
-    """In `replace` mode, faces that had to be blurred instead are counted per camera by
-    reason; in other modes the keys are absent (nothing to fall back from)."""
-    harness, node = running
+def _first_frame_through(harness, what: str):
+    """Subscribe to the anonymized output, publish one frame and wait for it: (received
+    images, the camera publisher)."""
     images = harness.subscribe(Image, f"/{CAM}/image_anonymized")
     pub = harness.publisher(Image, f"/{CAM}/image_raw")
     wait_for_subscribers(pub)
     harness.wait_matched()
     pub.publish(_frame(stamp_sec=1))
-    wait_for(lambda: images, 10, "an anonymized frame")
+    wait_for(lambda: images, 10, what)
+    return images, pub
+
+
+def test_replace_fallbacks_are_in_the_camera_diagnostics(running) -> None:
+    """In `replace` mode, faces that had to be blurred instead are counted per camera by
+    reason; in other modes the keys are absent (nothing to fall back from)."""
+    harness, node = running
+    _first_frame_through(harness, "an anonymized frame")
 
     def camera_values() -> dict[str, str]:
         status = next(s for s in node.diagnostics().status if s.hardware_id == CAM)
@@ -131,12 +138,7 @@ def test_replace_fallbacks_are_in_the_camera_diagnostics(running) -> None:
 
 def test_lifecycle_deactivate_stops_io_and_activate_resumes_it(running) -> None:
     harness, node = running
-    images = harness.subscribe(Image, f"/{CAM}/image_anonymized")
-    pub = harness.publisher(Image, f"/{CAM}/image_raw")
-    wait_for_subscribers(pub)
-    harness.wait_matched()
-    pub.publish(_frame(stamp_sec=1))
-    wait_for(lambda: images, 10, "output while active")
+    images, pub = _first_frame_through(harness, "output while active")
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     wait_for(lambda: pub.get_subscription_count() == 0, 10, "the subscription to go")
     pub.publish(_frame(stamp_sec=2))
