@@ -44,6 +44,7 @@ import numpy as np
 from vlm_node.anonymize import identity
 from vlm_node.anonymize.face_replace import (MIN_FACE_PX, BankFace, FaceBank, FaceReplacer,
                                              align, load_bank, usable)
+from vlm_node.evaluation.labels import load_labels
 from vlm_node.geometry import Box
 
 MODES = ("blur", "replace", "swap")
@@ -78,18 +79,17 @@ def load_set(data_root: Path, name: str) -> list[tuple[Path, list[Box] | None]]:
         portraits = sorted((data_root / "faces" / "face_recognition_examples").glob("*.jpg"))
         return [(p, None) for p in portraits if p.stem != "obama-480p"]
     if name == "shared":
-        labels = json.loads((data_root / "labels.json").read_text())
         out: list[tuple[Path, list[Box] | None]] = [
-            (data_root / e["file"], [Box.from_list(b) for b in e["faces"]])
-            for e in labels["images"] if e.get("faces")]
+            (label.path, list(label.faces))
+            for label in load_labels(data_root / "labels.json", root=data_root) if label.faces]
         portraits = sorted((data_root / "faces" / "face_recognition_examples").glob("*.jpg"))
         # obama-480p is obama.jpg smaller: one person may appear once
         out += [(p, None) for p in portraits if p.stem != "obama-480p"]
         return out
     if name == "wider":
-        labels = json.loads((data_root / "faces_wider_train" / "labels.json").read_text())
-        return [(data_root / e["file"], [Box.from_list(b) for b in e["faces"]])
-                for e in labels["images"]]
+        return [(label.path, list(label.faces or ()))
+                for label in load_labels(data_root / "faces_wider_train" / "labels.json",
+                                         root=data_root)]
     raise ValueError(f"unknown set {name!r} (shared, portraits, wider)")
 
 
