@@ -11,7 +11,7 @@ from helpers import read_bgr, shared
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig, identity
 from vlm_node.anonymize.face_replace import (BANK_DIR, BankFace, FaceBank, FaceReplacer, align,
                                              apply, load_bank, similarity, usable)
-from vlm_node.anonymize.redact import blurred, redact
+from vlm_node.anonymize.redact import redact
 from vlm_node.frames import FrameMeta
 from vlm_node.geometry import Box
 

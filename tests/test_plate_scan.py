@@ -85,8 +85,9 @@ def test_scan_cadence_and_cheap_face_frames_and_reset():
     assert pending.scan.full and not pending.cheap_faces
     # a gap in time restarts the rotation too (nothing carried across it)
     anon.release(FrameMeta("cam", 100 * STEP_NS, "cam"), pending)
-    anon.release(FrameMeta("cam", 101 * STEP_NS, "cam"), anon.detect_frame(_frames(None, 0, 0, 1)[0]))
-    anon.release(FrameMeta("cam", 200 * STEP_NS, "cam"), anon.detect_frame(_frames(None, 0, 0, 1)[0]))
+    for stamp in (101, 200):
+        anon.release(FrameMeta("cam", stamp * STEP_NS, "cam"),
+                     anon.detect_frame(_frames(None, 0, 0, 1)[0]))
     assert anon.detect_frame(_frames(None, 0, 0, 1)[0]).scan.full
 
 

@@ -302,7 +302,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"({', '.join(report['providers'])}); OpenCV {m['opencv']}; "
              f"{report['frames_per_size']} frames per size.", "",
              "| setting | frame | decode | faces | persons | plates | redact | encode | anonymize "
-             "ms (p50 / p95) | CPU ms | fps | fps incl. codec | face R / P (photos) | plate R / P (photos) | "
+             "ms (p50 / p95) | CPU ms | fps | fps incl. codec | face R / P (photos) | "
+             "plate R / P (photos) | "
              "dogs.jpg redactions | face R (frames) | plate R (frames) | dev faces covered "
              "< 20 / 20-31 / 32-63 / >= 64 | dev >= 20 / >= 32 px | dev collateral |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

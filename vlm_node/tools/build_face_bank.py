@@ -17,9 +17,10 @@ self-reported ethnicity x gender x age band, a split only made when every part k
 k people, and groups of 2k or more give several disjoint averages (variety in a crowd). The
 skin tone measured on the photos (the cheeks' ITA angle) was tried as the grouping first and
 mixed groups badly (the two source sets' lighting differs); each average keeps its members'
-mean tone, read against each photo's white point as at run time, for the run-time pick. Each average is the pixel mean
-of its k or more aligned members (k-Same). With dlib installed, each average's embedding
-distance to every member is recorded (an average must match none of them: > 0.6).
+mean tone, read against each photo's white point as at run time, for the run-time pick. Each
+average is the pixel mean of its k or more aligned members (k-Same). With dlib installed, each
+average's embedding distance to every member is recorded (an average must match none of them:
+> 0.6).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -114,7 +116,8 @@ def age_of(age: int | None) -> str | None:
     return next(name for name, lo, hi in AGE_BANDS if lo <= age < hi)
 
 
-def split(members: list[Sitter], k: int, key, names) -> list[tuple[str, list[Sitter]]] | None:  # noqa: ANN001
+def split(members: list[Sitter], k: int, key: Callable[[Sitter], str | None], names: Sequence[str]
+          ) -> list[tuple[str, list[Sitter]]] | None:
     """Split by `key` when every part keeps k people, else None. People whose key is none of
     `names` (age not reported) join the largest part."""
     parts = [(n, [s for s in members if key(s) == n]) for n in names]

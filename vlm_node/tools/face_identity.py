@@ -37,6 +37,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -46,6 +47,9 @@ from vlm_node.anonymize.face_replace import (MIN_FACE_PX, BankFace, FaceBank, Fa
                                              align, load_bank, usable)
 from vlm_node.evaluation.labels import load_labels
 from vlm_node.geometry import Box
+
+if TYPE_CHECKING:
+    from vlm_node.anonymize import Anonymizer, AnonymizerConfig
 
 MODES = ("blur", "replace", "swap")
 
@@ -115,8 +119,8 @@ def _nearest(dets: list, box: Box):  # noqa: ANN001, ANN202
     return best if best is not None and best.box.iou(box) > 0.3 else None
 
 
-def build_gallery(images: list[np.ndarray], labels: list[list[Box] | None], anonymizer,  # noqa: ANN001
-                  min_size: float, result: SetResult) -> list[list]:
+def build_gallery(images: list[np.ndarray], labels: list[list[Box] | None],
+                  anonymizer: "Anonymizer", min_size: float, result: SetResult) -> list[list]:
     """Fill result.gallery; returns the anonymizer's detections per image."""
     all_dets = []
     for i, (img, boxes) in enumerate(zip(images, labels)):
@@ -286,7 +290,8 @@ def jitter_frames(image: np.ndarray, box: Box, frames: int, rng: np.random.Gener
     return out
 
 
-def sequence_check(result: SetResult, images: list[np.ndarray], config, frames: int,  # noqa: ANN001
+def sequence_check(result: SetResult, images: list[np.ndarray], config: "AnonymizerConfig",
+                   frames: int,
                    min_size: float, mode: str, hub: dict[int, np.ndarray],
                    args_verbose: bool = False) -> dict:
     """Each gallery face of at least `min_size` px as a jittered sequence through one
@@ -421,7 +426,8 @@ def run_set(data_root: Path, name: str, config, args) -> SetResult:  # noqa: ANN
                 print(f"    hit: {h}")
         extra = f" rank-1 = donor {row['rank1_donor']:.3f}" if "rank1_donor" in row else ""
         if "rank1_hits" in row:
-            extra += (f" ({row['rank1_hits']} hits, {row['rank1_hits_explained_by_the_average_alone']}"
+            explained = row["rank1_hits_explained_by_the_average_alone"]
+            extra += (f" ({row['rank1_hits']} hits, {explained}"
                       f" of them faces the bare average ranks 1st or 2nd)")
         print(f"  {mode:8s} faces {row['faces']:4d}  rank-1 own {row['rank1_own']:.3f}{extra}  "
               f"distance own {row['own_distance_median']:.3f} / others "
