@@ -544,7 +544,7 @@ class Anonymizer:
                 cheap = pending.cheap_faces
                 bands, every = _cadence(config)
                 objects = pending.objects
-                if self._carry._size not in (None, (w, h)) and not pending.restarted:
+                if self._carry.size not in (None, (w, h)) and not pending.restarted:
                     self._restart()  # a new size the plan did not see coming
                 if ((not scan.full or cheap)
                         and (pending.generation != self._generation

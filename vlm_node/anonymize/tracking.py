@@ -51,6 +51,11 @@ class CarryOver:
         self.tracks.clear()
         self._size = None
 
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """(width, height) of the frames the tracks belong to; None before the first."""
+        return self._size
+
     def update(self, detections: list[Detection], width: int, height: int,
                keep_size: frozenset[str] = frozenset()
                ) -> tuple[list[tuple[Detection, int]], list[tuple[Detection, int]]]:
