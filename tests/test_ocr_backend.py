@@ -2,6 +2,7 @@
 photos, and on real photos without signs."""
 import glob
 
+import cv2
 import numpy as np
 import pytest
 
@@ -68,6 +69,27 @@ def test_plausibility_follows_the_vocabulary_rules():
     assert plausible("weight_limit", 7.5, "t") and not plausible("weight_limit", 75, "t")
     assert plausible("height_limit", 3.8, "m") and not plausible("height_limit", 38, "m")
     assert not plausible("stop", 1, "")
+
+
+def test_a_broken_glyph_outline_counts_once():
+    # a "5" and a "0" whose stroke is only its outline: the 0 is an outer and an inner ring
+    row = np.zeros((30, 60), np.uint8)
+    cv2.rectangle(row, (4, 1), (18, 28), 1, 2)  # the 5, simplified to one blob
+    cv2.ellipse(row, (40, 15), (12, 14), 0, 0, 360, 1, 1)
+    cv2.ellipse(row, (40, 15), (7, 10), 0, 0, 360, 1, 1)
+    assert ocr_backend._count_glyphs(row) == 2
+    row[:, 28:30] = 0
+    cv2.rectangle(row, (54, 2), (58, 27), 1, -1)  # a third digit (a "1") still counts
+    assert ocr_backend._count_glyphs(row) == 3
+
+
+def test_a_dark_navy_legend_is_ink_and_the_red_rim_is_not():
+    crop = np.full((40, 40, 3), (200, 200, 200), np.uint8)
+    crop[10:30, 12:18] = (70, 35, 25)  # navy (BGR): saturated, but not red
+    cv2.circle(crop, (20, 20), 19, (30, 30, 170), 3)  # the rim, red
+    ink = ocr_backend._dark_mask(crop)
+    assert ink[15:25, 13:17].all()
+    assert not ink[20, 1:3].any() and not ink[1:3, 20].any()
 
 
 def test_words_match_with_one_ocr_error():

@@ -225,6 +225,34 @@ def test_ocr_reads_a_ring_the_classifier_calls_a_speed_limit_of_unknown_value(ba
     assert [(r.sign_class, r.value, r.source) for r in hits] == [("speed_limit", value, "ocr")]
 
 
+# Kaggle tune-half photos of non-German speed signs: a 50 in a dark navy font on a ring the
+# shape finder found (OCR read "50", but its glyph count took the 0's broken outline for two
+# digits), and 40s and a 100 the shape finder did not find as rings: colour proposals the
+# classifier called background while its speed classes together held >= 0.5; OCR reads them.
+PROPOSAL_READ = [("andrewmvd_road114.jpg", 50, False), ("andrewmvd_road188.jpg", 40, True),
+                 ("andrewmvd_road117.jpg", 100, True)]
+
+
+@pytest.mark.parametrize("file, value, proposal", PROPOSAL_READ)
+def test_ocr_reads_foreign_speed_signs_the_classifier_only_leans_to(backend, file, value,
+                                                                   proposal):
+    from vlm_node.analysis.ocr_backend import OcrConfig
+
+    labels = json.loads(shared("signs_real_dev/labels.json").read_text())
+    entry = next(i for i in labels["images"] if i["file"].endswith(file))
+    box = next(Box.from_list(s["box"]) for s in entry["signs"] if s.get("value") == value)
+    bgr = read_bgr(shared("signs_real_dev") / file)
+    hits = [r for r in backend.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    assert [(r.sign_class, r.value, r.source) for r in hits] == [("speed_limit", value, "ocr")]
+    assert hits[0].confidence <= 1
+    if proposal:
+        # with the speed-mass gate shut, nothing reads these proposals
+        off = OcrBackend(OcrConfig(ocr_speed_mass=1.0))
+        off.load()
+        assert not [r for r in off.read_signs(bgr)
+                    if r.box is not None and r.box.iou(box) >= 0.3 and r.value is not None]
+
+
 # Speed signs whose proposal box is off the sign: the crop through it gives "a speed limit"
 # without a sure value (0.96-0.98 for the family); a second look through shifted and scaled
 # boxes reads the value (GTSDB development photos, tune half).

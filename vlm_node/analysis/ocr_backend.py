@@ -185,6 +185,8 @@ def says(text: str, target: str) -> bool:
 
 
 _MIN_SPEED_TEXT_HEIGHT = 0.36
+_SPEED_PROPOSAL = "speed_proposal"  # found_by of a proposal OCR reads for a speed value only
+_RED_HUE_MAX = 15  # OpenCV hue (0-180) within this of 0 is the rim's red (and orange-red)
 
 
 def _decimal_point(sign_class: str, value: float, unit: str, score: float
@@ -253,20 +255,34 @@ def _without_stripes(crop: np.ndarray, size: int = 128) -> np.ndarray:
 
 
 def _dark_mask(crop: np.ndarray) -> np.ndarray:
-    """Legend ink: darker than Otsu's threshold and not saturated (sign red is dark in grey
-    but is the rim, not the legend)."""
+    """Legend ink: darker than Otsu's threshold and not saturated red (sign red is dark in
+    grey but is the rim, not the legend). Only red is excluded, not every saturated colour: a
+    dark navy legend (many non-German signs) is saturated too, and excluding it left only its
+    blurred outline as ink (a "0" then made two glyphs, its outline and its hole's)."""
     gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
     _, bw = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
-    sat = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)[..., 1]
-    return (bw > 0) & (sat < 110)
+    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
+    hue = hsv[..., 0]
+    red = (hsv[..., 1] >= 110) & ((hue <= _RED_HUE_MAX) | (hue >= 180 - _RED_HUE_MAX))
+    return (bw > 0) & ~red
 
 
 def _count_glyphs(row: np.ndarray) -> int:
-    """Ink blobs at least 60 % as tall as the text row (digits; not specks or dots)."""
+    """Ink blobs at least 60 % as tall as the text row (digits; not specks or dots). A blob
+    lying inside another's bounding box is part of the same glyph (the hole of a "0" whose
+    stroke broke into an outer and an inner outline), not a digit of its own."""
     if row.size == 0:
         return 0
     n, _, stats, _ = cv2.connectedComponentsWithStats(row.astype(np.uint8))
-    return int(sum(1 for st in stats[1:] if st[cv2.CC_STAT_HEIGHT] >= 0.6 * row.shape[0]))
+    tall = [st for st in stats[1:] if st[cv2.CC_STAT_HEIGHT] >= 0.6 * row.shape[0]]
+
+    def inside(a: np.ndarray, b: np.ndarray) -> bool:
+        ax, ay, aw, ah = a[:4]
+        bx, by, bw, bh = b[:4]
+        return bool(bx <= ax and by <= ay and ax + aw <= bx + bw and ay + ah <= by + bh
+                    and (aw, ah) != (bw, bh))
+
+    return sum(1 for a in tall if not any(inside(a, b) for b in tall if b is not a))
 
 
 def _row_bands(dark: np.ndarray, min_frac: float = 0.25) -> list[tuple[int, int]]:
@@ -565,6 +581,8 @@ class OcrBackend(AnalysisBackend):
                    if not any(c.box.iou(b) > 0.3 for b in taken)]
         pending = [(m, j) for m, j in pending
                    if j is not None and j.kind in ("us", "blue", "ring")]
+        pending += self._speed_proposals(bgr, boxes[finder:], results[finder:],
+                                         taken + [c.box for c in cands])
         pending = pending[:max(0, self.config.max_reads - len(checks))]
         jobs = [j for _, j in pending]
         everything = [j for _, j in checks] + jobs
@@ -579,7 +597,7 @@ class OcrBackend(AnalysisBackend):
             reading = self._reading(bgr, job)
             if reading is None or reading.confidence < self.config.min_confidence:
                 continue
-            if ocr_only(reading):
+            if ocr_only(reading) and job.cand.found_by != _SPEED_PROPOSAL:
                 readings.append(reading)
             elif job.kind == "ring" and reading.sign_class == "speed_limit" and \
                     mass >= self.config.ocr_speed_mass:
@@ -589,6 +607,36 @@ class OcrBackend(AnalysisBackend):
                 readings.append(dataclasses.replace(
                     reading, confidence=min(reading.confidence, mass)))
         return readings
+
+    def _speed_proposals(self, bgr: np.ndarray, boxes: Sequence[Box],
+                         results: Sequence[SignClass], taken: Sequence[Box]
+                         ) -> list[tuple[float, _Job]]:
+        """Ring jobs for proposals the classifier rejected but leaned towards a speed limit on
+        (its speed classes together >= `ocr_speed_mass`), most speed-like first, one per
+        place, none where a sign or a finder candidate already is. Why: speed signs of other
+        countries (thinner rims, other fonts, values GTSRB lacks such as 40 and 90) are proposed
+        by colour but not always found as a ring by the shape finder, and the classifier only
+        says "some speed limit"; OCR's strict reading of the number (glyph count, text height,
+        plausible value) then decides, as for the finder's rings."""
+        cfg = self.config
+        if cfg.ocr_speed_mass >= 1.0:
+            return []
+        order = sorted((i for i, r in enumerate(results) if r.speed_mass >= cfg.ocr_speed_mass
+                        and min(boxes[i].w, boxes[i].h) >= cfg.min_value_px),
+                       key=lambda i: -results[i].speed_mass)
+        out: list[tuple[float, _Job]] = []
+        used = list(taken)
+        for i in order:
+            box, res = boxes[i], results[i]
+            if any(box.iou(b) > 0.3 for b in used):
+                continue
+            used.append(box)
+            ring = self._ring_candidate(box, res, [])
+            job = self._job(bgr, dataclasses.replace(ring, score=res.speed_mass,
+                                                     found_by=_SPEED_PROPOSAL))
+            if job is not None and job.kind == "ring":
+                out.append((res.speed_mass, job))
+        return out
 
     @staticmethod
     def _ring_candidate(box: Box, res: SignClass, cands: list[SignCandidate]) -> SignCandidate:
