@@ -160,6 +160,32 @@ def test_box_nms_keeps_what_geometry_nms_keeps():
                    [1.0, 2.0, 0.5], 0.5) == [1, 2]
 
 
+def test_box_nms_sweep_handles_shared_edges_empty_boxes_and_many_boxes():
+    """The sweep only pairs boxes whose left edges lie within each other's width: boxes with
+    the same left edge, touching edges, zero width or height, and a frame's worth of boxes
+    must still give what the plain greedy NMS gives."""
+    import random
+
+    from vlm_node.analysis.sign_candidates import box_nms
+    from vlm_node.geometry import Box, nms
+
+    rng = random.Random(11)
+    for _ in range(200):
+        boxes = [Box(rng.choice([10.0, 20.0, rng.uniform(0, 60)]), rng.choice([10.0, 30.0]),
+                     rng.choice([0.0, 10.0, 10.0, 3.5, 40.0]), rng.choice([0.0, 10.0, 20.0]))
+                 for _ in range(rng.randint(1, 30))]
+        scores = [rng.choice([1.0, 0.5, rng.random()]) for _ in boxes]
+        for thr in (0.0, 0.3, 0.6, 0.9):
+            assert box_nms(boxes, scores, thr) == nms(boxes, scores, thr)
+    boxes = [Box(rng.uniform(0, 1000), rng.uniform(0, 560), s, s * rng.uniform(0.6, 1.6))
+             for s in (rng.choice([6, 8, 12, 20, 40, 120]) for _ in range(600))]
+    assert box_nms(boxes, [b.area for b in boxes], 0.6) == nms(boxes, [b.area for b in boxes],
+                                                               0.6)
+    # touching boxes do not overlap; a box inside a larger one does
+    assert box_nms([Box(0, 0, 10, 10), Box(10, 0, 10, 10)], [1.0, 1.0], 0.0) == [0, 1]
+    assert box_nms([Box(0, 0, 10, 10), Box(1, 1, 9, 9)], [1.0, 2.0], 0.5) == [1]
+
+
 def test_max_paint_shares_equal_paint_share_per_colour():
     from vlm_node.analysis.sign_candidates import (ProposalConfig, find_proposals,
                                                    max_paint_shares, paint_share,

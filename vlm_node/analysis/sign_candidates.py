@@ -413,16 +413,42 @@ def _rimmed(frame: _Frame, hole: np.ndarray, rect: tuple[int, int, int, int]
                          face.dark, light)
 
 
+# The outlines a sign painted through in each colour can have (stop and no entry; blue
+# mandatory discs and squares; the priority road diamond), and of a white sign with a dark
+# legend (the US speed-limit rectangle, the end-of-limit disc).
+_FACE_SHAPES = {"red": (Shape.CIRCLE, Shape.OCTAGON),
+                "blue": (Shape.CIRCLE, Shape.OCTAGON, Shape.RECTANGLE),
+                "yellow": (Shape.DIAMOND,)}
+
+
+def _white_outline_ok(shape: Shape, box: Box) -> bool:
+    """A white sign's outline: a portrait rectangle, or a disc of at least 20 px (the
+    stripes of an end-of-limit sign are not visible smaller)."""
+    if shape == Shape.RECTANGLE:
+        return 0.55 < box.w / box.h < 0.95
+    return shape in (Shape.CIRCLE, Shape.OCTAGON) and min(box.w, box.h) >= 20
+
+
+def _outline_ok(colour: str, shape: Shape, box: Box) -> bool:
+    """Whether a `colour` region with this outline can be a sign at all: checked before its
+    face's pixel statistics are computed, which cost far more than this."""
+    if colour == "white":
+        return _white_outline_ok(shape, box)
+    return shape in _FACE_SHAPES.get(colour, ())
+
+
 def _coloured_face(frame: _Frame, colour: str, fit: _ShapeFit, box: Box, face: _Face
                    ) -> SignCandidate | None:
     """Judge a face painted in `colour` through (stop, no entry, blue mandatory signs,
     priority road): the colour must dominate and its legend must be white."""
     shape, score = fit.shape, fit.fit
+    if shape not in _FACE_SHAPES.get(colour, ()):
+        return None
     body = face.shares.get(colour, 0.0)
     light = face.shares.get("white", 0.0)
     legend = box.expanded(-0.12)
     if colour == "red":
-        if shape not in (Shape.CIRCLE, Shape.OCTAGON) or body < 0.45:
+        if body < 0.45:
             return None
         if not 0.06 < light < 0.5 or body + light < 0.75:
             return None
@@ -434,7 +460,7 @@ def _coloured_face(frame: _Frame, colour: str, fit: _ShapeFit, box: Box, face: _
         score *= min(1.0, 0.5 + (body + light) * 0.5)
     elif colour == "blue":
         shape = Shape.CIRCLE if shape == Shape.OCTAGON else shape
-        if shape not in (Shape.CIRCLE, Shape.RECTANGLE) or body < 0.4:
+        if body < 0.4:
             return None
         if not 0.06 < light < 0.6 or body + light < 0.75:
             return None
@@ -444,7 +470,7 @@ def _coloured_face(frame: _Frame, colour: str, fit: _ShapeFit, box: Box, face: _
     elif colour == "yellow":
         # A priority road sign's yellow field; the white border around it belongs to the
         # sign (the field spans about 60 % of its diagonal).
-        if shape != Shape.DIAMOND or body < 0.75:
+        if body < 0.75:
             return None
         legend = box
         box = box.expanded(0.3).clipped(*frame.size)
@@ -515,32 +541,34 @@ def _filled(frame: _Frame, colour: str, cnt: np.ndarray, rect: tuple[int, int, i
     if fit is None:
         return None
     x, y, w, h = rect
-    face = _face(frame, _region(cnt, rect), (x, y), body=colour if colour != "white" else "")
     box = Box(float(x), float(y), float(w), float(h))
-    if colour == "white":
-        return _white_face(frame, fit, box, face)
+    if not _outline_ok(colour, fit.shape, box):
+        return None
     if colour in ("red", "blue") and _border_share(frame, cnt, rect, colour) < 0.8:
         return None
+    face = _face(frame, _region(cnt, rect), (x, y), body=colour if colour != "white" else "")
+    if colour == "white":
+        return _white_face(frame, fit, box, face)
     return _coloured_face(frame, colour, fit, box, face)
 
 
 def _white_face(frame: _Frame, fit: _ShapeFit, box: Box, face: _Face) -> SignCandidate | None:
     """A white sign with a dark legend: the US speed-limit rectangle (portrait) or an
     end-of-limit disc."""
+    if not _white_outline_ok(fit.shape, box):
+        return None
     if fit.shape == Shape.RECTANGLE:
-        if not 0.55 < box.w / box.h < 0.95 or not 0.1 < face.dark < 0.55:
+        if not 0.1 < face.dark < 0.55:
             return None
         legend = box.expanded(-0.03)
-    elif fit.shape in (Shape.CIRCLE, Shape.OCTAGON):
+    else:
         # The only white discs in the vocabulary are 'end of' signs, crossed by diagonal
         # stripes from top right to bottom left; logos, lamps and wheels are not.
         if not 0.08 < face.dark < 0.6 or face.shares.get("red", 0.0) > 0.1:
             return None
-        if min(box.w, box.h) < 20 or _stripe_evidence(frame, box) < 0.12:
+        if _stripe_evidence(frame, box) < 0.12:
             return None
         legend = box.expanded(-0.1)
-    else:
-        return None
     return SignCandidate(box, fit.shape, "white", "black", True, fit.fit, legend, face.dark,
                          face.shares.get("white", 0.0))
 
@@ -577,7 +605,8 @@ def _edged(frame: _Frame, hole: np.ndarray, rect: tuple[int, int, int, int]
     x, y, w, h = rect
     region = _region(hole, rect)
     colour = _face(frame, region, (x, y)).dominant("white")
-    if colour not in ("red", "blue") or _border_share(frame, hole, rect, colour) < 0.8:
+    if colour not in ("red", "blue") or not _outline_ok(colour, fit.shape, Box(x, y, w, h)) \
+            or _border_share(frame, hole, rect, colour) < 0.8:
         return None
     face = _face(frame, region, (x, y), body=colour)
     # The edge is about 2-3 % of the sign's width on each side.
@@ -783,27 +812,46 @@ def _bright_discs(bgr: np.ndarray, cfg: ProposalConfig) -> list[Box]:
 
 def box_nms(boxes: list[Box], scores: list[float], iou_threshold: float) -> list[int]:
     """`geometry.nms` (same result: greedy, highest score first, ties in input order),
-    vectorised: a 1080p frame has a few thousand raw proposals, and the pairwise loop in
-    Python took most of the sign stage's time."""
-    if not boxes:
+    vectorised: a 1080p frame has hundreds to a few thousand raw proposals, and a loop over
+    them in Python took most of the sign stage's time. Only boxes that overlap can suppress
+    one another, and proposals are small: the overlapping pairs are found by a sweep over the
+    boxes sorted by left edge, their IoU computed in one pass (same float64 arithmetic as
+    `geometry.nms`'s), and the greedy pass walks only those pairs."""
+    n = len(boxes)
+    if n == 0:
         return []
     xywh = np.array([(b.x, b.y, b.w, b.h) for b in boxes], np.float64)
     x1, y1 = xywh[:, 0], xywh[:, 1]
     x2, y2 = x1 + xywh[:, 2], y1 + xywh[:, 3]
     area = xywh[:, 2] * xywh[:, 3]
-    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    alive = np.ones(len(boxes), bool)
+    by_x = np.argsort(x1, kind="stable")
+    # pairs (a, b), b after a in left-edge order, whose left edge lies before a's right edge:
+    # every pair with a positive overlap is among them
+    stop = np.searchsorted(x1[by_x], x2[by_x], side="left")
+    count = np.maximum(stop - np.arange(n) - 1, 0)
+    total = int(count.sum())
+    first = np.repeat(np.arange(n), count)
+    second = first + 1 + np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+    a, b = by_x[first], by_x[second]
+    iw = np.minimum(x2[a], x2[b]) - np.maximum(x1[a], x1[b])
+    ih = np.minimum(y2[a], y2[b]) - np.maximum(y1[a], y1[b])
+    inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
+    union = area[a] + area[b] - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    close = iou > iou_threshold
+    a, b = a[close], b[close]
+    neighbours: list[list[int]] = [[] for _ in range(n)]
+    for i, j in zip(a.tolist(), b.tolist()):
+        neighbours[i].append(j)
+        neighbours[j].append(i)
+    suppressed = [False] * n
     keep: list[int] = []
-    for i in order:
-        if not alive[i]:
+    for i in np.argsort(-np.asarray(scores, np.float64), kind="stable").tolist():
+        if suppressed[i]:
             continue
-        keep.append(int(i))
-        iw = np.minimum(x2[i], x2) - np.maximum(x1[i], x1)
-        ih = np.minimum(y2[i], y2) - np.maximum(y1[i], y1)
-        inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
-        union = area[i] + area - inter
-        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-        alive &= ~(iou > iou_threshold)
+        keep.append(i)
+        for j in neighbours[i]:
+            suppressed[j] = True
     return keep
 
 
