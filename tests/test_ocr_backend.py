@@ -73,13 +73,22 @@ def test_plausibility_follows_the_vocabulary_rules():
 
 def test_a_broken_glyph_outline_counts_once():
     # a "5" and a "0" whose stroke is only its outline: the 0 is an outer and an inner ring
-    row = np.zeros((30, 60), np.uint8)
-    cv2.rectangle(row, (4, 1), (18, 28), 1, 2)  # the 5, simplified to one blob
-    cv2.ellipse(row, (40, 15), (12, 14), 0, 0, 360, 1, 1)
-    cv2.ellipse(row, (40, 15), (7, 10), 0, 0, 360, 1, 1)
+    row = np.zeros((30, 80), np.uint8)
+    cv2.rectangle(row, (8, 1), (22, 28), 1, 2)  # the 5, simplified to one blob
+    cv2.ellipse(row, (44, 15), (12, 14), 0, 0, 360, 1, 1)
+    cv2.ellipse(row, (44, 15), (7, 10), 0, 0, 360, 1, 1)
     assert ocr_backend._count_glyphs(row) == 2
-    row[:, 28:30] = 0
-    cv2.rectangle(row, (54, 2), (58, 27), 1, -1)  # a third digit (a "1") still counts
+    cv2.rectangle(row, (62, 2), (66, 27), 1, -1)  # a third digit (a "1") still counts
+    assert ocr_backend._count_glyphs(row) == 3
+
+
+def test_the_rims_inner_edge_at_the_row_end_is_no_digit():
+    row = np.zeros((30, 64), np.uint8)
+    cv2.rectangle(row, (14, 1), (28, 28), 1, -1)
+    cv2.rectangle(row, (34, 1), (50, 28), 1, -1)
+    cv2.rectangle(row, (60, 4), (61, 26), 1, -1)  # the sliver of an off-centre box's rim
+    assert ocr_backend._count_glyphs(row) == 2
+    cv2.rectangle(row, (3, 1), (7, 28), 1, -1)  # a "1" inside the text is still a digit
     assert ocr_backend._count_glyphs(row) == 3
 
 

@@ -80,11 +80,12 @@ class OcrConfig:
                                     "legends that small, and on the GTSDB development photos "
                                     "the classifier's 10-13 px speed values on no sign were "
                                     "as many as its right ones.", min=0, max=200, dynamic=True)
-    ocr_speed_mass: float = setting(0.5, "OCR may read a speed limit on a red-ring candidate "
-                                         "the classifier did not accept when the classifier's "
-                                         "speed-limit classes together have at least this "
-                                         "probability (1.0 = never).", min=0.0, max=1.0,
-                                    dynamic=True)
+    ocr_speed_mass: float = setting(0.4, "OCR may read a speed limit on a red-ring candidate "
+                                         "or colour proposal the classifier did not accept "
+                                         "when the classifier's speed-limit classes together "
+                                         "have at least this probability (1.0 = never); OCR's "
+                                         "own number rules then decide.",
+                                    min=0.0, max=1.0, dynamic=True)
     search_max_side: int = setting(1024, "The colour/shape search (not the classifier's "
                                          "crops, not OCR) runs on the frame shrunk to at "
                                          "most this longer side; 0 = full resolution.",
@@ -270,11 +271,20 @@ def _dark_mask(crop: np.ndarray) -> np.ndarray:
 def _count_glyphs(row: np.ndarray) -> int:
     """Ink blobs at least 60 % as tall as the text row (digits; not specks or dots). A blob
     lying inside another's bounding box is part of the same glyph (the hole of a "0" whose
-    stroke broke into an outer and an inner outline), not a digit of its own."""
+    stroke broke into an outer and an inner outline), not a digit of its own; a sliver at the
+    very left or right end of the row is the rim's inner edge left by an off-centre box (a
+    "1" is as thin, but it sits inside the text, not at the disc's edge)."""
     if row.size == 0:
         return 0
     n, _, stats, _ = cv2.connectedComponentsWithStats(row.astype(np.uint8))
-    tall = [st for st in stats[1:] if st[cv2.CC_STAT_HEIGHT] >= 0.6 * row.shape[0]]
+    h, w = row.shape[:2]
+
+    def rim_sliver(st: np.ndarray) -> bool:
+        centre = st[cv2.CC_STAT_LEFT] + st[cv2.CC_STAT_WIDTH] / 2
+        return bool(st[cv2.CC_STAT_WIDTH] < 0.2 * h and
+                    (centre < 0.08 * w or centre > 0.92 * w))
+
+    tall = [st for st in stats[1:] if st[cv2.CC_STAT_HEIGHT] >= 0.6 * h and not rim_sliver(st)]
 
     def inside(a: np.ndarray, b: np.ndarray) -> bool:
         ax, ay, aw, ah = a[:4]
