@@ -246,11 +246,12 @@ def test_ocr_reads_foreign_speed_signs_the_classifier_only_leans_to(backend, fil
     assert [(r.sign_class, r.value, r.source) for r in hits] == [("speed_limit", value, "ocr")]
     assert hits[0].confidence <= 1
     if proposal:
-        # with the speed-mass gate shut, nothing reads these proposals
-        off = OcrBackend(OcrConfig(ocr_speed_mass=1.0))
-        off.load()
-        assert not [r for r in off.read_signs(bgr)
-                    if r.box is not None and r.box.iou(box) >= 0.3 and r.value is not None]
+        # with the speed-mass gate shut, or no proposal reads allowed, nothing reads them
+        for off in (OcrConfig(ocr_speed_mass=1.0), OcrConfig(speed_proposals=0)):
+            plain = OcrBackend(off)
+            plain.load()
+            assert not [r for r in plain.read_signs(bgr)
+                        if r.box is not None and r.box.iou(box) >= 0.3 and r.value is not None]
 
 
 # Speed signs whose proposal box is off the sign: the crop through it gives "a speed limit"

@@ -86,6 +86,11 @@ class OcrConfig:
                                          "have at least this probability (1.0 = never); OCR's "
                                          "own number rules then decide.",
                                     min=0.0, max=1.0, dynamic=True)
+    speed_proposals: int = setting(3, "At most this many colour proposals per frame that the "
+                                      "classifier leaned to a speed limit on (see "
+                                      "ocr_speed_mass) get an OCR read; each costs a "
+                                      "recogniser call. 0 = only the shape finder's rings.",
+                                   min=0, max=64, dynamic=True)
     search_max_side: int = setting(1024, "The colour/shape search (not the classifier's "
                                          "crops, not OCR) runs on the frame shrunk to at "
                                          "most this longer side; 0 = full resolution.",
@@ -591,9 +596,10 @@ class OcrBackend(AnalysisBackend):
                    if not any(c.box.iou(b) > 0.3 for b in taken)]
         pending = [(m, j) for m, j in pending
                    if j is not None and j.kind in ("us", "blue", "ring")]
+        budget = max(0, self.config.max_reads - len(checks))
+        pending = pending[:budget]
         pending += self._speed_proposals(bgr, boxes[finder:], results[finder:],
-                                         taken + [c.box for c in cands])
-        pending = pending[:max(0, self.config.max_reads - len(checks))]
+                                         taken + [c.box for c in cands], budget - len(pending))
         jobs = [j for _, j in pending]
         everything = [j for _, j in checks] + jobs
         self._run(everything, [j.crops for j in everything])
@@ -619,7 +625,7 @@ class OcrBackend(AnalysisBackend):
         return readings
 
     def _speed_proposals(self, bgr: np.ndarray, boxes: Sequence[Box],
-                         results: Sequence[SignClass], taken: Sequence[Box]
+                         results: Sequence[SignClass], taken: Sequence[Box], budget: int
                          ) -> list[tuple[float, _Job]]:
         """Ring jobs for proposals the classifier rejected but leaned towards a speed limit on
         (its speed classes together >= `ocr_speed_mass`), most speed-like first, one per
@@ -627,12 +633,17 @@ class OcrBackend(AnalysisBackend):
         countries (thinner rims, other fonts, values GTSRB lacks such as 40 and 90) are proposed
         by colour but not always found as a ring by the shape finder, and the classifier only
         says "some speed limit"; OCR's strict reading of the number (glyph count, text height,
-        plausible value) then decides, as for the finder's rings."""
+        plausible value) then decides, as for the finder's rings. At most `budget` jobs
+        (the frame's OCR reads left): the crops are only prepared for those."""
         cfg = self.config
-        if cfg.ocr_speed_mass >= 1.0:
+        budget = min(budget, cfg.speed_proposals)
+        if cfg.ocr_speed_mass >= 1.0 or budget <= 0:
             return []
+        # the legend (inner 70 %) must be big enough to be read in one pass: smaller ones need
+        # two agreeing reads (`confirm_below_px`), which these uncertain boxes do not earn
+        min_side = max(cfg.min_value_px, cfg.confirm_below_px / 0.7)
         order = sorted((i for i, r in enumerate(results) if r.speed_mass >= cfg.ocr_speed_mass
-                        and min(boxes[i].w, boxes[i].h) >= cfg.min_value_px),
+                        and min(boxes[i].w, boxes[i].h) >= min_side),
                        key=lambda i: -results[i].speed_mass)
         out: list[tuple[float, _Job]] = []
         used = list(taken)
@@ -646,6 +657,8 @@ class OcrBackend(AnalysisBackend):
                                                      found_by=_SPEED_PROPOSAL))
             if job is not None and job.kind == "ring":
                 out.append((res.speed_mass, job))
+                if len(out) >= budget:
+                    break
         return out
 
     @staticmethod
