@@ -27,8 +27,8 @@ from vlm_node.anonymize.faces import load_face_model
 from vlm_node.anonymize.multiscale import (CorruptOutput, RawDetections, check_finite, merge,
                                            merge_indices, plan_views, run_view, working_scale)
 from vlm_node.anonymize.persons import HEAD_DETECTOR, ObjectDetector, faceless, head_box
-from vlm_node.anonymize.plate_scan import (FULL, PlateScan, carried_hints, scan_rects,
-                                           vehicle_regions)
+from vlm_node.anonymize.plate_reuse import PlateMemory
+from vlm_node.anonymize.plate_scan import FULL, PlateScan, carried_hints, vehicle_regions
 from vlm_node.anonymize.plates import (HaarPlateDetector, PlateGeometry, SsdPlateDetector,
                                        TextPlateDetector)
 from vlm_node.anonymize.redact import blur_full_frame, redact, redaction_region
@@ -167,6 +167,11 @@ class PlateStage:
     def __init__(self, detector: Any) -> None:
         self.detector = detector
         self.name = detector.name
+        self.memory = PlateMemory()  # what the video plan's frames take over (plate_reuse.py)
+
+    def forget(self) -> None:
+        """The stream restarted: nothing seen before applies."""
+        self.memory.forget()
 
     def detect(self, frame: np.ndarray, config: AnonymizerConfig,
                scan: PlateScan = FULL) -> StageFindings:
@@ -181,8 +186,9 @@ class PlateStage:
             d.score_threshold = config.plate_score_threshold
         hints: list[TextHint] = []
         h, w = frame.shape[:2]
-        if isinstance(d, TextPlateDetector) and not scan.full:
-            dets, hints = self._scan_parts(d, frame, scan)
+        if isinstance(d, TextPlateDetector) and scan.bands > 1:
+            # a frame of the video plan (plate_reuse.py)
+            dets, hints = self.memory.scan(d, frame, scan, config.plate_reuse_frames)
         elif isinstance(d, TextPlateDetector):
             dets, hints = d.detect_with_hints(frame)
         else:
@@ -190,27 +196,6 @@ class PlateStage:
         check_finite(dets, self.name)
         return StageFindings(_to_detections(dets, "plate", self.name, w, h, 0.0), hints,
                              scan=scan)
-
-    @staticmethod
-    def _scan_parts(d: TextPlateDetector, frame: np.ndarray, scan: PlateScan
-                    ) -> tuple[RawDetections, list[TextHint]]:
-        """The text detector on each rectangle of `scan`, at the scale the whole frame would
-        be seen at, boxes mapped back to the frame and duplicates (where parts overlap)
-        merged."""
-        h, w = frame.shape[:2]
-        scale = working_scale(w, h, d.max_side, d.max_upscale)
-        parts: list[RawDetections] = []
-        hints: list[TextHint] = []
-        for x1, y1, x2, y2 in scan_rects(scan, w, h):
-            found, found_hints = d.detect_with_hints(frame[y1:y2, x1:x2], scale)
-            if len(found):
-                off = np.array([x1, y1, x1, y1], np.float32)
-                parts.append(RawDetections(found.boxes + off, found.scores, found.points))
-            hints += [TextHint(t.box.shifted(x1, y1), t.text) for t in found_hints]
-        dets = RawDetections.concat(parts)
-        if len(dets) > 1:
-            dets = merge(dets, 0.3)
-        return dets, hints
 
 
 def _geometry(config: AnonymizerConfig) -> PlateGeometry:
@@ -377,6 +362,9 @@ class Anonymizer:
         and frames planned before are completed at release."""
         self._carry.reset()
         self._band_hints.clear()
+        for stage in self.detectors:
+            if isinstance(stage, PlateStage):
+                stage.forget()
         self._released = 0
         if not foreseen:
             self._seq = 0
@@ -656,7 +644,7 @@ def _run_stage(stage: Any, image: np.ndarray, config: AnonymizerConfig, scan: Pl
     try:
         # the plan's arguments only when they differ from a plain frame's, so a stage keeps
         # the plain detect(frame, config) protocol
-        if isinstance(stage, PlateStage) and not scan.full:
+        if isinstance(stage, PlateStage) and scan != FULL:
             found = stage.detect(image, config, scan)
         elif isinstance(stage, FaceStage) and cheap_faces:
             found = stage.detect(image, config, True)

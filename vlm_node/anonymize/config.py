@@ -148,6 +148,13 @@ class AnonymizerConfig:
         0.2, "Minimum FastestDet score of a vehicle whose region is scanned for plates (low: a "
              "false vehicle costs a little time, a missed one a late plate).", min=0.05,
         max=0.99, dynamic=True)
+    plate_reuse_frames: int = setting(
+        6, "On video (the partial frames of the plate_scan_bands plan, one frame at a time), "
+           "a text line whose crop looks the same as a line read at the same place in the "
+           "last N frames takes over that reading instead of running recognition again; "
+           "every line is read afresh at least every N frames. 0 = read every line every "
+           "frame. Not used by the whole pass, stills, or offline runs with frames in "
+           "flight (docs/anonymizer.md).", min=0, max=30, dynamic=True)
     plate_min_height: float = setting(
         6.0, "Text lines lower than this many pixels are ignored.", min=0.0, max=200.0,
         dynamic=True)
@@ -249,8 +256,10 @@ def for_frames_in_flight(config: AnonymizerConfig, frames_in_flight: int) -> Ano
     the other (`parallel_stages` off) instead of crowding the cores further (1080p on 2 cores,
     2 frames in flight: 13.6-14.0 frames/s with the stages in sequence, 12.9-13.2 in
     parallel)."""
-    if frames_in_flight > 1 and config.parallel_stages:
-        return dataclasses.replace(config, parallel_stages=False)
+    if frames_in_flight > 1 and (config.parallel_stages or config.plate_reuse_frames):
+        # frames in flight are detected out of step with their release: reusing what an
+        # earlier frame found would depend on timing, so output would vary between runs
+        return dataclasses.replace(config, parallel_stages=False, plate_reuse_frames=0)
     return config
 
 
@@ -262,8 +271,11 @@ def for_recordings(config: AnonymizerConfig, video_plan: bool = False) -> Anonym
     that to keep camera rate, an offline run has no camera to keep up with); and the plan's
     band and face cadence count frames from the start of a stream, which a time chunk of a
     parallel run (`bags.chunks`) cannot know, so chunked output would differ from one
-    process's. `video_plan` keeps the video plan (one process only)."""
-    return config if video_plan else for_stills(config)
+    process's. `video_plan` keeps the video plan (one process only), without
+    `plate_reuse_frames` (what a frame may take over from the frames before would depend on
+    which frames were in flight together)."""
+    return (dataclasses.replace(config, plate_reuse_frames=0) if video_plan
+            else for_stills(config))
 
 
 def for_stills(config: AnonymizerConfig) -> AnonymizerConfig:

@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from vlm_node.geometry import Box
 from vlm_node.results import ObjectDetection, TextHint
 
@@ -63,6 +65,46 @@ class PlateScan:
 
 
 FULL = PlateScan()
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRect:
+    """A rectangle of a frame (x1, y1, x2, y2 frame px) searched for text at `scale` (model
+    px per frame px)."""
+
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+    scale: float
+
+
+def dedupe_lines(boxes: np.ndarray, owner: np.ndarray, iou: float = 0.5,
+                 containment: float = 0.8) -> np.ndarray:
+    """Indices of the text lines (boxes N x 4, x1 y1 x2 y2) to keep when lines come from
+    overlapping rectangles (`owner`: each line's rectangle): of two lines from different
+    rectangles that overlap by more than `iou`, or when `containment` of one lies inside the
+    other, the larger is kept (a line cut by one rectangle's edge is whole in the other).
+    Lines of the same rectangle are never dropped: the detector already separated them."""
+    n = len(boxes)
+    if n < 2 or len(set(owner.tolist())) < 2:
+        return np.arange(n)
+    areas = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
+    iw = np.clip(np.minimum(boxes[:, None, 2], boxes[None, :, 2])
+                 - np.maximum(boxes[:, None, 0], boxes[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+                 - np.maximum(boxes[:, None, 1], boxes[None, :, 1]), 0, None)
+    inter = iw * ih
+    union = areas[:, None] + areas[None, :] - inter
+    same = (inter / np.maximum(union, 1e-9) > iou) | (
+        inter / np.maximum(areas[None, :], 1e-9) >= containment)  # [i, j]: j inside i
+    same &= owner[:, None] != owner[None, :]
+    dropped, kept = np.zeros(n, bool), np.zeros(n, bool)
+    for i in np.argsort(-areas, kind="stable"):
+        if not dropped[i]:
+            kept[i] = True
+            dropped |= same[i] & ~kept
+    return np.nonzero(kept)[0]
 
 
 def band_rows(height: int, bands: int, overlap: float = BAND_OVERLAP) -> list[tuple[int, int]]:

@@ -26,6 +26,8 @@ import numpy as np
 from vlm_node import vocab
 from vlm_node.anonymize.multiscale import (RawDetections, check_finite, merge, plan_views,
                                            run_view, working_scale)
+from vlm_node.anonymize.plate_reuse import ReadCache
+from vlm_node.anonymize.plate_scan import ScanRect
 from vlm_node.anonymize.runtime import create_session, rapidocr_model
 from vlm_node.geometry import Box
 from vlm_node.results import TextHint
@@ -125,9 +127,12 @@ class TextRecognizer:
         """Texts of the lines inside `quads`, recognised in one batch (one onnxruntime call
         costs about as much as three single ones on 2 cores). Crops are padded on the right
         with the normalised mid-grey the model was trained to ignore."""
-        crops = [self.crop(frame, q) for q in quads]
+        return self.read_crops([self.crop(frame, q) for q in quads])
+
+    def read_crops(self, crops: Sequence[np.ndarray | None]) -> list[str]:
+        """Texts of line crops (`crop`; None reads as ""), in one batch (`read_many`)."""
         valid = [i for i, c in enumerate(crops) if c is not None]
-        texts = [""] * len(quads)
+        texts = [""] * len(crops)
         if not valid:
             return texts
         width = max(crops[i].shape[1] for i in valid)  # type: ignore[union-attr]
@@ -447,13 +452,42 @@ class TextPlateDetector:
         check_finite(lines, "PP-OCR text detection")
         return lines
 
+    def lines_of_rect(self, frame: np.ndarray, rect: ScanRect) -> RawDetections:
+        """Text lines in the rectangle `rect` of `frame`, seen at its scale, in frame
+        pixels."""
+        found = self.lines(frame[rect.y1:rect.y2, rect.x1:rect.x2], rect.scale)
+        if not len(found):
+            return RawDetections.empty(4)
+        return RawDetections(
+            found.boxes + np.array([rect.x1, rect.y1, rect.x1, rect.y1], np.float32),
+            found.scores, found.points + np.array([rect.x1, rect.y1], np.float32))
+
+    def _read_lines(self, frame: np.ndarray, lines: RawDetections, idx: Sequence[int],
+                    cache: ReadCache | None) -> list[str]:
+        """Texts of lines `idx`, read in one batch; with `cache`, lines that look as a line
+        read at the same place on a recent frame take that reading, and the others are
+        read and remembered."""
+        assert self.recognizer is not None
+        if cache is None:
+            return self.recognizer.read_many(frame, lines.points[list(idx)])
+        texts: list[str | None] = [cache.lookup(lines.boxes[i], frame) for i in idx]
+        todo = [k for k, t in enumerate(texts) if t is None]
+        read = self.recognizer.read_many(frame, lines.points[[idx[k] for k in todo]])
+        for k, t in zip(todo, read):
+            texts[k] = t
+            cache.store(lines.boxes[idx[k]], frame, t)
+        return [t or "" for t in texts]
+
     def detect(self, frame: np.ndarray) -> RawDetections:
         return self.detect_with_hints(frame)[0]
 
-    def detect_with_hints(self, frame: np.ndarray, scale: float | None = None
+    def detect_with_hints(self, frame: np.ndarray, scale: float | None = None,
+                          lines: RawDetections | None = None, cache: ReadCache | None = None
                           ) -> tuple[RawDetections, list[TextHint]]:
-        """The accepted plates, and the sign text found on the way (`TextHint`)."""
-        candidates, hints = self.examine(frame, scale)
+        """The accepted plates, and the sign text found on the way (`TextHint`); `lines`: the
+        text lines to judge, when already found (`lines_in_rects`); `cache`: see
+        `examine`."""
+        candidates, hints = self.examine(frame, scale, lines, cache)
         kept = [c for c in candidates if c.accepted]
         if not kept:
             return RawDetections.empty(), hints
@@ -461,11 +495,17 @@ class TextPlateDetector:
                              np.array([c.score for c in kept], np.float32),
                              np.zeros((len(kept), 0, 2), np.float32)), hints
 
-    def examine(self, frame: np.ndarray, scale: float | None = None
+    def examine(self, frame: np.ndarray, scale: float | None = None,
+                lines: RawDetections | None = None, cache: ReadCache | None = None
                 ) -> tuple[list[PlateCandidate], list[TextHint]]:
         """Every grouped text region with the plate decision taken on it, and the lines kept
-        out of plate groups as sign text, grouped into hints for the analysis."""
-        lines = self.lines(frame, scale)
+        out of plate groups as sign text, grouped into hints for the analysis. `lines`: the
+        text lines of `frame` when already found (else the whole frame is searched at
+        `scale`). `cache`: readings of earlier frames of the same camera to take over where a
+        line looks the same (`plate_reuse.ReadCache`); the lines read and the decisions are
+        the same as without it, only recognition calls are saved."""
+        if lines is None:
+            lines = self.lines(frame, scale)
         hints: list[TextHint] = []
         if not len(lines):
             return [], hints
@@ -480,7 +520,7 @@ class TextPlateDetector:
             nonlocal reads
             if i not in texts:
                 assert self.recognizer is not None
-                texts[i] = self.recognizer.read(frame, lines.points[i])[0]
+                texts[i] = self._read_lines(frame, lines, [i], cache)[0]
                 reads += 1
             return texts[i]
 
@@ -489,7 +529,7 @@ class TextPlateDetector:
             # lines beyond the read budget (largest first are read) stay, unread
             assert self.recognizer is not None
             order = sorted(usable.tolist(), key=lambda i: -shapes[i, 1])[:g.max_reads]
-            for i, t in zip(order, self.recognizer.read_many(frame, lines.points[order])):
+            for i, t in zip(order, self._read_lines(frame, lines, order, cache)):
                 texts[int(i)] = t
             reads = len(order)
             legends = _sign_legends(frame, lines.boxes, shapes[:, 1], texts)
