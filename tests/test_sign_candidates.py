@@ -213,3 +213,47 @@ def test_stacked_signs_get_a_box_each():
     whole = find_proposals(bgr, ProposalConfig(split_stacked=False))
     assert max(p.iou(limit) for p in whole) < 0.4
     assert max(p.iou(limit) for p in split) >= 0.6
+
+
+def _paint_bgr(colour_bgr, box_xywh, size=(240, 160)):
+    """A grey frame with one painted rectangle."""
+    bgr = np.full((size[1], size[0], 3), 128, np.uint8)
+    x, y, w, h = box_xywh
+    bgr[y:y + h, x:x + w] = colour_bgr
+    return bgr
+
+
+@pytest.mark.parametrize("colour, splits_by_default", [((40, 40, 220), True),
+                                                       ((200, 60, 0), False)])
+def test_stacked_squares_come_from_red_regions_and_blue_ones_only_when_asked(
+        colour, splits_by_default):
+    """A region three times as tall as wide: red gives its top and bottom squares (two signs
+    on a post), blue only with `split_stacked_blue` (no blue square was a sign on the
+    development photos)."""
+    from vlm_node.analysis.sign_candidates import ProposalConfig, find_proposals
+    from vlm_node.geometry import Box
+
+    bgr = _paint_bgr(colour, (100, 20, 30, 90))
+    top, bottom = Box(100, 20, 30, 30), Box(100, 80, 30, 30)
+
+    def squares(cfg):
+        boxes = find_proposals(bgr, cfg)
+        return [max(b.iou(sq) for b in boxes) >= 0.9 if boxes else False
+                for sq in (top, bottom)]
+
+    assert squares(ProposalConfig()) == [splits_by_default] * 2
+    assert squares(ProposalConfig(split_stacked_blue=True)) == [True, True]
+    neither = ProposalConfig(split_stacked=False, split_stacked_blue=True)
+    assert squares(neither) == [False, False]
+
+
+def test_yellow_regions_are_proposed_only_when_asked():
+    from vlm_node.analysis.sign_candidates import ProposalConfig, find_proposals
+    from vlm_node.geometry import Box
+
+    field = Box(100, 60, 30, 30)
+    bgr = _paint_bgr((0, 230, 220), (100, 60, 30, 30))  # not redder than green: no red mask
+    with_yellow = find_proposals(bgr, ProposalConfig(bright_discs=False))
+    without = find_proposals(bgr, ProposalConfig(bright_discs=False, yellow_regions=False))
+    assert max(b.iou(field) for b in with_yellow) >= 0.9
+    assert not any(b.iou(field) > 0.1 for b in without)

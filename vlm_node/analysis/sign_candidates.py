@@ -752,9 +752,19 @@ class ProposalConfig:
     min_size_px: int = setting(
         12, "Smallest proposal side in pixels (at ~10 px the 32 px crop is mostly blur; on the "
             "GTSDB development photos most readings that small were false).", min=4, max=200)
-    split_stacked: bool = setting(True, "Also propose the top and bottom squares of paint "
+    split_stacked: bool = setting(True, "Also propose the top and bottom squares of red paint "
                                         "regions 1.5-3.5 times as tall as wide (two signs on "
                                         "one post; left and right when side by side).")
+    split_stacked_blue: bool = setting(
+        False, "... and of blue regions too. Off: on the development photos (GTSDB 300-599, "
+               "Kaggle road0-437) none of their squares was a sign, and at 1080p they are "
+               "~9 classifier crops a frame.")
+    yellow_regions: bool = setting(
+        True, "Propose yellow paint regions too (false: the yellow mask only counts as "
+              "paint). On the development photos none was a sign the classifier accepted, "
+              "and false reads one more tune-half speed value, but it also lets one more "
+              "false sign through on the photos without signs (a box they suppressed in the "
+              "proposals' NMS), so they stay.")
     max_proposals: int = setting(400, "At most this many proposals per frame (smallest "
                                       "first); each costs the classifier ~0.05 ms.",
                                  min=1, max=1000)
@@ -913,14 +923,16 @@ def find_proposals(bgr: np.ndarray, cfg: ProposalConfig | None = None,
     largest = 0.6 * min(height, width)
     kernel = np.ones((3, 3), np.uint8)
     out: list[Box] = []
-    regions: list[tuple[np.ndarray, np.ndarray]] = []
-    for mask in (masks if masks is not None else proposal_masks(bgr, cfg)).values():
+    regions: list[tuple[str, np.ndarray, np.ndarray]] = []
+    for colour, mask in (masks if masks is not None else proposal_masks(bgr, cfg)).items():
+        if colour == "yellow" and not cfg.yellow_regions:
+            continue
         # closed: a thin rim broken by blur or JPEG becomes a ring again
         closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
         contours, hierarchy = cv2.findContours(closed, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
         if hierarchy is not None:
-            regions += zip(contours, hierarchy[0])
-    for cnt, links in regions:
+            regions += [(colour, c, links) for c, links in zip(contours, hierarchy[0])]
+    for colour, cnt, links in regions:
         x, y, w, h = cv2.boundingRect(cnt)
         hole = links[3] >= 0
         if hole:
@@ -932,7 +944,7 @@ def find_proposals(bgr: np.ndarray, cfg: ProposalConfig | None = None,
             if cv2.contourArea(cnt) < 0.12 * w * h:
                 continue  # thin strokes and lines, not a sign face or ring
             box = Box(float(x), float(y), float(w), float(h))
-        if not hole and cfg.split_stacked:
+        if not hole and cfg.split_stacked and (colour != "blue" or cfg.split_stacked_blue):
             out += _stacked_squares(box, cfg.min_size_px, largest)
         if not cfg.min_size_px <= max(box.w, box.h) <= largest:
             continue
