@@ -657,13 +657,23 @@ def _inscribed_discs(frame: _Frame, colour: str, mask: np.ndarray,
     out = []
     angles = np.linspace(0, 2 * np.pi, 48, endpoint=False)
     h, w = mask.shape
+    # A large painted area is a plateau of thousands of peaks, nearly all inside a circle
+    # already kept: each kept circle marks the peaks it holds at once.
+    fx, fy = xs.astype(np.float64), ys.astype(np.float64)
+    inside = np.zeros(len(xs), bool)
     for i in order:
+        if inside[i]:
+            continue
         cx, cy, r = float(xs[i]), float(ys[i]), float(dist[ys[i], xs[i]])
-        if r > max_r or any(math.hypot(cx - kx, cy - ky) < kr for kx, ky, kr in kept):
+        if r > max_r:
             continue
         kept.append((cx, cy, r))
         if len(kept) > limit:
             break
+        d = np.hypot(fx - cx, fy - cy)
+        inside |= d < r - 1e-9
+        for j in np.flatnonzero(np.abs(d - r) <= 1e-9):  # on the edge: decide as math does
+            inside[j] |= math.hypot(fx[j] - cx, fy[j] - cy) < r
         ring = r * 1.12 + 1.5  # just outside a disc, and outside an octagon's corners
         px = np.clip(np.rint(cx + ring * np.cos(angles)).astype(int), 0, w - 1)
         py = np.clip(np.rint(cy + ring * np.sin(angles)).astype(int), 0, h - 1)
