@@ -127,6 +127,36 @@ def test_faces_without_usable_landmarks_fall_back_to_blur(obama, bank):
     assert not np.array_equal(c[10:40, 10:130], img[10:40, 10:130])
 
 
+def test_redact_writes_exactly_the_ellipse_of_a_region_inside_a_frame(obama, bank):
+    """The result is copied into the region's ellipse in place (a view of the frame): inside
+    it every pixel is the replacement, outside it and outside the box the frame is untouched.
+    A face larger than WORK_SIDE goes through the reduced working size and comes back at the
+    box's size."""
+    from vlm_node.anonymize.face_replace import WORK_SIDE
+    from vlm_node.anonymize.redact import _ellipse
+
+    img, det = obama
+    s = 2.5 * WORK_SIDE / det.box.w
+    big = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_LINEAR)
+    lm = np.asarray(det.landmarks) * s
+    box = Box(det.box.x * s, det.box.y * s, det.box.w * s, det.box.h * s
+              ).expanded(0.1).clipped(big.shape[1], big.shape[0])
+    rows, cols = box.int_slices(big.shape[1], big.shape[0])
+    rep = FaceReplacer(bank)
+    expected = rep.replace(big, rows, cols, lm, track_id=1)
+    assert expected.shape == big[rows, cols].shape
+    out = big.copy()
+    assert redact(out, box, True, "replace", landmarks=lm, replacer=rep, seed=1) == "replace"
+    inside = _ellipse(cols.stop - cols.start, rows.stop - rows.start).astype(bool)
+    region = out[rows, cols]
+    assert np.array_equal(region[inside], expected[inside])
+    assert np.array_equal(region[~inside], big[rows, cols][~inside])
+    outside = np.ones(big.shape[:2], bool)
+    outside[rows, cols] = False
+    assert np.array_equal(out[outside], big[outside])
+    assert not np.array_equal(region[inside], big[rows, cols][inside])
+
+
 def test_anonymizer_replaces_counts_fallbacks_and_does_not_flicker(obama):
     img, det = obama
     assert det.landmarks is not None and len(det.landmarks) == 5
@@ -272,7 +302,8 @@ def test_face_identity_command_on_the_portraits(dlib_ready, tmp_path):
     out = tmp_path / "fi.json"
     data = shared("faces").parent
     assert face_identity.main(["--data-root", str(data), "--sets", "portraits", "--frames", "2",
-                               "--sequence-min-size", "150", "--json", str(out)]) == 0
+                               "--sequence-min-size", "150", "--all-averages",
+                               "--json", str(out)]) == 0
     res = json.loads(out.read_text())["portraits"]
     assert res["gallery"] >= 4
     assert res["blur"]["dlib_found"] == 0.0
@@ -281,3 +312,16 @@ def test_face_identity_command_on_the_portraits(dlib_ready, tmp_path):
     assert res["swap"]["rank1_donor"] == 1.0
     seq = res["sequence_replace"]
     assert seq["tracks"] >= 2 and seq["averages_per_track_max"] == 1
+    # every face by every average: 13 rank-1 outcomes per face, the pick rule's expectation
+    # among them, and the leak shares are shares
+    al = res["all_averages"]
+    assert 4 <= al["faces"] <= res["gallery"]
+    assert len(al["hits_per_average"]) == 13
+    assert al["hits_all_pairs"] == sum(al["hits_per_average"])
+    assert 0 <= al["expected_hits_shipped_pick"] <= al["faces"]
+    assert sum(al["expected_hits_shipped_pick_per_average"]) == pytest.approx(
+        al["expected_hits_shipped_pick"], abs=0.01)
+    assert 0 <= al["faces_with_one_candidate"] <= al["faces"]
+    assert 0 <= al["expected_hits_uniform_pick"] <= al["faces"]
+    assert 1 <= al["candidates_per_face_mean"] <= 13
+    assert 0 <= al["leak_share_given_average"] <= 1 and 0 <= al["leak_share_blur"] <= 1
