@@ -34,17 +34,16 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Sequence
 
 import cv2
 import numpy as np
 
 from vlm_node.anonymize.multiscale import RawDetections, merge, working_scale
 from vlm_node.anonymize.plate_scan import PlateScan, ScanRect, dedupe_lines, scan_rects
+from vlm_node.anonymize.plates import TextPlateDetector, accepted_plates
 from vlm_node.results import TextHint
 
-if TYPE_CHECKING:  # plates.py imports this module
-    from vlm_node.anonymize.plates import TextPlateDetector
 
 LINE_SEARCH = 0.3
 """A cached line is searched this fraction of its height (at least 4 px) around its old place:
@@ -118,7 +117,11 @@ class ReadCache:
 
     max_age: int = 3
     min_similarity: float = 0.9
-    min_iou: float = 0.6
+    # the line's box, moved with its pixels, must match the old one this closely: a reading
+    # belongs to its crop, and a box of another extent over the same plate (a band crop's
+    # whole line where the whole pass had a part) reads otherwise (a plate was lost on
+    # 16 frames of a moving clip at 0.6)
+    min_iou: float = 0.85
     entries: list[CachedRead] = field(default_factory=list)
     frame: int = 0
     hits: int = 0
@@ -144,12 +147,13 @@ class ReadCache:
     def lookup(self, box: np.ndarray, frame: np.ndarray) -> str | None:
         """The reading of a cached line whose pixels are found again (correlation at least
         `min_similarity`, within LINE_SEARCH of its old place) where this frame's line `box`
-        lies (IoU of the moved box at least `min_iou`), or None: the line must be read."""
+        lies (IoU of the moved box with `box` at least `min_iou`), or None: the line must be
+        read."""
         with self._lock:
             if not self.consult:
                 return None
             for e in self.entries:
-                if _iou(e.box, box) < self.min_iou:
+                if _iou(e.box, box) < 0.5:
                     continue
                 x1, y1, _, _ = _int_box(e.box)
                 search = max(4, int(LINE_SEARCH * (e.box[3] - e.box[1])))
@@ -319,6 +323,14 @@ class AreaMemory:
         """The text lines found by searching `rect` on this frame."""
         self.areas.append(ScannedArea(rect, lines, self.frame))
 
+    def forget_around(self, boxes: Sequence[np.ndarray], margin: int = 32) -> None:
+        """Drop the areas that reach within `margin` px of any of `boxes` (x1 y1 x2 y2 of
+        this frame): what lies there is searched again."""
+        for b in boxes:
+            self.areas = [a for a in self.areas
+                          if not (a.rect[0] - margin < b[2] and b[0] < a.rect[2] + margin
+                                  and a.rect[1] - margin < b[3] and b[1] < a.rect[3] + margin)]
+
 
 @dataclass
 class PlateMemory:
@@ -369,7 +381,14 @@ class PlateMemory:
                 parts.append(found)
         lines = RawDetections.concat(parts, 4)
         lines = lines.select(dedupe_lines(lines.boxes, np.array(owner, int)))
-        dets, hints = detector.detect_with_hints(frame, lines=lines, cache=cache)
+        candidates, hints = detector.examine(frame, lines=lines, cache=cache)
+        if cache is not None:
+            # text that was judged not to be a plate is searched again next time: on such
+            # borderline text the decision can flip with the detector's box (a plate read
+            # as a dealer's name was accepted on 1 of 3 band crops), and taking the old
+            # lines over would repeat a miss instead of giving it another chance
+            self.areas.forget_around([c.box for c in candidates if not c.accepted])
+        dets = accepted_plates(candidates)
         if not scan.full and len(dets) > 1:
             dets = merge(dets, 0.3)
         return dets, hints

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import cv2
 import numpy as np
@@ -26,11 +26,13 @@ import numpy as np
 from vlm_node import vocab
 from vlm_node.anonymize.multiscale import (RawDetections, check_finite, merge, plan_views,
                                            run_view, working_scale)
-from vlm_node.anonymize.plate_reuse import ReadCache
 from vlm_node.anonymize.plate_scan import ScanRect
 from vlm_node.anonymize.runtime import create_session, rapidocr_model
 from vlm_node.geometry import Box
 from vlm_node.results import TextHint
+
+if TYPE_CHECKING:  # plate_reuse.py imports this module
+    from vlm_node.anonymize.plate_reuse import ReadCache
 
 PLATE_DETECTORS = ("ppocr", "haar", "ssd")
 VERIFY_MODES = ("none", "ambiguous", "all")
@@ -421,6 +423,16 @@ class PlateCandidate:
     text: str = ""
 
 
+def accepted_plates(candidates: Sequence[PlateCandidate]) -> RawDetections:
+    """The accepted candidates as detections (box, score)."""
+    kept = [c for c in candidates if c.accepted]
+    if not kept:
+        return RawDetections.empty()
+    return RawDetections(np.array([c.box for c in kept], np.float32),
+                         np.array([c.score for c in kept], np.float32),
+                         np.zeros((len(kept), 0, 2), np.float32))
+
+
 class TextPlateDetector:
     """Plates as grouped text lines with plate geometry (see the module docstring)."""
 
@@ -485,15 +497,10 @@ class TextPlateDetector:
                           lines: RawDetections | None = None, cache: ReadCache | None = None
                           ) -> tuple[RawDetections, list[TextHint]]:
         """The accepted plates, and the sign text found on the way (`TextHint`); `lines`: the
-        text lines to judge, when already found (`lines_in_rects`); `cache`: see
+        text lines to judge, when already found (`lines_of_rect`); `cache`: see
         `examine`."""
         candidates, hints = self.examine(frame, scale, lines, cache)
-        kept = [c for c in candidates if c.accepted]
-        if not kept:
-            return RawDetections.empty(), hints
-        return RawDetections(np.array([c.box for c in kept], np.float32),
-                             np.array([c.score for c in kept], np.float32),
-                             np.zeros((len(kept), 0, 2), np.float32)), hints
+        return accepted_plates(candidates), hints
 
     def examine(self, frame: np.ndarray, scale: float | None = None,
                 lines: RawDetections | None = None, cache: ReadCache | None = None
