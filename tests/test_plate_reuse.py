@@ -179,3 +179,18 @@ def test_offline_runs_with_frames_in_flight_do_not_reuse():
     assert for_recordings(config, video_plan=True).plate_reuse_frames == 0
     assert for_frames_in_flight(config, 2).plate_reuse_frames == 0
     assert for_frames_in_flight(config, 1).plate_reuse_frames == config.plate_reuse_frames
+
+
+def test_area_with_rejected_text_is_searched_again():
+    """Text judged not to be a plate is borderline: the area around it is searched again
+    next time instead of repeating the decision on the old lines."""
+    road = _road()
+    memory = AreaMemory(max_age=6)
+    band, other = (0, 200, W, 500), (0, 520, W, 720)
+    memory.next_frame(road, restart=True)
+    memory.store(band, RawDetections.empty(4))
+    memory.store(other, RawDetections.empty(4))
+    memory.forget_around([np.array([600, 300, 700, 330], np.float32)])
+    memory.next_frame(road.copy(), restart=False)
+    assert memory.take(band) is None
+    assert memory.take(other) is not None
