@@ -123,8 +123,12 @@ def test_two_cameras_at_20hz_with_slow_backend_keep_rate_and_freshness() -> None
         assert got == sorted(got) and set(got) <= set(sent[c])
     batches = [line.split()[1].split(",") for line in proc.output().splitlines()
                if line.startswith("batch ")]
-    # a batch about every 200 ms, each with the latest frame of both cameras
-    assert 0.7 * elapsed / MODEL_S <= len(batches) <= elapsed / MODEL_S + 2
+    # a batch about every 200 ms at most, each with the latest frame of both cameras. The upper
+    # bound is the property (a queueing worker would run one batch per frame: ~80); the lower one
+    # only says the worker kept taking batches while frames flowed (a hung worker stops at 1-2).
+    # It is loose because CI's 2 cores also run the publisher and the probe: a fresh-clone CI run
+    # saw 9 of an ideal 20 while every frame-rate and freshness check held.
+    assert 0.25 * elapsed / MODEL_S <= len(batches) <= elapsed / MODEL_S + 2
     assert sum(b == ["a", "b"] for b in batches) >= 0.8 * len(batches)
     # results are fresh (never older than max_frame_age when published) and there is at most
     # one per batch and camera: superseded frames are skipped, not queued
