@@ -35,7 +35,6 @@ CLASS_DESCRIPTIONS: dict[str, str] = {
     "priority_road": "yellow diamond priority road sign with a white border",
     "end_priority_road": "yellow diamond end of priority road sign with black stripes",
     "no_entry": "round red no entry sign with a white horizontal bar",
-    "road_closed": "round white road closed sign with a red border and no symbol",
     "no_overtaking": "round no overtaking sign with a red car and a black car",
     "end_no_overtaking": "round end of no overtaking sign with grey cars and diagonal stripes",
     "no_left_turn": "round no left turn sign with a crossed out left arrow",
@@ -71,7 +70,7 @@ CLASS_DESCRIPTIONS: dict[str, str] = {
                                 "and diagonal stripes",
     "priority_next_intersection": "red triangle sign with a thick black vertical bar crossed "
                                   "by a thin one (priority at the next junction)",
-    "no_vehicles": "round white sign with a red border and nothing inside (no vehicles)",
+    "no_vehicles": "round white sign with a red border and nothing inside (no vehicles, road closed)",
     "no_trucks": "round white sign with a red border and a black truck",
     "double_curve": "red triangle sign with a double curve",
     "bumpy_road": "red triangle sign with a bumpy road surface",

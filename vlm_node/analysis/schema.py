@@ -115,6 +115,9 @@ CLASS_ALIASES = {
     "warning": "general_caution", "caution": "general_caution", "danger": "general_caution",
     "school_zone": "children", "level_crossing": "railway_crossing",
     "freeway": "motorway", "highway": "motorway", "no_waiting": "no_parking",
+    # the white disc with a red rim and nothing inside: "road closed" to all vehicles (DE 250);
+    # GTSRB calls it "no vehicles", the one class name it has here
+    "road_closed": "no_vehicles", "closed_to_all_vehicles": "no_vehicles",
 }
 WEATHER_ALIASES = {"sunny": "clear", "overcast": "cloudy", "rainy": "rain", "raining": "rain",
                    "snowy": "snow", "snowing": "snow", "foggy": "fog", "mist": "fog",

@@ -344,7 +344,7 @@ def _no_entry(c: _Canvas, spec: SignSpec) -> None:
     c.rect(0.18, 0.41, 0.82, 0.59, WHITE)
 
 
-def _road_closed(c: _Canvas, spec: SignSpec) -> None:
+def _no_vehicles(c: _Canvas, spec: SignSpec) -> None:
     _ring_sign(c)
 
 
@@ -525,7 +525,7 @@ RENDERERS: dict[str, Renderer] = {
     "priority_road": _priority_road,
     "end_priority_road": _end_priority_road,
     "no_entry": _no_entry,
-    "road_closed": _road_closed,
+    "no_vehicles": _no_vehicles,
     "no_overtaking": _no_overtaking,
     "end_no_overtaking": _end_no_overtaking,
     "no_left_turn": _no_turn,
