@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from vlm_node.geometry import Box
 from vlm_node.results import Detection
 
@@ -70,20 +72,8 @@ class CarryOver:
         if self._size != (width, height):
             self.tracks.clear()
             self._size = (width, height)
-        # a lost track is matched where it is expected to be now, not where it was last seen
-        pairs = sorted(((det.box.iou(self.predicted(t) if t.misses else t.box), di, ti)
-                        for di, det in enumerate(detections)
-                        for ti, t in enumerate(self.tracks) if t.kind == det.kind),
-                       reverse=True)
-        det_track: dict[int, int] = {}
-        used: set[int] = set()
-        for iou, di, ti in pairs:
-            if iou < self.iou_threshold:
-                break
-            if di in det_track or ti in used:
-                continue
-            det_track[di] = ti
-            used.add(ti)
+        det_track = self._associate(detections)
+        used: set[int] = set(det_track.values())
         seen: list[tuple[Detection, int]] = []
         for di, det in enumerate(detections):
             if di in det_track:
@@ -121,6 +111,45 @@ class CarryOver:
         self.tracks = alive
         return seen, carried
 
+    def _associate(self, detections: list[Detection]) -> dict[int, int]:
+        """Detection index -> track index: greedy over same-kind pairs, highest IoU first (ties:
+        higher detection index, then higher track index first), pairs under `iou_threshold`
+        never. One numpy IoU matrix; a lost track is matched where it is expected to be now
+        (`predicted`, computed once per track), not where it was last seen."""
+        if not detections or not self.tracks:
+            return {}
+        kinds: dict[str, int] = {}
+        dk = np.array([kinds.setdefault(d.kind, len(kinds)) for d in detections])
+        tk = np.array([kinds.get(t.kind, -1) for t in self.tracks])
+        same = dk[:, None] == tk[None, :]
+        if not same.any():
+            return {}
+        db = np.array([(b.x, b.y, b.w, b.h) for b in (d.box for d in detections)],
+                      dtype=np.float64)
+        tb = np.array([(b.x, b.y, b.w, b.h) for b in
+                       (self.predicted(t) if t.misses else t.box for t in self.tracks)],
+                      dtype=np.float64)
+        iou = _iou_matrix(db, tb)
+        # the pairs a greedy pass can take: same kind, at or above the threshold
+        di, ti = np.nonzero(same & (iou >= self.iou_threshold))
+        if di.size == 0:
+            return {}
+        vals = iou[di, ti]
+        # best pairs first; equal IoU: higher detection index, then higher track index first
+        # (the order of (iou, di, ti) tuples sorted in reverse)
+        order = np.lexsort((-ti, -di, -vals))
+        det_track: dict[int, int] = {}
+        used: set[int] = set()
+        limit = min(len(detections), len(self.tracks))
+        for d, t in zip(di[order].tolist(), ti[order].tolist()):
+            if d in det_track or t in used:
+                continue
+            det_track[d] = t
+            used.add(t)
+            if len(used) == limit:
+                break
+        return det_track
+
     def predicted(self, t: Track) -> Box:
         """Where a lost track's object is expected now: last box moved `misses` steps along its
         velocity, grown on every side by the distance moved plus `growth` per missed frame."""
@@ -132,6 +161,21 @@ class CarryOver:
         out = Box(b.x - gx, b.y - gy, b.w + 2 * gx, b.h + 2 * gy)
         assert self._size is not None
         return out.clipped(*self._size)
+
+
+def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of `a` (rows, x y w h) with every box of `b`, computed with the same
+    float operations in the same order as `Box.iou`, so the values are bit-identical."""
+    ax, ay, aw, ah = (a[:, i, None] for i in range(4))
+    bx, by, bw, bh = (b[None, :, i] for i in range(4))
+    iw = np.minimum(ax + aw, bx + bw) - np.maximum(ax, bx)
+    ih = np.minimum(ay + ah, by + bh) - np.maximum(ay, by)
+    inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
+    area_a = np.maximum(0.0, aw) * np.maximum(0.0, ah)
+    area_b = np.maximum(0.0, bw) * np.maximum(0.0, bh)
+    union = (area_a + area_b) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 def _moved(t: Track) -> tuple[tuple[float, float], ...] | None:
