@@ -92,6 +92,16 @@ def test_the_rims_inner_edge_at_the_row_end_is_no_digit():
     assert ocr_backend._count_glyphs(row) == 3
 
 
+def test_a_lone_digit_is_cut_to_its_ink_with_white_around_it():
+    row = np.full((30, 100, 3), 255, np.uint8)
+    dark = np.zeros((30, 100), bool)
+    dark[2:28, 45:58] = True  # the digit
+    dark[:, 0:4] = True  # the rim's end, in the outer 10 %: not ink
+    cut = ocr_backend._ink_columns(row, dark, text_h=26)
+    assert cut.shape == (30, (58 + 13) - (45 - 13), 3)  # half a text height each side
+    assert ocr_backend._ink_columns(row, np.zeros_like(dark), 26) is row  # no ink: unchanged
+
+
 def test_a_dark_navy_legend_is_ink_and_the_red_rim_is_not():
     crop = np.full((40, 40, 3), (200, 200, 200), np.uint8)
     crop[10:30, 12:18] = (70, 35, 25)  # navy (BGR): saturated, but not red

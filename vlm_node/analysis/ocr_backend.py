@@ -300,6 +300,21 @@ def _count_glyphs(row: np.ndarray) -> int:
     return sum(1 for a in tall if not any(inside(a, b) for b in tall if b is not a))
 
 
+def _ink_columns(row: np.ndarray, dark: np.ndarray, text_h: int) -> np.ndarray:
+    """`row` cut to the columns holding ink, with half a text height of white on each side.
+    Why: a lone digit (a 5 km/h sign) in a row as wide as the disc is mostly white space, and
+    the recogniser then scores it low or reads nothing; cut to its width it reads like any
+    number. The rim's ends (outer 10 %) are not ink."""
+    w = dark.shape[1]
+    mx = max(1, int(w * 0.1))
+    cols = np.flatnonzero(dark[:, mx:w - mx].any(axis=0))
+    if cols.size == 0:
+        return row
+    margin = max(2, text_h // 2)
+    left, right = max(0, mx + cols[0] - margin), min(w, mx + cols[-1] + 1 + margin)
+    return row[:, left:right] if right - left < w else row
+
+
 def _row_bands(dark: np.ndarray, min_frac: float = 0.25) -> list[tuple[int, int]]:
     """Text rows of a legend: runs of rows holding dark pixels, keeping those at least
     `min_frac` as tall as the tallest (drops borders and specks)."""
@@ -760,9 +775,12 @@ class OcrBackend(AnalysisBackend):
             a, b = max(bands, key=lambda ab: ab[1] - ab[0])
             pad = max(2, (b - a) // 5)
             row = face[max(0, a - pad):b + pad] if len(bands) > 1 else face
+            glyphs = _count_glyphs(_dark_mask(core)[a:b])
+            if glyphs == 1:
+                top = max(0, a - pad)
+                row = _ink_columns(face[top:b + pad], _dark_mask(core)[top:b + pad], b - a)
             return _Job(cand, "ring", [_enlarge(row, height)],
-                        text_height=(b - a) / face.shape[0],
-                        glyphs=_count_glyphs(_dark_mask(core)[a:b]))
+                        text_height=(b - a) / face.shape[0], glyphs=glyphs)
         if cand.border == "red" and cand.filled:
             return _Job(cand, "stop", [_enlarge(legend, height)], light_legend=True)
         if cand.border == "blue":
