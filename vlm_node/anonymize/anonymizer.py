@@ -31,7 +31,7 @@ from vlm_node.anonymize.plate_reuse import PlateMemory
 from vlm_node.anonymize.plate_scan import FULL, PlateScan, carried_hints, vehicle_regions
 from vlm_node.anonymize.plates import (HaarPlateDetector, PlateGeometry, SsdPlateDetector,
                                        TextPlateDetector)
-from vlm_node.anonymize.redact import blur_full_frame, redact, redaction_region
+from vlm_node.anonymize.redact import blur_all, blur_full_frame, redact, redaction_region
 from vlm_node.anonymize.tracking import CarryOver
 from vlm_node import in_order
 from vlm_node.errors import AnonymizationError, ConfigError
@@ -553,20 +553,31 @@ class Anonymizer:
                                  if config.carry_frames or self._carry.hold
                                  else ([(d, 0) for d in detections], []))
                 t1 = time.perf_counter()
-                for det, track_id in seen + carried:
-                    margin = config.margin if det.kind == "face" else config.plate_margin
-                    box, ellipse = redaction_region(det, margin, w, h)
+                if config.redaction == "blur":
+                    # the same pixels as `redact` region by region, smoothed in one call
+                    regions = [redaction_region(det, config.margin if det.kind == "face"
+                                                else config.plate_margin, w, h)
+                               for det, _ in seen + carried]
                     try:
-                        done = redact(image, box, ellipse, config.redaction,
-                                      blocks=config.pixelate_blocks,
-                                      fill_value=config.fill_value,
-                                      seed=_redaction_seed(det, track_id),
-                                      landmarks=det.landmarks, replacer=self._replacer)
-                        if done.startswith("blur:"):
-                            self.stats.replace_fallbacks[done[5:]] += 1
+                        blur_all(image, regions)
                     except Exception as exc:  # noqa: BLE001
                         raise DetectorFailure("redaction_error", f"redaction failed: {exc}") \
                             from exc
+                else:
+                    for det, track_id in seen + carried:
+                        margin = config.margin if det.kind == "face" else config.plate_margin
+                        box, ellipse = redaction_region(det, margin, w, h)
+                        try:
+                            done = redact(image, box, ellipse, config.redaction,
+                                          blocks=config.pixelate_blocks,
+                                          fill_value=config.fill_value,
+                                          seed=_redaction_seed(det, track_id),
+                                          landmarks=det.landmarks, replacer=self._replacer)
+                            if done.startswith("blur:"):
+                                self.stats.replace_fallbacks[done[5:]] += 1
+                        except Exception as exc:  # noqa: BLE001
+                            raise DetectorFailure("redaction_error", f"redaction failed: {exc}") \
+                                from exc
                 timings["redact_ms"] = (time.perf_counter() - t1) * 1e3
                 if self._replacer is not None and config.carry_frames:
                     self._replacer.forget_except({t.id for t in self._carry.tracks})
