@@ -24,6 +24,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from enum import Enum
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -636,6 +637,20 @@ def _scan(frame: _Frame, colour: str, mask: np.ndarray, outer: bool, holes: bool
     return out
 
 
+def _distance_window(regions: Sequence[np.ndarray], shape: tuple[int, int]
+                     ) -> tuple[slice, slice]:
+    """Where `_inscribed_discs` measures distances: the regions' box with a ring of background
+    around it (the nearest background pixel of any point inside lies within it), its columns
+    widened to multiples of 16. Why: the distances are then the whole frame's, bit for bit,
+    at a fraction of the cost (most frames' red regions cover a small part of it); OpenCV's
+    float chamfer pass rounds differently in a window whose columns do not line up with the
+    frame's SIMD lanes (1 ulp here and there, enough to reorder equal peaks)."""
+    h, w = shape
+    bx, by, bw, bh = cv2.boundingRect(np.concatenate(regions))
+    x0, x1 = max(0, bx - 1) // 16 * 16, min(w, -(-(bx + bw + 1) // 16) * 16)
+    return slice(max(0, by - 1), min(h, by + bh + 1)), slice(x0, x1)
+
+
 def _inscribed_discs(frame: _Frame, colour: str, mask: np.ndarray,
                      limit: int = 24) -> list[SignCandidate]:
     """Filled discs and octagons merged with same-coloured surroundings (a stop sign in front
@@ -648,15 +663,19 @@ def _inscribed_discs(frame: _Frame, colour: str, mask: np.ndarray,
     if not big:
         return []
     cv2.drawContours(filled, big, -1, 255, thickness=-1)  # legends are holes: fill them
-    dist = cv2.distanceTransform(filled, cv2.DIST_L2, 3)
+    h, w = mask.shape
+    rows, cols = _distance_window(big, (h, w))
+    y0, x0 = rows.start, cols.start
+    dist = cv2.distanceTransform(filled[rows, cols], cv2.DIST_L2, 3)
     peaks = (dist >= cfg.min_size_px / 2) & (dist >= cv2.dilate(dist, np.ones((5, 5))))
     ys, xs = np.nonzero(peaks)
-    order = np.argsort(-dist[ys, xs])
+    radii = dist[ys, xs]
+    ys, xs = ys + y0, xs + x0
+    order = np.argsort(-radii)
     max_r = cfg.max_size_frac * min(frame.size) / 2
     kept: list[tuple[float, float, float]] = []
     out = []
     angles = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-    h, w = mask.shape
     # A large painted area is a plateau of thousands of peaks, nearly all inside a circle
     # already kept: each kept circle marks the peaks it holds at once.
     fx, fy = xs.astype(np.float64), ys.astype(np.float64)
@@ -664,7 +683,7 @@ def _inscribed_discs(frame: _Frame, colour: str, mask: np.ndarray,
     for i in order:
         if inside[i]:
             continue
-        cx, cy, r = float(xs[i]), float(ys[i]), float(dist[ys[i], xs[i]])
+        cx, cy, r = float(xs[i]), float(ys[i]), float(radii[i])
         if r > max_r:
             continue
         kept.append((cx, cy, r))
@@ -921,6 +940,45 @@ def max_paint_shares(masks: dict[str, np.ndarray], boxes: list[Box]) -> np.ndarr
     return best
 
 
+def _region_boxes(contours: Sequence[np.ndarray], holes: np.ndarray, colour: str,
+                  cfg: ProposalConfig, largest: float) -> list[Box]:
+    """`find_proposals`' boxes for one colour's regions, in contour order: a hole grown by a
+    rim's width, a region's own box, and the squares of a stacked pair. A 1080p frame has
+    about a thousand regions, nearly all specks: sizes are checked for all at once, and only
+    the few that can give a box are looked at one by one."""
+    rects = np.array([cv2.boundingRect(c) for c in contours], np.int64).reshape(-1, 4)
+    x, y, w, h = (rects[:, i].astype(np.float64) for i in range(4))
+    side = np.maximum(w, h)
+    grow = 0.22 * side + 1  # a ring's rim is ~1/5 of its inner diameter
+    bw = np.where(holes, w + 2 * grow, w)
+    bh = np.where(holes, h + 2 * grow, h)
+    bside = np.maximum(bw, bh)
+    own = ((cfg.min_size_px <= bside) & (bside <= largest)
+           & ~(bw > 1.8 * bh) & ~(bh > 1.8 * bw))
+    own &= ~holes | (side >= 4)
+    stacked = np.zeros_like(own)
+    if cfg.split_stacked and (colour != "blue" or cfg.split_stacked_blue):
+        short = np.minimum(w, h)
+        ratio = side / np.maximum(short, 1.0)
+        stacked = (~holes & (1.5 <= ratio) & (ratio <= 3.5) & (cfg.min_size_px <= short)
+                   & (short <= largest))
+    out: list[Box] = []
+    for i in np.flatnonzero(own | stacked).tolist():
+        if holes[i]:
+            g = float(grow[i])
+            out.append(Box(float(x[i] - g), float(y[i] - g), float(bw[i]), float(bh[i])))
+            continue
+        rx, ry, rw, rh = (int(v) for v in rects[i])
+        if cv2.contourArea(contours[i]) < 0.12 * rw * rh:
+            continue  # thin strokes and lines, not a sign face or ring
+        box = Box(float(rx), float(ry), float(rw), float(rh))
+        if stacked[i]:
+            out += _stacked_squares(box, cfg.min_size_px, largest)
+        if own[i]:
+            out.append(box)
+    return out
+
+
 def find_proposals(bgr: np.ndarray, cfg: ProposalConfig | None = None,
                    masks: dict[str, np.ndarray] | None = None) -> list[Box]:
     """Boxes that may hold a sign, for a classifier to verify: every roughly square region of
@@ -933,7 +991,6 @@ def find_proposals(bgr: np.ndarray, cfg: ProposalConfig | None = None,
     largest = 0.6 * min(height, width)
     kernel = np.ones((3, 3), np.uint8)
     out: list[Box] = []
-    regions: list[tuple[str, np.ndarray, np.ndarray]] = []
     for colour, mask in (masks if masks is not None else proposal_masks(bgr, cfg)).items():
         if colour == "yellow" and not cfg.yellow_regions:
             continue
@@ -941,26 +998,7 @@ def find_proposals(bgr: np.ndarray, cfg: ProposalConfig | None = None,
         closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
         contours, hierarchy = cv2.findContours(closed, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
         if hierarchy is not None:
-            regions += [(colour, c, links) for c, links in zip(contours, hierarchy[0])]
-    for colour, cnt, links in regions:
-        x, y, w, h = cv2.boundingRect(cnt)
-        hole = links[3] >= 0
-        if hole:
-            if max(w, h) < 4:
-                continue
-            grow = 0.22 * max(w, h) + 1  # a ring's rim is ~1/5 of its inner diameter
-            box = Box(x - grow, y - grow, w + 2 * grow, h + 2 * grow)
-        else:
-            if cv2.contourArea(cnt) < 0.12 * w * h:
-                continue  # thin strokes and lines, not a sign face or ring
-            box = Box(float(x), float(y), float(w), float(h))
-        if not hole and cfg.split_stacked and (colour != "blue" or cfg.split_stacked_blue):
-            out += _stacked_squares(box, cfg.min_size_px, largest)
-        if not cfg.min_size_px <= max(box.w, box.h) <= largest:
-            continue
-        if box.w > 1.8 * box.h or box.h > 1.8 * box.w:
-            continue
-        out.append(box)
+            out += _region_boxes(contours, hierarchy[0][:, 3] >= 0, colour, cfg, largest)
     if cfg.bright_discs:
         out += [b for b in _bright_discs(bgr, cfg)
                 if cfg.min_size_px <= max(b.w, b.h) <= largest]
