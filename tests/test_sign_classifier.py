@@ -234,8 +234,8 @@ PROPOSAL_READ = [("andrewmvd_road114.jpg", 50, False), ("andrewmvd_road188.jpg",
 
 
 @pytest.mark.parametrize("file, value, proposal", PROPOSAL_READ)
-def test_ocr_reads_foreign_speed_signs_the_classifier_only_leans_to(backend, file, value,
-                                                                   proposal):
+def test_ocr_reads_foreign_speed_signs_the_classifier_only_leans_to(
+        backend, file, value, proposal):
     from vlm_node.analysis.ocr_backend import OcrConfig
 
     labels = json.loads(shared("signs_real_dev/labels.json").read_text())
@@ -288,13 +288,13 @@ def test_refine_boxes_shift_and_scale_about_the_centre():
 
 
 def test_the_search_runs_shrunk_and_answers_in_full_frame_pixels(backend):
-    """A 1632x960 frame (gtsdb_00314 doubled) is searched at 1024x602; the dark 80's proposal
+    """A 1632x960 frame (gtsdb_00314 doubled) is searched at 960x565; the dark 80's proposal
     comes back in the frame's own pixels, on the sign."""
     bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00314.jpg")
     big = cv2.resize(bgr, (1632, 960), interpolation=cv2.INTER_LINEAR)
-    cands, proposals, masks, scale = backend._search(big)
-    assert scale == pytest.approx(1024 / 1632)
-    assert masks["red"].shape == (602, 1024)
+    cands, proposals, masks, scale, _ = backend._search(big)
+    assert scale == pytest.approx(960 / 1632)
+    assert masks["red"].shape == (565, 960)
     sign = Box(728 * 2, 239 * 2, 21 * 2, 22 * 2)
     assert max(p.iou(sign) for p in proposals) >= 0.5
     assert all(p.x2 <= 1632 + 30 and p.y2 <= 960 + 30 for p in proposals)
@@ -388,3 +388,37 @@ def test_a_lone_digit_on_a_ring_is_read(backend, file):
             if r.box is not None and r.box.iou(box) >= 0.3]
     # the value is OCR's whether the classifier rejected the ring or called it "a speed limit"
     assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", 5)]
+
+
+# Dusk speed limits whose rims keep too little red for a colour region (GTSDB tune half and
+# check half): proposed only by their round outline, and published with a value only where
+# OCR reads the same number.
+DUSK = [("gtsdb_00396.jpg", Box(115, 290, 28, 29), 100),
+        ("gtsdb_00518.jpg", Box(271, 316, 29, 29), 100),
+        ("gtsdb_00405.jpg", Box(753, 282, 33, 34), 70)]
+
+
+@pytest.mark.parametrize("file, box, value", DUSK)
+def test_circle_proposals_find_dusk_speed_limits(backend, file, box, value):
+    from vlm_node.analysis.ocr_backend import OcrConfig
+
+    bgr = read_bgr(shared("signs_real_dev") / file)
+    assert not [r for r in backend.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    circles = OcrBackend(OcrConfig(circle_proposals=True))
+    circles.load()
+    hits = [r for r in circles.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", value)]
+
+
+def test_a_circle_proposals_value_needs_ocr_to_agree(backend, monkeypatch):
+    """With OCR reading nothing, the dusk 100 found by its outline is a speed limit without a
+    value: red hats and drums with a light centre pass the classifier as a 30."""
+    from vlm_node.analysis.ocr_backend import OcrConfig
+
+    circles = OcrBackend(OcrConfig(circle_proposals=True))
+    circles.load()
+    monkeypatch.setattr(circles, "_reading", lambda bgr, job: None)
+    bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00396.jpg")
+    box = Box(115, 290, 28, 29)
+    hits = [r for r in circles.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", None)]

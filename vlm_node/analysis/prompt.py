@@ -70,7 +70,8 @@ CLASS_DESCRIPTIONS: dict[str, str] = {
                                 "and diagonal stripes",
     "priority_next_intersection": "red triangle sign with a thick black vertical bar crossed "
                                   "by a thin one (priority at the next junction)",
-    "no_vehicles": "round white sign with a red border and nothing inside (no vehicles, road closed)",
+    "no_vehicles": "round white sign with a red border and nothing inside "
+                   "(no vehicles, road closed)",
     "no_trucks": "round white sign with a red border and a black truck",
     "double_curve": "red triangle sign with a double curve",
     "bumpy_road": "red triangle sign with a bumpy road surface",
