@@ -248,7 +248,10 @@ def test_lifecycle_set_deactivate_stops_outputs_and_activate_restarts_them(
         # active: a result comes out
         _publish_until(pub, stamped(1001), lambda: got(results, 1001), 90, "a result while active")
         assert lifecycle("get", "/vlm_node") == "active [3]"
-        assert "/vlm_node" in ros2("lifecycle", "nodes", *NO_DAEMON).stdout.split()
+        # listed by `ros2 lifecycle nodes` (its 1 s of discovery may see no service yet on a
+        # loaded machine: asked again until it does)
+        wait_for(lambda: "/vlm_node" in ros2("lifecycle", "nodes", *NO_DAEMON).stdout.split(),
+                 30, "/vlm_node in `ros2 lifecycle nodes`")
         # one /vlm_node in the domain: a second one (a node object left over from an earlier
         # test) may take the lifecycle requests meant for this one
         seen = wait_for(lambda: _node_names().count("/vlm_node"), 30, "/vlm_node in the graph")
