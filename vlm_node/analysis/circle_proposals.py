@@ -33,6 +33,5 @@ def find_circles(bgr: np.ndarray, min_radius: int, max_radius: int) -> list[Box]
                              param2=0.6, minRadius=max(1, min_radius), maxRadius=max_radius)
     if found is None:
         return []
-    half = _RIM_GROWTH
-    return [Box(float(x - half * r), float(y - half * r), float(2 * half * r), float(2 * half * r))
-            for x, y, r in found[0]]
+    return [Box(float(x - _RIM_GROWTH * r), float(y - _RIM_GROWTH * r),
+                float(2 * _RIM_GROWTH * r), float(2 * _RIM_GROWTH * r)) for x, y, r in found[0]]

@@ -569,7 +569,6 @@ class OcrBackend(AnalysisBackend):
             circles = [b for b in find_circles(small, max(3, round(pcfg.min_size_px / 2.2)),
                                                round(0.085 * min(small.shape[:2])))
                        if not any(b.iou(k) > 0.5 for k in known)]
-            proposals = proposals + circles
         if scale < 1.0:
             up = 1.0 / scale
             cands = [dataclasses.replace(c, box=c.box.scaled(up), legend=c.legend.scaled(up))
@@ -577,10 +576,10 @@ class OcrBackend(AnalysisBackend):
             # the shrunk search's 6 px floor admits regions under `min_size_px` at full size:
             # ~15 % of the classifier's crops at 1080p, and on the development photos only two
             # non-speed readings, so they are not worth classifying
-            big = [max(b.w, b.h) * up >= cfg.proposals.min_size_px for b in proposals]
-            circles = [b for b, ok in zip(circles, big[len(big) - len(circles):]) if ok]
-            proposals = [b.scaled(up) for b, ok in zip(proposals, big) if ok]
-        return cands, proposals, masks, scale, len(circles)
+            proposals, circles = ([b.scaled(up) for b in boxes
+                                   if max(b.w, b.h) * up >= cfg.proposals.min_size_px]
+                                  for boxes in (proposals, circles))
+        return cands, proposals + circles, masks, scale, len(circles)
 
     def _read_classified(self, bgr: np.ndarray, hints: Sequence[TextHint] = ()
                          ) -> list[SignReading]:
@@ -652,8 +651,7 @@ class OcrBackend(AnalysisBackend):
                    if j is not None and j.kind in ("us", "blue", "ring")]
         budget = max(0, self.config.max_reads - len(checks))
         pending = pending[:budget]
-        pending += self._speed_proposals(bgr, boxes[finder:len(boxes) - circles],
-                                         results[finder:len(boxes) - circles],
+        pending += self._speed_proposals(bgr, boxes[finder:outline], results[finder:outline],
                                          taken + [c.box for c in cands], budget - len(pending))
         jobs = [j for _, j in pending]
         everything = [j for _, j in checks] + jobs
@@ -817,10 +815,11 @@ class OcrBackend(AnalysisBackend):
             a, b = max(bands, key=lambda ab: ab[1] - ab[0])
             pad = max(2, (b - a) // 5)
             row = face[max(0, a - pad):b + pad] if len(bands) > 1 else face
-            glyphs = _count_glyphs(_dark_mask(core)[a:b])
+            ink = _dark_mask(core)
+            glyphs = _count_glyphs(ink[a:b])
             if glyphs == 1:
                 top = max(0, a - pad)
-                row = _ink_columns(face[top:b + pad], _dark_mask(core)[top:b + pad], b - a)
+                row = _ink_columns(face[top:b + pad], ink[top:b + pad], b - a)
             return _Job(cand, "ring", [_enlarge(row, height)],
                         text_height=(b - a) / face.shape[0], glyphs=glyphs)
         if cand.border == "red" and cand.filled:
