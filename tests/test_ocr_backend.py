@@ -123,6 +123,20 @@ SIZES = (28, 40, 64, 120)
 BACKGROUNDS = ("Cars2.jpg", "Cars21.jpg", "Cars41.jpg", "Cars36.jpg")
 
 
+def test_the_recogniser_runs_at_the_narrower_sign_width(ocr):
+    # PP-OCR's default input is 320 px wide; the sign reader asks for OCR_REC_WIDTH (same
+    # readings on the development photos, 0.83x the recognition time). A RapidOCR that ignored
+    # the setting would silently run wider.
+    assert ocr_backend.OCR_REC_WIDTH == 256
+    assert list(ocr._engine.text_rec.rec_image_shape) == [3, 48, 256]
+    # a long legend is still read whole (the crop is resized, not cut, to the width)
+    text = "STOP 120"
+    crop = np.full((48, 400, 3), 255, np.uint8)
+    cv2.putText(crop, text, (8, 38), cv2.FONT_HERSHEY_SIMPLEX, 1.4, (0, 0, 0), 3)
+    (read,) = ocr._recognize([crop])
+    assert "".join(read.text.split()) == "STOP120" and read.score > 0.8
+
+
 def test_speed_limits_are_read_exactly_at_every_size(ocr):
     # 6 values x 4 sizes (28-120 px) on 4 real photos, with random blur, lighting, noise,
     # perspective and JPEG loss (seeded). Measured: 24 of 24 exact with a single read; with
