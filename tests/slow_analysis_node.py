@@ -38,13 +38,24 @@ class SlowAnalyzer:
         pass
 
 
+class SlowAnalyzerFactory:
+    """Picklable (module level), so the node can also build the analyzer in its analysis
+    process (`analysis_process`)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def __call__(self, config: Any) -> SlowAnalyzer:
+        return SlowAnalyzer(self.delay)
+
+
 def main() -> int:
     from vlm_node.ros.node import VlmNode
     from vlm_node.ros.node_main import main as node_main
 
     delay = float(os.environ.get("SLOW_ANALYSIS_S", "0.2"))
     return node_main(sys.argv, node_factory=lambda: VlmNode(
-        analyzer_factory=lambda config: SlowAnalyzer(delay)))
+        analyzer_factory=SlowAnalyzerFactory(delay)))
 
 
 if __name__ == "__main__":

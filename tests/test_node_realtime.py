@@ -73,10 +73,14 @@ def _rss_of(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def test_two_cameras_at_20hz_with_slow_backend_keep_rate_and_freshness() -> None:
-    """The node in its own process (as on a vehicle), its backend slowed to 500 ms a batch."""
+@pytest.mark.parametrize("analysis_process", [False, True], ids=["threads", "process"])
+def test_two_cameras_at_20hz_with_slow_backend_keep_rate_and_freshness(
+        analysis_process: bool) -> None:
+    """The node in its own process (as on a vehicle), its backend slowed to 500 ms a batch;
+    the analysis in the node's threads (default) or in a child process of its own."""
     proc = NodeProcess(["-p", "cameras:=[a,b]", "-p", f"max_frame_age:={MAX_AGE}",
                         "-p", "qos_reliability:=reliable", "-p", "qos_depth:=20",
+                        "-p", f"analysis_process:={str(analysis_process).lower()}",
                         "-p", "anonymizer.faces:=false", "-p", "anonymizer.plates:=false"],
                        module="tests.slow_analysis_node", cwd=REPO,
                        env={**os.environ, "SLOW_ANALYSIS_S": str(MODEL_S)})

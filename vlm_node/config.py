@@ -82,6 +82,10 @@ class NodeConfig:
             "Linux; 0 = equal): analysis is always busy on the latest frame, and at equal "
             "priority it takes CPU from the anonymized stream on small computers "
             "(docs/anonymizer.md, camera rate).", min=0, max=19)
+    analysis_process: bool = setting(
+        False, "Run the analysis in a child process (at analysis_nice) instead of threads of "
+               "the node's process: its Python work then never holds the camera path's GIL "
+               "(vlm_node/analysis/process_analyzer.py).")
     qos_reliability: str = setting("best_effort", "Input QoS reliability (SensorDataQoS is "
                                                   "best_effort).", choices=RELIABILITY)
     qos_depth: int = setting(

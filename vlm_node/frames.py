@@ -60,6 +60,14 @@ class AnonymizedFrame:
     def count(self, kind: str) -> int:
         return sum(1 for d in self.detections if d.kind == kind)
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # Pickled to reach the analysis process (`analysis_process`): only a frame that went
+        # through the anonymizer exists to be pickled, so the copy is released again, pixels
+        # read-only, through the same checks.
+        return _release, (self.meta, self.image, self.detections, self.anonymize_ms,
+                          self.full_frame_redacted, self.text_hints, self.objects,
+                          self.objects_threshold)
+
 
 def _release(meta: FrameMeta, image: np.ndarray, detections: tuple[Detection, ...],
              anonymize_ms: float, full_frame_redacted: bool = False,

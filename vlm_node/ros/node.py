@@ -27,6 +27,7 @@ from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy, DurabilityP
                        qos_profile_sensor_data)
 from sensor_msgs.msg import CompressedImage, Image
 
+from vlm_node.analysis.process_analyzer import ProcessAnalyzer
 from vlm_node.annotate import annotate
 from vlm_node.anonymize.face_replace import FALLBACK_REASONS
 from vlm_node.config import NodeConfig
@@ -89,10 +90,15 @@ class VlmNode(LifecycleNode):
                     factory: AnalyzerFactory = analyzer_from_config
                 else:
                     factory = self._analyzer_factory
-                # built in a thread of lowered priority: the threads the analysis starts
-                # (onnxruntime pools, its executor) inherit it and run below the camera path,
-                # like the worker thread (vlm_node/priority.py)
-                analyzer = run_lowered(lambda: factory(self.config), self.config.analysis_nice)
+                if self.config.analysis_process:
+                    analyzer = ProcessAnalyzer(factory, self.config,
+                                               nice=self.config.analysis_nice).start()
+                else:
+                    # built in a thread of lowered priority: the threads the analysis starts
+                    # (onnxruntime pools, its executor) inherit it and run below the camera
+                    # path, like the worker thread (vlm_node/priority.py)
+                    analyzer = run_lowered(lambda: factory(self.config),
+                                           self.config.analysis_nice)
             trackers = None
             if self._tracker_factory is not None:
                 trackers = self._tracker_factory(self.config)

@@ -1,0 +1,197 @@
+"""The analysis engine in a child process of its own, below the camera path (`analysis_process`).
+
+Why a process and not only a lower thread priority (`analysis_nice`, vlm_node/priority.py): in
+one interpreter the analysis' Python stretches (the sign search, OCR's post-processing, the
+scene rules) hold the GIL, and a camera callback that needs the GIL waits for a thread the
+kernel has just been told to run last. In a process of its own, at the lowered priority, the
+analysis only gets the CPU the camera path leaves, and the two never wait on each other's
+interpreter. The price is a copy of each analysed frame through a pipe (a few ms at 1080p, at
+the analysis rate, not the camera rate).
+
+What crosses: `AnonymizedFrame`s one way (pickling re-releases them through the same type
+checks, see vlm_node/frames.py), results and the engine's status the other. A child that dies
+is started again on the next batch and counted (`process_restarts`); a batch it does not answer
+within `reply_timeout` fails like any backend error, and the child is replaced.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any, Callable, Sequence
+
+from vlm_node.errors import AnalysisError, BackendUnavailableError
+from vlm_node.frames import AnonymizedFrame
+from vlm_node.results import AnalysisResult
+
+log = logging.getLogger(__name__)
+
+AnalyzerFactory = Callable[[Any], Any]
+"""Builds the analyzer from the node's config; it runs in the child, so it must be picklable
+(a module-level function or class, such as `analyzer_from_config`)."""
+
+READY_TIMEOUT_S = 900.0
+"""How long the child may take to load its models (a VLM from a slow disk takes minutes)."""
+
+
+def _serve(conn: Connection, factory: AnalyzerFactory, config: Any, nice: int) -> None:
+    """The child's loop: build the analyzer, then answer one batch per request until told to
+    close or the parent goes away."""
+    if nice > 0 and hasattr(os, "nice"):
+        os.nice(nice)  # every thread the analyzer starts (onnxruntime pools) inherits it
+    try:
+        analyzer = factory(config)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
+        conn.send(("error", type(exc).__name__, str(exc), {}))
+        conn.close()
+        return
+    try:
+        conn.send(("ready", analyzer.status()))
+        while True:
+            try:
+                request = conn.recv()
+            except (EOFError, OSError):
+                break  # the parent is gone
+            if request[0] != "analyze":
+                break
+            try:
+                results = analyzer.analyze(request[1])
+            except Exception as exc:  # noqa: BLE001 - a failed batch, not a dead child
+                conn.send(("error", type(exc).__name__, str(exc), analyzer.status()))
+                continue
+            conn.send(("ok", results, analyzer.status()))
+    finally:
+        analyzer.close()
+        conn.close()
+
+
+class ProcessAnalyzer:
+    """Analyzer protocol (analyze, status, close) over a child process that runs the real one.
+
+    `analyze` is called from one worker thread at a time (the node's); `status` may be called
+    from any thread at any time and answers from the last status the child sent, without a
+    round trip."""
+
+    def __init__(self, factory: AnalyzerFactory, config: Any, *, nice: int = 0,
+                 reply_timeout: float = 120.0, ready_timeout: float = READY_TIMEOUT_S) -> None:
+        self.factory, self.config, self.nice = factory, config, nice
+        self.reply_timeout, self.ready_timeout = reply_timeout, ready_timeout
+        self._ctx = multiprocessing.get_context("spawn")  # never fork a process running DDS
+        self._proc: Any = None
+        self._conn: Connection | None = None
+        self._call_lock = threading.Lock()
+        self._status_lock = threading.Lock()
+        self._status: dict[str, Any] = {}
+        self.restarts = 0
+
+    # ------------------------------------------------------------------ child process
+    def start(self) -> ProcessAnalyzer:
+        """Start the child and wait until its analyzer has loaded; raises
+        BackendUnavailableError with the child's own message when it cannot load."""
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=_serve, args=(child, self.factory, self.config,
+                                                      self.nice),
+                                 name="vlm_analysis", daemon=True)
+        try:
+            proc.start()
+        except Exception as exc:  # e.g. an unpicklable factory
+            raise BackendUnavailableError(
+                f"the analysis process could not start: {exc} (the analyzer factory must be "
+                f"picklable; or set analysis_process:=false)") from exc
+        child.close()
+        deadline = time.monotonic() + self.ready_timeout
+        reply = None
+        while reply is None and time.monotonic() < deadline:
+            if parent.poll(0.2):
+                try:
+                    reply = parent.recv()
+                except EOFError:
+                    break
+            elif not proc.is_alive():
+                break
+        if reply is None or reply[0] != "ready":
+            why = (f"{reply[1]}: {reply[2]}" if reply is not None
+                   else f"exited with code {proc.exitcode}" if not proc.is_alive()
+                   else f"not ready within {self.ready_timeout:.0f} s")
+            self._kill(proc, parent)
+            raise BackendUnavailableError(f"the analysis process failed to load: {why}")
+        self._proc, self._conn = proc, parent
+        self._set_status(reply[1])
+        log.info("analysis process %d ready", proc.pid)
+        return self
+
+    @staticmethod
+    def _kill(proc: Any, conn: Connection | None, grace: float = 0.0) -> None:
+        if conn is not None:
+            conn.close()
+        proc.join(grace)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5.0)
+
+    def _replace(self, why: str) -> None:
+        """Drop the current child (dead or hung): the next batch starts a new one."""
+        if self._proc is not None:
+            log.warning("analysis process %d replaced: %s", self._proc.pid, why)
+            self._kill(self._proc, self._conn)
+        self._proc = self._conn = None
+
+    # ------------------------------------------------------------------ Analyzer protocol
+    def analyze(self, frames: Sequence[AnonymizedFrame]) -> list[AnalysisResult]:
+        if not frames:
+            return []
+        with self._call_lock:
+            if self._proc is None or not self._proc.is_alive():
+                if self._proc is not None:
+                    self._replace(f"exited with code {self._proc.exitcode}")
+                self.restarts += 1
+                try:
+                    self.start()
+                except BackendUnavailableError as exc:
+                    raise AnalysisError(str(exc)) from exc
+            assert self._conn is not None
+            try:
+                self._conn.send(("analyze", list(frames)))
+                if not self._conn.poll(self.reply_timeout):
+                    self._replace(f"no answer within {self.reply_timeout:.0f} s")
+                    raise AnalysisError(f"the analysis process did not answer within "
+                                        f"{self.reply_timeout:.0f} s; it is restarted")
+                reply = self._conn.recv()
+            except (EOFError, OSError) as exc:
+                code = self._proc.exitcode if self._proc is not None else None
+                self._replace(f"connection lost ({exc or type(exc).__name__})")
+                raise AnalysisError(f"the analysis process died (exit code {code}); it is "
+                                    f"restarted on the next batch") from exc
+        self._set_status(reply[-1])
+        if reply[0] != "ok":
+            raise AnalysisError(f"{reply[1]}: {reply[2]}")
+        return list(reply[1])
+
+    def _set_status(self, status: dict[str, Any]) -> None:
+        with self._status_lock:
+            self._status = dict(status)
+
+    def status(self) -> dict[str, Any]:
+        with self._status_lock:
+            out = dict(self._status)
+        proc = self._proc
+        out["process_pid"] = proc.pid if proc is not None else 0
+        out["process_restarts"] = self.restarts
+        out["process_alive"] = bool(proc is not None and proc.is_alive())
+        return out
+
+    def close(self) -> None:
+        with self._call_lock:
+            proc, conn = self._proc, self._conn
+            self._proc = self._conn = None
+            if proc is None:
+                return
+            try:
+                assert conn is not None
+                conn.send(("close",))
+            except (OSError, ValueError):
+                pass
+            self._kill(proc, conn, grace=10.0)
