@@ -27,3 +27,14 @@ def test_nothing_round_nothing_proposed_and_radius_limits_hold():
     cv2.circle(img, (150, 100), 20, (40, 40, 50), 4)
     assert find_circles(img, 30, 60) == []  # a 20 px ring is below the range
     assert find_circles(img, 10, 5) == []  # an empty range
+
+
+def test_a_big_ring_is_found_by_the_shrunk_pass_only_when_asked():
+    # a sign passed close by: radius 150 px, far beyond the road-scene range (40 px here)
+    img = np.full((600, 800, 3), 170, np.uint8)
+    cv2.circle(img, (400, 300), 150, (70, 60, 110), 10)  # a thin maroon rim against the light
+    cv2.circle(img, (400, 300), 144, (235, 235, 235), -1)
+    ring = Box(250, 150, 300, 300)
+    assert not any(b.iou(ring) > 0.5 for b in find_circles(img, 5, 40))
+    big = [b for b in find_circles(img, 5, 40, 200) if b.iou(ring) > 0.5]
+    assert big and max(b.iou(ring) for b in big) >= 0.75
