@@ -462,3 +462,19 @@ def test_topics_of_one_camera_are_separate_sequences(tmp_path):
         for m in bag.messages(["/front/image_rect"]):
             msg = bag.deserialize(m)
             assert np.array_equal(io.image_to_bgr(msg, m.msgtype), plain)
+
+
+def test_a_slow_detector_drops_no_frame_of_a_recording(small_bag, tmp_path):
+    # The node's detector budget fails a frame whose detector call overruns it (a wedged
+    # detector must not hold a camera). Offline nothing waits for the frame: a budget a busy
+    # machine overruns would drop frames from the released copy, so recordings get at least
+    # RECORDING_DETECTOR_BUDGET_MS. Here a 0.001 ms budget, which every real call overruns.
+    from vlm_node.anonymize.config import RECORDING_DETECTOR_BUDGET_MS, for_recordings
+
+    tight = AnonymizerConfig(detector_budget_ms=0.001)
+    assert for_recordings(tight).detector_budget_ms == RECORDING_DETECTOR_BUDGET_MS
+    assert for_recordings(AnonymizerConfig(detector_budget_ms=0.0)).detector_budget_ms == 0.0
+    summary = anonymize_bag(small_bag, tmp_path / "out", tight, progress=False)
+    for counts in summary.images.values():
+        assert counts.written == counts.messages and not counts.dropped, counts.to_json()
+    assert sum(c.messages for c in summary.images.values()) == 3
