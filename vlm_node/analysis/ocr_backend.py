@@ -49,7 +49,7 @@ OCR_PIN = "rapidocr-onnxruntime==1.4.4"
 # The recogniser's input width at its 48 px height. PP-OCR pads every crop of a batch to at least
 # 320 px (a text line); a sign legend is 1-3 text heights wide, and the network's time grows with
 # the width. 256 gave the same readings on the development photos (148/199 speed values, 0 wrong)
-# for 0.82x the recognition time; narrower widths changed readings.
+# for 0.83x the recognition time (side by side); narrower widths changed readings.
 OCR_REC_WIDTH = 256
 
 
@@ -145,6 +145,12 @@ _DIGIT_CONFUSIONS = str.maketrans({"O": "0", "o": "0", "D": "0", "Q": "0", "U": 
                                    "S": "5", "s": "5", "B": "8", "Z": "2", "z": "2"})
 _NUMBER = re.compile(r"^(?P<num>[0-9OoDQUIli|!SsBZz]{1,4}(?:[.,][0-9OoDQUIli|SsBZz])?)"
                      r"(?P<unit>km/?h|kmh|mph|t|m)?$", re.IGNORECASE)
+
+
+def _digit_count(text: str) -> int:
+    """How many digits a recognised text holds, letters PP-OCR returns for digits included:
+    what a legend's counted glyphs are checked against."""
+    return len(re.sub(r"\D", "", text.translate(_DIGIT_CONFUSIONS)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -965,7 +971,7 @@ class OcrBackend(AnalysisBackend):
                 return reading(cls, best.score * 0.8, num.value, unit)
             if num.unit not in ("", "km/h") or not plausible("speed_limit", num.value, "km/h"):
                 return None
-            if job.glyphs > len(re.sub(r"\D", "", best.text.translate(_DIGIT_CONFUSIONS))):
+            if job.glyphs > _digit_count(best.text):
                 return None  # a digit more on the sign than in the text: misread
             if job.text_height < _MIN_SPEED_TEXT_HEIGHT:
                 # Small text on a red ring with its unit unread: a weight or height limit
@@ -1048,9 +1054,8 @@ def circle_read_ok(reading: SignReading, glyphs: int) -> bool:
     published: a speed limit with a value, read at a recogniser score >= _CIRCLE_READ_SCORE,
     whose digits are exactly the glyphs counted on the disc (a "10" on a drum counted as one
     blob, or a digit the recogniser invented, is not a sign's number)."""
-    digits = re.sub(r"\D", "", reading.text.translate(_DIGIT_CONFUSIONS))
     return (reading.sign_class == "speed_limit" and reading.value is not None
-            and reading.confidence >= _CIRCLE_READ_SCORE and glyphs == len(digits))
+            and reading.confidence >= _CIRCLE_READ_SCORE and glyphs == _digit_count(reading.text))
 
 
 HINT_SCORE = 0.85
