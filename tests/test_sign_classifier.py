@@ -256,9 +256,9 @@ def test_ocr_reads_foreign_speed_signs_the_classifier_only_leans_to(
 
 # Speed signs whose proposal box is off the sign: the crop through it gives "a speed limit"
 # without a sure value (0.96-0.98 for the family); a second look through shifted and scaled
-# boxes reads the value (GTSDB development photos, tune half).
-REFINED = [("gtsdb_00371.jpg", Box(190, 313, 34, 34), 80),
-           ("gtsdb_00348.jpg", Box(571, 314, 24, 24), 80)]
+# boxes reads the value (GTSDB development photos, tune half). gtsdb_00371's 80 was read this
+# way too while three of the six copies had to agree; with five (REFINE_AGREEMENT) it is not.
+REFINED = [("gtsdb_00348.jpg", Box(571, 314, 24, 24), 80)]
 
 
 @pytest.mark.parametrize("file, box, value", REFINED)
@@ -301,28 +301,34 @@ def test_the_search_runs_shrunk_and_answers_in_full_frame_pixels(backend):
 
 
 # --------------------------------------------------------------------------- training tool
+def _kaggle_layout(root, keep):
+    """The sample's crops for which `keep(row)` holds, written in GTSRB's Kaggle layout
+    (`Train/<class>/<file>` + `Train.csv`; ROI = the crop less GTSRB's ~10 % margin)."""
+    base, rows = _sample()
+    lines = ["Width,Height,Roi.X1,Roi.Y1,Roi.X2,Roi.Y2,ClassId,Path"]
+    for r in rows:
+        if not keep(r):
+            continue
+        cid = int(r["class_id"])
+        img = read_bgr(base / r["file"])
+        h, w = img.shape[:2]
+        rel = f"Train/{cid}/{r['file'].split('/')[-1]}"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / rel), img)
+        mx, my = max(1, w // 10), max(1, h // 10)
+        lines.append(f"{w},{h},{mx},{my},{w - mx - 1},{h - my - 1},{cid},{rel}")
+    (root / "Train.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
 def test_training_tool_runs_end_to_end(tmp_path):
-    """A tiny Kaggle-layout set from the sample (ROI = the crop less GTSRB's ~10 % margin), one
-    short epoch, exported and checked against torch by the tool itself."""
+    """A tiny Kaggle-layout set from the sample, one short epoch, exported and checked
+    against torch by the tool itself."""
     pytest.importorskip("torch")
     pytest.importorskip("onnx")
     from vlm_node.tools import train_signs
 
-    base, rows = _sample()
-    data = tmp_path / "gtsrb"
-    lines = ["Width,Height,Roi.X1,Roi.Y1,Roi.X2,Roi.Y2,ClassId,Path"]
-    for r in rows:
-        cid = int(r["class_id"])
-        if cid not in (1, 14, 17):
-            continue
-        img = read_bgr(base / r["file"])
-        h, w = img.shape[:2]
-        rel = f"Train/{cid}/{r['file'].split('/')[-1]}"
-        (data / rel).parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(data / rel), img)
-        mx, my = max(1, w // 10), max(1, h // 10)
-        lines.append(f"{w},{h},{mx},{my},{w - mx - 1},{h - my - 1},{cid},{rel}")
-    (data / "Train.csv").write_text("\n".join(lines) + "\n")
+    data = _kaggle_layout(tmp_path / "gtsrb", lambda r: int(r["class_id"]) in (1, 14, 17))
     negatives = tmp_path / "neg"
     negatives.mkdir()
     for p in sorted(shared("faces_wider_train").glob("*.jpg"))[:2]:
@@ -336,6 +342,27 @@ def test_training_tool_runs_end_to_end(tmp_path):
     assert model.info.extra["epochs"] == 1 and model.info.extra["val_tracks"]
     assert (tmp_path / "rep" / "sign_classifier_confusion.png").is_file()
     assert (tmp_path / "rep" / "sign_classifier_reliability.png").is_file()
+
+
+def test_holdout_evaluation_scores_the_node_path_and_the_single_look(tmp_path):
+    """`train-signs --evaluate`: only crops of the model's held-out tracks are scored (one
+    trained-on crop is in the layout too), through the node's path (second look included)
+    and the first answer alone. Measured on the 55 held-out sample crops: 21 speed limits,
+    19 values right either way (one "a speed limit" without a value), none wrong."""
+    from vlm_node.tools.train_signs import evaluate_holdout
+
+    held = set(HELD_OUT_SAMPLE)
+    data = _kaggle_layout(tmp_path, lambda r: r["file"].split("/")[-1] in held
+                          or r["file"].endswith("00000_00000_00029.png"))
+    out = evaluate_holdout(DEFAULT_MODEL, data, 1, 1000)
+    single = out["single_look"]
+    assert out["crops"] == single["crops"] == len(HELD_OUT_SAMPLE)
+    assert out["speed"] == single["speed"] == sum(int(n[:5]) in SPEED_LIMIT_IDS
+                                                  for n in HELD_OUT_SAMPLE)
+    assert out["speed_wrong_value"] == single["speed_wrong_value"] == 0
+    assert out["speed_value_correct"] >= single["speed_value_correct"] >= out["speed"] - 3
+    assert out["speed_value_accuracy"] == round(out["speed_value_correct"] / out["speed"], 4)
+    assert out["tracks"] == len(SignClassifier().info.extra["val_tracks"])
 
 
 # --------------------------------------------------------------------------- proposals

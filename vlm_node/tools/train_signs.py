@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import fnmatch
 import json
 import logging
@@ -41,9 +42,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from vlm_node.analysis.gtsrb import BACKGROUND_ID, CLASSIFIER_LABELS, NUM_GTSRB, SPEED_LIMIT_IDS
+from vlm_node.analysis.gtsrb import (BACKGROUND_ID, CLASSIFIER_LABELS, NUM_GTSRB, SPEED_LIMIT_IDS,
+                                     gtsrb_class)
 from vlm_node.analysis.sign_candidates import find_candidates, find_proposals
-from vlm_node.analysis.sign_classifier import CROP_MARGIN, INPUT_SIZE, resize_to_input
+from vlm_node.analysis.sign_classifier import (CROP_MARGIN, INPUT_SIZE, SignClass,
+                                               resize_to_input)
 from vlm_node.geometry import Box
 
 log = logging.getLogger(__name__)
@@ -741,17 +744,20 @@ def evaluate_holdout(model_path: Path, data_dir: Path, min_px: int, max_px: int)
     """The shipped runtime (`SignClassifier`, its crop and threshold) on the real GTSRB crops of
     the model's validation tracks whose sign is `min_px`..`max_px` wide: speed-limit value
     accuracy (published value right), wrong values (published value wrong) and class accuracy.
-    The tracks come from the model's own metadata, so no training crop is scored."""
-    from vlm_node.analysis.gtsrb import gtsrb_class
+    The top-level figures are the node's own path, the second look included
+    (`classify_refined` with the default `analysis.ocr.refine_max`: a box leaning to a speed
+    limit without a value is classified again through shifted and scaled copies);
+    `single_look` is the network's first answer alone. The tracks come from the model's own
+    metadata, so no training crop is scored."""
+    from vlm_node.analysis.ocr_backend import OcrConfig
     from vlm_node.analysis.sign_classifier import SignClassifier
 
     clf = SignClassifier(model_path)
     held = set(clf.info.extra.get("val_tracks", []))
     if not held:
         raise ValueError(f"{model_path} records no validation tracks")
-    counts = {"crops": 0, "class_correct": 0, "speed": 0, "speed_value_correct": 0,
-              "speed_wrong_value": 0, "speed_no_value": 0, "speed_no_reading": 0,
-              "rejected": 0}
+    refine_max = OcrConfig().refine_max
+    runtime, single = _HoldoutCounts(), _HoldoutCounts()
     with (data_dir / "Train.csv").open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if _track_of(r["Path"]) in held
                 and not Path(r["Path"]).name.startswith("aug_")]
@@ -760,26 +766,49 @@ def evaluate_holdout(model_path: Path, data_dir: Path, min_px: int, max_px: int)
                             float(r["Roi.X2"]) + 1, float(r["Roi.Y2"]) + 1)
         if not min_px <= max(roi.w, roi.h) <= max_px:
             continue
-        res = clf.classify(_read_rgb(data_dir / r["Path"]), [roi])[0]
+        rgb = _read_rgb(data_dir / r["Path"])
         cid = int(r["ClassId"])
-        counts["crops"] += 1
-        counts["rejected"] += int(not res.is_sign)
-        counts["class_correct"] += int(res.gtsrb is not None and res.gtsrb.class_id == cid)
-        if cid in SPEED_LIMIT_IDS:
-            counts["speed"] += 1
-            if res.value is None:  # rejected, another class, or "a speed limit" with no value
-                counts["speed_no_reading"] += int(not res.is_sign)
-                counts["speed_no_value"] += int(res.sign_class == "speed_limit")
-            elif res.sign_class == "speed_limit" and res.value == gtsrb_class(cid).value:
-                counts["speed_value_correct"] += 1
-            else:  # a number the sign does not carry (another limit, or end of 80)
-                counts["speed_wrong_value"] += 1
-    out: dict[str, object] = dict(counts)
-    out.update(sizes_px=[min_px, max_px], tracks=len(held),
-               class_accuracy=round(counts["class_correct"] / max(1, counts["crops"]), 4),
-               speed_value_accuracy=round(counts["speed_value_correct"]
-                                          / max(1, counts["speed"]), 4))
+        single.add(clf.classify(rgb, [roi])[0], cid)
+        runtime.add(clf.classify_refined(rgb, [roi], refine_max)[1][0], cid)
+    out = runtime.summary()
+    out.update(single_look=single.summary(), sizes_px=[min_px, max_px], tracks=len(held))
     return out
+
+
+@dataclass
+class _HoldoutCounts:
+    """Tallies of `evaluate_holdout` for one way of classifying."""
+
+    crops: int = 0
+    class_correct: int = 0
+    speed: int = 0
+    speed_value_correct: int = 0
+    speed_wrong_value: int = 0
+    speed_no_value: int = 0
+    speed_no_reading: int = 0
+    rejected: int = 0
+
+    def add(self, res: SignClass, cid: int) -> None:
+        """Count one crop's answer against its GTSRB class id."""
+        self.crops += 1
+        self.rejected += int(not res.is_sign)
+        self.class_correct += int(res.gtsrb is not None and res.gtsrb.class_id == cid)
+        if cid not in SPEED_LIMIT_IDS:
+            return
+        self.speed += 1
+        if res.value is None:  # rejected, another class, or "a speed limit" with no value
+            self.speed_no_reading += int(not res.is_sign)
+            self.speed_no_value += int(res.sign_class == "speed_limit")
+        elif res.sign_class == "speed_limit" and res.value == gtsrb_class(cid).value:
+            self.speed_value_correct += 1
+        else:  # a number the sign does not carry (another limit, or end of 80)
+            self.speed_wrong_value += 1
+
+    def summary(self) -> dict[str, object]:
+        out: dict[str, object] = dict(dataclasses.asdict(self))
+        out.update(class_accuracy=round(self.class_correct / max(1, self.crops), 4),
+                   speed_value_accuracy=round(self.speed_value_correct / max(1, self.speed), 4))
+        return out
 
 
 # --- command line --------------------------------------------------------------------------------
@@ -790,7 +819,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, help="ONNX file to write")
     p.add_argument("--evaluate", type=Path, metavar="MODEL.onnx",
                    help="do not train: score this model on its validation tracks' real crops "
-                        "(sizes --eval-px) through the runtime classifier")
+                        "(sizes --eval-px) through the runtime classifier, its second look "
+                        "included; `single_look` in the output is the first answer alone")
     p.add_argument("--eval-px", default="30-60", help="sign widths to score, MIN-MAX pixels")
     p.add_argument("--report-dir", type=Path, help="write accuracy JSON and plots here")
     p.add_argument("--negatives", action="append", default=[],
