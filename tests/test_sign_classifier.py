@@ -276,6 +276,45 @@ def test_a_second_look_reads_the_value_through_a_misfit_box(backend, file, box, 
     assert hits[0].confidence >= backend._classifier.info.min_probability
 
 
+# Speed signs whose box is under min_value_px (a proposal on the inner disc of a 15-18 px
+# sign): their value is kept only through the grown look (GTSDB development photos, tune and
+# check half).
+GROWN = [("gtsdb_00380.jpg", Box(331, 321, 15, 15), 120),
+         ("gtsdb_00444.jpg", Box(583, 343, 18, 18), 100)]
+
+
+@pytest.mark.parametrize("file, box, value", GROWN)
+def test_a_grown_look_keeps_the_value_of_a_small_box(backend, file, box, value):
+    from vlm_node.analysis.ocr_backend import OcrConfig
+
+    bgr = read_bgr(shared("signs_real_dev") / file)
+    plain = OcrBackend(OcrConfig(grown_look=False))
+    plain.load()
+    hits = [r for r in plain.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", None)]
+    assert max(hits[0].box.w, hits[0].box.h) < plain.config.min_value_px
+    hits = [r for r in backend.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", value)]
+    assert max(hits[0].box.w, hits[0].box.h) >= backend.config.min_value_px
+
+
+def test_a_grown_look_rejects_a_small_value_on_no_sign(clf):
+    """gtsdb_00390: a 12 px box on no sign that the network reads as a 70 at ~0.98; grown, at
+    most one of its seven crops says 70."""
+    rgb = _rgb(shared("signs_real_dev") / "gtsdb_00390.jpg")
+    box = Box(491, 322, 12, 12)
+    res = clf.classify(rgb, [box])[0]
+    assert (res.sign_class, res.value) == ("speed_limit", 70) and res.probability > 0.9
+    assert clf.grown_look(rgb, box, res) is None
+    sign = Box(332, 323, 12, 11)  # gtsdb_00380's 120, inner disc
+    rgb = _rgb(shared("signs_real_dev") / "gtsdb_00380.jpg")
+    res = clf.classify(rgb, [sign])[0]
+    assert res.value == 120
+    grown = clf.grown_look(rgb, sign, res)
+    assert grown is not None and grown.w == pytest.approx(12 * 1.3)
+    assert grown.center == pytest.approx(sign.center)
+
+
 def test_refine_boxes_shift_and_scale_about_the_centre():
     from vlm_node.analysis.sign_classifier import refine_boxes
 

@@ -86,6 +86,13 @@ class OcrConfig:
                                     "legends that small, and on the GTSDB development photos "
                                     "the classifier's 10-13 px speed values on no sign were "
                                     "as many as its right ones.", min=0, max=200, dynamic=True)
+    grown_look: bool = setting(True, "A speed value the classifier reads on a box under "
+                                     "min_value_px is kept when the box grown by 1.3 (a "
+                                     "proposal on a small sign is often its inner disc) and "
+                                     "six shifted and scaled copies of it all give the same "
+                                     "class at >= 0.9 (SignClassifier.grown_look); the grown "
+                                     "box then also gets OCR's second opinion. false: such "
+                                     "boxes never carry a value.", dynamic=True)
     ocr_speed_mass: float = setting(0.4, "OCR may read a speed limit on a red-ring candidate "
                                          "or colour proposal the classifier did not accept "
                                          "when the classifier's speed-limit classes together "
@@ -664,6 +671,10 @@ class OcrBackend(AnalysisBackend):
             fitted = [c.box for c in cands if c.box.iou(box) > 0.5]
             box = max(fitted, key=box.iou) if fitted else box
             small = max(box.w, box.h) < self.config.min_value_px
+            if small and res.value is not None and self.config.grown_look:
+                grown = self._classifier.grown_look(rgb, box, res)
+                if grown is not None and max(grown.w, grown.h) >= self.config.min_value_px:
+                    box, small = grown, False
             reading = SignReading(res.sign_class, res.probability, "classifier",
                                   value=None if small else res.value,
                                   unit="" if small else res.unit, box=box)
