@@ -533,3 +533,26 @@ def test_a_circle_read_needs_every_glyph_read_at_a_high_score():
     assert not circle_read_ok(read("40", 40, 0.58), glyphs=2)
     assert not circle_read_ok(read("40", None, 1.0), glyphs=2)
     assert not circle_read_ok(read("7.5", 7.5, 1.0, "weight_limit"), glyphs=2)
+
+
+def test_the_outline_search_runs_beside_the_colour_search(backend, colour_backend):
+    """The Hough pass runs in the backend's own thread while the colour search runs; the
+    readings are those of the same search run inline (gtsdb_00396: two dusk 100s, one found
+    only by its outline)."""
+    bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00396.jpg")
+    pool = backend._outline_pool
+    assert pool is not None and colour_backend._outline_pool is None
+    beside = backend.read_signs(bgr)
+    backend._outline_pool = None
+    try:
+        inline = backend.read_signs(bgr)
+    finally:
+        backend._outline_pool = pool
+    assert [(r.sign_class, r.value, r.box) for r in beside] == \
+        [(r.sign_class, r.value, r.box) for r in inline]
+    assert [r.value for r in beside if r.sign_class == "speed_limit"] == [100, 100]
+    b = OcrBackend()
+    b.load()
+    thread_pool = b._outline_pool
+    b.close()
+    assert b._outline_pool is None and thread_pool is not None and thread_pool._shutdown

@@ -8,8 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from vlm_node.anonymize.tracking import CarryOver, Track, _iou_matrix
-from vlm_node.geometry import Box
+from vlm_node.anonymize.tracking import CarryOver, Track
+from vlm_node.geometry import Box, box_array, iou_matrix
 from vlm_node.results import Detection
 
 KINDS = ("face", "plate", "person")
@@ -164,8 +164,8 @@ def test_iou_matrix_is_bit_identical_to_box_iou():
     rng = random.Random(7)
     a = [_box(rng, 200, 200, rng.random() < 0.5) for _ in range(40)]
     b = [_box(rng, 200, 200, rng.random() < 0.5) for _ in range(35)]
-    m = _iou_matrix(np.array([(x.x, x.y, x.w, x.h) for x in a]),
-                    np.array([(x.x, x.y, x.w, x.h) for x in b]))
+    m = iou_matrix(box_array(a), box_array(b))
     assert m.shape == (40, 35)
     assert m.tolist() == [[x.iou(y) for y in b] for x in a]
     assert 0 < np.count_nonzero(m) < m.size
+    assert iou_matrix(box_array([]), box_array(b)).shape == (0, 35)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
 
 @dataclass(frozen=True, slots=True)
 class Box:
@@ -96,3 +98,25 @@ def nms(boxes: Sequence[Box], scores: Sequence[float], iou_threshold: float) -> 
         if all(boxes[i].iou(boxes[k]) <= iou_threshold for k in keep):
             keep.append(i)
     return keep
+
+
+def box_array(boxes: Sequence[Box]) -> np.ndarray:
+    """Boxes as an N x 4 float64 array of x, y, w, h (the layout `iou_matrix` takes)."""
+    return np.array([(b.x, b.y, b.w, b.h) for b in boxes], dtype=np.float64).reshape(-1, 4)
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of `a` (rows of x y w h, `box_array`) with every box of `b`, computed
+    with the same float operations in the same order as `Box.iou`, so the values are
+    bit-identical: callers that replace a Python loop of `Box.iou` with it keep their
+    decisions exactly (tracking's association, the sign search's overlap filters)."""
+    ax, ay, aw, ah = (a[:, i, None] for i in range(4))
+    bx, by, bw, bh = (b[None, :, i] for i in range(4))
+    iw = np.minimum(ax + aw, bx + bw) - np.maximum(ax, bx)
+    ih = np.minimum(ay + ah, by + bh) - np.maximum(ay, by)
+    inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
+    area_a = np.maximum(0.0, aw) * np.maximum(0.0, ah)
+    area_b = np.maximum(0.0, bw) * np.maximum(0.0, bh)
+    union = (area_a + area_b) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)

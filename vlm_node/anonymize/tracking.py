@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vlm_node.geometry import Box
+from vlm_node.geometry import Box, box_array, iou_matrix
 from vlm_node.results import Detection
 
 
@@ -124,12 +124,9 @@ class CarryOver:
         same = dk[:, None] == tk[None, :]
         if not same.any():
             return {}
-        db = np.array([(b.x, b.y, b.w, b.h) for b in (d.box for d in detections)],
-                      dtype=np.float64)
-        tb = np.array([(b.x, b.y, b.w, b.h) for b in
-                       (self.predicted(t) if t.misses else t.box for t in self.tracks)],
-                      dtype=np.float64)
-        iou = _iou_matrix(db, tb)
+        db = box_array([d.box for d in detections])
+        tb = box_array([self.predicted(t) if t.misses else t.box for t in self.tracks])
+        iou = iou_matrix(db, tb)
         # the pairs a greedy pass can take: same kind, at or above the threshold
         di, ti = np.nonzero(same & (iou >= self.iou_threshold))
         if di.size == 0:
@@ -161,21 +158,6 @@ class CarryOver:
         out = Box(b.x - gx, b.y - gy, b.w + 2 * gx, b.h + 2 * gy)
         assert self._size is not None
         return out.clipped(*self._size)
-
-
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of `a` (rows, x y w h) with every box of `b`, computed with the same
-    float operations in the same order as `Box.iou`, so the values are bit-identical."""
-    ax, ay, aw, ah = (a[:, i, None] for i in range(4))
-    bx, by, bw, bh = (b[None, :, i] for i in range(4))
-    iw = np.minimum(ax + aw, bx + bw) - np.maximum(ax, bx)
-    ih = np.minimum(ay + ah, by + bh) - np.maximum(ay, by)
-    inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
-    area_a = np.maximum(0.0, aw) * np.maximum(0.0, ah)
-    area_b = np.maximum(0.0, bw) * np.maximum(0.0, bh)
-    union = (area_a + area_b) - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 def _moved(t: Track) -> tuple[tuple[float, float], ...] | None:
