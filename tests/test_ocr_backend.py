@@ -137,6 +137,22 @@ def test_the_recogniser_runs_at_the_narrower_sign_width(ocr):
     assert "".join(read.text.split()) == "STOP120" and read.score > 0.8
 
 
+def test_a_big_legend_is_shrunk_before_it_is_read(ocr, monkeypatch):
+    """A sign seen from near (a 700 px ring in a 1080p frame) is read from its legend shrunk
+    to 3x the recogniser's height: the same value, at a bounded cost."""
+    big = np.zeros((400, 300, 3), np.uint8)
+    assert ocr_backend._shrink(big, 192).shape == (192, 144, 3)
+    small = np.zeros((100, 80, 3), np.uint8)
+    assert ocr_backend._shrink(small, 192) is small
+    s = scene(SignSpec("speed_limit", 80), 700, "Cars21.jpg", seed=3, size=(1920, 1080))
+    seen = []
+    real = ocr_backend._whiten_outside_ellipse
+    monkeypatch.setattr(ocr_backend, "_whiten_outside_ellipse",
+                        lambda crop, scale=1.0: seen.append(crop.shape[0]) or real(crop, scale))
+    assert summary(ocr.read_signs(s.image)) == [("speed_limit", 80, "km/h")]
+    assert seen and max(seen) <= 3 * ocr.config.legend_height_px
+
+
 def test_speed_limits_are_read_exactly_at_every_size(ocr):
     # 6 values x 4 sizes (28-120 px) on 4 real photos, with random blur, lighting, noise,
     # perspective and JPEG loss (seeded). Measured: 24 of 24 exact with a single read; with
