@@ -44,9 +44,10 @@ import numpy as np
 
 from vlm_node.analysis.gtsrb import (BACKGROUND_ID, CLASSIFIER_LABELS, NUM_GTSRB, SPEED_LIMIT_IDS,
                                      gtsrb_class)
+from vlm_node.analysis.ocr_backend import OcrConfig
 from vlm_node.analysis.sign_candidates import find_candidates, find_proposals
 from vlm_node.analysis.sign_classifier import (CROP_MARGIN, INPUT_SIZE, SignClass,
-                                               resize_to_input)
+                                               SignClassifier, resize_to_input)
 from vlm_node.geometry import Box
 
 log = logging.getLogger(__name__)
@@ -749,9 +750,6 @@ def evaluate_holdout(model_path: Path, data_dir: Path, min_px: int, max_px: int)
     limit without a value is classified again through shifted and scaled copies);
     `single_look` is the network's first answer alone. The tracks come from the model's own
     metadata, so no training crop is scored."""
-    from vlm_node.analysis.ocr_backend import OcrConfig
-    from vlm_node.analysis.sign_classifier import SignClassifier
-
     clf = SignClassifier(model_path)
     held = set(clf.info.extra.get("val_tracks", []))
     if not held:
