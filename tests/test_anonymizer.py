@@ -219,8 +219,11 @@ def test_failures_fail_closed(policy, failure, reason):
                "outside": Box(50, 50, 40, 40)}[failure]
         return [Detection("face", box, 0.9)]
 
+    # only the slow detector meets a tight budget: on a loaded CI machine an instant detector
+    # once took 21 ms and was reported over a 10 ms budget instead of as corrupt output
+    budget = 10.0 if failure == "slow" else 10_000.0
     anon = Anonymizer(AnonymizerConfig(plates=False, failure_policy=policy,
-                                       detector_budget_ms=10.0))
+                                       detector_budget_ms=budget))
     anon.detectors[0].detect = detect
     rng = np.random.default_rng(1)
     img = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
