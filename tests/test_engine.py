@@ -70,6 +70,18 @@ class Scripted(AnalysisBackend):
         self.closed = True
 
 
+def test_a_backend_in_a_with_block_is_loaded_and_closed_even_on_error():
+    with Scripted("ocr") as backend:
+        assert isinstance(backend, Scripted)
+        assert backend.load_calls == 1 and not backend.closed
+    assert backend.closed
+    failing = Scripted("ocr")
+    with pytest.raises(RuntimeError, match="boom"):
+        with failing:
+            raise RuntimeError("boom")
+    assert failing.closed and failing.load_calls == 1
+
+
 def frames(n=2):
     return [_release(FrameMeta(f"cam{i}", i, f"cam{i}"), np.zeros((48, 64, 3), np.uint8), (),
                      0.0) for i in range(n)]

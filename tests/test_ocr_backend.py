@@ -28,10 +28,8 @@ def ocr():
     # numbered non-GTSRB signs (and second-checks speed digits) when the classifier is on,
     # and the whole reader with `classifier: false`. The default (classifier) path is tested
     # in test_sign_classifier.py.
-    backend = OcrBackend(OcrConfig(classifier=False))
-    backend.load()
-    yield backend
-    backend.close()
+    with OcrBackend(OcrConfig(classifier=False)) as backend:
+        yield backend
 
 
 def scene(spec, height, photo="Cars21.jpg", seed=0, size=(640, 480)):
@@ -309,13 +307,12 @@ def test_max_reads_limits_the_recogniser_calls():
             calls.append(len(crops))
             return [("", 0.0)] * len(crops), 0.0
 
-    backend = OcrBackend(OcrConfig(max_reads=2, retry_binarized=False, classifier=False),
-                         engine_factory=lambda cfg: Counting())
-    backend.load()
-    calls.clear()
     s = compose_scene(PHOTOS["Cars7.jpg"], [SignSpec("speed_limit", v) for v in (30, 50, 70)],
                       seed=1, size=(1280, 720), heights=[60, 70, 80])
-    assert backend.read_signs(s.image) == []
+    with OcrBackend(OcrConfig(max_reads=2, retry_binarized=False, classifier=False),
+                    engine_factory=lambda cfg: Counting()) as backend:
+        calls.clear()
+        assert backend.read_signs(s.image) == []
     assert calls == [2]  # one batched call with two crops, no retry
     validate(OcrConfig())
 

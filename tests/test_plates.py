@@ -81,13 +81,9 @@ def test_speed_limit_sign_survives_plate_redaction(spec, height):
     assert np.array_equal(frame.image[rows, cols], original[rows, cols])
     # OCR's rules: they read rendered signs exactly (the default GTSRB classifier does not
     # know the rendered font, docs/sign_classifier.md); the untouched pixels are the point
-    backend = OcrBackend(OcrConfig(classifier=False))
-    backend.load()
-    try:
+    with OcrBackend(OcrConfig(classifier=False)) as backend:
         before = [(r.sign_class, r.value) for r in backend.read_signs(original)]
         after = [(r.sign_class, r.value) for r in backend.read_signs(frame.image)]
-    finally:
-        backend.close()
     # the OCR reader misses some rendered US signs; the untouched pixels are the point here
     if spec.style != "us":
         assert ("speed_limit", spec.value) in before
@@ -122,12 +118,9 @@ def test_a_sign_just_above_a_plate_is_not_joined_to_it(spec, height, gap, readin
     assert [h.text for h in frame.text_hints] == [hint]
     assert frame.text_hints[0].box.coverage_by(sign) > 0.9
     if reading is not None:  # the OCR reader misses some rendered US signs (see above)
-        backend = OcrBackend(OcrConfig(classifier=False))  # rendered sign: OCR's rules
-        backend.load()
-        try:
+        # rendered sign: OCR's rules
+        with OcrBackend(OcrConfig(classifier=False)) as backend:
             assert reading in [(r.sign_class, r.value) for r in backend.read_signs(frame.image)]
-        finally:
-            backend.close()
 
 
 def test_sign_words_only():

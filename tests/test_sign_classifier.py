@@ -187,10 +187,8 @@ def test_ocr_publishes_alone_only_what_the_classifier_cannot_know():
 # --------------------------------------------------------------------------- full frame
 @pytest.fixture(scope="module")
 def backend():
-    b = OcrBackend()
-    b.load()
-    yield b
-    b.close()
+    with OcrBackend() as b:
+        yield b
 
 
 # Real photos the classifier never trained on (GTSDB >= 00300, andrewmvd): a dark 23 px 80 that
@@ -248,10 +246,9 @@ def test_ocr_reads_foreign_speed_signs_the_classifier_only_leans_to(
     if proposal:
         # with the speed-mass gate shut, or no proposal reads allowed, nothing reads them
         for off in (OcrConfig(ocr_speed_mass=1.0), OcrConfig(speed_proposals=0)):
-            plain = OcrBackend(off)
-            plain.load()
-            assert not [r for r in plain.read_signs(bgr)
-                        if r.box is not None and r.box.iou(box) >= 0.3 and r.value is not None]
+            with OcrBackend(off) as plain:
+                assert not [r for r in plain.read_signs(bgr) if r.box is not None
+                            and r.box.iou(box) >= 0.3 and r.value is not None]
 
 
 # Speed signs whose proposal box is off the sign: the crop through it gives "a speed limit"
@@ -266,9 +263,8 @@ def test_a_second_look_reads_the_value_through_a_misfit_box(backend, file, box, 
     from vlm_node.analysis.ocr_backend import OcrConfig
 
     bgr = read_bgr(shared("signs_real_dev") / file)
-    plain = OcrBackend(OcrConfig(refine_max=0))
-    plain.load()
-    hits = [r for r in plain.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    with OcrBackend(OcrConfig(refine_max=0)) as plain:
+        hits = [r for r in plain.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
     assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", None)]
     hits = [r for r in backend.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
     found = [(r.sign_class, r.value, r.source) for r in hits]
@@ -288,9 +284,8 @@ def test_a_grown_look_keeps_the_value_of_a_small_box(backend, file, box, value):
     from vlm_node.analysis.ocr_backend import OcrConfig
 
     bgr = read_bgr(shared("signs_real_dev") / file)
-    plain = OcrBackend(OcrConfig(grown_look=False))
-    plain.load()
-    hits = [r for r in plain.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    with OcrBackend(OcrConfig(grown_look=False)) as plain:
+        hits = [r for r in plain.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
     assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", None)]
     assert max(hits[0].box.w, hits[0].box.h) < plain.config.min_value_px
     hits = [r for r in backend.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
@@ -469,10 +464,8 @@ def colour_backend():
     """The search without round outlines (`circle_proposals: false`): colour regions only."""
     from vlm_node.analysis.ocr_backend import OcrConfig
 
-    b = OcrBackend(OcrConfig(circle_proposals=False))
-    b.load()
-    yield b
-    b.close()
+    with OcrBackend(OcrConfig(circle_proposals=False)) as b:
+        yield b
 
 
 @pytest.mark.parametrize("file, box, value", DUSK)
@@ -487,12 +480,12 @@ def test_circle_proposals_find_dusk_speed_limits(backend, colour_backend, file, 
 def test_a_circle_proposals_value_needs_ocr_to_agree(backend, monkeypatch):
     """With OCR reading nothing, the dusk 100 found by its outline is a speed limit without a
     value: red hats and drums with a light centre pass the classifier as a 30."""
-    circles = OcrBackend()  # circle_proposals on by default
-    circles.load()
-    monkeypatch.setattr(circles, "_reading", lambda bgr, job: None)
     bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00396.jpg")
     box = Box(115, 290, 28, 29)
-    hits = [r for r in circles.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    with OcrBackend() as circles:  # circle_proposals on by default
+        monkeypatch.setattr(circles, "_reading", lambda bgr, job: None)
+        hits = [r for r in circles.read_signs(bgr)
+                if r.box is not None and r.box.iou(box) >= 0.3]
     assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", None)]
 
 
@@ -512,11 +505,11 @@ def test_big_round_outlines_are_read_by_ocr_alone(backend, colour_backend, file,
     near = [r for r in backend.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
     assert [(r.sign_class, r.value, r.source) for r in near] == [("speed_limit", value, "ocr")]
     # neither the colour search nor circles without OCR's own read find it
-    without = OcrBackend(OcrConfig(circle_read_px=0))
-    without.load()
-    for other in (colour_backend, without):
-        assert not [r for r in other.read_signs(bgr) if r.sign_class == "speed_limit"
-                    and r.value is not None and r.box is not None and r.box.iou(box) >= 0.3]
+    with OcrBackend(OcrConfig(circle_read_px=0)) as without:
+        for other in (colour_backend, without):
+            assert not [r for r in other.read_signs(bgr) if r.sign_class == "speed_limit"
+                        and r.value is not None and r.box is not None
+                        and r.box.iou(box) >= 0.3]
 
 
 def test_a_circle_read_needs_every_glyph_read_at_a_high_score():
@@ -551,8 +544,7 @@ def test_the_outline_search_runs_beside_the_colour_search(backend, colour_backen
     assert [(r.sign_class, r.value, r.box) for r in beside] == \
         [(r.sign_class, r.value, r.box) for r in inline]
     assert [r.value for r in beside if r.sign_class == "speed_limit"] == [100, 100]
-    b = OcrBackend()
-    b.load()
-    thread_pool = b._outline_pool
-    b.close()
-    assert b._outline_pool is None and thread_pool is not None and thread_pool._shutdown
+    with OcrBackend() as b:
+        thread_pool = b._outline_pool
+        assert thread_pool is not None and not thread_pool._shutdown
+    assert b._outline_pool is None and thread_pool._shutdown

@@ -7,10 +7,12 @@ place. Backends only ever receive `AnonymizedFrame`s.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from typing import Sequence, TypeVar
 
 from vlm_node.frames import AnonymizedFrame
 from vlm_node.results import AnalysisResult
+
+_Backend = TypeVar("_Backend", bound="AnalysisBackend")
 
 
 class AnalysisBackend(ABC):
@@ -41,3 +43,13 @@ class AnalysisBackend(ABC):
 
     def close(self) -> None:
         """Release models, sessions and connections (default: nothing to release)."""
+
+    def __enter__(self: _Backend) -> _Backend:
+        """`with backend:` loads it and closes it on the way out, error or not: a backend can
+        own threads and sessions (the ocr backend's outline search thread) that a forgotten
+        `close` would leave behind."""
+        self.load()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
