@@ -265,12 +265,17 @@ def _slice(bgr: np.ndarray, box: Any) -> np.ndarray:
     return bgr[ys, xs]
 
 
+def _to_height(img: np.ndarray, height: int, interpolation: int) -> np.ndarray:
+    """`img` resized to `height` rows, its aspect kept."""
+    k = height / img.shape[0]
+    return cv2.resize(img, (max(1, int(round(img.shape[1] * k))), height),
+                      interpolation=interpolation)
+
+
 def _enlarge(img: np.ndarray, height: int) -> np.ndarray:
     if img.shape[0] >= height or img.shape[0] == 0:
         return img
-    k = height / img.shape[0]
-    return cv2.resize(img, (max(1, int(round(img.shape[1] * k))), height),
-                      interpolation=cv2.INTER_CUBIC)
+    return _to_height(img, height, cv2.INTER_CUBIC)
 
 
 def _shrink(img: np.ndarray, height: int) -> np.ndarray:
@@ -280,9 +285,7 @@ def _shrink(img: np.ndarray, height: int) -> np.ndarray:
     ~2 ms each at full size (most of a rendered 1080p frame's ring jobs)."""
     if img.shape[0] <= height:
         return img
-    k = height / img.shape[0]
-    return cv2.resize(img, (max(1, int(round(img.shape[1] * k))), height),
-                      interpolation=cv2.INTER_AREA)
+    return _to_height(img, height, cv2.INTER_AREA)
 
 
 def _whiten_outside_ellipse(crop: np.ndarray, scale: float = 1.0) -> np.ndarray:
