@@ -119,17 +119,6 @@ def test_two_cameras_at_20hz_with_slow_backend_keep_rate_and_freshness(
         proc.stop()
 
     last = {s.hardware_id: {kv.key: kv.value for kv in s.values} for s in diags[-1].status}
-    for c in "ab":
-        # camera rate: frames anonymized and republished, in order, while the model was busy.
-        # Had the model blocked the camera path, at most ~8 of the 80 frames would have come
-        # out; 0.4 of them is 4x that and still holds on a loaded CI machine. Counted by the
-        # node, and by the probe.
-        assert int(last[c]["frames_anonymized"]) >= 0.4 * n, (c, n, last[c])
-        assert int(last[c]["frames_anonymized"]) + int(last[c]["dropped_stale_input"]) == \
-            int(last[c]["frames_received"])
-        got = [convert.stamp_ns(m.header.stamp) for m in outs[c]]
-        assert len(got) >= 0.4 * n, (c, len(got), n, last[c])
-        assert got == sorted(got) and set(got) <= set(sent[c])
     batches = [line.split()[1].split(",") for line in proc.output().splitlines()
                if line.startswith("batch ")]
     # a batch about every MODEL_S at most, most with the latest frame of both cameras. The upper
@@ -137,6 +126,20 @@ def test_two_cameras_at_20hz_with_slow_backend_keep_rate_and_freshness(
     # only says the worker kept taking batches while frames flowed (a hung worker stops at 1-2).
     assert 0.25 * elapsed / MODEL_S <= len(batches) <= elapsed / MODEL_S + 2, len(batches)
     assert sum(b == ["a", "b"] for b in batches) >= 0.6 * len(batches), batches
+    for c in "ab":
+        # camera rate: frames are anonymized and republished, in order, while the model is
+        # busy. Had the model blocked the camera path, one frame would come out per batch; the
+        # node anonymized at least twice that many. The bound is relative to the batches the
+        # node really ran, not to the probe's 20 Hz: a loaded CI machine delivered only 24 of
+        # 80 frames in one run, which says nothing about blocking. Counted by the node, and by
+        # the probe.
+        anonymized = int(last[c]["frames_anonymized"])
+        assert anonymized >= max(10, 2 * len(batches)), (c, len(batches), last[c])
+        assert anonymized + int(last[c]["dropped_stale_input"]) == \
+            int(last[c]["frames_received"])
+        got = [convert.stamp_ns(m.header.stamp) for m in outs[c]]
+        assert len(got) >= 0.5 * anonymized, (c, len(got), last[c])
+        assert got == sorted(got) and set(got) <= set(sent[c])
     # results are fresh (never older than max_frame_age when published) and there is at most
     # one per batch and camera: superseded frames are skipped, not queued
     assert max(r.latency_ms for r in results) <= MAX_AGE * 1e3
@@ -146,9 +149,6 @@ def test_two_cameras_at_20hz_with_slow_backend_keep_rate_and_freshness(
     # for: taken by a batch (at most one per camera), superseded by a newer one, too old in the
     # slot, or still in the slot at the end
     for c in "ab":
-        # (0.4 as for frames anonymized above: a fresh-clone run on a loaded CI machine
-        # received 34 of 80)
-        assert int(last[c]["frames_received"]) >= 0.4 * n
         assert int(last[c]["dropped_decode_error"]) == 0
         taken = sum(c in b for b in batches)
         left = (int(last[c]["frames_anonymized"]) - taken - int(last[c]["dropped_superseded"])

@@ -161,7 +161,12 @@ class ProcessAnalyzer:
                                         f"{self.reply_timeout:.0f} s; it is restarted")
                 reply = self._conn.recv()
             except (EOFError, OSError) as exc:
-                code = self._proc.exitcode if self._proc is not None else None
+                # The pipe closes a moment before the child is reaped; wait for the
+                # reaping so that the error names the real exit code, not None.
+                code = None
+                if self._proc is not None:
+                    self._proc.join(5.0)
+                    code = self._proc.exitcode
                 self._replace(f"connection lost ({exc or type(exc).__name__})")
                 raise AnalysisError(f"the analysis process died (exit code {code}); it is "
                                     f"restarted on the next batch") from exc
