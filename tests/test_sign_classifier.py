@@ -293,6 +293,62 @@ def test_a_grown_look_keeps_the_value_of_a_small_box(backend, file, box, value):
     assert max(hits[0].box.w, hits[0].box.h) >= backend.config.min_value_px
 
 
+# Development photos whose speed limit is proposed only through a box run on past the sign:
+# 00322's white face into the sky beside it (wide), 00373's and road410's into what hangs below
+# (tall); each is read through an end square of that box, and through nothing else.
+SQUARED = [("gtsdb_00322.jpg", Box(700, 196, 26, 27), 80),
+           ("gtsdb_00373.jpg", Box(98, 310, 20, 19), 70),
+           ("andrewmvd_road410.jpg", Box(145, 112, 32, 31), 100)]
+
+
+@pytest.mark.parametrize("file, box, value", SQUARED)
+def test_an_end_square_reads_a_sign_its_region_ran_past(backend, file, box, value):
+    from vlm_node.analysis.ocr_backend import OcrConfig
+
+    bgr = read_bgr(shared("signs_real_dev") / file)
+    with OcrBackend(OcrConfig(square_ends=0)) as plain:
+        assert not [r for r in plain.read_signs(bgr) if r.box is not None and r.box.iou(box) > 0.1]
+    hits = [r for r in backend.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", value)]
+    assert hits[0].box.w == pytest.approx(hits[0].box.h)  # the square, not the region
+    assert hits[0].box.iou(box) >= 0.6
+
+
+def test_end_squares_are_the_ends_of_long_boxes_each_once():
+    from vlm_node.analysis.sign_candidates import end_squares
+
+    tall, wide, square = Box(10, 20, 20, 30), Box(0, 0, 40, 20), Box(5, 5, 20, 24)
+    assert end_squares([tall, wide, square], 1.3) == [
+        Box(10, 20, 20, 20), Box(0, 0, 20, 20), Box(20, 0, 20, 20)]
+    assert end_squares([tall], 1.6) == [] and end_squares([tall], 0) == []
+    # a square already proposed (a stacked pair's split) is not proposed again
+    assert end_squares([wide, Box(0, 0, 20, 20)], 1.3) == [Box(20, 0, 20, 20)]
+    assert end_squares([tall, Box(10, 20, 20, 20)], 1.3) == []
+
+
+def test_end_squares_only_ever_give_speed_limits(backend, monkeypatch):
+    """An end square that the classifier calls anything but a speed limit is dropped: on crowd
+    photos those were false signs (lettering, faces). Forced here by making every crop a
+    confident `stop`: the proposals' own boxes still give stop signs, their squares none."""
+    from vlm_node.analysis import sign_classifier as sc
+
+    bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00373.jpg")
+    found = backend._search(bgr)
+    assert found.squares
+    stop = sc.CLASSIFIER_LABELS.index("stop")
+
+    def all_stop(batch):
+        p = np.full((len(batch), len(sc.CLASSIFIER_LABELS)), 1e-4, np.float32)
+        p[:, stop] = 1.0
+        return p
+
+    monkeypatch.setattr(backend._classifier, "probabilities", all_stop)
+    stops = [r.box for r in backend.read_signs(bgr) if r.sign_class == "stop"]
+    assert stops
+    assert not [b for b in stops if any(b.iou(q) > 0.9 for q in found.squares)
+                and not any(b.iou(p) > 0.9 for p in found.proposals)]
+
+
 def test_a_grown_look_rejects_a_small_value_on_no_sign(clf):
     """gtsdb_00390: a 12 px box on no sign that the network reads as a 70 at ~0.98; grown, at
     most one of its seven crops says 70."""
@@ -326,7 +382,8 @@ def test_the_search_runs_shrunk_and_answers_in_full_frame_pixels(backend):
     comes back in the frame's own pixels, on the sign."""
     bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00314.jpg")
     big = cv2.resize(bgr, (1632, 960), interpolation=cv2.INTER_LINEAR)
-    cands, proposals, masks, scale, _ = backend._search(big)
+    found = backend._search(big)
+    proposals, masks, scale = found.proposals, found.masks, found.scale
     assert scale == pytest.approx(960 / 1632)
     assert masks["red"].shape == (565, 960)
     sign = Box(728 * 2, 239 * 2, 21 * 2, 22 * 2)

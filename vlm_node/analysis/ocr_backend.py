@@ -36,8 +36,9 @@ from vlm_node.analysis.base import AnalysisBackend
 from vlm_node.analysis.circle_proposals import find_circles
 from vlm_node.analysis.gtsrb import GTSRB_CLASSES
 from vlm_node.analysis.sign_candidates import (CandidateConfig, ProposalConfig, Shape,
-                                               SignCandidate, find_candidates, find_proposals,
-                                               max_paint_shares, paint_share, proposal_masks)
+                                               SignCandidate, end_squares, find_candidates,
+                                               find_proposals, max_paint_shares, paint_share,
+                                               proposal_masks)
 from vlm_node.analysis.sign_classifier import DEFAULT_MODEL, SignClass, SignClassifier
 from vlm_node.errors import AnalysisError, BackendUnavailableError
 from vlm_node.frames import AnonymizedFrame
@@ -111,6 +112,13 @@ class OcrConfig:
                                         "halves a 1080p frame exactly (OpenCV's fast path: "
                                         "2 ms instead of 24-33 ms for 1024).",
                                    min=0, max=8192)
+    square_ends: float = setting(1.3, "Proposals at least this many times as long as wide "
+                                      "also get their two end squares classified, for speed "
+                                      "limits only (a sign's face run on into a panel below "
+                                      "it or a red car beside it); other classes on them "
+                                      "were false readings in crowd photos. Development "
+                                      "photos: 162 -> 165 of 199 speed values, 0 wrong; "
+                                      "0 = off.", min=0.0, max=10.0)
     refine_max: int = setting(12, "Boxes per frame (>= 20 px) that the classifier leaned "
                                   "towards a speed limit on without reading its value, "
                                   "classified again shifted and scaled (6 variants each, one "
@@ -493,6 +501,20 @@ class _Job:
     glyphs: int = 0
 
 
+@dataclass
+class _Search:
+    """Where `_read_classified` looks in one frame, in full-frame pixels."""
+
+    candidates: list[SignCandidate]  # the shape finder's, legends located
+    proposals: list[Box]  # colour regions and holes that show sign paint
+    squares: list[Box]  # end squares of elongated proposals (`square_ends`): speed limits only
+    # round outlines no colour region matched (`circle_proposals`): a dusk rim that keeps some
+    # loose red but too little for a region; speed limits only, values with OCR's consent
+    circles: list[Box]
+    masks: dict[str, np.ndarray]  # the proposal masks, at the search's scale
+    scale: float  # search image / frame
+
+
 class OcrBackend(AnalysisBackend):
     """Sign candidates + PP-OCR recognition; no scene description, results marked degraded."""
 
@@ -595,12 +617,8 @@ class OcrBackend(AnalysisBackend):
                 readings.append(reading)
         return readings
 
-    def _search(self, bgr: np.ndarray) -> tuple[list[SignCandidate], list[Box],
-                                                dict[str, np.ndarray], float, int]:
-        """Where to look: the finder's candidates and the proposals that show sign paint, in
-        full-frame coordinates, with the proposal masks and their scale; the last `circles`
-        proposals are round outlines no colour region matched (`circle_proposals`): a dusk rim
-        that keeps some loose red but too little for a region. The search runs on
+    def _search(self, bgr: np.ndarray) -> _Search:
+        """Where to look (`_Search`), in full-frame coordinates. The search runs on
         the frame shrunk so its longer side is at most `search_max_side`: its cost grows with
         the pixel count, and a sign big enough to classify (12 px at full size) is still a
         6 px region at half size; crops and OCR then use the full-resolution frame."""
@@ -651,7 +669,8 @@ class OcrBackend(AnalysisBackend):
             proposals, circles = ([b.scaled(up) for b in boxes
                                    if max(b.w, b.h) * up >= cfg.proposals.min_size_px]
                                   for boxes in (proposals, circles))
-        return cands, proposals + circles, masks, scale, len(circles)
+        return _Search(cands, proposals, end_squares(proposals, cfg.square_ends), circles,
+                       masks, scale)
 
     def _read_classified(self, bgr: np.ndarray, hints: Sequence[TextHint] = ()
                          ) -> list[SignReading]:
@@ -661,9 +680,16 @@ class OcrBackend(AnalysisBackend):
         the finder's candidates for classes the classifier has no class for."""
         assert self._classifier is not None
         pcfg = self.config.proposals
-        cands, proposals, masks, scale, circles = self._search(bgr)
-        cands += hint_candidates(hints, cands, bgr.shape[1], bgr.shape[0])
-        boxes = [c.box for c in cands] + proposals
+        found = self._search(bgr)
+        masks, scale = found.masks, found.scale
+        cands = found.candidates + hint_candidates(hints, found.candidates, bgr.shape[1],
+                                                   bgr.shape[0])
+        boxes = [c.box for c in cands] + found.proposals + found.squares + found.circles
+        # boxes[:finder] are the finder's, boxes[speed_only:] may only be speed limits
+        # (squares and outlines), boxes[outline:] are the round outlines
+        finder = len(cands)
+        speed_only = finder + len(found.proposals)
+        outline = speed_only + len(found.squares)
         # cv2 rather than a numpy copy of bgr[..., ::-1] (negative stride): 1.8 vs 29.6 ms at
         # 1080p, the same pixels
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -674,10 +700,10 @@ class OcrBackend(AnalysisBackend):
         # a sign has its paint: white letters, lamps and faces the network takes for a sign
         # do not (the share is measured on the frame's masks, white balance and all)
         # round outlines are there for dusk speed limits: other classes on them were mostly
-        # faces and lamps (two more false readings on the 46 photos without signs)
-        outline = len(boxes) - circles
+        # faces and lamps (two more false readings on the 46 photos without signs); end
+        # squares likewise (25 more on the 141 crowd photos)
         kept = [i for i, r in enumerate(results) if r.is_sign and
-                (i < outline or r.sign_class == "speed_limit") and
+                (i < speed_only or r.sign_class == "speed_limit") and
                 (not _paint(r) or paint_share(masks, boxes[i].scaled(scale), _paint(r))
                  >= pcfg.min_paint)]
         signs = [(boxes[i], results[i]) for i in kept]
@@ -686,7 +712,6 @@ class OcrBackend(AnalysisBackend):
         # One reading per sign: a ring and its inner disc, or a candidate and a proposal, are
         # the same sign; the most probable box speaks for it, the finder's shape-fitted box
         # first among near-equals.
-        finder = len(cands)
         keep = nms([b for b, _ in signs],
                    [r.probability + (0.01 if i < finder else 0.0)
                     for i, (_, r) in zip(kept, signs)], 0.3)

@@ -907,6 +907,35 @@ def _stacked_squares(box: Box, min_px: int, largest: float) -> list[Box]:
     return [Box(box.x, box.y, box.h, box.h), Box(box.x2 - box.h, box.y, box.h, box.h)]
 
 
+def end_squares(boxes: Sequence[Box], min_ratio: float) -> list[Box]:
+    """The end squares of every box at least `min_ratio` times as long as wide, each once: the
+    top square of a tall box, the left and right ones of a wide box. Why: a colour region often
+    runs on past its sign (a speed limit's white face into the panel hung below it, or into a
+    light sky beside it), and the classifier reads a sign only through a crop about its own
+    square; on the development photos three speed limits were proposed only through such
+    boxes. Only the top of a tall box: supplementary panels hang below signs, and the bottom
+    squares (a third of the squares at 1080p) read no further sign there. Red regions 1.5-3.5
+    times as long are already split both ways (`ProposalConfig.split_stacked`: two signs on
+    one post)."""
+    if min_ratio <= 0:
+        return []
+    seen = {(b.x, b.y, b.w, b.h) for b in boxes}
+    out: list[Box] = []
+    for box in boxes:
+        long_, short = max(box.w, box.h), min(box.w, box.h)
+        if long_ < min_ratio * short:
+            continue
+        if box.h >= box.w:
+            ends: tuple[Box, ...] = (Box(box.x, box.y, box.w, box.w),)
+        else:
+            ends = (Box(box.x, box.y, box.h, box.h), Box(box.x2 - box.h, box.y, box.h, box.h))
+        for end in ends:
+            if (end.x, end.y, end.w, end.h) not in seen:
+                seen.add((end.x, end.y, end.w, end.h))
+                out.append(end)
+    return out
+
+
 def paint_share(masks: dict[str, np.ndarray], box: Box, colour: str) -> float:
     """Share of `box`'s pixels that are `colour` paint in `proposal_masks` (the loose red mask
     for red): a sign's rim or face covers a fifth or more of its box; letters, faces and lamps
