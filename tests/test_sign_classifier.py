@@ -349,6 +349,67 @@ def test_end_squares_only_ever_give_speed_limits(backend, monkeypatch):
                 and not any(b.iou(p) > 0.9 for p in found.proposals)]
 
 
+# Dusk speed limits whose rims keep too little red for a colour region: found only as round
+# outlines, and their legends too dark for OCR to read the number the classifier is sure of.
+OUTLINED = [("gtsdb_00351.jpg", Box(307, 320, 16, 17), 80),
+            ("gtsdb_00360.jpg", Box(619, 290, 27, 27), 120),
+            ("gtsdb_00367.jpg", Box(617, 301, 24, 24), 120),
+            ("gtsdb_00444.jpg", Box(233, 341, 19, 20), 100)]
+
+
+@pytest.mark.parametrize("file, box, value", OUTLINED)
+def test_a_dusk_outline_keeps_the_classifiers_value(backend, file, box, value):
+    from vlm_node.analysis.ocr_backend import OcrConfig
+
+    bgr = read_bgr(shared("signs_real_dev") / file)
+    hits = [r for r in backend.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    assert [(r.sign_class, r.value, r.source) for r in hits] == \
+        [("speed_limit", value, "classifier")]
+    with OcrBackend(OcrConfig(outline_needs_ocr=True)) as strict:
+        hits = [r for r in strict.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", None)]
+
+
+def test_people_of_a_frame_are_persons_and_heads():
+    from vlm_node.analysis.ocr_backend import on_people, people_of
+    from vlm_node.frames import FrameMeta, _release
+    from vlm_node.results import Detection, ObjectDetection
+
+    face = Detection("face", Box(100, 80, 20, 24), 0.9)
+    plate = Detection("plate", Box(300, 200, 40, 12), 0.9)
+    objects = (ObjectDetection("person", 0, 0.8, Box(10, 10, 50, 120)),
+               ObjectDetection("car", 2, 0.9, Box(200, 150, 150, 90)))
+    frame = _release(FrameMeta("f", 0, "f"), np.zeros((240, 400, 3), np.uint8),
+                     (face, plate), 0.0, objects=objects)
+    people = people_of(frame)
+    assert people == (Box(100, 56, 20, 48), Box(10, 10, 50, 120))
+    assert on_people(Box(102, 60, 16, 16), people)  # a hat on the face's head
+    assert on_people(Box(40, 100, 30, 30), people)  # half on the person
+    assert not on_people(Box(100, 30, 20, 20), people)  # above the head, a sign on a post
+    assert not on_people(Box(250, 160, 20, 20), people)  # the car is nobody
+    no_pass = _release(FrameMeta("f", 0, "f"), frame.image, (face,), 0.0)
+    assert people_of(no_pass) == (Box(100, 56, 20, 48),)
+
+
+def test_a_round_outline_on_a_head_is_no_speed_limit(backend):
+    """A red hat in a parade (WIDER training photo) is a round outline with a light centre that
+    the classifier reads as a 30; the node passes the anonymizer's faces and persons, and an
+    outline on them is not classified."""
+    from vlm_node.anonymize import Anonymizer, AnonymizerConfig
+    from vlm_node.analysis.ocr_backend import people_of
+    from vlm_node.frames import FrameMeta
+
+    bgr = read_bgr(shared("faces_wider_train") / "0_Parade_Parade_0_600.jpg")
+    frame = Anonymizer(AnonymizerConfig(plates=False)).anonymize(FrameMeta("f", 0, "f"), bgr)
+    hat = Box(935, 67, 35, 35)
+    assert [r.value for r in backend.read_signs(frame.image, frame.text_hints)
+            if r.box is not None and r.box.iou(hat) > 0.5] == [30]
+    assert not [r for r in backend.read_signs(frame.image, frame.text_hints, people_of(frame))
+                if r.box is not None and r.box.iou(hat) > 0.1]
+    (result,) = backend.analyze([frame])
+    assert not [r for r in result.signs if r.box is not None and r.box.iou(hat) > 0.1]
+
+
 def test_a_grown_look_rejects_a_small_value_on_no_sign(clf):
     """gtsdb_00390: a 12 px box on no sign that the network reads as a 70 at ~0.98; grown, at
     most one of its seven crops says 70."""
@@ -534,16 +595,20 @@ def test_circle_proposals_find_dusk_speed_limits(backend, colour_backend, file, 
     assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", value)]
 
 
-def test_a_circle_proposals_value_needs_ocr_to_agree(backend, monkeypatch):
-    """With OCR reading nothing, the dusk 100 found by its outline is a speed limit without a
-    value: red hats and drums with a light centre pass the classifier as a 30."""
+def test_a_circle_proposals_value_needs_ocr_only_when_asked(backend, monkeypatch):
+    """With OCR reading nothing, the dusk 100 found by its outline keeps the classifier's value
+    by default; with `outline_needs_ocr` (the rule before outlines on people were dropped) it
+    is a speed limit without a value."""
+    from vlm_node.analysis.ocr_backend import OcrConfig
+
     bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00396.jpg")
     box = Box(115, 290, 28, 29)
-    with OcrBackend() as circles:  # circle_proposals on by default
-        monkeypatch.setattr(circles, "_reading", lambda bgr, job: None)
-        hits = [r for r in circles.read_signs(bgr)
-                if r.box is not None and r.box.iou(box) >= 0.3]
-    assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", None)]
+    for config, value in ((OcrConfig(), 100), (OcrConfig(outline_needs_ocr=True), None)):
+        with OcrBackend(config) as circles:
+            monkeypatch.setattr(circles, "_reading", lambda bgr, job: None)
+            hits = [r for r in circles.read_signs(bgr)
+                    if r.box is not None and r.box.iou(box) >= 0.3]
+        assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", value)]
 
 
 # Foreign speed limits seen from near (Kaggle road-sign development photos): thin maroon rims

@@ -112,6 +112,16 @@ class OcrConfig:
                                         "halves a 1080p frame exactly (OpenCV's fast path: "
                                         "2 ms instead of 24-33 ms for 1024).",
                                    min=0, max=8192)
+    outline_needs_ocr: bool = setting(False, "A speed value read on a round outline no "
+                                             "colour region matched (circle_proposals) is "
+                                             "published only when OCR reads the same number. "
+                                             "false: the classifier's value stands unless OCR "
+                                             "reads another, as for other boxes; outlines on "
+                                             "people (the anonymizer's faces and persons: red "
+                                             "hats) are never classified. Development photos: "
+                                             "165 -> 169 of 199 speed values, 0 wrong; crowd "
+                                             "photos: no more valued speed readings.",
+                                      dynamic=True)
     square_ends: float = setting(1.3, "Proposals at least this many times as long as wide "
                                       "also get their two end squares classified, for speed "
                                       "limits only (a sign's face run on into a panel below "
@@ -126,8 +136,8 @@ class OcrConfig:
     circle_proposals: bool = setting(True, "Also propose round outlines (gradient Hough "
                                            "circles on the search image, and on a shrunk copy "
                                            "for signs seen from near) to the classifier, for "
-                                           "speed limits only, their values only when OCR "
-                                           "reads the same: dusk signs whose rims keep too "
+                                           "speed limits only, none on people (see "
+                                           "outline_needs_ocr): dusk signs whose rims keep too "
                                            "little red for a colour region; big ones also get "
                                            "OCR's own read (circle_read_px). Development "
                                            "photos: 148 -> 160 of 199 speed values, 0 wrong, "
@@ -501,6 +511,28 @@ class _Job:
     glyphs: int = 0
 
 
+PEOPLE_MIN_SCORES = {"face": 0.5, "person": 0.7}
+"""Scores from which the anonymizer's faces and persons count as people for `people_of`. Its
+redaction thresholds are lower on purpose (a face box at 0.12 on a sign is redacted all the
+same, and sign posts pass as persons at 0.3-0.5); at these scores none of the 414 labelled
+signs of the development photos (GTSDB 00300-00599, Kaggle road0-437) lies on a person."""
+
+
+def people_of(frame: AnonymizedFrame) -> tuple[Box, ...]:
+    """Where the anonymizer found people in a frame, boxes only: its COCO persons (when its
+    person pass ran), and each face grown up by its own height, where hats and hair are."""
+    heads = tuple(Box(d.box.x, d.box.y - d.box.h, d.box.w, 2 * d.box.h)
+                  for d in frame.detections
+                  if d.kind == "face" and d.score >= PEOPLE_MIN_SCORES["face"])
+    return heads + tuple(o.box for o in frame.objects or ()
+                         if o.label == "person" and o.score >= PEOPLE_MIN_SCORES["person"])
+
+
+def on_people(box: Box, people: Sequence[Box]) -> bool:
+    """Whether half of `box` or more lies inside one of `people` (`people_of`)."""
+    return any(box.coverage_by(p) >= 0.5 for p in people)
+
+
 @dataclass
 class _Search:
     """Where `_read_classified` looks in one frame, in full-frame pixels."""
@@ -567,7 +599,7 @@ class OcrBackend(AnalysisBackend):
         results = []
         for frame in frames:
             t0 = time.perf_counter()
-            signs = self.read_signs(frame.image, frame.text_hints)
+            signs = self.read_signs(frame.image, frame.text_hints, people_of(frame))
             results.append(AnalysisResult(
                 signs=signs, scene=None, backend=self.name, model_id=self.model_id,
                 analysis_ms=(time.perf_counter() - t0) * 1000.0, degraded=True,
@@ -583,14 +615,16 @@ class OcrBackend(AnalysisBackend):
 
     # The work, on plain arrays so that evaluation tools can call it too.
 
-    def read_signs(self, bgr: np.ndarray, hints: Sequence[TextHint] = ()) -> list[SignReading]:
+    def read_signs(self, bgr: np.ndarray, hints: Sequence[TextHint] = (),
+                   people: Sequence[Box] = ()) -> list[SignReading]:
         """Validated sign readings of one BGR frame (already anonymized by the caller);
-        `hints`: sign text the anonymizer read (`AnonymizedFrame.text_hints`)."""
+        `hints`: sign text the anonymizer read (`AnonymizedFrame.text_hints`); `people`: where
+        the anonymizer found faces and people (`people_of`), boxes only."""
         if self._engine is None:
             raise BackendUnavailableError("the ocr backend is not loaded; call load() first")
         cfg = self.config
         if self._classifier is not None:
-            return self._read_classified(bgr, hints)
+            return self._read_classified(bgr, hints, people)
         cands = find_candidates(bgr, cfg.candidates)
         cands += hint_candidates(hints, cands, bgr.shape[1], bgr.shape[0])
         readings: list[SignReading] = []
@@ -672,8 +706,8 @@ class OcrBackend(AnalysisBackend):
         return _Search(cands, proposals, end_squares(proposals, cfg.square_ends), circles,
                        masks, scale)
 
-    def _read_classified(self, bgr: np.ndarray, hints: Sequence[TextHint] = ()
-                         ) -> list[SignReading]:
+    def _read_classified(self, bgr: np.ndarray, hints: Sequence[TextHint] = (),
+                         people: Sequence[Box] = ()) -> list[SignReading]:
         """Readings when the classifier is loaded: the finder's candidates and the looser
         proposals are all classified; what it calls a sign is published with its calibrated
         probability as confidence; what it rejects is not a sign, except that OCR still reads
@@ -684,7 +718,9 @@ class OcrBackend(AnalysisBackend):
         masks, scale = found.masks, found.scale
         cands = found.candidates + hint_candidates(hints, found.candidates, bgr.shape[1],
                                                    bgr.shape[0])
-        boxes = [c.box for c in cands] + found.proposals + found.squares + found.circles
+        # a round outline on a person is a hat, a badge or a face, not a dusk speed limit
+        circles = [b for b in found.circles if not on_people(b, people)]
+        boxes = [c.box for c in cands] + found.proposals + found.squares + circles
         # boxes[:finder] are the finder's, boxes[speed_only:] may only be speed limits
         # (squares and outlines), boxes[outline:] are the round outlines
         finder = len(cands)
@@ -707,8 +743,9 @@ class OcrBackend(AnalysisBackend):
                 (not _paint(r) or paint_share(masks, boxes[i].scaled(scale), _paint(r))
                  >= pcfg.min_paint)]
         signs = [(boxes[i], results[i]) for i in kept]
-        # results of round outlines no colour region matched: their values need OCR's consent
-        outlined = {id(results[i]) for i in kept if i >= outline}
+        # results of round outlines no colour region matched (`outline_needs_ocr`)
+        outlined = {id(results[i]) for i in kept if i >= outline
+                    and self.config.outline_needs_ocr}
         # One reading per sign: a ring and its inner disc, or a candidate and a proposal, are
         # the same sign; the most probable box speaks for it, the finder's shape-fitted box
         # first among near-equals.
