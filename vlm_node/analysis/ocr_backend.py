@@ -123,9 +123,10 @@ class OcrConfig:
                                              "photos: no more valued speed readings.",
                                       dynamic=True)
     square_ends: float = setting(1.3, "Proposals at least this many times as long as wide "
-                                      "also get their two end squares classified, for speed "
-                                      "limits only (a sign's face run on into a panel below "
-                                      "it or a red car beside it); other classes on them "
+                                      "also get their end squares classified (the top one "
+                                      "of a tall box, both of a wide one), for speed limits "
+                                      "only (a sign's face run on into a panel below it or "
+                                      "into a light sky beside it); other classes on them "
                                       "were false readings in crowd photos. Development "
                                       "photos: 162 -> 165 of 199 speed values, 0 wrong; "
                                       "0 = off.", min=0.0, max=10.0)
@@ -541,7 +542,7 @@ class _Search:
     proposals: list[Box]  # colour regions and holes that show sign paint
     squares: list[Box]  # end squares of elongated proposals (`square_ends`): speed limits only
     # round outlines no colour region matched (`circle_proposals`): a dusk rim that keeps some
-    # loose red but too little for a region; speed limits only, values with OCR's consent
+    # loose red but too little for a region; speed limits only (see `outline_needs_ocr`)
     circles: list[Box]
     masks: dict[str, np.ndarray]  # the proposal masks, at the search's scale
     scale: float  # search image / frame
