@@ -185,6 +185,11 @@ def test_ocr_publishes_alone_only_what_the_classifier_cannot_know():
 
 
 # --------------------------------------------------------------------------- full frame
+def _near(readings, box):
+    """The readings whose box overlaps `box` at IoU >= 0.3: the readings of one labelled sign."""
+    return [r for r in readings if r.box is not None and r.box.iou(box) >= 0.3]
+
+
 @pytest.fixture(scope="module")
 def backend():
     with OcrBackend() as b:
@@ -206,7 +211,7 @@ def test_real_road_photo_speed_limit_is_read(backend, file, value):
     entry = next(i for i in labels["images"] if i["file"].endswith(file))
     box = next(Box.from_list(s["box"]) for s in entry["signs"] if s.get("value") == value)
     readings = backend.read_signs(read_bgr(shared("signs_real_dev") / file))
-    hits = [r for r in readings if r.box is not None and r.box.iou(box) >= 0.3]
+    hits = _near(readings, box)
     assert hits and hits[0].sign_class == "speed_limit" and hits[0].value == value
     assert hits[0].source == "classifier" and 0 < hits[0].confidence <= 1
     assert all(r.value in (None, value) or r.sign_class != "speed_limit" for r in hits)
@@ -219,7 +224,7 @@ def test_ocr_reads_a_ring_the_classifier_calls_a_speed_limit_of_unknown_value(ba
     entry = next(i for i in labels["images"] if i["file"].endswith(file))
     box = next(Box.from_list(s["box"]) for s in entry["signs"] if s.get("value") == value)
     readings = backend.read_signs(read_bgr(shared("signs_real_dev") / file))
-    hits = [r for r in readings if r.box is not None and r.box.iou(box) >= 0.3]
+    hits = _near(readings, box)
     assert [(r.sign_class, r.value, r.source) for r in hits] == [("speed_limit", value, "ocr")]
 
 
@@ -240,7 +245,7 @@ def test_ocr_reads_foreign_speed_signs_the_classifier_only_leans_to(
     entry = next(i for i in labels["images"] if i["file"].endswith(file))
     box = next(Box.from_list(s["box"]) for s in entry["signs"] if s.get("value") == value)
     bgr = read_bgr(shared("signs_real_dev") / file)
-    hits = [r for r in backend.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    hits = _near(backend.read_signs(bgr), box)
     assert [(r.sign_class, r.value, r.source) for r in hits] == [("speed_limit", value, "ocr")]
     assert hits[0].confidence <= 1
     if proposal:
@@ -264,9 +269,9 @@ def test_a_second_look_reads_the_value_through_a_misfit_box(backend, file, box, 
 
     bgr = read_bgr(shared("signs_real_dev") / file)
     with OcrBackend(OcrConfig(refine_max=0)) as plain:
-        hits = [r for r in plain.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+        hits = _near(plain.read_signs(bgr), box)
     assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", None)]
-    hits = [r for r in backend.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    hits = _near(backend.read_signs(bgr), box)
     found = [(r.sign_class, r.value, r.source) for r in hits]
     assert found == [("speed_limit", value, "classifier")]
     assert hits[0].confidence >= backend._classifier.info.min_probability
@@ -285,10 +290,10 @@ def test_a_grown_look_keeps_the_value_of_a_small_box(backend, file, box, value):
 
     bgr = read_bgr(shared("signs_real_dev") / file)
     with OcrBackend(OcrConfig(grown_look=False)) as plain:
-        hits = [r for r in plain.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+        hits = _near(plain.read_signs(bgr), box)
     assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", None)]
     assert max(hits[0].box.w, hits[0].box.h) < plain.config.min_value_px
-    hits = [r for r in backend.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    hits = _near(backend.read_signs(bgr), box)
     assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", value)]
     assert max(hits[0].box.w, hits[0].box.h) >= backend.config.min_value_px
 
@@ -308,7 +313,7 @@ def test_an_end_square_reads_a_sign_its_region_ran_past(backend, file, box, valu
     bgr = read_bgr(shared("signs_real_dev") / file)
     with OcrBackend(OcrConfig(square_ends=0)) as plain:
         assert not [r for r in plain.read_signs(bgr) if r.box is not None and r.box.iou(box) > 0.1]
-    hits = [r for r in backend.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    hits = _near(backend.read_signs(bgr), box)
     assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", value)]
     assert hits[0].box.w == pytest.approx(hits[0].box.h)  # the square, not the region
     assert hits[0].box.iou(box) >= 0.6
@@ -362,11 +367,11 @@ def test_a_dusk_outline_keeps_the_classifiers_value(backend, file, box, value):
     from vlm_node.analysis.ocr_backend import OcrConfig
 
     bgr = read_bgr(shared("signs_real_dev") / file)
-    hits = [r for r in backend.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    hits = _near(backend.read_signs(bgr), box)
     assert [(r.sign_class, r.value, r.source) for r in hits] == \
         [("speed_limit", value, "classifier")]
     with OcrBackend(OcrConfig(outline_needs_ocr=True)) as strict:
-        hits = [r for r in strict.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+        hits = _near(strict.read_signs(bgr), box)
     assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", None)]
 
 
@@ -563,8 +568,7 @@ def test_a_lone_digit_on_a_ring_is_read(backend, file):
     labels = json.loads(shared("signs_real_dev/labels.json").read_text())
     entry = next(i for i in labels["images"] if i["file"].endswith(file))
     box = next(Box.from_list(s["box"]) for s in entry["signs"] if s.get("value") == 5)
-    hits = [r for r in backend.read_signs(read_bgr(shared("signs_real_dev") / file))
-            if r.box is not None and r.box.iou(box) >= 0.3]
+    hits = _near(backend.read_signs(read_bgr(shared("signs_real_dev") / file)), box)
     # the value is OCR's whether the classifier rejected the ring or called it "a speed limit"
     assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", 5)]
 
@@ -589,9 +593,8 @@ def colour_backend():
 @pytest.mark.parametrize("file, box, value", DUSK)
 def test_circle_proposals_find_dusk_speed_limits(backend, colour_backend, file, box, value):
     bgr = read_bgr(shared("signs_real_dev") / file)
-    assert not [r for r in colour_backend.read_signs(bgr)
-                if r.box is not None and r.box.iou(box) >= 0.3]
-    hits = [r for r in backend.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    assert not _near(colour_backend.read_signs(bgr), box)
+    hits = _near(backend.read_signs(bgr), box)
     assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", value)]
 
 
@@ -606,8 +609,7 @@ def test_a_circle_proposals_value_needs_ocr_only_when_asked(backend, monkeypatch
     for config, value in ((OcrConfig(), 100), (OcrConfig(outline_needs_ocr=True), None)):
         with OcrBackend(config) as circles:
             monkeypatch.setattr(circles, "_reading", lambda bgr, job: None)
-            hits = [r for r in circles.read_signs(bgr)
-                    if r.box is not None and r.box.iou(box) >= 0.3]
+            hits = _near(circles.read_signs(bgr), box)
         assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", value)]
 
 
@@ -624,7 +626,7 @@ def test_big_round_outlines_are_read_by_ocr_alone(backend, colour_backend, file,
     from vlm_node.analysis.ocr_backend import OcrConfig
 
     bgr = read_bgr(shared("signs_real_dev") / file)
-    near = [r for r in backend.read_signs(bgr) if r.box is not None and r.box.iou(box) >= 0.3]
+    near = _near(backend.read_signs(bgr), box)
     assert [(r.sign_class, r.value, r.source) for r in near] == [("speed_limit", value, "ocr")]
     # neither the colour search nor circles without OCR's own read find it
     with OcrBackend(OcrConfig(circle_read_px=0)) as without:

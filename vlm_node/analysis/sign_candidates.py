@@ -902,9 +902,15 @@ def _stacked_squares(box: Box, min_px: int, largest: float) -> list[Box]:
     long_, short = max(box.w, box.h), min(box.w, box.h)
     if not 1.5 <= long_ / max(short, 1.0) <= 3.5 or not min_px <= short <= largest:
         return []
+    return list(_end_boxes(box))
+
+
+def _end_boxes(box: Box) -> tuple[Box, Box]:
+    """The squares at the two ends of a box's long side: top and bottom of a tall box, left
+    and right of a wide one."""
     if box.h >= box.w:
-        return [Box(box.x, box.y, box.w, box.w), Box(box.x, box.y2 - box.w, box.w, box.w)]
-    return [Box(box.x, box.y, box.h, box.h), Box(box.x2 - box.h, box.y, box.h, box.h)]
+        return Box(box.x, box.y, box.w, box.w), Box(box.x, box.y2 - box.w, box.w, box.w)
+    return Box(box.x, box.y, box.h, box.h), Box(box.x2 - box.h, box.y, box.h, box.h)
 
 
 def end_squares(boxes: Sequence[Box], min_ratio: float) -> list[Box]:
@@ -919,19 +925,15 @@ def end_squares(boxes: Sequence[Box], min_ratio: float) -> list[Box]:
     one post)."""
     if min_ratio <= 0:
         return []
-    seen = {(b.x, b.y, b.w, b.h) for b in boxes}
+    seen = set(boxes)
     out: list[Box] = []
     for box in boxes:
-        long_, short = max(box.w, box.h), min(box.w, box.h)
-        if long_ < min_ratio * short:
+        if max(box.w, box.h) < min_ratio * min(box.w, box.h):
             continue
-        if box.h >= box.w:
-            ends: tuple[Box, ...] = (Box(box.x, box.y, box.w, box.w),)
-        else:
-            ends = (Box(box.x, box.y, box.h, box.h), Box(box.x2 - box.h, box.y, box.h, box.h))
-        for end in ends:
-            if (end.x, end.y, end.w, end.h) not in seen:
-                seen.add((end.x, end.y, end.w, end.h))
+        first, last = _end_boxes(box)
+        for end in (first,) if box.h >= box.w else (first, last):
+            if end not in seen:
+                seen.add(end)
                 out.append(end)
     return out
 
