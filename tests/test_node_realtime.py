@@ -125,7 +125,12 @@ def test_two_cameras_at_20hz_with_slow_backend_keep_rate_and_freshness(
     # bound is the property (a queueing worker would run one batch per frame: ~80); the lower one
     # only says the worker kept taking batches while frames flowed (a hung worker stops at 1-2).
     assert 0.25 * elapsed / MODEL_S <= len(batches) <= elapsed / MODEL_S + 2, len(batches)
-    assert sum(b == ["a", "b"] for b in batches) >= 0.6 * len(batches), batches
+    # The first batch is taken as soon as the first frame is in (one camera's, often), and the
+    # last after the stream stopped: only the batches between them must hold both cameras. A
+    # fresh-clone run on a loaded CI machine gave [a], [a,b] x3, [a], [b]: 3 of 6 with the
+    # ends counted, 3 of 4 without.
+    inner = batches[1:-1]
+    assert sum(b == ["a", "b"] for b in inner) >= 0.6 * len(inner), batches
     for c in "ab":
         # camera rate: frames are anonymized and republished, in order, while the model is
         # busy. Had the model blocked the camera path, one frame would come out per batch; the
