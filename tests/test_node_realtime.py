@@ -113,7 +113,12 @@ def test_two_cameras_at_20hz_with_slow_backend_keep_rate_and_freshness(
                 rss.append(_rss_of(proc.proc.pid))
             time.sleep(max(0.0, t0 + (i + 1) / RATE_HZ - time.monotonic()))
         elapsed = time.monotonic() - t0
+        streamed = len(diags)
         time.sleep(MODEL_S + 1.2)  # the last result and one more diagnostics period
+        # the counts below are those of diagnostics published after the stream: on a loaded
+        # CI machine none had reached the probe by then in one run (the node's 1 s timer and
+        # discovery run late there), so wait for one instead of reading an empty list
+        wait_for(lambda: len(diags) > streamed, 20, "diagnostics published after the stream")
     finally:
         harness.close()
         proc.stop()
