@@ -39,7 +39,7 @@ from vlm_node.analysis.sign_candidates import (CandidateConfig, ProposalConfig, 
                                                SignCandidate, end_squares, find_candidates,
                                                find_proposals, max_paint_shares, paint_share,
                                                proposal_masks)
-from vlm_node.analysis.sign_classifier import DEFAULT_MODEL, SignClass, SignClassifier
+from vlm_node.analysis.sign_classifier import SHIPPED_MODELS, SignClass, SignClassifier
 from vlm_node.errors import AnalysisError, BackendUnavailableError
 from vlm_node.frames import AnonymizedFrame
 from vlm_node.geometry import Box, box_array, iou_matrix, nms
@@ -82,7 +82,13 @@ class OcrConfig:
                                      "cannot know (US SPEED LIMIT signs, text signs) and "
                                      "second-checks its speed values. false: OCR rules only.")
     classifier_model: str = setting("", "ONNX sign classifier to load; empty = the shipped "
-                                        "model.")
+                                        "model of classifier_precision.")
+    classifier_precision: str = setting(
+        "fp32", "Which shipped classifier runs: fp32, or int8 (the same network quantized, "
+                "7-bit weights so every x86 CPU gives the same answers): the classifier in "
+                "0.63x the time, the 1080p sign stage 0.81-0.85x, held-out GTSRB crops as "
+                "fp32, but 166 instead of 169 of 199 development photo values (0 wrong either "
+                "way; docs/sign_classifier.md).", choices=tuple(SHIPPED_MODELS))
     min_value_px: int = setting(14, "A classified sign smaller than this (box side, px) is "
                                     "published without its number: OCR cannot second-check "
                                     "legends that small, and on the GTSDB development photos "
@@ -577,8 +583,9 @@ class OcrBackend(AnalysisBackend):
         self._model_id = _engine_id()
         if self.config.classifier:
             # No silent fallback to OCR rules: a missing model is a broken install.
-            self._classifier = SignClassifier(self.config.classifier_model or DEFAULT_MODEL,
-                                              threads=self.config.threads)
+            model = self.config.classifier_model or \
+                SHIPPED_MODELS[self.config.classifier_precision]
+            self._classifier = SignClassifier(model, threads=self.config.threads)
             self._model_id += f" + sign classifier {self._classifier.path.name}"
         if self.config.circle_proposals:
             self._outline_pool = ThreadPoolExecutor(1, thread_name_prefix="sign-outlines")

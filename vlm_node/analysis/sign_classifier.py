@@ -37,6 +37,11 @@ INPUT_SIZE = 32
 CROP_MARGIN = 0.1
 
 DEFAULT_MODEL = ASSETS / "models" / "sign_classifier" / "sign_classifier.onnx"
+# The same network quantized to int8 (`vlm-node train-signs --quantize`, docs/sign_classifier.md):
+# about half the classifier's time on CPU, probabilities within a few hundredths of the float
+# model's, so readings on the margin of a threshold can change.
+SHIPPED_MODELS = {"fp32": DEFAULT_MODEL,
+                  "int8": DEFAULT_MODEL.with_name("sign_classifier_int8.onnx")}
 
 
 def crop_box(box: Box, margin: float = CROP_MARGIN) -> Box:

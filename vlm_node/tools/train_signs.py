@@ -820,6 +820,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(sizes --eval-px) through the runtime classifier, its second look "
                         "included; `single_look` in the output is the first answer alone")
     p.add_argument("--eval-px", default="30-60", help="sign widths to score, MIN-MAX pixels")
+    p.add_argument("--quantize", type=Path, metavar="MODEL.onnx",
+                   help="do not train: write an int8 copy of this model to --output, its "
+                        "activation ranges measured on crops of DATA_DIR's training tracks "
+                        "(not the model's validation tracks) and on background crops of "
+                        "--negatives (vlm_node.tools.quantize_signs)")
+    p.add_argument("--calib-per-class", type=int, default=40, metavar="N",
+                   help="with --quantize: training-track samples per class for calibration")
     p.add_argument("--report-dir", type=Path, help="write accuracy JSON and plots here")
     p.add_argument("--negatives", action="append", default=[],
                    help="photos for the background class: a directory, or a labels.json whose "
@@ -853,6 +860,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.output is None:
         raise SystemExit("train-signs: --output is required (or --evaluate MODEL)")
+    if args.quantize is not None:
+        from vlm_node.tools.quantize_signs import run_quantize
+
+        entry = run_quantize(args.data_dir, args.quantize, args.output, args.calib_per_class,
+                             args.negatives, args.negatives_include, args.neg_per_photo,
+                             args.seed)
+        print(json.dumps(entry, indent=1))
+        return 0
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       seed=args.seed, val_share=args.val_share, threads=args.threads,
                       workers=args.workers, neg_per_photo=args.neg_per_photo,
