@@ -48,11 +48,14 @@ from vlm_node.results import AnalysisResult, SignReading, TextHint
 
 OCR_PACKAGE = "rapidocr-onnxruntime"
 OCR_PIN = "rapidocr-onnxruntime==1.4.4"
-# The recogniser's input width at its 48 px height. PP-OCR pads every crop of a batch to at least
-# 320 px (a text line); a sign legend is 1-3 text heights wide, and the network's time grows with
-# the width. 256 gave the same readings on the development photos (148/199 speed values, 0 wrong)
-# for 0.83x the recognition time (side by side); narrower widths changed readings.
-OCR_REC_WIDTH = 256
+# The recogniser's input width at its 48 px height: every crop of a batch is padded to at least
+# this (PP-OCR's own default, 320 px, is a text line); a sign legend is 1-3 text heights wide and
+# the network's time grows with the width, while a wider crop (a US SPEED LIMIT line) still widens
+# its batch. 256 gave the readings of 320 (2026-12-02); 128 (2026-12-03 evening) gave the same
+# classes, values and boxes as 256 on all 437 development and no-sign frames (only recogniser
+# scores moved, by a few hundredths) for 0.57x the recognition time of a 1080p frame (50.8 ->
+# 28.8 ms; GTSDB frames at 1080p, three rounds in turn in one process); 96 lost a value.
+OCR_REC_WIDTH = 128
 
 
 @dataclass
