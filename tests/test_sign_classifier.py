@@ -298,6 +298,50 @@ def test_a_grown_look_keeps_the_value_of_a_small_box(backend, file, box, value):
     assert max(hits[0].box.w, hits[0].box.h) >= backend.config.min_value_px
 
 
+def test_ocr_and_a_grown_look_settle_a_contradicted_value(backend, monkeypatch):
+    """gtsdb_00330 (tune half): a 40 px 50 found only as its 31 px inner disc, which the
+    classifier reads as a 30 at 0.96; OCR reads 50, so the value was dropped. Through the box
+    grown to the whole sign six of seven crops read 50 at >= 0.99 (one shrunk copy says 30):
+    the two readers agree and 50 is published. A number OCR reads that the grown look does not
+    confirm (here: 80) leaves the sign without a value, as does `grown_look: false`."""
+    from vlm_node.analysis.ocr_backend import OcrConfig
+
+    bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00330.jpg")
+    sign = Box(630, 188, 40, 41)
+    hits = _near(backend.read_signs(bgr), sign)
+    assert [(r.sign_class, r.value, r.unit) for r in hits] == [("speed_limit", 50, "km/h")]
+    assert hits[0].text == "50" and hits[0].box.w < 35  # the reading keeps its own box
+    with OcrBackend(OcrConfig(grown_look=False)) as plain:
+        assert [(r.sign_class, r.value) for r in _near(plain.read_signs(bgr), sign)] == \
+            [("speed_limit", None)]
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    disc = hits[0].box
+    clf = backend._classifier
+    assert clf.grown_agrees(rgb, disc, 2, 0.85) is not None  # 50: six of seven
+    assert clf.grown_agrees(rgb, disc, 2) is None  # not all seven
+    assert clf.grown_agrees(rgb, disc, 5, 0.85) is None  # 80
+    import dataclasses
+
+    real = OcrBackend._reading
+
+    def ocr_says_80(self, frame, job):
+        out = real(self, frame, job)
+        return out if out is None or out.value != 50 else \
+            dataclasses.replace(out, value=80.0, text="80")
+
+    monkeypatch.setattr(OcrBackend, "_reading", ocr_says_80)
+    assert [(r.sign_class, r.value) for r in _near(backend.read_signs(bgr), sign)] == \
+        [("speed_limit", None)]
+
+
+def test_speed_limit_ids_are_looked_up_by_value_and_unit():
+    from vlm_node.analysis.gtsrb import speed_limit_id
+
+    assert speed_limit_id(50.0, "km/h") == 2 and speed_limit_id(120, "km/h") == 8
+    assert speed_limit_id(40.0, "km/h") is None and speed_limit_id(50.0, "mph") is None
+    assert speed_limit_id(None, "") is None
+
+
 # Development photos whose speed limit is proposed only through a box run on past the sign:
 # 00322's white face into the sky beside it (wide), 00373's and road410's into what hangs below
 # (tall); each is read through an end square of that box, and through nothing else.

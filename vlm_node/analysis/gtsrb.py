@@ -88,6 +88,15 @@ CLASSIFIER_LABELS: tuple[str, ...] = tuple(c.name for c in GTSRB_CLASSES) + (BAC
 SPEED_LIMIT_IDS: frozenset[int] = frozenset(c.class_id for c in GTSRB_CLASSES if c.is_speed_limit)
 
 
+def speed_limit_id(value: float | None, unit: str) -> int | None:
+    """The GTSRB speed-limit class carrying `value` `unit` (None: GTSRB has no such sign, e.g.
+    a 40 or anything in mph)."""
+    for c in GTSRB_CLASSES:
+        if c.is_speed_limit and c.value == value and c.unit == unit:
+            return c.class_id
+    return None
+
+
 def gtsrb_class(class_id: int) -> GtsrbClass:
     """The class for a GTSRB id (0..42)."""
     if not 0 <= class_id < NUM_GTSRB:

@@ -34,7 +34,7 @@ import numpy as np
 from vlm_node import vocab
 from vlm_node.analysis.base import AnalysisBackend
 from vlm_node.analysis.circle_proposals import find_circles
-from vlm_node.analysis.gtsrb import GTSRB_CLASSES
+from vlm_node.analysis.gtsrb import GTSRB_CLASSES, speed_limit_id
 from vlm_node.analysis.sign_candidates import (CandidateConfig, ProposalConfig, Shape,
                                                SignCandidate, end_squares, find_candidates,
                                                find_proposals, max_paint_shares, paint_share,
@@ -56,6 +56,9 @@ OCR_PIN = "rapidocr-onnxruntime==1.4.4"
 # scores moved, by a few hundredths) for 0.57x the recognition time of a 1080p frame (50.8 ->
 # 28.8 ms; GTSDB frames at 1080p, three rounds in turn in one process); 96 lost a value.
 OCR_REC_WIDTH = 128
+
+SETTLE_AGREEMENT = 0.85
+"""`OcrBackend._settled`: share of the seven grown crops that must read OCR's number (six)."""
 
 
 @dataclass
@@ -90,7 +93,7 @@ class OcrConfig:
         "fp32", "Which shipped classifier runs: fp32, or int8 (the same network quantized, "
                 "7-bit weights so every x86 CPU gives the same answers): the classifier in "
                 "0.63x the time, the 1080p sign stage 0.81-0.85x, held-out GTSRB crops as "
-                "fp32, but 166 instead of 169 of 199 development photo values (0 wrong either "
+                "fp32, but 167 instead of 170 of 199 development photo values (0 wrong either "
                 "way; docs/sign_classifier.md).", choices=tuple(SHIPPED_MODELS))
     min_value_px: int = setting(14, "A classified sign smaller than this (box side, px) is "
                                     "published without its number: OCR cannot second-check "
@@ -815,6 +818,8 @@ class OcrBackend(AnalysisBackend):
         for index, job in checks:
             ocr = self._reading(bgr, job)
             reading = second_opinion(readings[index], ocr, self.config.min_confidence)
+            if reading.value is None and readings[index].value is not None:
+                reading = self._settled(rgb, reading, ocr)
             if index in unconfirmed and reading.value is not None and \
                     (ocr is None or ocr.value != reading.value):
                 # a round outline with some red is not yet a sign: red hats and drums with a
@@ -838,6 +843,28 @@ class OcrBackend(AnalysisBackend):
                 readings.append(dataclasses.replace(
                     reading, confidence=min(reading.confidence, mass)))
         return readings
+
+    def _settled(self, rgb: np.ndarray, reading: SignReading, ocr: SignReading | None
+                 ) -> SignReading:
+        """A classifier value that OCR contradicted (`second_opinion` dropped it) gets OCR's
+        value back when the classifier, looking again through the box grown to the whole
+        sign (`SignClassifier.grown_agrees`: seven shifted and scaled crops, each >= 0.9),
+        reads OCR's number too. Why: the classifier's box is often a proposal on the sign's
+        inner disc, where a 50 can read as 30; OCR reads the legend whole. Two readers then
+        agree on one number, through crops neither first looked at, so six of the seven
+        crops suffice here (`SETTLE_AGREEMENT`; a small box with no OCR check needs all
+        seven); otherwise the value stays dropped (`grown_look` off: never)."""
+        assert self._classifier is not None
+        if not self.config.grown_look or ocr is None or ocr.value is None or \
+                ocr.sign_class != "speed_limit" or reading.box is None or \
+                ocr.confidence < self.config.min_confidence:
+            return reading
+        class_id = speed_limit_id(ocr.value, ocr.unit)
+        if class_id is None or self._classifier.grown_agrees(
+                rgb, reading.box, class_id, SETTLE_AGREEMENT) is None:
+            return reading
+        return dataclasses.replace(reading, value=ocr.value, unit=ocr.unit, text=ocr.text,
+                                   confidence=min(reading.confidence, ocr.confidence))
 
     def _speed_proposals(self, bgr: np.ndarray, boxes: Sequence[Box],
                          results: Sequence[SignClass], taken: Sequence[Box], budget: int

@@ -254,12 +254,16 @@ class SignClassifier:
         kept 689-849 of ~1,400 values from inner-disc boxes, none wrong."""
         if res.gtsrb is None:
             return None
+        return self.grown_agrees(rgb, box, res.gtsrb.class_id)
+
+    def grown_agrees(self, rgb: np.ndarray, box: Box, class_id: int, min_share: float = 1.0
+                     ) -> Box | None:
+        """`grown_look` for a given GTSRB class: the grown box when its own crop and at least
+        `min_share` of all seven crops give `class_id` at >= GROWN_MIN_PROB, else None."""
         grown = box.expanded((GROWN_SCALE - 1.0) / 2)
         probs = self.probabilities(prepare_crops(rgb, [grown] + refine_boxes(grown)))
-        k = res.gtsrb.class_id
-        if (probs.argmax(axis=1) == k).all() and float(probs[:, k].min()) >= GROWN_MIN_PROB:
-            return grown
-        return None
+        agree = (probs.argmax(axis=1) == class_id) & (probs[:, class_id] >= GROWN_MIN_PROB)
+        return grown if agree[0] and agree.mean() >= min_share else None
 
     def classify_patches(self, patches_rgb: Sequence[np.ndarray]) -> list[SignClass]:
         """Results for whole RGB patches that already are sign crops (tests, crop datasets)."""

@@ -114,7 +114,8 @@ def quantize(model: Path, output: Path, calib: CalibrationSet) -> dict[str, obje
     entry: dict[str, object] = {
         "source": model.name, "source_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
         "calibration_sign_crops": calib.signs, "calibration_background_crops": calib.background,
-        "weights": "int8 per channel, 7-bit range", "activations": "uint8", "method": "minmax, QDQ"}
+        "weights": "int8 per channel, 7-bit range", "activations": "uint8",
+        "method": "minmax, QDQ"}
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(model), str(prepared))
