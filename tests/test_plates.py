@@ -159,3 +159,34 @@ def test_every_plate_of_the_demo_scenes_is_redacted(size):
             # box, before the redaction margin is added: measured 0.80 and more
             covered = max((p.intersection(label) / label.area for p in plates), default=0.0)
             assert covered > 0.7, (index, size, label, plates)
+
+
+def test_lines_of_similar_width_share_a_recognition_call():
+    """Six lines of 52-320 px: one call padded to 320 px made the short ones cost as much as
+    the long ones; now [52, 56], [133] and [268, 320, 320] are three calls, each padded to its
+    widest, and every text comes back in the caller's order."""
+    from vlm_node.anonymize.plates import TextRecognizer
+
+    rec = TextRecognizer(["CPUExecutionProvider"], 1)
+    texts = ["AB", "CD", "K7HT4", "WX19PLM4", "HR26DK83", "MH12AB34", None]
+    widths = [52, 56, 133, 268, 320, 320, 0]
+    crops = []
+    for text, width in zip(texts, widths):
+        if text is None:
+            crops.append(None)
+            continue
+        crop = np.full((48, width, 3), 255, np.uint8)
+        cv2.putText(crop, text, (4, 36), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
+        crops.append(crop)
+    calls = []
+    run = rec.session.run
+
+    def spy(names, feeds):
+        calls.append(next(iter(feeds.values())).shape)
+        return run(names, feeds)
+
+    rec.session = type("Spy", (), {"run": staticmethod(spy)})()
+    read = rec.read_crops(crops)
+    assert sorted(calls) == sorted([(2, 3, 48, 56), (1, 3, 48, 133), (3, 3, 48, 320)])
+    assert read[-1] == ""
+    assert ["".join(t.split()) for t in read[:6]] == texts[:6]

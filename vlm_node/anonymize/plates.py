@@ -94,6 +94,11 @@ class TextDetector:
                              np.array(quads, np.float32))
 
 
+WIDTH_SPREAD = 1.5
+"""`TextRecognizer.read_crops`: lines up to this many times as wide as the narrowest of their
+group are read in one call."""
+
+
 class TextRecognizer:
     """PP-OCRv4 recognition (CTC over the model's own character list, stored in its metadata),
     used only to check whether a short text line holds enough characters to be a plate."""
@@ -132,21 +137,31 @@ class TextRecognizer:
         return self.read_crops([self.crop(frame, q) for q in quads])
 
     def read_crops(self, crops: Sequence[np.ndarray | None]) -> list[str]:
-        """Texts of line crops (`crop`; None reads as ""), in one batch (`read_many`)."""
-        valid = [i for i, c in enumerate(crops) if c is not None]
+        """Texts of line crops (`crop`; None reads as ""), batched (`read_many`): crops of
+        similar width share a call, each group padded only to its widest. Why: one batch
+        padded to the widest line made a 52 px line cost as much as a 320 px one (six lines
+        of 52-320 px: 271 ms in one call on one core)."""
+        valid = sorted((i for i, c in enumerate(crops) if c is not None),
+                       key=lambda i: crops[i].shape[1])  # type: ignore[union-attr]
         texts = [""] * len(crops)
-        if not valid:
-            return texts
-        width = max(crops[i].shape[1] for i in valid)  # type: ignore[union-attr]
-        batch = np.zeros((len(valid), 3, 48, width), np.float32)
-        for j, i in enumerate(valid):
-            c = crops[i]
-            assert c is not None
-            rgb = cv2.cvtColor(c, cv2.COLOR_BGR2RGB).astype(np.float32)
-            batch[j, :, :, :c.shape[1]] = ((rgb - 127.5) / 127.5).transpose(2, 0, 1)
-        probs = self.session.run(None, {self._input: batch})[0]
-        for j, i in enumerate(valid):
-            texts[i] = self._decode(probs[j])[0]
+        groups: list[list[int]] = []
+        for i in valid:
+            width = crops[i].shape[1]  # type: ignore[union-attr]
+            if groups and width <= WIDTH_SPREAD * crops[groups[-1][0]].shape[1]:  # type: ignore
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+        for group in groups:
+            width = crops[group[-1]].shape[1]  # type: ignore[union-attr]
+            batch = np.zeros((len(group), 3, 48, width), np.float32)
+            for j, i in enumerate(group):
+                c = crops[i]
+                assert c is not None
+                rgb = cv2.cvtColor(c, cv2.COLOR_BGR2RGB).astype(np.float32)
+                batch[j, :, :, :c.shape[1]] = ((rgb - 127.5) / 127.5).transpose(2, 0, 1)
+            probs = self.session.run(None, {self._input: batch})[0]
+            for j, i in enumerate(group):
+                texts[i] = self._decode(probs[j])[0]
         return texts
 
     def read(self, frame: np.ndarray, quad: np.ndarray) -> tuple[str, float]:
