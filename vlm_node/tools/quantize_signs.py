@@ -9,10 +9,11 @@ places as the model's training data and never from what it is scored on, i.e. GT
 the *training* tracks (the source model's validation tracks, listed in its metadata, are left
 out) plus background crops from the `--negatives` photos that were not its validation photos.
 
-Weights are per output channel int8, activations uint8 (QDQ format, min/max calibration). The
-temperature scaling and the softmax stay in float so the output is still a calibrated
-probability; the source model's metadata (labels, threshold, temperature, training summary) is
-copied, with a `quantized` entry (source file hash, calibration counts) added. Afterwards the
+Weights are per output channel int8 in a 7-bit range (`REDUCE_RANGE`), activations uint8 (QDQ
+format, min/max calibration). The temperature scaling and the softmax stay in float so the
+output is still a calibrated probability; the source model's metadata (labels, threshold,
+temperature, training summary) is copied, with a `quantized` entry (source file hash,
+calibration counts) added. Afterwards the
 tool compares the two models on the validation tracks' crops and prints how often they agree;
 `--evaluate` scores the result the way it scores any model.
 
