@@ -373,6 +373,18 @@ def test_end_squares_are_the_ends_of_long_boxes_each_once():
     # a square already proposed (a stacked pair's split) is not proposed again
     assert end_squares([wide, Box(0, 0, 20, 20)], 1.3) == [Box(20, 0, 20, 20)]
     assert end_squares([tall, Box(10, 20, 20, 20)], 1.3) == []
+    # squares smaller than a proposal may be (min_size_px) are not made: a 10 px wide region
+    # gave half of a 1080p frame's squares and, on the development photos, one false reading
+    thin = Box(0, 0, 10, 30)
+    assert end_squares([thin, tall], 1.3, 12) == [Box(10, 20, 20, 20)]
+    assert end_squares([thin], 1.3) == [Box(0, 0, 10, 10)]
+
+
+def test_the_search_makes_no_square_below_the_proposal_size(backend):
+    bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00379.jpg")
+    found = backend._search(bgr)
+    assert found.squares and min(min(b.w, b.h) for b in found.squares) >= \
+        backend.config.proposals.min_size_px
 
 
 def test_end_squares_only_ever_give_speed_limits(backend, monkeypatch):

@@ -717,7 +717,8 @@ class OcrBackend(AnalysisBackend):
             proposals, circles = ([b.scaled(up) for b in boxes
                                    if max(b.w, b.h) * up >= cfg.proposals.min_size_px]
                                   for boxes in (proposals, circles))
-        return _Search(cands, proposals, end_squares(proposals, cfg.square_ends), circles,
+        squares = end_squares(proposals, cfg.square_ends, cfg.proposals.min_size_px)
+        return _Search(cands, proposals, squares, circles,
                        masks, scale)
 
     def _read_classified(self, bgr: np.ndarray, hints: Sequence[TextHint] = (),

@@ -913,7 +913,7 @@ def _end_boxes(box: Box) -> tuple[Box, Box]:
     return Box(box.x, box.y, box.h, box.h), Box(box.x2 - box.h, box.y, box.h, box.h)
 
 
-def end_squares(boxes: Sequence[Box], min_ratio: float) -> list[Box]:
+def end_squares(boxes: Sequence[Box], min_ratio: float, min_side: float = 0.0) -> list[Box]:
     """The end squares of every box at least `min_ratio` times as long as wide, each once: the
     top square of a tall box, the left and right ones of a wide box. Why: a colour region often
     runs on past its sign (a speed limit's white face into the panel hung below it, or into a
@@ -929,6 +929,8 @@ def end_squares(boxes: Sequence[Box], min_ratio: float) -> list[Box]:
     out: list[Box] = []
     for box in boxes:
         if max(box.w, box.h) < min_ratio * min(box.w, box.h):
+            continue
+        if min(box.w, box.h) < min_side:
             continue
         first, last = _end_boxes(box)
         for end in (first,) if box.h >= box.w else (first, last):
