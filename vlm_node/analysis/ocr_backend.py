@@ -718,8 +718,7 @@ class OcrBackend(AnalysisBackend):
                                    if max(b.w, b.h) * up >= cfg.proposals.min_size_px]
                                   for boxes in (proposals, circles))
         squares = end_squares(proposals, cfg.square_ends, cfg.proposals.min_size_px)
-        return _Search(cands, proposals, squares, circles,
-                       masks, scale)
+        return _Search(cands, proposals, squares, circles, masks, scale)
 
     def _read_classified(self, bgr: np.ndarray, hints: Sequence[TextHint] = (),
                          people: Sequence[Box] = ()) -> list[SignReading]:

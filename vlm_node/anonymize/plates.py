@@ -141,26 +141,22 @@ class TextRecognizer:
         similar width share a call, each group padded only to its widest. Why: one batch
         padded to the widest line made a 52 px line cost as much as a 320 px one (six lines
         of 52-320 px: 271 ms in one call on one core)."""
-        valid = sorted((i for i, c in enumerate(crops) if c is not None),
-                       key=lambda i: crops[i].shape[1])  # type: ignore[union-attr]
+        present = sorted(((i, c) for i, c in enumerate(crops) if c is not None),
+                         key=lambda ic: ic[1].shape[1])
         texts = [""] * len(crops)
-        groups: list[list[int]] = []
-        for i in valid:
-            width = crops[i].shape[1]  # type: ignore[union-attr]
-            if groups and width <= WIDTH_SPREAD * crops[groups[-1][0]].shape[1]:  # type: ignore
-                groups[-1].append(i)
+        groups: list[list[tuple[int, np.ndarray]]] = []
+        for i, c in present:
+            if groups and c.shape[1] <= WIDTH_SPREAD * groups[-1][0][1].shape[1]:
+                groups[-1].append((i, c))
             else:
-                groups.append([i])
+                groups.append([(i, c)])
         for group in groups:
-            width = crops[group[-1]].shape[1]  # type: ignore[union-attr]
-            batch = np.zeros((len(group), 3, 48, width), np.float32)
-            for j, i in enumerate(group):
-                c = crops[i]
-                assert c is not None
+            batch = np.zeros((len(group), 3, 48, group[-1][1].shape[1]), np.float32)
+            for j, (_, c) in enumerate(group):
                 rgb = cv2.cvtColor(c, cv2.COLOR_BGR2RGB).astype(np.float32)
                 batch[j, :, :, :c.shape[1]] = ((rgb - 127.5) / 127.5).transpose(2, 0, 1)
             probs = self.session.run(None, {self._input: batch})[0]
-            for j, i in enumerate(group):
+            for j, (i, _) in enumerate(group):
                 texts[i] = self._decode(probs[j])[0]
         return texts
 
