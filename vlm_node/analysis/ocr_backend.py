@@ -40,6 +40,7 @@ from vlm_node.analysis.sign_candidates import (CandidateConfig, ProposalConfig, 
                                                find_proposals, max_paint_shares, paint_share,
                                                proposal_masks)
 from vlm_node.analysis.sign_classifier import SHIPPED_MODELS, SignClass, SignClassifier
+from vlm_node.anonymize.runtime import PP_OCR_REC, create_session, rapidocr_model
 from vlm_node.errors import AnalysisError, BackendUnavailableError
 from vlm_node.frames import AnonymizedFrame
 from vlm_node.geometry import Box, box_array, iou_matrix, nms
@@ -156,6 +157,10 @@ class OcrConfig:
                                            "photos: 148 -> 160 of 199 speed values, 0 wrong, "
                                            "for ~1.4x the sign stage's time; false = the "
                                            "faster search.")
+    circle_max_side: int = setting(0, "The round-outline search (circle_proposals) runs on "
+                                      "the frame shrunk to at most this longer side; 0 = "
+                                      "the search image's (search_max_side).",
+                                   min=0, max=8192)
     circle_read_px: int = setting(40, "With circle_proposals: round outlines at least this "
                                       "big (box side, px) that no sign or candidate covers "
                                       "and that hold 2-3 glyphs get OCR's ring read "
@@ -683,12 +688,20 @@ class OcrBackend(AnalysisBackend):
             pcfg = dataclasses.replace(pcfg, min_size_px=max(6, round(pcfg.min_size_px * scale)))
         args: tuple[Any, ...] | None = None
         outlines: Future[list[Box]] | None = None
+        cscale = 1.0
         if cfg.circle_proposals:
             # radius from the smallest proposal (12 px a side at full size: ~5 px with the rim
             # growth) to a sign a twelfth of the frame's height across the rim, then on a
             # shrunk copy up to a sign 0.7 of it across (passed close by)
-            short = min(small.shape[:2])
-            args = (small, max(3, round(pcfg.min_size_px / 2.2)), round(0.085 * short),
+            grey = small
+            cmax = cfg.circle_max_side
+            if cmax > 0 and max(small.shape[:2]) > cmax:
+                cscale = cmax / max(small.shape[:2])
+                grey = cv2.resize(small, (max(1, round(small.shape[1] * cscale)),
+                                          max(1, round(small.shape[0] * cscale))),
+                                  interpolation=cv2.INTER_AREA)
+            short = min(grey.shape[:2])
+            args = (grey, max(3, round(pcfg.min_size_px * cscale / 2.2)), round(0.085 * short),
                     round(0.35 * short))
             if self._outline_pool is not None:
                 outlines = self._outline_pool.submit(find_circles, *args)
@@ -704,6 +717,8 @@ class OcrBackend(AnalysisBackend):
         if args is not None:
             known = [c.box for c in cands] + proposals
             found = outlines.result() if outlines is not None else find_circles(*args)
+            if cscale < 1.0:
+                found = [b.scaled(1.0 / cscale) for b in found]
             # one matrix, not ~1,600 Box.iou calls in Python (22 ms a 1080p frame)
             clash = (iou_matrix(box_array(found), box_array(known)) > 0.5).any(axis=1)
             circles = [b for b, c in zip(found, clash) if not c]
@@ -1241,9 +1256,16 @@ def _rapidocr_engine(config: OcrConfig) -> Any:
         engine = RapidOCR(**kwargs)
     except Exception as exc:  # missing model files, onnxruntime errors
         raise BackendUnavailableError(f"PP-OCR could not be loaded: {exc}") from exc
-    if not hasattr(engine, "text_rec"):
+    if not hasattr(getattr(getattr(engine, "text_rec", None), "session", None), "session"):
         raise BackendUnavailableError(
-            f"this {OCR_PACKAGE} has no text_rec recogniser; install {OCR_PIN}")
+            f"this {OCR_PACKAGE} has no text_rec recogniser session; install {OCR_PIN}")
+    # The recogniser runs on a session with the package's options (no busy-waiting threads,
+    # `session_options`) rather than the wheel's own, which spins between runs.
+    try:
+        engine.text_rec.session.session = create_session(
+            rapidocr_model(PP_OCR_REC), ["CPUExecutionProvider"], config.threads)
+    except Exception as exc:  # missing model file, onnxruntime errors
+        raise BackendUnavailableError(f"PP-OCR could not be loaded: {exc}") from exc
     return engine
 
 

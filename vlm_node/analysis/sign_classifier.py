@@ -25,6 +25,7 @@ import numpy as np
 
 from vlm_node.analysis.gtsrb import (BACKGROUND, CLASSIFIER_LABELS, SPEED_LIMIT_IDS, GtsrbClass,
                                      gtsrb_class)
+from vlm_node.anonymize.runtime import session_options
 from vlm_node.geometry import Box
 from vlm_node.paths import ASSETS
 
@@ -175,11 +176,7 @@ class SignClassifier:
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"sign classifier model not found: {path}")
-        opts = ort.SessionOptions()
-        if threads > 0:
-            opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(path), sess_options=opts,
+        self._session = ort.InferenceSession(str(path), sess_options=session_options(threads),
                                              providers=["CPUExecutionProvider"])
         self._input = self._session.get_inputs()[0].name
         meta = self._session.get_modelmeta().custom_metadata_map

@@ -27,7 +27,7 @@ from vlm_node import vocab
 from vlm_node.anonymize.multiscale import (RawDetections, check_finite, merge, plan_views,
                                            run_view, working_scale)
 from vlm_node.anonymize.plate_scan import ScanRect
-from vlm_node.anonymize.runtime import create_session, rapidocr_model
+from vlm_node.anonymize.runtime import PP_OCR_DET, PP_OCR_REC, create_session, rapidocr_model
 from vlm_node.geometry import Box
 from vlm_node.results import TextHint
 
@@ -49,7 +49,7 @@ class TextDetector:
 
     def __init__(self, providers: Sequence[str], threads: int, bin_threshold: float = 0.3,
                  unclip_ratio: float = 1.6, path: Path | None = None) -> None:
-        self.session = create_session(path or rapidocr_model("ch_PP-OCRv4_det_infer.onnx"),
+        self.session = create_session(path or rapidocr_model(PP_OCR_DET),
                                       providers, threads)
         self._input = self.session.get_inputs()[0].name
         self.bin_threshold = bin_threshold
@@ -104,7 +104,7 @@ class TextRecognizer:
     used only to check whether a short text line holds enough characters to be a plate."""
 
     def __init__(self, providers: Sequence[str], threads: int, path: Path | None = None) -> None:
-        self.session = create_session(path or rapidocr_model("ch_PP-OCRv4_rec_infer.onnx"),
+        self.session = create_session(path or rapidocr_model(PP_OCR_REC),
                                       providers, threads)
         self._input = self.session.get_inputs()[0].name
         meta = self.session.get_modelmeta().custom_metadata_map

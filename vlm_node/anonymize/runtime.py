@@ -1,4 +1,5 @@
-"""onnxruntime sessions and model files for the anonymizer's detectors.
+"""onnxruntime sessions and model files: the anonymizer's detectors, and the session options of
+the sign classifier and the OCR recogniser too.
 
 All neural detectors run on onnxruntime so that one setting (`anonymizer.providers`) moves them
 to CUDA or TensorRT on a vehicle computer. A provider that was asked for but is not available is
@@ -28,6 +29,11 @@ def shipped_model(relative: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"model file missing from the installation: {path}")
     return path
+
+
+# The PP-OCRv4 files of the rapidocr-onnxruntime wheel that the package runs itself.
+PP_OCR_DET = "ch_PP-OCRv4_det_infer.onnx"
+PP_OCR_REC = "ch_PP-OCRv4_rec_infer.onnx"
 
 
 def rapidocr_model(name: str) -> Path:
@@ -60,18 +66,34 @@ def check_providers(providers: Sequence[str]) -> list[str]:
     return list(providers)
 
 
-def create_session(path: Path, providers: Sequence[str], threads: int = 0):  # noqa: ANN201
-    """An InferenceSession on `providers` (in order of preference) with `threads` intra-op
-    threads (0 = onnxruntime's default). Raises ConfigError when the session did not get the
-    first provider asked for (onnxruntime itself would fall back to the CPU with a warning)."""
+def session_options(threads: int = 0):  # noqa: ANN201
+    """The SessionOptions of every onnxruntime session of the package: `threads` intra-op
+    threads (0 = onnxruntime's default, one per core), one inter-op thread, and no spinning.
+
+    Why no spinning: by default onnxruntime's pool threads busy-wait after each run for the
+    next one. The node runs several sessions at once (the anonymizer's detectors in parallel,
+    then the sign classifier and OCR beside OpenCV work), so on two cores the spinning threads
+    took CPU from the threads with work: the 1080p sign stage cost 451 CPU-ms and 239 ms a
+    frame with spinning, 339 CPU-ms and 193 ms without (same readings; docs/sign_classifier.md).
+    """
     import onnxruntime as ort
 
-    wanted = check_providers(providers)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the UltraFace exports warn about every initializer
     options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=wanted)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def create_session(path: Path, providers: Sequence[str], threads: int = 0):  # noqa: ANN201
+    """An InferenceSession on `providers` (in order of preference) with `session_options`.
+    Raises ConfigError when the session did not get the first provider asked for
+    (onnxruntime itself would fall back to the CPU with a warning)."""
+    import onnxruntime as ort
+
+    wanted = check_providers(providers)
+    session = ort.InferenceSession(str(path), session_options(threads), providers=wanted)
     got = session.get_providers()
     if got[0] != wanted[0]:
         raise ConfigError(f"{path.name}: onnxruntime could not start {wanted[0]} (session runs on "
