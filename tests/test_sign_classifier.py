@@ -513,6 +513,34 @@ def test_the_search_runs_shrunk_and_answers_in_full_frame_pixels(backend):
     assert all(p.x2 <= 1632 + 30 and p.y2 <= 960 + 30 for p in proposals)
 
 
+def test_the_outline_search_can_run_smaller_and_answers_in_full_frame_pixels(monkeypatch):
+    """`circle_max_side`: the Hough pass gets a copy of the search image shrunk to that longer
+    side (a cheaper pass for a CPU that cannot afford it), and its outlines come back in the
+    frame's own pixels: the dusk 100 of gtsdb_00518 (29 px) is still proposed at 560 px (at 480 it is lost)."""
+    from vlm_node.analysis import ocr_backend
+    from vlm_node.analysis.ocr_backend import OcrConfig
+
+    seen = []
+    real = ocr_backend.find_circles
+
+    def spy(grey, *radii):
+        seen.append((grey.shape[:2], radii))
+        return real(grey, *radii)
+
+    monkeypatch.setattr(ocr_backend, "find_circles", spy)
+    bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00518.jpg")  # 816x480
+    sign = Box(271, 316, 29, 29)
+    with OcrBackend(OcrConfig(circle_max_side=560)) as small:
+        found = small._search(bgr)
+    # radii scaled with the copy: 12 px proposals -> 4, 0.085 and 0.35 of its 329 px height
+    assert seen == [((329, 560), (4, 28, 115))]
+    assert max(c.iou(sign) for c in found.circles) >= 0.5
+    seen.clear()
+    with OcrBackend(OcrConfig()) as default:  # 0: the search image itself (the frame here)
+        default._search(bgr)
+    assert seen == [((480, 816), (5, 41, 168))]
+
+
 # --------------------------------------------------------------------------- training tool
 def _kaggle_layout(root, keep):
     """The sample's crops for which `keep(row)` holds, written in GTSRB's Kaggle layout
