@@ -513,6 +513,56 @@ def test_the_search_runs_shrunk_and_answers_in_full_frame_pixels(backend):
     assert all(p.x2 <= 1632 + 30 and p.y2 <= 960 + 30 for p in proposals)
 
 
+# Sign crops (as GTSRB ships them) the search alone does not read: the sign fills the frame, so
+# the finder takes it for too big a region, and the dark ones show no paint.
+SIGN_CROPS = [("00002_00023_00021.png", "speed_limit", 50.0),  # 42x43
+              ("00004_00024_00013.png", "speed_limit", 70.0),  # 42x41, mean grey 11
+              ("00006_00000_00000.png", "end_speed_limit", 80.0),  # 30x29
+              ("00010_00052_00029.png", "no_overtaking_trucks", None),  # 82x83, mean grey 10
+              ("00014_00013_00029.png", "stop", None),  # 211x216
+              ("00033_00012_00029.png", "turn_right", None)]  # 42x44
+
+
+@pytest.fixture(scope="module")
+def crops_off():
+    from vlm_node.analysis.ocr_backend import OcrConfig
+
+    with OcrBackend(OcrConfig(whole_frame_px=0)) as b:
+        yield b
+
+
+@pytest.mark.parametrize("file, sign_class, value", SIGN_CROPS)
+def test_a_sign_crop_is_read_whole(backend, crops_off, file, sign_class, value):
+    bgr = read_bgr(shared("gtsrb_train_sample") / file)
+    assert [(r.sign_class, r.value) for r in backend.read_signs(bgr)] == [(sign_class, value)]
+    assert not [r for r in crops_off.read_signs(bgr) if r.sign_class == sign_class]
+
+
+def test_only_a_frame_small_enough_to_be_a_crop_is_classified_whole():
+    from vlm_node.analysis.ocr_backend import OcrConfig, whole_frame
+
+    config = OcrConfig()
+    assert config.whole_frame_px == 256
+    assert whole_frame(50, 40, config) == [Box(5.0, 4.0, 40.0, 32.0)]  # a 10 % margin
+    assert whole_frame(256, 100, config)
+    assert whole_frame(257, 100, config) == [] and whole_frame(640, 480, config) == []
+    assert whole_frame(50, 40, OcrConfig(whole_frame_px=0)) == []
+
+
+def test_small_patches_without_signs_are_not_read_whole(backend, crops_off):
+    """Patches (24-120 px, the sizes of sign crops) of street photos without signs (cars,
+    plates, walls, people): the whole-frame box adds no reading to what the search reads."""
+    rng = np.random.default_rng(3)
+    for i in range(60):
+        bgr = read_bgr(shared("plates") / "images" / f"Cars{(2, 21, 36, 41)[i % 4]}.jpg")
+        h, w = bgr.shape[:2]
+        side = int(rng.integers(24, min(121, h, w)))
+        x, y = int(rng.integers(0, w - side)), int(rng.integers(0, h - side))
+        patch = np.ascontiguousarray(bgr[y:y + side, x:x + side])
+        with_box = [(r.sign_class, r.value) for r in backend.read_signs(patch)]
+        assert with_box == [(r.sign_class, r.value) for r in crops_off.read_signs(patch)]
+
+
 def test_the_outline_search_can_run_smaller_and_answers_in_full_frame_pixels(monkeypatch):
     """`circle_max_side`: the Hough pass gets a copy of the search image shrunk to that longer
     side (a cheaper pass for a CPU that cannot afford it), and its outlines come back in the
