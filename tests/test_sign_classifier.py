@@ -538,6 +538,29 @@ def test_a_sign_crop_is_read_whole(backend, crops_off, file, sign_class, value):
     assert not [r for r in crops_off.read_signs(bgr) if r.sign_class == sign_class]
 
 
+def test_a_sign_crops_value_needs_no_ocr_check(backend, monkeypatch):
+    """A value read through a crop's whole frame is the classifier's alone (OCR misreads small,
+    colour-fringed legends); in a scene an OCR read of another number drops the value."""
+    asked = []
+
+    def ocr_reads_60(bgr, job):
+        asked.append(job.cand.box)
+        return SignReading("speed_limit", 0.99, "ocr", value=60.0, unit="km/h", box=job.cand.box)
+
+    monkeypatch.setattr(backend, "_reading", ocr_reads_60)
+    crop = read_bgr(shared("gtsrb_train_sample") / "00002_00023_00021.png")
+    assert [(r.sign_class, r.value) for r in backend.read_signs(crop)] == [("speed_limit", 50.0)]
+    assert asked == []
+    # the same crop inside a larger frame is no crop (read as 50 with OCR's own reading): OCR's
+    # 60 contradicts, the value goes
+    scene = cv2.copyMakeBorder(crop, 150, 150, 150, 150, cv2.BORDER_REPLICATE)
+    monkeypatch.undo()
+    assert [(r.sign_class, r.value) for r in backend.read_signs(scene)] == [("speed_limit", 50.0)]
+    monkeypatch.setattr(backend, "_reading", ocr_reads_60)
+    assert [(r.sign_class, r.value) for r in backend.read_signs(scene)] == [("speed_limit", None)]
+    assert asked
+
+
 def test_only_a_frame_small_enough_to_be_a_crop_is_classified_whole():
     from vlm_node.analysis.ocr_backend import OcrConfig, whole_frame
 
