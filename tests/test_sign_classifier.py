@@ -589,7 +589,8 @@ def test_small_patches_without_signs_are_not_read_whole(backend, crops_off):
 def test_the_outline_search_can_run_smaller_and_answers_in_full_frame_pixels(monkeypatch):
     """`circle_max_side`: the Hough pass gets a copy of the search image shrunk to that longer
     side (a cheaper pass for a CPU that cannot afford it), and its outlines come back in the
-    frame's own pixels: the dusk 100 of gtsdb_00518 (29 px) is still proposed at 560 px (at 480 it is lost)."""
+    frame's own pixels: the dusk 100 of gtsdb_00518 (29 px) is still proposed at 560 px (at
+    480 it is lost)."""
     from vlm_node.analysis import ocr_backend
     from vlm_node.analysis.ocr_backend import OcrConfig
 

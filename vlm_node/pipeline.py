@@ -121,8 +121,9 @@ class Pipeline:
 
     def anonymize(self, meta: FrameMeta, bgr: np.ndarray, stream: str | None = None
                   ) -> AnonymizedFrame:
-        """Redact faces/plates; raises AnonymizationError (frame must be dropped). `stream`
-        defaults to the frame's camera."""
+        """Redact faces/plates in `bgr` itself (no copy of the raw frame is kept: the caller
+        must not use `bgr` afterwards); raises AnonymizationError (frame must be dropped).
+        `stream` defaults to the frame's camera."""
         return self._anonymizer(meta.camera if stream is None else stream).anonymize(meta, bgr)
 
     def detect(self, stream: str, bgr: np.ndarray, stamp_ns: int | None = None

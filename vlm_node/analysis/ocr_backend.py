@@ -166,7 +166,7 @@ class OcrConfig:
                                        "crops 30-60 px wide: speed values 82.6 -> 96.3 %, "
                                        "classes 52.5 -> 96.7 %; larger frames are never "
                                        "classified whole; 0 = off.",
-                                   min=0, max=4096)
+                                  min=0, max=4096)
     circle_max_side: int = setting(0, "The round-outline search (circle_proposals) runs on "
                                       "the search image shrunk to at most this longer side; "
                                       "0 = the search image itself (search_max_side). The "
