@@ -561,6 +561,28 @@ def test_a_sign_crops_value_needs_no_ocr_check(backend, monkeypatch):
     assert asked
 
 
+def test_a_speed_family_answer_yields_to_a_value_read_on_the_same_sign(backend):
+    from vlm_node.analysis.ocr_backend import values_over_family
+    from vlm_node.analysis.sign_classifier import SPEED_FAMILY, SignClass
+
+    family = SignClass(SPEED_FAMILY, 0.99, None)
+    eighty = SignClass("speed_limit", 0.95, gtsrb_class(5))
+    thirty = SignClass("speed_limit", 0.97, gtsrb_class(1))
+    signs = [(Box(100, 100, 30, 30), family), (Box(98, 98, 34, 34), eighty),
+             (Box(108, 108, 14, 14), thirty), (Box(300, 100, 30, 30), thirty)]
+    scores = [r.probability for _, r in signs]
+    # NMS kept the family box (its probability is the speed classes' sum) and the far sign;
+    # the 80 on a box as large takes its place, the 30 on the inner disc (0.22 of its area) not
+    assert values_over_family(signs, scores, [0, 3], 0.3) == [1, 3]
+    assert values_over_family(signs[:1] + signs[2:], scores[:1] + scores[2:], [0, 2], 0.3) \
+        == [0, 2]
+    # on the development photo the 80 (38 px) is read through the whole sign, not left at
+    # "a speed limit" on its inner disc
+    bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00371.jpg")
+    hits = _near(backend.read_signs(bgr), Box(190, 313, 34, 34))
+    assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", 80.0)]
+
+
 def test_only_a_frame_small_enough_to_be_a_crop_is_classified_whole():
     from vlm_node.analysis.ocr_backend import OcrConfig, whole_frame
 
