@@ -707,16 +707,17 @@ class OcrBackend(AnalysisBackend):
             # radius from the smallest proposal (12 px a side at full size: ~5 px with the rim
             # growth) to a sign a twelfth of the frame's height across the rim, then on a
             # shrunk copy up to a sign 0.7 of it across (passed close by)
-            grey = small
+            outline_image = small
             cmax = cfg.circle_max_side
             if cmax > 0 and max(small.shape[:2]) > cmax:
                 cscale = cmax / max(small.shape[:2])
-                grey = cv2.resize(small, (max(1, round(small.shape[1] * cscale)),
-                                          max(1, round(small.shape[0] * cscale))),
-                                  interpolation=cv2.INTER_AREA)
-            short = min(grey.shape[:2])
-            args = (grey, max(3, round(pcfg.min_size_px * cscale / 2.2)), round(0.085 * short),
-                    round(0.35 * short))
+                outline_image = cv2.resize(
+                    small, (max(1, round(small.shape[1] * cscale)),
+                            max(1, round(small.shape[0] * cscale))),
+                    interpolation=cv2.INTER_AREA)
+            short = min(outline_image.shape[:2])
+            args = (outline_image, max(3, round(pcfg.min_size_px * cscale / 2.2)),
+                    round(0.085 * short), round(0.35 * short))
             if self._outline_pool is not None:
                 outlines = self._outline_pool.submit(find_circles, *args)
         cands = find_candidates(small, ccfg)
