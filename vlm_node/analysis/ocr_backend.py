@@ -22,11 +22,13 @@ Everything else is skipped rather than guessed, and every number is checked agai
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Collection, Sequence
 
 import cv2
 import numpy as np
@@ -39,13 +41,17 @@ from vlm_node.analysis.sign_candidates import (CandidateConfig, ProposalConfig, 
                                                SignCandidate, end_squares, find_candidates,
                                                find_proposals, max_paint_shares, paint_share,
                                                proposal_masks)
-from vlm_node.analysis.sign_classifier import SHIPPED_MODELS, SignClass, SignClassifier
+from vlm_node.analysis.sign_classifier import (SHIPPED_MODELS, SignClass, SignClassifier,
+                                               prepare_crops)
+from vlm_node.analysis.sign_verifier import DEFAULT_VERIFIER, SignVerifier
 from vlm_node.anonymize.runtime import PP_OCR_REC, create_session, rapidocr_model
 from vlm_node.errors import AnalysisError, BackendUnavailableError
 from vlm_node.frames import AnonymizedFrame
 from vlm_node.geometry import Box, box_array, iou_matrix, nms
 from vlm_node.params import setting
 from vlm_node.results import AnalysisResult, SignReading, TextHint
+
+log = logging.getLogger(__name__)
 
 OCR_PACKAGE = "rapidocr-onnxruntime"
 OCR_PIN = "rapidocr-onnxruntime==1.4.4"
@@ -182,6 +188,20 @@ class OcrConfig:
                                       "evidence: as many digits read as glyphs counted, "
                                       "recogniser score >= 0.9. 0 = off.",
                                   min=0, max=4096, dynamic=True)
+    verifier: bool = setting(True, "Drop the classifier's readings that the sign verifier "
+                                   "(a logistic regression on the classifier's 44 outputs, "
+                                   "fitted on readings of training photos: "
+                                   "vlm_node/analysis/sign_verifier.py) judges false, unless "
+                                   "OCR read the same number or the frame is a sign crop read "
+                                   "whole (whole_frame_px). Held out: false readings on "
+                                   "crowd photos 49 -> 23 and on the development road photos "
+                                   "51 -> 24; 1 of 281 right readings and no speed value lost "
+                                   "(docs/sign_classifier.md). false: every accepted reading "
+                                   "is published.")
+    verifier_model: str = setting("", "Sign verifier file (`vlm-node fit-verifier`); empty = "
+                                      "the shipped one, which belongs to the shipped classifier "
+                                      "(with classifier_model set, no verifier runs unless this "
+                                      "names one fitted for it).")
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
 
 
@@ -592,6 +612,7 @@ class OcrBackend(AnalysisBackend):
         self._engine_factory = engine_factory or _rapidocr_engine
         self._engine: Any = None
         self._classifier: SignClassifier | None = None
+        self._verifier: SignVerifier | None = None
         self._model_id = ""
         # the round-outline search (a Hough pass, ~60 ms on a 960 px frame, GIL released)
         # runs beside the colour search, which needs nothing from it
@@ -600,6 +621,11 @@ class OcrBackend(AnalysisBackend):
     @property
     def model_id(self) -> str:
         return self._model_id or "ocr (not loaded)"
+
+    @property
+    def classifier(self) -> SignClassifier | None:
+        """The loaded sign classifier (None before load() or with `classifier: false`)."""
+        return self._classifier
 
     def load(self) -> None:
         if self._engine is not None:
@@ -612,6 +638,9 @@ class OcrBackend(AnalysisBackend):
                 SHIPPED_MODELS[self.config.classifier_precision]
             self._classifier = SignClassifier(model, threads=self.config.threads)
             self._model_id += f" + sign classifier {self._classifier.path.name}"
+            self._verifier = self._load_verifier()
+            if self._verifier is not None:
+                self._model_id += " + verifier"
         if self.config.circle_proposals:
             self._outline_pool = ThreadPoolExecutor(1, thread_name_prefix="sign-outlines")
         # Warm-up: the first onnxruntime run allocates and picks kernels (~100 ms).
@@ -619,9 +648,28 @@ class OcrBackend(AnalysisBackend):
         cv2.putText(probe, "50", (14, 38), cv2.FONT_HERSHEY_SIMPLEX, 1.3, (0, 0, 0), 3)
         self._recognize([probe])
 
+    def _load_verifier(self) -> SignVerifier | None:
+        """The sign verifier for the loaded classifier (`verifier`, `verifier_model`). A
+        verifier fitted on another classifier's probabilities is an error, not skipped: its
+        weights would mean nothing there."""
+        assert self._classifier is not None
+        cfg = self.config
+        if not cfg.verifier:
+            return None
+        if not cfg.verifier_model and cfg.classifier_model:
+            log.warning("analysis.ocr.classifier_model is set: the shipped sign verifier "
+                        "belongs to the shipped classifier and is not used; fit one with "
+                        "`vlm-node fit-verifier` and set analysis.ocr.verifier_model")
+            return None
+        verifier = SignVerifier.load(Path(cfg.verifier_model) if cfg.verifier_model
+                                     else DEFAULT_VERIFIER)
+        verifier.check_classifier(self._classifier.source_sha256, self._classifier.path)
+        return verifier
+
     def close(self) -> None:
         self._engine = None
         self._classifier = None
+        self._verifier = None
         if self._outline_pool is not None:
             self._outline_pool.shutdown(wait=True)
             self._outline_pool = None
@@ -800,6 +848,10 @@ class OcrBackend(AnalysisBackend):
         # 98.3 % above 60 px, the same one wrong value); a class without a value still asks OCR
         crop_values = {id(results[i]) for i in kept if i in unpainted
                        and results[i].value is not None}
+        # the same goes for the verifier: it was fitted on readings in scenes; a sign crop read
+        # whole is the classifier's own training domain (on the 860 shared GTSRB sample crops
+        # the verifier would have dropped 7 right readings through the whole-frame box)
+        crop_readings = {id(results[i]) for i in kept if i in unpainted}
         # One reading per sign: a ring and its inner disc, or a candidate and a proposal, are
         # the same sign; the most probable box speaks for it, the finder's shape-fitted box
         # first among near-equals.
@@ -813,6 +865,7 @@ class OcrBackend(AnalysisBackend):
         readings: list[SignReading] = []
         checks: list[tuple[int, _Job]] = []
         unconfirmed: set[int] = set()
+        unjudged: set[int] = set()  # readings the verifier leaves alone
         for box, res in signs:
             # report the finder's shape-fitted outline when it lies on the same sign (a
             # proposal is a colour region's bounding box, often a little wider)
@@ -835,6 +888,8 @@ class OcrBackend(AnalysisBackend):
                     unconfirmed.add(len(readings))
                     if job is None:
                         reading = dataclasses.replace(reading, value=None, unit="")
+            if id(res) in crop_readings:
+                unjudged.add(len(readings))
             readings.append(reading)
         # OCR for what the classifier cannot know, on the finder's candidates it rejected
         taken = [b for b, _ in signs]
@@ -883,7 +938,26 @@ class OcrBackend(AnalysisBackend):
                 # foreign font): OCR's strict reading of the number decides
                 readings.append(dataclasses.replace(
                     reading, confidence=min(reading.confidence, mass)))
-        return readings
+        return self._verified(rgb, readings, unjudged)
+
+    def _verified(self, rgb: np.ndarray, readings: list[SignReading],
+                  unjudged: Collection[int] = ()) -> list[SignReading]:
+        """`readings` less the classifier's readings the verifier judges false (one batch of
+        crops through each reading's published box: the box the verifier was fitted on). A
+        number OCR read too stands: two readers agree on it. `unjudged`: indices of readings
+        left alone (a sign crop read whole)."""
+        if self._verifier is None:
+            return readings
+        assert self._classifier is not None
+        judged = [i for i, r in enumerate(readings) if r.source == "classifier"
+                  and r.box is not None and not (r.value is not None and r.text)
+                  and i not in unjudged]
+        if not judged:
+            return readings
+        probs = self._classifier.probabilities(
+            prepare_crops(rgb, [readings[i].box for i in judged]))  # type: ignore[misc]
+        dropped = {i for i, ok in zip(judged, self._verifier.accepts(probs)) if not ok}
+        return [r for i, r in enumerate(readings) if i not in dropped]
 
     def _settled(self, rgb: np.ndarray, reading: SignReading, ocr: SignReading | None
                  ) -> SignReading:

@@ -13,6 +13,7 @@ size and colour order.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -189,6 +190,16 @@ class SignClassifier:
                              "(retrain, or update the table)")
         self.path = path
         self.min_agreement = REFINE_AGREEMENT
+
+    @property
+    def source_sha256(self) -> str:
+        """sha256 of the float model whose answers these are: the file itself, or for a
+        quantized copy (`vlm-node train-signs --quantize`) the source it records. Whatever was
+        fitted on the classifier's probabilities (the sign verifier) is keyed by it."""
+        meta = self._session.get_modelmeta().custom_metadata_map
+        if "quantized" in meta:
+            return str(json.loads(meta["quantized"])["source_sha256"])
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
     def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities (N x 44) for a prepared batch."""

@@ -13,7 +13,7 @@ from vlm_node.errors import VlmNodeError
 
 # Subcommand modules, in the order `--help` lists them.
 SUBCOMMANDS = ("demo", "run", "anonymize", "analyze", "sample_bag", "anonymize_bag", "eval",
-               "bench", "params", "train_signs", "face_identity")
+               "bench", "params", "train_signs", "fit_verifier", "face_identity")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,152 @@
+"""Fit the sign verifier (`vlm-node fit-verifier LABELS --output sign_verifier.json`).
+
+The verifier (`vlm_node.analysis.sign_verifier`) learns which of the classifier's readings are
+real signs from the runtime's own readings: every photo is anonymized and read exactly as
+`vlm-node analyze` does (the configured anonymizer and `ocr` backend, the verifier itself off),
+and each classifier reading is a positive when it lies on a labelled sign of its class (box
+IoU >= 0.3) and a negative otherwise; every reading on a photo of `--negatives` is a negative.
+Only training photos belong here: the shipped file was fitted on GTSDB images 00000-00299 (the
+classifier's own training photos) and the tune half of the WIDER crowd photos, so the GTSDB
+development range, the Kaggle road photos and the WIDER check half stay a fair check.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from vlm_node.errors import ConfigError
+from vlm_node.evaluation.matching import label_box
+
+IOU = 0.3  # a reading on a labelled sign, as `vlm-node analyze --labels` matches them
+
+
+@dataclass
+class Readings:
+    """The classifier readings of the photos, with their probabilities and truth."""
+
+    probs: list[np.ndarray]
+    positive: list[bool]
+    photos: int = 0
+
+    def add(self, probs: np.ndarray, positive: Sequence[bool]) -> None:
+        self.probs.extend(probs)
+        self.positive.extend(positive)
+
+
+def half(paths: Sequence[Path], which: str) -> list[Path]:
+    """`which` of the photos sorted by name: all, tune (even positions) or check (odd), the
+    split docs/anonymizer.md uses for the WIDER crowd photos."""
+    ordered = sorted(paths)
+    return {"all": ordered, "tune": ordered[0::2], "check": ordered[1::2]}[which]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("labels", type=Path,
+                   help="labels.json with labelled signs (`class` per box; docs/labels.md)")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="only labelled photos whose file name matches (repeatable; default "
+                        "all). Keep evaluation photos out.")
+    p.add_argument("--negatives", action="append", default=[], type=Path, metavar="DIR",
+                   help="photos without signs: every reading on them is false (repeatable)")
+    p.add_argument("--negatives-half", choices=("all", "tune", "check"), default="all",
+                   help="of each --negatives folder, sorted by name: every photo, the even "
+                        "positions or the odd ones")
+    p.add_argument("--output", type=Path, required=True, help="verifier JSON to write")
+    p.add_argument("--config", action="append", default=[], metavar="YAML",
+                   help="node parameters applied after config/default.yaml (repeatable), as "
+                        "for `vlm-node analyze`")
+    p.add_argument("--l2", type=float, default=10.0, help="L2 penalty of the regression")
+    p.add_argument("--keep", type=float, default=0.99,
+                   help="share of the training photos' real signs the threshold keeps")
+
+
+def _images(paths: Path) -> list[Path]:
+    from vlm_node.cli.inputs import collect_images
+
+    return [p for p, _ in collect_images(str(paths))]
+
+
+def run(args: argparse.Namespace) -> int:
+    import cv2
+    from tqdm import tqdm
+
+    from vlm_node.analysis.ocr_backend import OcrBackend, people_of
+    from vlm_node.analysis.sign_classifier import prepare_crops
+    from vlm_node.analysis.sign_verifier import fit_verifier
+    from vlm_node.cli.analyze import load_sign_labels
+    from vlm_node.config import resolve
+    from vlm_node.errors import AnonymizationError
+    from vlm_node.frames import FrameMeta
+    from vlm_node.pipeline import Pipeline
+
+    if not 0.5 <= args.keep <= 1.0:
+        raise ConfigError("--keep must be between 0.5 and 1")
+    labelled = load_sign_labels(args.labels)
+    photos: list[tuple[Path, tuple[dict[str, Any], ...] | None]] = [
+        (Path(path), signs) for path, signs in sorted(labelled.items())
+        if not args.include or any(fnmatch.fnmatch(Path(path).name, g) for g in args.include)]
+    for folder in args.negatives:
+        photos += [(p, None) for p in half(_images(folder), args.negatives_half)]
+    if not photos:
+        raise ConfigError("no photos: check LABELS, --include and --negatives")
+
+    config = resolve(args.config, {"analysis.backend": "ocr", "analysis.ocr.verifier": False})
+    pipeline = Pipeline(config.anonymizer)
+    reader = OcrBackend(config.analysis.ocr)
+    reader.load()
+    classifier = reader.classifier
+    if classifier is None:
+        raise ConfigError("the verifier judges the sign classifier: analysis.ocr.classifier "
+                          "must be true")
+    found = Readings([], [])
+    for index, (path, signs) in enumerate(tqdm(photos, desc="fit-verifier", unit="photo")):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            print(f"{path}: cannot read the image, skipped", file=sys.stderr)
+            continue
+        pipeline.reset("fit")
+        try:
+            frame = pipeline.anonymize(FrameMeta("fit", index, str(path)), image)
+        except AnonymizationError as exc:
+            print(f"{path}: not anonymized, skipped: {exc}", file=sys.stderr)
+            continue
+        readings = [r for r in reader.read_signs(frame.image, frame.text_hints,
+                                                 people_of(frame))
+                    if r.source == "classifier" and r.box is not None]
+        found.photos += 1
+        if not readings:
+            continue
+        truth = [signs is not None and any(
+            s.get("class") == r.sign_class and (box := label_box(s)) is not None
+            and box.iou(r.box) >= IOU for s in signs)
+            for r in readings]
+        rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
+        found.add(classifier.probabilities(prepare_crops(rgb, [r.box for r in readings])),
+                  truth)
+    reader.close()
+    positive = np.asarray(found.positive, bool)
+    training = {
+        "labels": args.labels.name, "include": args.include,
+        "negatives": [p.name for p in args.negatives], "negatives_half": args.negatives_half,
+        "photos": found.photos, "real_sign_readings": int(positive.sum()),
+        "false_readings": int((~positive).sum()), "l2": args.l2, "keep": args.keep,
+        "classifier": classifier.path.name}
+    verifier = fit_verifier(np.asarray(found.probs), positive, classifier.source_sha256,
+                            l2=args.l2, keep=args.keep, training=training)
+    rejected = ~verifier.accepts(np.asarray(found.probs))
+    verifier.training["false_readings_rejected"] = int(rejected[~positive].sum())
+    verifier.training["real_sign_readings_rejected"] = int(rejected[positive].sum())
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    verifier.save(args.output)
+    print(f"{found.photos} photos: {int(positive.sum())} real sign readings, "
+          f"{int((~positive).sum())} false; on them the verifier rejects "
+          f"{verifier.training['false_readings_rejected']} false and "
+          f"{verifier.training['real_sign_readings_rejected']} real (threshold "
+          f"{verifier.threshold:.3f}) -> {args.output}")
+    return 0
