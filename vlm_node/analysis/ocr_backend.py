@@ -194,10 +194,10 @@ class OcrConfig:
                                    "vlm_node/analysis/sign_verifier.py) judges false, unless "
                                    "OCR read the same number or the frame is a sign crop read "
                                    "whole (whole_frame_px). Held out: false readings on "
-                                   "crowd photos 49 -> 23 and on the development road photos "
-                                   "51 -> 24; 1 of 281 right readings and no speed value lost "
-                                   "(docs/sign_classifier.md). false: every accepted reading "
-                                   "is published.")
+                                   "crowd photos 49 -> 23, readings on no labelled sign of "
+                                   "the GTSDB development photos 50 -> 23; 1 of 347 signs and "
+                                   "no speed value lost (docs/sign_classifier.md). false: "
+                                   "every accepted reading is published.")
     verifier_model: str = setting("", "Sign verifier file (`vlm-node fit-verifier`); empty = "
                                       "the shipped one, which belongs to the shipped classifier "
                                       "(with classifier_model set, no verifier runs unless this "
