@@ -954,8 +954,8 @@ class OcrBackend(AnalysisBackend):
                   and i not in unjudged]
         if not judged:
             return readings
-        probs = self._classifier.probabilities(
-            prepare_crops(rgb, [readings[i].box for i in judged]))  # type: ignore[misc]
+        boxes = [box for i in judged if (box := readings[i].box) is not None]
+        probs = self._classifier.probabilities(prepare_crops(rgb, boxes))
         dropped = {i for i, ok in zip(judged, self._verifier.accepts(probs)) if not ok}
         return [r for i, r in enumerate(readings) if i not in dropped]
 

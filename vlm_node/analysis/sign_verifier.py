@@ -4,7 +4,7 @@ classifier gets right, or one of the things in street and crowd photos it takes 
 Why: the classifier was trained on GTSRB crops against background crops, and it is sure of
 itself (0.93-0.99) on shirt collars and V-necks ("yield"), flags and striped clothes ("priority
 road", "keep right") and round letters of a watermark ("speed limit 100"): 92 readings on 60 of
-141 WIDER crowd photos, 51 on the road development photos that no label explains. Its calibrated
+141 WIDER crowd photos, 50 on the GTSDB development photos that no label explains. Its calibrated
 probability cannot tell these from signs: it was calibrated on GTSRB tracks, which have none.
 The pattern of the *other* classes' probabilities can: a real yield sign leaves little on the
 remaining 43 outputs in a way a V-neck does not. So the verifier is a logistic regression on the
