@@ -230,3 +230,20 @@ def test_a_sign_crop_read_whole_is_not_judged_by_the_verifier(readers, name, sig
     score = on._verifier.scores(on.classifier.probabilities(prepare_crops(rgb, box)))
     assert score[0] < on._verifier.threshold
     assert [r.sign_class for r in on.read_signs(bgr.copy())] == [sign_class]
+
+
+def test_fit_verifier_refuses_bad_input_with_a_clear_message(tmp_path, capsys):
+    from vlm_node.cli import main as cli_main
+
+    out = str(tmp_path / "v.json")
+    assert cli_main.main(["fit-verifier", str(tmp_path / "none.json"), "--output", out]) == 2
+    assert "LABELS" in capsys.readouterr().err
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"images": []}))
+    assert cli_main.main(["fit-verifier", str(labels), "--negatives", str(tmp_path / "x"),
+                          "--output", out]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    assert cli_main.main(["fit-verifier", str(labels), "--output", out]) == 2
+    assert "no photos" in capsys.readouterr().err
+    assert cli_main.main(["fit-verifier", str(labels), "--keep", "0.2", "--output", out]) == 2
+    assert not (tmp_path / "v.json").exists()

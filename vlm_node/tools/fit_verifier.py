@@ -61,9 +61,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", action="append", default=[], metavar="YAML",
                    help="node parameters applied after config/default.yaml (repeatable), as "
                         "for `vlm-node analyze`")
-    p.add_argument("--l2", type=float, default=10.0, help="L2 penalty of the regression")
+    p.add_argument("--l2", type=float, default=10.0,
+                   help="L2 penalty of the regression (default: %(default)s)")
     p.add_argument("--keep", type=float, default=0.99,
-                   help="share of the training photos' real signs the threshold keeps")
+                   help="share of the training photos' real signs the threshold keeps "
+                        "(default: %(default)s)")
 
 
 def _images(paths: Path) -> list[Path]:
@@ -87,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.5 <= args.keep <= 1.0:
         raise ConfigError("--keep must be between 0.5 and 1")
+    if not args.labels.is_file():
+        raise ConfigError(f"LABELS {args.labels}: no such file")
+    for folder in args.negatives:
+        if not folder.is_dir():
+            raise ConfigError(f"--negatives {folder}: not a directory")
     labelled = load_sign_labels(args.labels)
     photos: list[tuple[Path, tuple[dict[str, Any], ...] | None]] = [
         (Path(path), signs) for path, signs in sorted(labelled.items())
