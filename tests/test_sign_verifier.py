@@ -100,6 +100,11 @@ def test_a_verifier_file_round_trips_and_a_wrong_file_is_refused(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="labels"):
         SignVerifier.load(path)
+    data["labels"] = list(CLASSIFIER_LABELS)
+    data["weights"] = data["weights"][:-1]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="43 weights for 44 classes"):
+        SignVerifier.load(path)
     path.write_text(json.dumps({"format": "something else"}))
     with pytest.raises(ValueError, match="not a sign verifier"):
         SignVerifier.load(path)

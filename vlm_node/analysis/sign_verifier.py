@@ -92,6 +92,9 @@ class SignVerifier:
             raise ValueError(f"{path}: not a sign verifier file ({FORMAT!r})")
         if tuple(data["labels"]) != CLASSIFIER_LABELS:
             raise ValueError(f"{path}: its labels do not match vlm_node.analysis.gtsrb")
+        if len(data["weights"]) != len(CLASSIFIER_LABELS):
+            raise ValueError(f"{path}: {len(data['weights'])} weights for "
+                             f"{len(CLASSIFIER_LABELS)} classes")
         return cls(np.asarray(data["weights"], np.float64), float(data["bias"]),
                    float(data["threshold"]), str(data["classifier_sha256"]),
                    dict(data.get("training", {})))
