@@ -78,12 +78,13 @@ class NodeConfig:
     analysis_enabled: bool = setting(True, "Run the analysis backend (off: anonymize and "
                                            "republish only).")
     analysis_nice: int = setting(
-        19, "Priority of the analysis threads below the camera threads (a nice increment, "
+        10, "Priority of the analysis threads below the camera threads (a nice increment, "
             "Linux; 0 = equal): analysis is always busy on the latest frame, and at equal "
-            "priority it takes CPU from the anonymized stream on small computers. 19 (was "
-            "10): busy 1080p frames at 10 Hz on 2 idle cores, 59-61 instead of 52-58 of 100 "
-            "published, as many analysis results (docs/anonymizer.md, camera rate).",
-        min=0, max=19)
+            "priority it takes CPU from the anonymized stream on small computers. 19 published "
+            "57-61 instead of 52-58 of 100 busy 1080p frames at 10 Hz on 2 idle cores, as "
+            "many analysis results; not the default because nice is machine-wide: other "
+            "programs at normal priority would leave a nice-19 analysis about 1.5 % of a core "
+            "(docs/anonymizer.md, camera rate).", min=0, max=19)
     analysis_process: bool = setting(
         False, "Run the analysis in a child process (at analysis_nice) instead of threads of "
                "the node's process: its Python work then never holds the camera path's GIL "
