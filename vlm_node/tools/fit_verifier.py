@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from vlm_node.cli.args import add_config, add_output
 from vlm_node.errors import ConfigError
 from vlm_node.evaluation.matching import label_box
 
@@ -57,10 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--negatives-half", choices=("all", "tune", "check"), default="all",
                    help="of each --negatives folder, sorted by name: every photo, the even "
                         "positions or the odd ones")
-    p.add_argument("--output", type=Path, required=True, help="verifier JSON to write")
-    p.add_argument("--config", action="append", default=[], metavar="YAML",
-                   help="node parameters applied after config/default.yaml (repeatable), as "
-                        "for `vlm-node analyze`")
+    add_output(p, "JSON", "verifier file to write", required=True)
+    add_config(p, "; its anonymizer.* and analysis.ocr.* settings apply, as for `vlm-node "
+                  "analyze`")
     p.add_argument("--l2", type=float, default=10.0,
                    help="L2 penalty of the regression (default: %(default)s)")
     p.add_argument("--keep", type=float, default=0.99,
@@ -149,11 +149,12 @@ def run(args: argparse.Namespace) -> int:
     rejected = ~verifier.accepts(np.asarray(found.probs))
     verifier.training["false_readings_rejected"] = int(rejected[~positive].sum())
     verifier.training["real_sign_readings_rejected"] = int(rejected[positive].sum())
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    verifier.save(args.output)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    verifier.save(output)
     print(f"{found.photos} photos: {int(positive.sum())} real sign readings, "
           f"{int((~positive).sum())} false; on them the verifier rejects "
           f"{verifier.training['false_readings_rejected']} false and "
           f"{verifier.training['real_sign_readings_rejected']} real (threshold "
-          f"{verifier.threshold:.3f}) -> {args.output}")
+          f"{verifier.threshold:.3f}) -> {output}")
     return 0
