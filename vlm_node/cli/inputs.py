@@ -6,7 +6,9 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# .ppm: the GTSDB and GTSRB originals are PPM files
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm",
+                  ".pnm")
 
 
 def collect_images(spec: str, exclude: Path | None = None) -> list[tuple[Path, Path]]:

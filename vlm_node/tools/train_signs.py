@@ -49,6 +49,7 @@ from vlm_node.analysis.sign_candidates import find_candidates, find_proposals
 from vlm_node.analysis.sign_classifier import (CROP_MARGIN, INPUT_SIZE, SignClass,
                                                SignClassifier, resize_to_input)
 from vlm_node.geometry import Box
+from vlm_node.evaluation.label_import import gtsrb_roi
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +121,7 @@ def load_gtsrb(data_dir: Path, val_share: float, seed: int, limit_per_class: int
     ds = Dataset(val_tracks=sorted(held))
     for r in rows:
         img = _read_rgb(data_dir / r["Path"])
-        roi = Box.from_xyxy(float(r["Roi.X1"]), float(r["Roi.Y1"]),
-                            float(r["Roi.X2"]) + 1, float(r["Roi.Y2"]) + 1)
+        roi = gtsrb_roi(r)
         track = _track_of(r["Path"])
         s = Sample(img, roi, int(r["ClassId"]), track)
         (ds.val if track in held else ds.train).append(s)
@@ -760,8 +760,7 @@ def evaluate_holdout(model_path: Path, data_dir: Path, min_px: int, max_px: int)
         rows = [r for r in csv.DictReader(f) if _track_of(r["Path"]) in held
                 and not Path(r["Path"]).name.startswith("aug_")]
     for r in rows:
-        roi = Box.from_xyxy(float(r["Roi.X1"]), float(r["Roi.Y1"]),
-                            float(r["Roi.X2"]) + 1, float(r["Roi.Y2"]) + 1)
+        roi = gtsrb_roi(r)
         if not min_px <= max(roi.w, roi.h) <= max_px:
             continue
         rgb = _read_rgb(data_dir / r["Path"])
