@@ -471,6 +471,43 @@ def test_a_round_outline_on_a_head_is_no_speed_limit(backend):
     assert not [r for r in result.signs if r.box is not None and r.box.iou(hat) > 0.1]
 
 
+def test_letters_read_on_a_legend_contradict_the_classifiers_number(backend, monkeypatch):
+    """2_Demonstration_..._990: protesters hold cards with one letter each; the classifier
+    takes the "C" in its ring-like card for a 100 at ~0.95 and OCR reads "C" at 0.88. Two
+    readers disagree, so no value is published (the sign-like class may stay, without a
+    number); with the rule switched off, the 100 comes back."""
+    import vlm_node.analysis.ocr_backend as ob
+    from vlm_node.anonymize import Anonymizer, AnonymizerConfig
+    from vlm_node.analysis.ocr_backend import people_of
+    from vlm_node.frames import FrameMeta
+
+    bgr = read_bgr(shared("faces_wider_train")
+                   / "2_Demonstration_Demonstration_Or_Protest_2_990.jpg")
+    frame = Anonymizer(AnonymizerConfig(plates=False)).anonymize(FrameMeta("f", 0, "f"), bgr)
+    card = Box(697, 460, 41, 48)
+
+    def values():
+        return [r.value for r in backend.read_signs(frame.image, frame.text_hints,
+                                                    people_of(frame))
+                if r.box is not None and r.box.iou(card) > 0.5]
+
+    assert all(v is None for v in values())
+    monkeypatch.setattr(ob, "reads_letters", lambda reads: False)
+    assert values() == [100]
+
+
+def test_reads_letters_spares_digit_lookalikes():
+    from vlm_node.analysis.ocr_backend import TextRead, reads_letters
+
+    assert reads_letters([TextRead("C", 0.88)])
+    assert reads_letters([TextRead("", 0.0), TextRead("STOP", 0.9)])
+    assert not reads_letters([TextRead("C", 0.5)])  # too unsure to contradict anything
+    assert not reads_letters([TextRead("SO", 0.9)])  # "50" as PP-OCR misreads it
+    assert not reads_letters([TextRead("1O0", 0.9), TextRead("x", 0.2)])
+    assert not reads_letters([TextRead("a0", 0.9)])  # a digit: a number, misread
+    assert not reads_letters([])
+
+
 def test_a_grown_look_rejects_a_small_value_on_no_sign(clf):
     """gtsdb_00390: a 12 px box on no sign that the network reads as a 70 at ~0.98; grown, at
     most one of its seven crops says 70."""

@@ -223,6 +223,26 @@ _NUMBER = re.compile(r"^(?P<num>[0-9OoDQUIli|!SsBZz]{1,4}(?:[.,][0-9OoDQUIli|SsB
                      r"(?P<unit>km/?h|kmh|mph|t|m)?$", re.IGNORECASE)
 
 
+LETTERS_SCORE = 0.6
+"""Recogniser score from which letters read on a legend contradict a number (`reads_letters`).
+On the development photos (GTSDB 00000-00599, Kaggle road0-437) no right speed value had its
+legend read as letters at >= 0.6 (one 17 px 80 read "ac" at 0.52); a "C" on a protester's card,
+which the classifier took for a 100, read at 0.88."""
+
+
+def reads_letters(reads: Sequence[TextRead]) -> bool:
+    """Whether the recogniser read a legend as words, not a number: its best read has no digit,
+    holds a letter that PP-OCR does not return for a digit (`_DIGIT_CONFUSIONS`), and scores
+    >= LETTERS_SCORE. A classifier's value on such a legend has two readers against each
+    other, like a different number, and is dropped."""
+    best = max(reads, key=lambda r: r.score, default=None)
+    if best is None or best.score < LETTERS_SCORE:
+        return False
+    text = best.text.strip()
+    return (not any(c.isdigit() for c in text)
+            and any(c.isalpha() for c in text.translate(_DIGIT_CONFUSIONS)))
+
+
 def _digit_count(text: str) -> int:
     """How many digits a recognised text holds, letters PP-OCR returns for digits included:
     what a legend's counted glyphs are checked against."""
@@ -914,6 +934,8 @@ class OcrBackend(AnalysisBackend):
         for index, job in checks:
             ocr = self._reading(bgr, job)
             reading = second_opinion(readings[index], ocr, self.config.min_confidence)
+            if ocr is None and reading.value is not None and reads_letters(job.reads):
+                reading = dataclasses.replace(reading, value=None, unit="")
             if reading.value is None and readings[index].value is not None:
                 reading = self._settled(rgb, reading, ocr)
             if index in unconfirmed and reading.value is not None and \
