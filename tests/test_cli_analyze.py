@@ -13,6 +13,8 @@ from vlm_node.tools.bench_analyze import bench_analyze
 from vlm_node.cli import analyze as cli
 from vlm_node.cli.bench_analyze import add_analyze_parser
 from vlm_node.errors import ConfigError
+from vlm_node.evaluation.matching import match_signs
+from vlm_node.evaluation.signs import SignScore, score_signs
 from vlm_node.geometry import Box
 from vlm_node.tools.render.signs import SignSpec, render_sign
 from vlm_node.results import AnalysisResult, SignReading
@@ -52,18 +54,18 @@ def test_matching_by_iou_then_by_class_in_the_image():
     readings = [reading("stop", box=Box(200, 200, 30, 30)),  # boxless label: class match
                 reading("speed_limit", 50, Box(12, 11, 40, 40)),
                 reading("yield")]  # boxless reading: class match
-    matches = cli.match_signs(readings, labels)
+    matches = match_signs(readings, labels)
     assert [m.reading for m in matches] == [readings[1], readings[0], readings[2]]
     # an overlapping reading of the wrong class is matched (and scored wrong)
-    [m] = cli.match_signs([reading("no_entry", box=Box(10, 10, 40, 40))], labels[:1])
+    [m] = match_signs([reading("no_entry", box=Box(10, 10, 40, 40))], labels[:1])
     assert m.reading is not None and not m.class_ok
     # no overlap and both boxed: no match, even with the same class
-    assert [m.reading for m in cli.match_signs(
+    assert [m.reading for m in match_signs(
         [reading("speed_limit", 50, Box(400, 300, 20, 20))], labels[:1])][0] is None
 
 
 def test_scores():
-    score = cli.SignScore()
+    score = SignScore()
     labels = [sign("speed_limit", 50, Box(10, 10, 40, 40)),
               sign("speed_limit", 80, Box(100, 10, 40, 40)),
               sign("stop", None, Box(200, 10, 40, 40))]
@@ -71,12 +73,24 @@ def test_scores():
                              reading("speed_limit", 60, Box(100, 10, 40, 40)),
                              reading("yield", None, Box(200, 10, 40, 40)),
                              reading("no_entry", None, Box(500, 300, 40, 40))], degraded=True)
-    cli.score_signs(score, labels, result)
+    score_signs(score, labels, result)
     s = score.summary()
     assert s["class_accuracy"] == 0.6667
     assert s["speed_limit_value_accuracy"] == 0.5 and s["speed_limit_signs"] == 2
     assert s["unmatched_readings"] == 1 and s["degraded_images"] == 1
     assert s["per_class"]["stop"] == {"correct": 0, "labelled": 1}
+    # both speed limits are 40 px: one right, one wrong (60 on an 80)
+    assert s["speed_values_by_size"] == {"30-60 px": {"correct": 1, "labelled": 2, "wrong": 1,
+                                                      "accuracy": 0.5}}
+    small = [sign("speed_limit", 30, Box(5, 5, 12, 14)),
+             sign("speed_limit", 120, Box(50, 5, 29, 20)),
+             sign("speed_limit", 70, Box(90, 5, 61, 61))]
+    score_signs(score, small, AnalysisResult([reading("speed_limit", None, Box(5, 5, 12, 14)),
+                                              reading("speed_limit", 120, Box(50, 5, 29, 20))]))
+    sizes = score.summary()["speed_values_by_size"]
+    assert list(sizes) == ["<16 px", "16-29 px", "30-60 px", ">60 px"]  # in size order
+    assert sizes["<16 px"] == {"correct": 0, "labelled": 1, "wrong": 0, "accuracy": 0.0}
+    assert sizes["16-29 px"]["correct"] == 1 and sizes[">60 px"]["labelled"] == 1
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -21,8 +20,8 @@ from vlm_node.cli.args import add_config
 from vlm_node.cli.inputs import collect_images
 from vlm_node.errors import AnonymizationError, ConfigError, VlmNodeError
 from vlm_node.evaluation.labels import load_labels
-from vlm_node.evaluation.matching import MATCH_IOU, match_signs
-from vlm_node.evaluation.redaction import ratio
+from vlm_node.evaluation.matching import MATCH_IOU
+from vlm_node.evaluation.signs import SignScore, score_signs
 from vlm_node.results import AnalysisResult, SignReading
 
 if TYPE_CHECKING:
@@ -110,62 +109,6 @@ def image_text(file: str, result: AnalysisResult) -> str:
         lines.append(f"  scene: {sc.summary!r} weather={sc.weather} lighting={sc.lighting} "
                      f"road={sc.road_type} hazards={list(sc.hazards)}")
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------- scoring
-@dataclass
-class SignScore:
-    """Counts over labelled images (matching: `vlm_node.evaluation.matching.match_signs`)."""
-
-    images: int = 0
-    labelled: int = 0
-    class_correct: int = 0
-    speed_labelled: int = 0  # speed_limit labels with a value
-    speed_correct: int = 0
-    # a published speed value that is wrong: on a labelled sign whose class or value differs,
-    # or on no labelled sign at all (a planner would act on either)
-    speed_wrong: int = 0
-    speed_unlabelled: int = 0
-    unmatched_readings: int = 0
-    degraded_images: int = 0
-    per_class: dict[str, list[int]] = field(default_factory=dict)  # class -> [correct, total]
-
-    def summary(self) -> dict[str, Any]:
-        return {"images": self.images, "labelled_signs": self.labelled,
-                "class_accuracy": ratio(self.class_correct, self.labelled),
-                "speed_limit_signs": self.speed_labelled,
-                "speed_limit_value_accuracy": ratio(self.speed_correct, self.speed_labelled),
-                "wrong_speed_values": self.speed_wrong,
-                "speed_values_on_no_labelled_sign": self.speed_unlabelled,
-                "unmatched_readings": self.unmatched_readings,
-                "degraded_images": self.degraded_images,
-                "per_class": {c: {"correct": v[0], "labelled": v[1]}
-                              for c, v in sorted(self.per_class.items())}}
-
-
-def score_signs(score: SignScore, signs: Sequence[dict[str, Any]],
-                result: AnalysisResult) -> None:
-    """Add one image's readings, matched against its labelled signs, to `score`."""
-    score.images += 1
-    score.degraded_images += int(result.degraded)
-    for m in match_signs(result.signs, signs):
-        speed_value = m.reading is not None and m.reading.sign_class == "speed_limit" and \
-            m.reading.value is not None
-        if m.label is None:
-            score.unmatched_readings += 1
-            score.speed_unlabelled += int(speed_value)
-            continue
-        if speed_value and not (m.label_class == "speed_limit" and m.value_ok):
-            score.speed_wrong += int(m.label_class != "speed_limit"
-                                     or m.label.get("value") is not None)
-        score.labelled += 1
-        score.class_correct += int(m.class_ok)
-        counts = score.per_class.setdefault(m.label_class, [0, 0])
-        counts[0] += int(m.class_ok)
-        counts[1] += 1
-        if m.label_class == "speed_limit" and m.label.get("value") is not None:
-            score.speed_labelled += 1
-            score.speed_correct += int(m.value_ok)
 
 
 def load_sign_labels(path: Path) -> dict[str, tuple[dict[str, Any], ...]]:
@@ -257,5 +200,10 @@ def _print_score(score: SignScore, stream: Any) -> None:
           f"{s['speed_values_on_no_labelled_sign']} on no labelled sign; "
           f"{s['unmatched_readings']} readings matched no label; "
           f"{s['degraded_images']} images degraded", file=stream)
+    sizes = s["speed_values_by_size"]
+    if sizes:
+        print("speed-limit values by the labelled sign's larger side: " + "; ".join(
+            f"{name} {pct(c['accuracy'])} ({c['correct']}/{c['labelled']}, {c['wrong']} wrong)"
+            for name, c in sizes.items()), file=stream)
     for cls, c in s["per_class"].items():
         print(f"  {cls:<22} {c['correct']:>4} / {c['labelled']:<4}", file=stream)

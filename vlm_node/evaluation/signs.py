@@ -11,7 +11,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -19,8 +19,9 @@ import numpy as np
 from vlm_node.counts import Counts
 from vlm_node.evaluation.labels import load_labels
 from vlm_node.evaluation.matching import MATCH_IOU, match_signs
+from vlm_node.evaluation.redaction import ratio
 from vlm_node.geometry import Box
-from vlm_node.results import SignReading
+from vlm_node.results import AnalysisResult, SignReading
 
 Reader = Callable[[np.ndarray], list[SignReading]]
 
@@ -28,13 +29,19 @@ SIZE_BUCKETS: tuple[tuple[str, float, float], ...] = (
     ("<32 px", 0, 32), ("32-63 px", 32, 64), ("64-127 px", 64, 128), (">=128 px", 128, 1e9))
 
 
-def size_bucket(box: Box) -> str:
+VALUE_SIZES: tuple[tuple[str, float, float], ...] = (
+    ("<16 px", 0, 16), ("16-29 px", 16, 30), ("30-60 px", 30, 61), (">60 px", 61, 1e9))
+"""Real speed-limit signs by the larger side of their labelled box, as the sign targets are
+stated (values on real 30-60 px crops; full-frame road signs mostly 16-40 px)."""
+
+
+def size_bucket(box: Box, buckets: Sequence[tuple[str, float, float]] = SIZE_BUCKETS) -> str:
     """Bucket of a sign by its larger side in pixels."""
     side = max(box.w, box.h)
-    for name, lo, hi in SIZE_BUCKETS:
+    for name, lo, hi in buckets:
         if lo <= side < hi:
             return name
-    return SIZE_BUCKETS[-1][0]
+    return buckets[-1][0]
 
 
 def label_key(sign: dict[str, Any]) -> str:
@@ -164,3 +171,71 @@ def false_readings(paths: Iterable[str | Path], reader: Reader) -> dict[str, lis
             raise FileNotFoundError(str(path))
         out[str(path)] = reader(image)
     return out
+
+
+@dataclass
+class SignScore:
+    """Counts over labelled images (matching: `vlm_node.evaluation.matching.match_signs`)."""
+
+    images: int = 0
+    labelled: int = 0
+    class_correct: int = 0
+    speed_labelled: int = 0  # speed_limit labels with a value
+    speed_correct: int = 0
+    # a published speed value that is wrong: on a labelled sign whose class or value differs,
+    # or on no labelled sign at all (a planner would act on either)
+    speed_wrong: int = 0
+    speed_unlabelled: int = 0
+    unmatched_readings: int = 0
+    degraded_images: int = 0
+    per_class: dict[str, list[int]] = field(default_factory=dict)  # class -> [correct, total]
+    # VALUE_SIZES bucket -> [right values, valued speed limits labelled, wrong values]
+    value_by_size: dict[str, list[int]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"images": self.images, "labelled_signs": self.labelled,
+                "class_accuracy": ratio(self.class_correct, self.labelled),
+                "speed_limit_signs": self.speed_labelled,
+                "speed_limit_value_accuracy": ratio(self.speed_correct, self.speed_labelled),
+                "wrong_speed_values": self.speed_wrong,
+                "speed_values_on_no_labelled_sign": self.speed_unlabelled,
+                "unmatched_readings": self.unmatched_readings,
+                "degraded_images": self.degraded_images,
+                "per_class": {c: {"correct": v[0], "labelled": v[1]}
+                              for c, v in sorted(self.per_class.items())},
+                "speed_values_by_size": {
+                    name: {"correct": v[0], "labelled": v[1], "wrong": v[2],
+                           "accuracy": ratio(v[0], v[1])}
+                    for name, _, _ in VALUE_SIZES if (v := self.value_by_size.get(name))}}
+
+
+def score_signs(score: SignScore, signs: Sequence[dict[str, Any]],
+                result: AnalysisResult) -> None:
+    """Add one image's readings, matched against its labelled signs, to `score`."""
+    score.images += 1
+    score.degraded_images += int(result.degraded)
+    for m in match_signs(result.signs, signs):
+        speed_value = m.reading is not None and m.reading.sign_class == "speed_limit" and \
+            m.reading.value is not None
+        if m.label is None:
+            score.unmatched_readings += 1
+            score.speed_unlabelled += int(speed_value)
+            continue
+        if speed_value and not (m.label_class == "speed_limit" and m.value_ok):
+            score.speed_wrong += int(m.label_class != "speed_limit"
+                                     or m.label.get("value") is not None)
+        score.labelled += 1
+        score.class_correct += int(m.class_ok)
+        counts = score.per_class.setdefault(m.label_class, [0, 0])
+        counts[0] += int(m.class_ok)
+        counts[1] += 1
+        if m.label_class == "speed_limit" and m.label.get("value") is not None:
+            score.speed_labelled += 1
+            score.speed_correct += int(m.value_ok)
+            box = m.label.get("box")
+            if box is not None:
+                sized = score.value_by_size.setdefault(
+                    size_bucket(Box.from_list(box), VALUE_SIZES), [0, 0, 0])
+                sized[0] += int(m.value_ok)
+                sized[1] += 1
+                sized[2] += int(speed_value and not m.value_ok)
