@@ -195,3 +195,32 @@ def test_bench_parser_and_a_tiny_benchmark():
     assert figures["answer_tokens"]["example_answer"] > figures["answer_tokens"][
         "answer_without_signs"]
     assert any("speed-up" in line for line in lines)
+
+
+def test_misses_dir_shows_the_labelled_signs_not_read(tmp_path, capsys):
+    """A real GTSDB photo whose 50 is read, labelled with one more sign where there is none:
+    the montage has one tile (cut from the anonymized frame), the list says what the label
+    said and that nothing was read; a later run without misses removes the old montage."""
+    photo = tmp_path / "gtsdb_00330.jpg"
+    photo.write_bytes((shared("signs_real_dev") / "gtsdb_00330.jpg").read_bytes())
+    fifty = {"box": [630, 188, 40, 41], "class": "speed_limit", "value": 50, "unit": "km/h"}
+    ghost = {"box": [100, 60, 30, 30], "class": "stop"}
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"images": [{"file": photo.name, "signs": [fifty, ghost]}]}))
+    out = tmp_path / "misses"
+    args = parse(["analyze", str(photo), "--backend", "ocr", "--labels", str(labels),
+                  "--misses-dir", str(out)])
+    assert args.func(args) == 0
+    assert "1 missed signs:" in capsys.readouterr().out
+    listing = json.loads((out / "signs_missed.json").read_text())
+    assert [(e["index"], e["label"]["class"], e["read"]) for e in listing] == [(0, "stop", None)]
+    montage = cv2.imread(str(out / "signs_missed.png"))
+    assert montage.shape == (160, 160 * 8, 3)  # one tile, padded to a row of eight
+    labels.write_text(json.dumps({"images": [{"file": photo.name, "signs": [fifty]}]}))
+    assert args.func(args) == 0
+    assert "no labelled sign missed" in capsys.readouterr().out
+    assert not (out / "signs_missed.png").exists()
+    assert json.loads((out / "signs_missed.json").read_text()) == []
+    with pytest.raises(ConfigError, match="--misses-dir needs --labels"):
+        bad = parse(["analyze", str(photo), "--misses-dir", str(out)])
+        bad.func(bad)

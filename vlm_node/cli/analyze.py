@@ -21,10 +21,13 @@ from vlm_node.cli.inputs import collect_images
 from vlm_node.errors import AnonymizationError, ConfigError, VlmNodeError
 from vlm_node.evaluation.labels import load_labels
 from vlm_node.evaluation.matching import MATCH_IOU
-from vlm_node.evaluation.signs import SignScore, score_signs
+from vlm_node.evaluation.montage import grid, tile
+from vlm_node.evaluation.signs import SignMiss, SignScore, score_signs
 from vlm_node.results import AnalysisResult, SignReading
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from vlm_node.config import NodeConfig
 
 CAMERA = "cli"  # the pipeline's camera name for the input images
@@ -47,6 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="images analysed per batch (as N cameras would be)")
     p.add_argument("--labels", type=Path, metavar="labels.json",
                    help="score sign readings against this labels file")
+    p.add_argument("--misses-dir", metavar="DIR",
+                   help="with --labels: write signs_missed.png (a tile of every labelled sign "
+                        "not read right, cut from the anonymized frame the reader saw, with "
+                        "what the label says and what was read) and signs_missed.json to DIR")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per image per line (scores go to stderr)")
     p.add_argument("--sequence", action="store_true",
@@ -136,9 +143,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch < 1:
         raise ConfigError("--batch must be at least 1")
+    if args.misses_dir and not args.labels:
+        raise ConfigError("--misses-dir needs --labels (a miss is a labelled sign not read)")
     files = find_images(args.input)
     labels = load_sign_labels(args.labels) if args.labels else None
     score = SignScore()
+    missed: list[tuple[str, SignMiss, np.ndarray]] = []  # file, miss, montage tile
     config = node_config(args)
     pipeline = Pipeline(config.anonymizer, AnalysisEngine(config.analysis).start())
     status = pipeline.status()
@@ -170,18 +180,51 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{', '.join(names)}: analysis failed: {exc}", file=sys.stderr)
                 failures += len(frames)
                 continue
-            for file, result in zip(names, results):
+            for file, frame, result in zip(names, frames, results):
                 print(json.dumps(image_json(file, result)) if args.json
                       else image_text(file, result), flush=True)
                 if labels is not None:
                     key = str(Path(file).resolve())
                     if key in labels:
-                        score_signs(score, labels[key], result)
+                        misses = score_signs(score, labels[key], result)
+                        if args.misses_dir:
+                            missed += [(file, m, tile(frame.image, m.box, [
+                                f"{len(missed) + i} {int(max(m.box.w, m.box.h))}px "
+                                f"{m.captions()[0]}", m.captions()[1]]))
+                                for i, m in enumerate(misses)]
     finally:
         pipeline.close()
     if labels is not None:
-        _print_score(score, sys.stderr if args.json else sys.stdout)
+        stream = sys.stderr if args.json else sys.stdout
+        _print_score(score, stream)
+        if args.misses_dir:
+            print(write_misses(Path(args.misses_dir), missed), file=stream)
     return 1 if failures else 0
+
+
+MISSES_PNG, MISSES_JSON = "signs_missed.png", "signs_missed.json"
+
+
+def write_misses(folder: Path, missed: Sequence[tuple[str, SignMiss, np.ndarray]]) -> str:
+    """Write the montage and list of missed signs to `folder` (a montage of an earlier run is
+    removed when this one has no miss); return a line saying where."""
+    folder.mkdir(parents=True, exist_ok=True)
+    png, listing = folder / MISSES_PNG, folder / MISSES_JSON
+    entries = [{"index": i, "file": file, "box": m.label["box"], "label": m.label,
+                "read": None if m.reading is None else
+                {"class": m.reading.sign_class, "value": m.reading.value,
+                 "confidence": round(m.reading.confidence, 3)}}
+               for i, (file, m, _) in enumerate(missed)]
+    listing.write_text(json.dumps(entries, indent=1) + "\n", encoding="utf-8")
+    image = grid([t for _, _, t in missed])
+    if image is None:
+        png.unlink(missing_ok=True)
+        return f"no labelled sign missed; list in {listing}"
+    import cv2
+
+    if not cv2.imwrite(str(png), image):
+        raise VlmNodeError(f"could not write {png}")
+    return f"{len(missed)} missed signs: {png} (numbered as in {listing})"
 
 
 def _print_score(score: SignScore, stream: Any) -> None:

@@ -30,6 +30,7 @@ from vlm_node.anonymize.persons import HEAD_DETECTOR
 from vlm_node.anonymize.redact import redaction_region, region_mask
 from vlm_node.counts import Counts
 from vlm_node.evaluation.matching import greedy_pairs
+from vlm_node.evaluation.montage import grid, tile
 from vlm_node.geometry import Box
 from vlm_node.results import Detection
 
@@ -158,34 +159,13 @@ def misses_montage(misses: Sequence[Miss], read: Callable[[str], np.ndarray], ce
     drawn in green, numbered in reading order with its short side in px (so that a person
     counting causes can refer to each). None when there is no miss. `read(file)` returns the
     BGR image a miss is from."""
-    if not misses:
-        return None
     tiles = []
     cache: dict[str, np.ndarray] = {}
     for i, m in enumerate(misses):
         if m.file not in cache:
             cache = {m.file: read(m.file)}  # misses come grouped by image: keep one
-        img = cache[m.file]
-        h, w = img.shape[:2]
-        side = max(m.box.w, m.box.h) * 2.0
-        cx, cy = m.box.center
-        x0, y0 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
-        x1, y1 = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
-        crop = img[y0:y1, x0:x1].copy()
-        cv2.rectangle(crop, (int(m.box.x - x0), int(m.box.y - y0)),
-                      (int(m.box.x2 - x0), int(m.box.y2 - y0)), (0, 255, 0), 1)
-        tile = np.zeros((cell, cell, 3), np.uint8)
-        if crop.size:
-            f = cell / max(crop.shape[:2])
-            size = (max(1, int(crop.shape[1] * f)), max(1, int(crop.shape[0] * f)))
-            crop = cv2.resize(crop, size)
-            tile[:crop.shape[0], :crop.shape[1]] = crop
-        cv2.putText(tile, f"{i} {int(min(m.box.w, m.box.h))}px", (3, 14),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 255, 255), 1, cv2.LINE_AA)
-        tiles.append(tile)
-    while len(tiles) % cols:
-        tiles.append(np.zeros((cell, cell, 3), np.uint8))
-    return np.vstack([np.hstack(tiles[r:r + cols]) for r in range(0, len(tiles), cols)])
+        tiles.append(tile(cache[m.file], m.box, [f"{i} {int(min(m.box.w, m.box.h))}px"], cell))
+    return grid(tiles, cols)
 
 
 class DefaceBaseline:

@@ -209,9 +209,33 @@ class SignScore:
                     for name, _, _ in VALUE_SIZES if (v := self.value_by_size.get(name))}}
 
 
+@dataclass(frozen=True)
+class SignMiss:
+    """A labelled sign with a box that was not read right: nothing read on it, another class,
+    or (a speed limit with a value) no value or another one."""
+
+    label: dict[str, Any]
+    reading: SignReading | None
+
+    @property
+    def box(self) -> Box:
+        return Box.from_list(self.label["box"])
+
+    def captions(self) -> list[str]:
+        """Two short lines for a montage tile: what the label says, what was read."""
+        def said(cls: str, value: float | None) -> str:
+            return f"{value:g}" if cls == "speed_limit" and value is not None else cls[:16]
+
+        read = ("nothing" if self.reading is None
+                else said(self.reading.sign_class, self.reading.value))
+        return [said(str(self.label["class"]), self.label.get("value")), f"-> {read}"]
+
+
 def score_signs(score: SignScore, signs: Sequence[dict[str, Any]],
-                result: AnalysisResult) -> None:
-    """Add one image's readings, matched against its labelled signs, to `score`."""
+                result: AnalysisResult) -> list[SignMiss]:
+    """Add one image's readings, matched against its labelled signs, to `score`; return the
+    labelled signs with a box that were not read right (for a montage of misses)."""
+    misses: list[SignMiss] = []
     score.images += 1
     score.degraded_images += int(result.degraded)
     for m in match_signs(result.signs, signs):
@@ -239,3 +263,6 @@ def score_signs(score: SignScore, signs: Sequence[dict[str, Any]],
                 sized[0] += int(m.value_ok)
                 sized[1] += 1
                 sized[2] += int(speed_value and not m.value_ok)
+        if m.label.get("box") is not None and not (m.class_ok and m.value_ok):
+            misses.append(SignMiss(m.label, m.reading))
+    return misses
