@@ -30,6 +30,12 @@ class GtsrbClass:
     def is_speed_limit(self) -> bool:
         return self.sign_class == "speed_limit"
 
+    @property
+    def is_triangle(self) -> bool:
+        """Whether the sign is a triangle (the warnings, yield, priority at the next
+        intersection): what a triangle outline may be read as."""
+        return self.class_id in TRIANGLE_IDS
+
 
 _KMH = "km/h"
 
@@ -78,6 +84,10 @@ GTSRB_CLASSES: tuple[GtsrbClass, ...] = (
     GtsrbClass(41, "end_no_overtaking", "end_no_overtaking", paint=""),
     GtsrbClass(42, "end_no_overtaking_trucks", "end_no_overtaking_trucks", paint=""),
 )
+
+TRIANGLE_IDS: frozenset[int] = frozenset({11, 13} | set(range(18, 32)))
+"""GTSRB ids of triangular signs: 11 (priority at the next intersection), 13 (yield, point
+down), 18-31 (warnings)."""
 
 NUM_GTSRB = len(GTSRB_CLASSES)
 # The classifier's extra class: "this crop is not one of the 43 signs".

@@ -44,6 +44,7 @@ from vlm_node.analysis.sign_candidates import (CandidateConfig, ProposalConfig, 
 from vlm_node.analysis.sign_classifier import (SHIPPED_MODELS, SignClass, SignClassifier,
                                                prepare_crops)
 from vlm_node.analysis.sign_verifier import DEFAULT_VERIFIER, SignVerifier
+from vlm_node.analysis.triangle_proposals import find_triangles
 from vlm_node.anonymize.runtime import PP_OCR_REC, create_session, rapidocr_model
 from vlm_node.errors import AnalysisError, BackendUnavailableError
 from vlm_node.frames import AnonymizedFrame
@@ -149,6 +150,12 @@ class OcrConfig:
                                       "were false readings in crowd photos. Development "
                                       "photos: 162 -> 165 of 199 speed values, 0 wrong; "
                                       "0 = off.", min=0.0, max=10.0)
+    square_tops_any_class: bool = setting(
+        True, "The top square of a proposal taller than wide (a sign run on into the panel "
+              "hung below it) may be read as any class, not only a speed limit; the other end "
+              "squares stay speed limits only. Development photos: GTSDB 00300-00599 262 -> "
+              "265 of 347 signs with their class, GTSDB 00000-00299 349 -> 351, no more "
+              "readings on the 187 photos without signs.")
     refine_max: int = setting(12, "Boxes per frame (>= 20 px) that the classifier leaned "
                                   "towards a speed limit on without reading its value, "
                                   "classified again shifted and scaled (6 variants each, one "
@@ -163,6 +170,11 @@ class OcrConfig:
                                            "photos: 148 -> 160 of 199 speed values, 0 wrong, "
                                            "for ~1.4x the sign stage's time; false = the "
                                            "faster search.")
+    triangle_proposals: bool = setting(
+        True, "Also propose triangular outlines (a local-mean threshold of the search image, "
+              "vlm_node/analysis/triangle_proposals.py), read as triangular classes only "
+              "(warnings, yield): backlit and overcast warning signs whose rims keep no colour "
+              "for a region. Development photos: see docs/sign_classifier.md.")
     whole_frame_px: int = setting(256, "A frame whose longer side is at most this many pixels "
                                        "is also classified whole (less a 10 % margin, as sign "
                                        "datasets cut their crops), without the paint check: "
@@ -322,6 +334,7 @@ def says(text: str, target: str) -> bool:
 _MIN_SPEED_TEXT_HEIGHT = 0.36
 _SPEED_PROPOSAL = "speed_proposal"  # found_by of a proposal OCR reads for a speed value only
 _CIRCLE_READ = "circle_read"  # found_by of a big round outline OCR alone reads (circle_read_px)
+TRIANGLE_KNOWN_IOU = 0.85  # a triangle overlapping a colour region's box this much is that box
 # A round outline only OCR vouches for: the recogniser's score its number needs. On the
 # development photos the six right values read this way scored 0.92-1.00; numbers on drums and
 # shirts in crowd photos 0.58-0.94, with fewer glyphs counted than digits read.
@@ -609,7 +622,9 @@ class _Search:
 
     candidates: list[SignCandidate]  # the shape finder's, legends located
     proposals: list[Box]  # colour regions and holes that show sign paint
-    squares: list[Box]  # end squares of elongated proposals (`square_ends`): speed limits only
+    # end squares of elongated proposals (`square_ends`), the tops of tall ones first: those
+    # may be any class (`square_tops_any_class`), the rest speed limits only
+    squares: list[Box]
     # round outlines no colour region matched (`circle_proposals`): a dusk rim that keeps some
     # loose red but too little for a region; speed limits only (see `outline_needs_ocr`)
     circles: list[Box]
@@ -617,6 +632,9 @@ class _Search:
     scale: float  # search image / frame
     # the frame itself less a margin, for a sign crop (`whole_frame_px`); empty otherwise
     whole: list[Box] = field(default_factory=list)
+    top_squares: int = 0  # how many of `squares` are tops of tall proposals
+    # triangular outlines no colour region matched (`triangle_proposals`): triangular classes
+    triangles: list[Box] = field(default_factory=list)
 
 
 class OcrBackend(AnalysisBackend):
@@ -796,6 +814,12 @@ class OcrBackend(AnalysisBackend):
             # which the finder's white candidates cover: not worth a classifier crop
             shares = max_paint_shares(masks, proposals)
             proposals = [b for b, share in zip(proposals, shares) if share >= pcfg.min_paint]
+        triangles = find_triangles(small, pcfg.min_size_px) if cfg.triangle_proposals else []
+        if triangles:
+            # a triangle that is already a region's box adds nothing
+            known = box_array([c.box for c in cands] + proposals)
+            clash = (iou_matrix(box_array(triangles), known) > TRIANGLE_KNOWN_IOU).any(axis=1)
+            triangles = [b for b, c in zip(triangles, clash) if not c]
         circles: list[Box] = []
         if args is not None:
             known = [c.box for c in cands] + proposals
@@ -812,11 +836,20 @@ class OcrBackend(AnalysisBackend):
             # the shrunk search's 6 px floor admits regions under `min_size_px` at full size:
             # ~15 % of the classifier's crops at 1080p, and on the development photos only two
             # non-speed readings, so they are not worth classifying
-            proposals, circles = ([b.scaled(up) for b in boxes
-                                   if max(b.w, b.h) * up >= cfg.proposals.min_size_px]
-                                  for boxes in (proposals, circles))
+            proposals, circles, triangles = ([b.scaled(up) for b in boxes
+                                              if max(b.w, b.h) * up >= cfg.proposals.min_size_px]
+                                             for boxes in (proposals, circles, triangles))
         squares = end_squares(proposals, cfg.square_ends, cfg.proposals.min_size_px)
-        return _Search(cands, proposals, squares, circles, masks, scale, whole_frame(w, h, cfg))
+        tops = 0
+        if cfg.square_tops_any_class:
+            # the top square of a tall box shares its corner and width
+            tall = {(b.x, b.y, b.w) for b in proposals if b.h > b.w}
+            top = [(sq.x, sq.y, sq.w) in tall for sq in squares]
+            squares = [sq for sq, t in zip(squares, top) if t] + \
+                [sq for sq, t in zip(squares, top) if not t]
+            tops = sum(top)
+        return _Search(cands, proposals, squares, circles, masks, scale, whole_frame(w, h, cfg),
+                       tops, triangles)
 
     def _read_classified(self, bgr: np.ndarray, hints: Sequence[TextHint] = (),
                          people: Sequence[Box] = ()) -> list[SignReading]:
@@ -833,13 +866,16 @@ class OcrBackend(AnalysisBackend):
         # a round outline on a person is a hat, a badge or a face, not a dusk speed limit
         circles = [b for b in found.circles if not on_people(b, people)]
         whole = found.whole
-        boxes = [c.box for c in cands] + found.proposals + whole + found.squares + circles
-        # boxes[:finder] are the finder's, boxes[speed_only:] may only be speed limits
-        # (squares and outlines), boxes[outline:] are the round outlines; the whole frame's
-        # box, if any, is the last before speed_only
+        boxes = ([c.box for c in cands] + found.proposals + whole + found.squares + circles
+                 + found.triangles)
+        # boxes[:finder] are the finder's, boxes[speed_only:triangle] may only be speed limits
+        # (squares and outlines) except the first `top_squares`, boxes[outline:triangle] are
+        # the round outlines, boxes[triangle:] the triangular ones (triangular classes only);
+        # the whole frame's box, if any, is the last before speed_only
         finder = len(cands)
         speed_only = finder + len(found.proposals) + len(whole)
         outline = speed_only + len(found.squares)
+        triangle = outline + len(circles)
         unpainted = range(speed_only - len(whole), speed_only)
         # cv2 rather than a numpy copy of bgr[..., ::-1] (negative stride): 1.8 vs 29.6 ms at
         # 1080p, the same pixels
@@ -855,12 +891,13 @@ class OcrBackend(AnalysisBackend):
         # squares likewise (25 more on the 141 crowd photos)
         # (a sign crop's whole-frame box has no paint check: a dark crop shows none)
         kept = [i for i, r in enumerate(results) if r.is_sign and
-                (i < speed_only or r.sign_class == "speed_limit") and
+                (r.gtsrb is not None and r.gtsrb.is_triangle if i >= triangle else
+                 i < speed_only + found.top_squares or r.sign_class == "speed_limit") and
                 (not _paint(r) or i in unpainted or
                  paint_share(masks, boxes[i].scaled(scale), _paint(r)) >= pcfg.min_paint)]
         signs = [(boxes[i], results[i]) for i in kept]
         # results of round outlines no colour region matched (`outline_needs_ocr`)
-        outlined = {id(results[i]) for i in kept if i >= outline
+        outlined = {id(results[i]) for i in kept if outline <= i < triangle
                     and self.config.outline_needs_ocr}
         # a sign crop's value read through its whole frame stands without OCR's check: the
         # crop is what the classifier was trained on, while OCR misreads its small, colour-
@@ -874,8 +911,10 @@ class OcrBackend(AnalysisBackend):
         crop_readings = {id(results[i]) for i in kept if i in unpainted}
         # One reading per sign: a ring and its inner disc, or a candidate and a proposal, are
         # the same sign; the most probable box speaks for it, the finder's shape-fitted box
-        # first among near-equals.
-        scores = [r.probability + (0.01 if i < finder else 0.0) for i, (_, r) in zip(kept, signs)]
+        # first among near-equals, a triangular outline last: it is there for signs no colour
+        # region found, and its box (often the rim's inner edge) reads less surely elsewhere.
+        scores = [r.probability + (0.01 if i < finder else -0.01 if i >= triangle else 0.0)
+                  for i, (_, r) in zip(kept, signs)]
         keep = nms([b for b, _ in signs], scores, 0.3)
         keep = values_over_family(signs, scores, keep, 0.3)
         signs = [signs[i] for i in keep]
@@ -922,7 +961,7 @@ class OcrBackend(AnalysisBackend):
         pending += self._speed_proposals(bgr, boxes[finder:outline], results[finder:outline],
                                          taken + [c.box for c in cands], budget - len(pending))
         pending += self._circle_reads(
-            bgr, boxes[outline:], results[outline:],
+            bgr, boxes[outline:triangle], results[outline:triangle],
             taken + [c.box for c in cands] + [j.cand.box for _, j in pending],
             budget - len(pending))
         jobs = [j for _, j in pending]
