@@ -36,6 +36,12 @@ class GtsrbClass:
         intersection): what a triangle outline may be read as."""
         return self.class_id in TRIANGLE_IDS
 
+    @property
+    def is_round(self) -> bool:
+        """Whether the sign is a disc (speed limits, prohibitions, mandatory directions, the
+        end-of signs): what a round outline may be read as."""
+        return self.class_id in ROUND_IDS
+
 
 _KMH = "km/h"
 
@@ -88,6 +94,11 @@ GTSRB_CLASSES: tuple[GtsrbClass, ...] = (
 TRIANGLE_IDS: frozenset[int] = frozenset({11, 13} | set(range(18, 32)))
 """GTSRB ids of triangular signs: 11 (priority at the next intersection), 13 (yield, point
 down), 18-31 (warnings)."""
+
+ROUND_IDS: frozenset[int] = frozenset(set(range(0, 11)) | {15, 16, 17} | set(range(32, 43)))
+"""GTSRB ids of round signs: 0-10 (speed limits, end of 80, no overtaking), 15-17 (no
+vehicles, no trucks, no entry), 32-42 (end of all limits, mandatory directions, roundabout,
+end of no overtaking). Not round: 12 (priority road, a diamond), 14 (stop, an octagon)."""
 
 NUM_GTSRB = len(GTSRB_CLASSES)
 # The classifier's extra class: "this crop is not one of the 43 signs".

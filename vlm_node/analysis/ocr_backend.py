@@ -150,6 +150,12 @@ class OcrConfig:
                                       "were false readings in crowd photos. Development "
                                       "photos: 162 -> 165 of 199 speed values, 0 wrong; "
                                       "0 = off.", min=0.0, max=10.0)
+    circle_round_classes: bool = setting(
+        True, "A round outline (circle_proposals) may be read as any round class (prohibitions, "
+              "mandatory directions, end-of signs), not only a speed limit: backlit and dusk "
+              "no-entry, keep-right and no-overtaking signs. GTSDB 00300-00599 270 -> 279 of "
+              "347 signs with their class, 00000-00299 354 -> 362; one more false reading on "
+              "the 141 crowd photos.")
     square_tops_any_class: bool = setting(
         True, "The top square of a proposal taller than wide (a sign run on into the panel "
               "hung below it) may be read as any class, not only a speed limit; the other end "
@@ -892,7 +898,9 @@ class OcrBackend(AnalysisBackend):
         # (a sign crop's whole-frame box has no paint check: a dark crop shows none)
         kept = [i for i, r in enumerate(results) if r.is_sign and
                 (r.gtsrb is not None and r.gtsrb.is_triangle if i >= triangle else
-                 i < speed_only + found.top_squares or r.sign_class == "speed_limit") and
+                 i < speed_only + found.top_squares or r.sign_class == "speed_limit"
+                 or (i >= outline and self.config.circle_round_classes
+                     and r.gtsrb is not None and r.gtsrb.is_round)) and
                 (not _paint(r) or i in unpainted or
                  paint_share(masks, boxes[i].scaled(scale), _paint(r)) >= pcfg.min_paint)]
         signs = [(boxes[i], results[i]) for i in kept]

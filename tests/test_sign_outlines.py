@@ -1,6 +1,7 @@
-"""Triangular outlines as sign proposals, and the tops of tall regions read as any class: real
-GTSDB photos whose warning signs the colour regions missed are read, a round sign on a
-triangle's box is not, and each setting switches its part off."""
+"""Signs found by their outline: triangular outlines as proposals, round outlines read as any
+round class, and the tops of tall regions read as any class. Real GTSDB photos whose signs the
+colour regions missed are read, shapes limit what an outline may be, and each setting switches
+its part off."""
 import dataclasses
 
 import cv2
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import read_bgr, shared
-from vlm_node.analysis.gtsrb import GTSRB_CLASSES, TRIANGLE_IDS
+from vlm_node.analysis.gtsrb import GTSRB_CLASSES, ROUND_IDS, TRIANGLE_IDS
 from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
 from vlm_node.analysis.triangle_proposals import find_triangles
 from vlm_node.geometry import Box
@@ -55,6 +56,11 @@ def test_triangle_ids_are_the_triangular_signs():
             "animals"} <= names
     assert not names & {"stop", "no_entry", "priority_road", "speed_limit_50", "keep_right"}
     assert GTSRB_CLASSES[13].is_triangle and not GTSRB_CLASSES[14].is_triangle
+    rounds = {GTSRB_CLASSES[i].name for i in ROUND_IDS}
+    assert {"speed_limit_30", "no_entry", "keep_right", "roundabout", "no_overtaking",
+            "end_all_limits"} <= rounds
+    assert not rounds & names and not rounds & {"stop", "priority_road"}
+    assert len(ROUND_IDS | TRIANGLE_IDS) == len(GTSRB_CLASSES) - 2  # the diamond, the octagon
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +71,8 @@ def readers():
         return backend
 
     out = {"default": make(), "no_triangles": make(triangle_proposals=False),
-           "neither": make(triangle_proposals=False, square_tops_any_class=False)}
+           "neither": make(triangle_proposals=False, square_tops_any_class=False),
+           "speed_circles": make(circle_round_classes=False)}
     yield out
     for backend in out.values():
         backend.close()
@@ -100,3 +107,16 @@ def test_the_top_of_a_tall_region_may_be_any_sign(readers):
     box = Box(646, 235, 73, 67)
     assert _read(readers["no_triangles"], "gtsdb_00426.jpg", box) == ["roadworks"]
     assert _read(readers["neither"], "gtsdb_00426.jpg", box) == []
+
+
+@pytest.mark.parametrize("file,box,sign_class", [
+    ("gtsdb_00482.jpg", Box(156, 317, 22, 26), "no_entry"),
+    ("gtsdb_00497.jpg", Box(235, 367, 21, 24), "keep_right"),
+    ("gtsdb_00517.jpg", Box(163, 253, 45, 45), "no_overtaking_trucks"),  # backlit
+])
+def test_round_outlines_are_read_as_round_signs(readers, file, box, sign_class):
+    """Dusk and backlit round signs no colour region boxed: the Hough outline reads them at
+    >= 0.99, and they are published now that outlines may be any round class, not only speed
+    limits."""
+    assert _read(readers["default"], file, box) == [sign_class]
+    assert _read(readers["speed_circles"], file, box) == []
