@@ -1,7 +1,7 @@
-"""Signs found by their outline: triangular outlines as proposals, round outlines read as any
-round class, and the tops of tall regions read as any class. Real GTSDB photos whose signs the
-colour regions missed are read, shapes limit what an outline may be, and each setting switches
-its part off."""
+"""Signs the colour regions used to miss: triangular outlines as proposals, round outlines read
+as any round class, the tops of tall regions read as any class, small blue faces grown by their
+white rim. Real GTSDB photos whose signs were missed are read, shapes limit what an outline may
+be, and each setting switches its part off."""
 import dataclasses
 
 import cv2
@@ -120,3 +120,15 @@ def test_round_outlines_are_read_as_round_signs(readers, file, box, sign_class):
     limits."""
     assert _read(readers["default"], file, box) == [sign_class]
     assert _read(readers["speed_circles"], file, box) == []
+
+
+@pytest.mark.parametrize("file,box", [("gtsdb_00487.jpg", Box(375, 364, 12, 12)),
+                                      ("gtsdb_00490.jpg", Box(386, 358, 15, 15))])
+def test_a_small_blue_face_grows_by_its_white_rim(readers, monkeypatch, file, box):
+    """12-15 px keep-right signs whose blue faces are 10-11 px, under the proposals' 12 px
+    floor: grown by the white rim (BLUE_RIM) the face is the sign's box, and it is read."""
+    import vlm_node.analysis.sign_candidates as candidates
+
+    assert _read(readers["default"], file, box) == ["keep_right"]
+    monkeypatch.setattr(candidates, "BLUE_RIM", 0.0)
+    assert _read(readers["default"], file, box) == []
