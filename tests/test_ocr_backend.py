@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import SHARED_DATA, paste_rgba, read_bgr
+from helpers import SHARED_DATA, paste_rgba, read_bgr, shared
 from vlm_node.analysis import ocr_backend
 from vlm_node.analysis.ocr_backend import (OcrBackend, OcrConfig, hint_candidates, parse_number,
                                            plausible, says)
@@ -301,8 +301,59 @@ def test_hints_make_candidates_only_for_unfound_white_sign_text():
     (cand,) = hint_candidates([hint], [], 640, 480)
     assert (cand.shape.value, cand.border, cand.found_by) == ("rectangle", "white", "hint")
     assert hint_candidates([hint], [cand], 640, 480) == []  # already a candidate
-    stop = TextHint(Box(10, 10, 60, 20), "STOP")  # red signs are found by their colour
-    assert hint_candidates([stop], [], 640, 480) == []
+    # a STOP hint: the octagon is the square around the word, the word its legend
+    stop = TextHint(Box(100, 100, 60, 20), "STOP")
+    assert hint_candidates([stop], [], 640, 480) == []  # the OCR-only reader: no paint check
+    (octagon,) = hint_candidates([stop], [], 640, 480, stop_signs=True)
+    assert (octagon.shape.value, octagon.border, octagon.filled) == ("octagon", "red", True)
+    assert octagon.box == Box(90, 70, 80, 80) and octagon.legend == stop.box
+    assert hint_candidates([TextHint(Box(100, 100, 60, 20), "EXIT")], [], 640, 480,
+                           stop_signs=True) == []
+
+
+@pytest.fixture(scope="module")
+def reader():
+    """The default reader (classifier on), as the node runs it."""
+    with OcrBackend(OcrConfig()) as backend:
+        yield backend
+
+
+@pytest.mark.parametrize("file,sign", [("andrewmvd_road317.jpg", Box(108, 86, 78, 77)),
+                                       ("andrewmvd_road323.jpg", Box(131, 128, 77, 76))])
+def test_a_stop_sign_the_classifier_misses_is_read_through_its_word(reader, file, sign):
+    """Two hazy stop signs (Kaggle development photos) the classifier calls background: the
+    anonymizer's text pass reads STOP on them, the reader reads the word again on its legend
+    and the octagon around it is red, so a stop sign is published (source ocr)."""
+    from vlm_node.config import resolve
+    from vlm_node.pipeline import Pipeline
+
+    bgr = read_bgr(shared("signs_real_dev") / file)
+    pipeline = Pipeline(resolve([], {}).anonymizer)  # the node's anonymizer, defaults
+    try:
+        frame = pipeline.anonymize(FrameMeta("f", 0, "f"), bgr)
+    finally:
+        pipeline.close()
+    assert [h.text for h in frame.text_hints] == ["STOP"]
+    stops = [r for r in reader.read_signs(frame.image, frame.text_hints)
+             if r.sign_class == "stop"]
+    assert [r.source for r in stops] == ["ocr"]
+    assert stops[0].box.iou(sign) > 0.5  # the labelled sign
+    # without the hint no stop (the 5 km/h sign below it is read either way)
+    assert "stop" not in [r.sign_class for r in reader.read_signs(frame.image)]
+
+
+def test_stop_written_on_no_red_is_no_stop_sign(reader):
+    """The word alone is not a sign: "STOP" in black on a light wall (a hint as the anonymizer
+    would give it) has no red around it, so nothing is published."""
+    img = np.full((240, 320, 3), 215, np.uint8)
+    cv2.putText(img, "STOP", (100, 130), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (20, 20, 20), 3)
+    hint = TextHint(Box(98, 100, 96, 36), "STOP")
+    assert [r for r in reader.read_signs(img, [hint]) if r.sign_class == "stop"] == []
+    # the same word on a red octagon is read
+    octagon = cv2.ellipse2Poly((146, 118), (62, 62), 22, 0, 360, 45)
+    cv2.fillPoly(img, [octagon], (30, 30, 200))
+    cv2.putText(img, "STOP", (100, 130), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 255, 255), 3)
+    assert "stop" in [r.sign_class for r in reader.read_signs(img, [hint])]
 
 
 def test_unloaded_or_unavailable_backends_fail_with_what_to_do():
