@@ -642,7 +642,7 @@ class _Search:
     # may be any class (`square_tops_any_class`), the rest speed limits only
     squares: list[Box]
     # round outlines no colour region matched (`circle_proposals`): a dusk rim that keeps some
-    # loose red but too little for a region; speed limits only (see `outline_needs_ocr`)
+    # loose red but too little for a region; round classes only (see `circle_round_classes`)
     circles: list[Box]
     masks: dict[str, np.ndarray]  # the proposal masks, at the search's scale
     scale: float  # search image / frame
@@ -902,9 +902,11 @@ class OcrBackend(AnalysisBackend):
             results = self._classifier.classify(rgb, boxes)
         # a sign has its paint: white letters, lamps and faces the network takes for a sign
         # do not (the share is measured on the frame's masks, white balance and all)
-        # round outlines are there for dusk speed limits: other classes on them were mostly
-        # faces and lamps (two more false readings on the 46 photos without signs); end
-        # squares likewise (25 more on the 141 crowd photos)
+        # an outline is read only as a sign of its shape: a triangle as a triangular class, a
+        # round outline as a round one (`circle_round_classes`; speed limits only before the
+        # verifier and the people filter, when faces and lamps passed as other classes); end
+        # squares only as speed limits (other classes: 25 more false readings on the 141
+        # crowd photos), except the top of a tall region (`square_tops_any_class`)
         # (a sign crop's whole-frame box has no paint check: a dark crop shows none)
         kept = [i for i, r in enumerate(results) if r.is_sign and
                 (r.gtsrb is not None and r.gtsrb.is_triangle if i >= triangle else
