@@ -7,9 +7,9 @@ import pytest
 
 from helpers import SHARED_DATA, read_bgr
 from vlm_node.analysis.gtsrb import BACKGROUND, CLASSIFIER_LABELS, gtsrb_class
-from vlm_node.analysis.sign_candidates import (ProposalConfig, _distance_window, _region_boxes,
-                                               _stacked_squares, box_nms, find_proposals,
-                                               proposal_masks)
+from vlm_node.analysis.sign_candidates import (BLUE_RIM, ProposalConfig, _distance_window,
+                                               _region_boxes, _stacked_squares, box_nms,
+                                               find_proposals, proposal_masks)
 from vlm_node.analysis.sign_classifier import (_SPEED_INDEX, INPUT_SIZE, SPEED_FAMILY,
                                                SignClass, SignClassifier, crop_box, cut,
                                                prepare_crops, resize_to_input, speed_mass)
@@ -123,6 +123,14 @@ def _reference_region_boxes(contours, hierarchy, colour, cfg, largest):
             if cv2.contourArea(cnt) < 0.12 * w * h:
                 continue
             box = Box(float(x), float(y), float(w), float(h))
+            if colour == "blue" and max(w, h) < cfg.min_size_px:
+                # a small blue face grown by the white rim around it: the whole sign
+                rim = BLUE_RIM * max(w, h)
+                box = Box(x - rim, y - rim, w + 2 * rim, h + 2 * rim)
+                if box.w <= largest and box.h <= largest and max(box.w, box.h) >= \
+                        cfg.min_size_px and not (box.w > 1.8 * box.h or box.h > 1.8 * box.w):
+                    out.append(box)
+                continue
         if not hole and cfg.split_stacked and (colour != "blue" or cfg.split_stacked_blue):
             out += _stacked_squares(box, cfg.min_size_px, largest)
         if not cfg.min_size_px <= max(box.w, box.h) <= largest:
