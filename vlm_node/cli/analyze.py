@@ -188,10 +188,9 @@ def run(args: argparse.Namespace) -> int:
                     if key in labels:
                         misses = score_signs(score, labels[key], result)
                         if args.misses_dir:
-                            missed += [(file, m, tile(frame.image, m.box, [
-                                f"{len(missed) + i} {int(max(m.box.w, m.box.h))}px "
-                                f"{m.captions()[0]}", m.captions()[1]]))
-                                for i, m in enumerate(misses)]
+                            missed += [(file, m, tile(frame.image, m.box,
+                                                      m.captions(len(missed) + i)))
+                                       for i, m in enumerate(misses)]
     finally:
         pipeline.close()
     if labels is not None:

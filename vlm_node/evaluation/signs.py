@@ -18,7 +18,7 @@ import numpy as np
 
 from vlm_node.counts import Counts
 from vlm_node.evaluation.labels import load_labels
-from vlm_node.evaluation.matching import MATCH_IOU, match_signs
+from vlm_node.evaluation.matching import MATCH_IOU, label_box, match_signs
 from vlm_node.evaluation.redaction import ratio
 from vlm_node.geometry import Box
 from vlm_node.results import AnalysisResult, SignReading
@@ -216,19 +216,18 @@ class SignMiss:
 
     label: dict[str, Any]
     reading: SignReading | None
+    box: Box  # the label's
 
-    @property
-    def box(self) -> Box:
-        return Box.from_list(self.label["box"])
-
-    def captions(self) -> list[str]:
-        """Two short lines for a montage tile: what the label says, what was read."""
+    def captions(self, index: int) -> list[str]:
+        """Two short lines for montage tile `index`: the tile's number, the sign's size and
+        what the label says; what was read."""
         def said(cls: str, value: float | None) -> str:
             return f"{value:g}" if cls == "speed_limit" and value is not None else cls[:16]
 
         read = ("nothing" if self.reading is None
                 else said(self.reading.sign_class, self.reading.value))
-        return [said(str(self.label["class"]), self.label.get("value")), f"-> {read}"]
+        label = said(str(self.label["class"]), self.label.get("value"))
+        return [f"{index} {int(max(self.box.w, self.box.h))}px {label}", f"-> {read}"]
 
 
 def score_signs(score: SignScore, signs: Sequence[dict[str, Any]],
@@ -250,19 +249,18 @@ def score_signs(score: SignScore, signs: Sequence[dict[str, Any]],
                                      or m.label.get("value") is not None)
         score.labelled += 1
         score.class_correct += int(m.class_ok)
+        box = label_box(m.label)
         counts = score.per_class.setdefault(m.label_class, [0, 0])
         counts[0] += int(m.class_ok)
         counts[1] += 1
         if m.label_class == "speed_limit" and m.label.get("value") is not None:
             score.speed_labelled += 1
             score.speed_correct += int(m.value_ok)
-            box = m.label.get("box")
             if box is not None:
-                sized = score.value_by_size.setdefault(
-                    size_bucket(Box.from_list(box), VALUE_SIZES), [0, 0, 0])
+                sized = score.value_by_size.setdefault(size_bucket(box, VALUE_SIZES), [0, 0, 0])
                 sized[0] += int(m.value_ok)
                 sized[1] += 1
                 sized[2] += int(speed_value and not m.value_ok)
-        if m.label.get("box") is not None and not (m.class_ok and m.value_ok):
-            misses.append(SignMiss(m.label, m.reading))
+        if box is not None and not (m.class_ok and m.value_ok):
+            misses.append(SignMiss(m.label, m.reading, box))
     return misses
