@@ -112,31 +112,34 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("the verifier judges the sign classifier: analysis.ocr.classifier "
                           "must be true")
     found = Readings([], [])
-    for index, (path, signs) in enumerate(tqdm(photos, desc="fit-verifier", unit="photo")):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            print(f"{path}: cannot read the image, skipped", file=sys.stderr)
-            continue
-        pipeline.reset("fit")
-        try:
-            frame = pipeline.anonymize(FrameMeta("fit", index, str(path)), image)
-        except AnonymizationError as exc:
-            print(f"{path}: not anonymized, skipped: {exc}", file=sys.stderr)
-            continue
-        readings = [r for r in reader.read_signs(frame.image, frame.text_hints,
-                                                 people_of(frame))
-                    if r.source == "classifier" and r.box is not None]
-        found.photos += 1
-        if not readings:
-            continue
-        truth = [signs is not None and any(
-            s.get("class") == r.sign_class and (box := label_box(s)) is not None
-            and box.iou(r.box) >= IOU for s in signs)
-            for r in readings]
-        rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
-        found.add(classifier.probabilities(prepare_crops(rgb, [r.box for r in readings])),
-                  truth)
-    reader.close()
+    try:
+        for index, (path, signs) in enumerate(tqdm(photos, desc="fit-verifier", unit="photo")):
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                print(f"{path}: cannot read the image, skipped", file=sys.stderr)
+                continue
+            pipeline.reset("fit")
+            try:
+                frame = pipeline.anonymize(FrameMeta("fit", index, str(path)), image)
+            except AnonymizationError as exc:
+                print(f"{path}: not anonymized, skipped: {exc}", file=sys.stderr)
+                continue
+            readings = [r for r in reader.read_signs(frame.image, frame.text_hints,
+                                                     people_of(frame))
+                        if r.source == "classifier" and r.box is not None]
+            found.photos += 1
+            if not readings:
+                continue
+            truth = [signs is not None and any(
+                s.get("class") == r.sign_class and (box := label_box(s)) is not None
+                and box.iou(r.box) >= IOU for s in signs)
+                for r in readings]
+            rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
+            found.add(classifier.probabilities(prepare_crops(rgb, [r.box for r in readings])),
+                      truth)
+    finally:
+        reader.close()
+        pipeline.close()
     positive = np.asarray(found.positive, bool)
     training = {
         "labels": args.labels.name, "include": args.include,
