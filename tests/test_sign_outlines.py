@@ -1,6 +1,6 @@
 """Signs the colour regions used to miss: triangular outlines as proposals, round outlines read
 as any round class, the tops of tall regions read as any class, small blue faces grown by their
-white rim. Real GTSDB photos whose signs were missed are read, shapes limit what an outline may
+white rim, the other signs on a post read through the box of the one that was read. Real GTSDB photos whose signs were missed are read, shapes limit what an outline may
 be, and each setting switches its part off."""
 import dataclasses
 
@@ -11,6 +11,7 @@ import pytest
 from helpers import read_bgr, shared
 from vlm_node.analysis.gtsrb import GTSRB_CLASSES, ROUND_IDS, TRIANGLE_IDS
 from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
+from vlm_node.analysis.stacked_proposals import stacked_boxes
 from vlm_node.analysis.triangle_proposals import find_triangles
 from vlm_node.geometry import Box
 
@@ -70,9 +71,13 @@ def readers():
         backend.load()
         return backend
 
-    out = {"default": make(), "no_triangles": make(triangle_proposals=False),
-           "neither": make(triangle_proposals=False, square_tops_any_class=False),
-           "speed_circles": make(circle_round_classes=False)}
+    # the contrasts also leave out the stacked proposals, which find some of the same signs
+    # through the sign above or below them
+    out = {"default": make(),
+           "no_triangles": make(triangle_proposals=False, stacked_proposals=False),
+           "neither": make(triangle_proposals=False, square_tops_any_class=False,
+                           stacked_proposals=False),
+           "speed_circles": make(circle_round_classes=False, stacked_proposals=False)}
     yield out
     for backend in out.values():
         backend.close()
@@ -132,3 +137,49 @@ def test_a_small_blue_face_grows_by_its_white_rim(readers, monkeypatch, file, bo
     assert _read(readers["default"], file, box) == ["keep_right"]
     monkeypatch.setattr(candidates, "BLUE_RIM", 0.0)
     assert _read(readers["default"], file, box) == []
+
+
+def test_stacked_boxes_are_the_signs_size_above_and_below_it():
+    sign = Box(100, 100, 20, 20)
+    boxes = stacked_boxes([sign], 300, 200)
+    assert [(b.x, b.y, b.w, b.h) for b in boxes] == [
+        (100, 80, 20, 20), (100, 120, 20, 20), (100, 77, 20, 20), (100, 123, 20, 20)]
+
+
+def test_stacked_boxes_stay_inside_the_frame_and_off_known_signs():
+    top = Box(10, 5, 20, 20)  # no room above it
+    below_known = Box(10, 25, 20, 20)  # the sign under it was already read
+    boxes = stacked_boxes([top], 300, 200, known=[top, below_known])
+    assert boxes == []
+    assert stacked_boxes([Box(10, 170, 20, 20)], 300, 200) == [Box(10, 150, 20, 20),
+                                                              Box(10, 147, 20, 20)]
+
+
+@pytest.fixture(scope="module")
+def stacking():
+    backends = {flag: OcrBackend(dataclasses.replace(OcrConfig(), stacked_proposals=flag))
+                for flag in (True, False)}
+    for backend in backends.values():
+        backend.load()
+    yield backends
+    for backend in backends.values():
+        backend.close()
+
+
+@pytest.mark.parametrize("file,box,reading", [
+    ("gtsdb_00443.jpg", Box(493, 346, 14, 13), ("speed_limit", 120.0)),  # under a warning
+    ("gtsdb_00380.jpg", Box(331, 336, 16, 14), ("no_overtaking_trucks", None)),  # dusk
+    ("gtsdb_00405.jpg", Box(754, 248, 31, 31), ("priority_road", None)),  # above a 70
+    ("gtsdb_00071.jpg", Box(477, 285, 17, 16), ("speed_limit", 30.0)),
+])
+def test_the_other_signs_on_a_post_are_read(stacking, file, box, reading):
+    """Real GTSDB photos whose second sign on a post no colour region boxed well: read
+    through the box of the sign above or below it, and not without the setting."""
+    bgr = read_bgr(shared("signs_real_dev") / file)
+
+    def near(backend):
+        return [(r.sign_class, r.value) for r in backend.read_signs(bgr)
+                if r.box is not None and r.box.iou(box) >= 0.3]
+
+    assert near(stacking[True]) == [reading]
+    assert near(stacking[False]) == []
