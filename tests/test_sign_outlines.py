@@ -1,7 +1,8 @@
 """Signs the colour regions used to miss: triangular outlines as proposals, round outlines read
 as any round class, the tops of tall regions read as any class, small blue faces grown by their
-white rim, the other signs on a post read through the box of the one that was read. Real GTSDB photos whose signs were missed are read, shapes limit what an outline may
-be, and each setting switches its part off."""
+white rim, the other signs on a post read through the box of the one that was read. Real GTSDB
+photos whose signs were missed are read, shapes limit what an outline may be, and each setting
+switches its part off."""
 import dataclasses
 
 import cv2
@@ -151,8 +152,8 @@ def test_stacked_boxes_stay_inside_the_frame_and_off_known_signs():
     below_known = Box(10, 25, 20, 20)  # the sign under it was already read
     boxes = stacked_boxes([top], 300, 200, known=[top, below_known])
     assert boxes == []
-    assert stacked_boxes([Box(10, 170, 20, 20)], 300, 200) == [Box(10, 150, 20, 20),
-                                                              Box(10, 147, 20, 20)]
+    bottom = Box(10, 170, 20, 20)  # no room below it
+    assert stacked_boxes([bottom], 300, 200) == [Box(10, 150, 20, 20), Box(10, 147, 20, 20)]
 
 
 @pytest.fixture(scope="module")
