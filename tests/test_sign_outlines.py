@@ -140,14 +140,26 @@ def test_a_small_blue_face_grows_by_its_white_rim(readers, monkeypatch, file, bo
     assert _read(readers["default"], file, box) == []
 
 
-def test_stacked_boxes_are_the_signs_size_above_and_below_it():
+def test_stacked_boxes_are_above_and_below_the_sign_on_its_axis(monkeypatch):
+    import vlm_node.analysis.stacked_proposals as stacked
+
     sign = Box(100, 100, 20, 20)
     boxes = stacked_boxes([sign], 300, 200)
-    assert [(b.x, b.y, b.w, b.h) for b in boxes] == [
+    assert len(boxes) == 4 * len(stacked.SCALES)
+    assert all(b.x + b.w / 2 == 110 for b in boxes)  # one column
+    monkeypatch.setattr(stacked, "SCALES", (1.0,))
+    assert [(b.x, b.y, b.w, b.h) for b in stacked_boxes([sign], 300, 200)] == [
         (100, 80, 20, 20), (100, 120, 20, 20), (100, 77, 20, 20), (100, 123, 20, 20)]
+    monkeypatch.setattr(stacked, "SCALES", (1.25,))
+    above, below = stacked_boxes([sign], 300, 200)[:2]
+    assert above.w == above.h == 25 and above.y2 == sign.y  # touching, on top
+    assert below.y == sign.y2
 
 
-def test_stacked_boxes_stay_inside_the_frame_and_off_known_signs():
+def test_stacked_boxes_stay_inside_the_frame_and_off_known_signs(monkeypatch):
+    import vlm_node.analysis.stacked_proposals as stacked
+
+    monkeypatch.setattr(stacked, "SCALES", (1.0,))
     top = Box(10, 5, 20, 20)  # no room above it
     below_known = Box(10, 25, 20, 20)  # the sign under it was already read
     boxes = stacked_boxes([top], 300, 200, known=[top, below_known])

@@ -187,12 +187,14 @@ class OcrConfig:
               "signs with their class, 00000-00299 349 -> 354, crowd photos unchanged; ~+5 % "
               "of the 1080p stage (docs/sign_classifier.md).")
     stacked_proposals: bool = setting(
-        True, "Also classify the boxes one and 1.15 sign heights above and below each sign "
-              "the classifier accepted, at its size (vlm_node/analysis/stacked_proposals.py): "
-              "the other signs on its post, which merged into its colour region, left none "
-              "(dusk) or were proposed off-centre. Read under the same rules as every box. "
-              "GTSDB 00300-00599 285 -> 289 of 347 signs with their class, 00000-00299 364 -> "
-              "369, no reading on a photo without signs (docs/sign_classifier.md).")
+        True, "Also classify boxes of 0.8-1.25 times the size of each sign the classifier "
+              "accepted, one and 1.15 mean heights above and below it "
+              "(vlm_node/analysis/stacked_proposals.py): the other signs on its post, which "
+              "merged into its colour region, left none (dusk) or were proposed off-centre. "
+              "Read under the same rules as every box. GTSDB 00300-00599 285 -> 293 of 347 "
+              "signs with their class, 00000-00299 364 -> 371, speed values 172 -> 174 of "
+              "199, no reading on a photo without signs; ~+5 % of the 1080p stage "
+              "(docs/sign_classifier.md).")
     whole_frame_px: int = setting(256, "A frame whose longer side is at most this many pixels "
                                        "is also classified whole (less a 10 % margin, as sign "
                                        "datasets cut their crops), without the paint check: "
@@ -1056,7 +1058,11 @@ class OcrBackend(AnalysisBackend):
                  ) -> list[tuple[Box, SignClass]]:
         """The signs above and below the accepted `signs` on their posts (`stacked_boxes`),
         classified in one batch and kept as any classified box is: a sign class, its paint,
-        on nobody; where two overlap, the more probable one."""
+        on nobody; where two overlap, one that will publish its whole class (a speed limit
+        with its value, on a box of at least `min_value_px`) before one that is only sure of
+        some speed limit or too small for its value, then the more probable one (ranked by
+        probability alone, the family's sum of eight classes or a 0.8x box under
+        `min_value_px` took gtsdb_00443's 120 away)."""
         assert self._classifier is not None
         known = [b for b, _ in signs]
         boxes = [b for b in stacked_boxes(known, rgb.shape[1], rgb.shape[0], known)
@@ -1067,7 +1073,12 @@ class OcrBackend(AnalysisBackend):
         found = [(b, r) for b, r in zip(boxes, self._classifier.classify(rgb, boxes))
                  if r.is_sign and (not _paint(r) or paint_share(masks, b.scaled(scale),
                                                                 _paint(r)) >= min_paint)]
-        keep = nms([b for b, _ in found], [r.probability for _, r in found], KNOWN_IOU)
+        whole = [r.gtsrb is not None and (r.value is None
+                                          or max(b.w, b.h) >= self.config.min_value_px)
+                 for b, r in found]
+        keep = nms([b for b, _ in found],
+                   [r.probability + (1.0 if w else 0.0) for (_, r), w in zip(found, whole)],
+                   KNOWN_IOU)
         return [found[i] for i in sorted(keep)]
 
     def _settled(self, rgb: np.ndarray, reading: SignReading, ocr: SignReading | None
