@@ -497,7 +497,7 @@ def test_letters_read_on_a_legend_contradict_the_classifiers_number(backend, mon
 
 
 def test_reads_letters_spares_digit_lookalikes():
-    from vlm_node.analysis.ocr_backend import TextRead, reads_letters
+    from vlm_node.analysis.sign_text import TextRead, reads_letters
 
     assert reads_letters([TextRead("C", 0.88)])
     assert reads_letters([TextRead("", 0.0), TextRead("STOP", 0.9)])

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,7 +32,6 @@ from typing import Any, Callable, Collection, Sequence
 import cv2
 import numpy as np
 
-from vlm_node import vocab
 from vlm_node.analysis.base import AnalysisBackend
 from vlm_node.analysis.circle_proposals import find_circles
 from vlm_node.analysis.gtsrb import GTSRB_CLASSES, speed_limit_id
@@ -44,6 +42,8 @@ from vlm_node.analysis.sign_candidates import (CandidateConfig, ProposalConfig, 
 from vlm_node.analysis.sign_classifier import (SHIPPED_MODELS, SignClass, SignClassifier,
                                                prepare_crops)
 from vlm_node.analysis.sign_verifier import DEFAULT_VERIFIER, SignVerifier
+from vlm_node.analysis.sign_text import (TextRead, digit_count, letters, parse_number, plausible,
+                                         reads_letters, says)
 from vlm_node.analysis.stacked_proposals import KNOWN_IOU, stacked_boxes
 from vlm_node.analysis.triangle_proposals import find_triangles
 from vlm_node.anonymize.runtime import PP_OCR_REC, create_session, rapidocr_model
@@ -235,120 +235,6 @@ class OcrConfig:
                                       "(with classifier_model set, no verifier runs unless this "
                                       "names one fitted for it).")
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
-
-
-@dataclass(frozen=True, slots=True)
-class TextRead:
-    """One recogniser output for one crop."""
-
-    text: str
-    score: float
-
-
-# --- text parsing ------------------------------------------------------------------------------
-
-# Letters PP-OCR returns for digits on signs, used only next to real digits ("1O0" -> "100").
-_DIGIT_CONFUSIONS = str.maketrans({"O": "0", "o": "0", "D": "0", "Q": "0", "U": "0",
-                                   "I": "1", "l": "1", "i": "1", "|": "1", "!": "1",
-                                   "S": "5", "s": "5", "B": "8", "Z": "2", "z": "2"})
-_NUMBER = re.compile(r"^(?P<num>[0-9OoDQUIli|!SsBZz]{1,4}(?:[.,][0-9OoDQUIli|SsBZz])?)"
-                     r"(?P<unit>km/?h|kmh|mph|t|m)?$", re.IGNORECASE)
-
-
-LETTERS_SCORE = 0.6
-"""Recogniser score from which letters read on a legend contradict a number (`reads_letters`).
-On the development photos (GTSDB 00000-00599, Kaggle road0-437) no right speed value had its
-legend read as letters at >= 0.6 (one 17 px 80 read "ac" at 0.52); a "C" on a protester's card,
-which the classifier took for a 100, read at 0.88."""
-
-
-def reads_letters(reads: Sequence[TextRead]) -> bool:
-    """Whether the recogniser read a legend as words, not a number: its best read has no digit,
-    holds a letter that PP-OCR does not return for a digit (`_DIGIT_CONFUSIONS`), and scores
-    >= LETTERS_SCORE. A classifier's value on such a legend has two readers against each
-    other, like a different number, and is dropped."""
-    best = max(reads, key=lambda r: r.score, default=None)
-    if best is None or best.score < LETTERS_SCORE:
-        return False
-    text = best.text.strip()
-    return (not any(c.isdigit() for c in text)
-            and any(c.isalpha() for c in text.translate(_DIGIT_CONFUSIONS)))
-
-
-def _digit_count(text: str) -> int:
-    """How many digits a recognised text holds, letters PP-OCR returns for digits included:
-    what a legend's counted glyphs are checked against."""
-    return len(re.sub(r"\D", "", text.translate(_DIGIT_CONFUSIONS)))
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedNumber:
-    value: float
-    unit: str  # "", "km/h", "mph", "t" or "m" as printed on the sign
-
-
-def parse_number(text: str) -> ParsedNumber | None:
-    """The number (and printed unit) in a legend's text, tolerating OCR confusions in digit
-    context; None when the text is not a number. "1O0" -> 100, "7.5t" -> 7.5 t, "STOP" -> None.
-    """
-    t = re.sub(r"\s+", "", text).strip(".,:;-_'\"`()[]{}（）【】|")
-    m = _NUMBER.match(t)
-    if not m:
-        return None
-    raw = m.group("num")
-    if not any(ch.isdigit() for ch in raw):
-        return None  # letters alone are words, not misread digits
-    digits = raw.translate(_DIGIT_CONFUSIONS).replace(",", ".")
-    try:
-        value = float(digits)
-    except ValueError:
-        return None
-    if "." not in digits and len(digits) > 1 and digits.startswith("0"):
-        return None  # "05" is not how a sign prints a number
-    unit = (m.group("unit") or "").lower()
-    unit = {"kmh": "km/h", "km/h": "km/h", "kmh/": "km/h"}.get(unit, unit)
-    return ParsedNumber(value, unit)
-
-
-def plausible(sign_class: str, value: float, unit: str) -> bool:
-    """Whether `value` in `unit` can be on a `sign_class` sign (vocab.VALUE_RULES); speeds
-    must also be a multiple of vocab.SPEED_STEP."""
-    rule = vocab.VALUE_RULES.get(sign_class)
-    if rule is None:
-        return False
-    units, lo, hi = rule
-    if unit not in units or not lo <= value <= hi:
-        return False
-    if unit in ("km/h", "mph"):
-        return float(value).is_integer() and value % vocab.SPEED_STEP == 0
-    return True
-
-
-def _letters(text: str) -> str:
-    """Upper-case letters of `text`, with the digits OCR puts in words mapped back."""
-    return re.sub(r"[^A-Z]", "", text.upper().translate(str.maketrans("0518", "OSIB")))
-
-
-def _near(word: str, target: str) -> bool:
-    """`word` equals `target` up to one substitution, insertion or deletion."""
-    if word == target:
-        return True
-    if abs(len(word) - len(target)) > 1:
-        return False
-    if len(word) == len(target):
-        return sum(a != b for a, b in zip(word, target)) <= 1
-    short, long_ = sorted((word, target), key=len)
-    return any(long_[:i] + long_[i + 1:] == short for i in range(len(long_)))
-
-
-def says(text: str, target: str) -> bool:
-    """Whether OCR `text` contains the word `target` (e.g. STOP), allowing one error."""
-    letters = _letters(text)
-    if target in letters:
-        return True
-    n = len(target)
-    return any(_near(letters[i:i + k], target) for k in (n - 1, n, n + 1)
-               for i in range(0, max(1, len(letters) - k + 1)))
 
 
 _MIN_SPEED_TEXT_HEIGHT = 0.36
@@ -1311,7 +1197,7 @@ class OcrBackend(AnalysisBackend):
                 if num is not None and num.unit in ("", "km/h") and \
                         plausible("minimum_speed", num.value, "km/h"):
                     return reading("minimum_speed", best.score, num.value, "km/h")
-                if cand.shape == Shape.RECTANGLE and _letters(best.text) == "P":
+                if cand.shape == Shape.RECTANGLE and letters(best.text) == "P":
                     return reading("parking", best.score)
                 return None
             if num is None:
@@ -1352,7 +1238,7 @@ class OcrBackend(AnalysisBackend):
                 return reading(cls, best.score * 0.8, num.value, unit)
             if num.unit not in ("", "km/h") or not plausible("speed_limit", num.value, "km/h"):
                 return None
-            if job.glyphs > _digit_count(best.text):
+            if job.glyphs > digit_count(best.text):
                 return None  # a digit more on the sign than in the text: misread
             if job.text_height < _MIN_SPEED_TEXT_HEIGHT:
                 # Small text on a red ring with its unit unread: a weight or height limit
@@ -1491,7 +1377,7 @@ def circle_read_ok(reading: SignReading, glyphs: int) -> bool:
     whose digits are exactly the glyphs counted on the disc (a "10" on a drum counted as one
     blob, or a digit the recogniser invented, is not a sign's number)."""
     return (reading.sign_class == "speed_limit" and reading.value is not None
-            and reading.confidence >= _CIRCLE_READ_SCORE and glyphs == _digit_count(reading.text))
+            and reading.confidence >= _CIRCLE_READ_SCORE and glyphs == digit_count(reading.text))
 
 
 HINT_SCORE = 0.85
