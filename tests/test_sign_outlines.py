@@ -196,3 +196,18 @@ def test_the_other_signs_on_a_post_are_read(stacking, file, box, reading):
 
     assert near(stacking[True]) == [reading]
     assert near(stacking[False]) == []
+
+
+def test_no_stacked_neighbour_is_read_on_a_person(stacking):
+    """The neighbour boxes follow the rule of the round outlines: nothing on the anonymizer's
+    people is classified (a badge or a face under a hat is no sign)."""
+    bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00443.jpg")
+    sign = Box(493, 346, 14, 13)
+    person = Box(480, 340, 40, 90)  # as if a pedestrian stood where the 120 hangs
+
+    def near(people):
+        return [r.sign_class for r in stacking[True].read_signs(bgr, (), people)
+                if r.box is not None and r.box.iou(sign) >= 0.3]
+
+    assert near(()) == ["speed_limit"]
+    assert near((person,)) == []
