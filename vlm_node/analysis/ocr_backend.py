@@ -804,8 +804,7 @@ class OcrBackend(AnalysisBackend):
                  i < speed_only + found.top_squares or r.sign_class == "speed_limit"
                  or (i >= outline and self.config.circle_round_classes
                      and r.gtsrb is not None and r.gtsrb.is_round)) and
-                (not _paint(r) or i in unpainted or
-                 paint_share(masks, boxes[i].scaled(scale), _paint(r)) >= pcfg.min_paint)]
+                (i in unpainted or _painted(r, boxes[i], masks, scale, pcfg.min_paint))]
         signs = [(boxes[i], results[i]) for i in kept]
         # results of round outlines no colour region matched (`outline_needs_ocr`)
         outlined = {id(results[i]) for i in kept if outline <= i < triangle
@@ -951,14 +950,14 @@ class OcrBackend(AnalysisBackend):
         `min_value_px` took gtsdb_00443's 120 away)."""
         assert self._classifier is not None
         known = [b for b, _ in signs]
-        boxes = [b for b in stacked_boxes(known, rgb.shape[1], rgb.shape[0], known)
+        boxes = [b for b in _not_known(stacked_boxes(known, rgb.shape[1], rgb.shape[0]),
+                                       box_array(known), KNOWN_IOU)
                  if not on_people(b, people)]
         if not boxes:
             return []
         min_paint = self.config.proposals.min_paint
         found = [(b, r) for b, r in zip(boxes, self._classifier.classify(rgb, boxes))
-                 if r.is_sign and (not _paint(r) or paint_share(masks, b.scaled(scale),
-                                                                _paint(r)) >= min_paint)]
+                 if r.is_sign and _painted(r, b, masks, scale, min_paint)]
         whole = [r.gtsrb is not None and (r.value is None
                                           or max(b.w, b.h) >= self.config.min_value_px)
                  for b, r in found]
@@ -1334,6 +1333,15 @@ def whole_frame(width: int, height: int, config: OcrConfig) -> list[Box]:
 def _paint(res: SignClass) -> str:
     """The paint colour a classified sign must show ("" for grey/white signs)."""
     return res.gtsrb.paint if res.gtsrb is not None else "red"  # a speed limit's rim
+
+
+def _painted(res: SignClass, box: Box, masks: dict[str, np.ndarray], scale: float,
+             min_paint: float) -> bool:
+    """Whether `box` (full-frame coordinates; the masks are the search image's, `scale` of it)
+    shows the paint of the sign it was classified as, at least `min_paint` of it: white
+    letters, lamps and faces the network takes for a sign do not. Grey and white signs pass."""
+    paint = _paint(res)
+    return not paint or paint_share(masks, box.scaled(scale), paint) >= min_paint
 
 
 # Classes some GTSRB class stands for: from a candidate the classifier rejected, OCR may not

@@ -18,7 +18,7 @@ docs/sign_classifier.md; `analysis.ocr.stacked_proposals` turns it off.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from vlm_node.geometry import Box
 
@@ -36,15 +36,14 @@ GTSDB 00300-00599 289 -> 293 signs with their class, 00000-00299 368 -> 371; fiv
 unlabelled Kaggle signs."""
 
 KNOWN_IOU = 0.2
-"""A neighbour box overlapping a box already read by more than this is that sign again."""
+"""A neighbour box overlapping a box already read by more than this is that sign again (the
+reader drops those before classifying)."""
 
 
-def stacked_boxes(signs: Iterable[Box], width: int, height: int,
-                  known: Sequence[Box] = ()) -> list[Box]:
+def stacked_boxes(signs: Iterable[Box], width: int, height: int) -> list[Box]:
     """Boxes of `SCALES` times the size of each sign in `signs`, on its vertical axis, `STEPS`
-    mean heights above and below it, inside the `width` x `height` frame and not on a box of
-    `known` (IoU > `KNOWN_IOU`), in order (sign by sign, scale by scale; nearest first, above
-    before below)."""
+    mean heights above and below it, inside the `width` x `height` frame, in order (sign by
+    sign, scale by scale; nearest first, above before below)."""
     out: list[Box] = []
     for sign in signs:
         cx, cy = sign.x + sign.w / 2, sign.y + sign.h / 2
@@ -55,8 +54,6 @@ def stacked_boxes(signs: Iterable[Box], width: int, height: int,
                     y = cy + direction * step * (sign.h + h) / 2
                     box = Box(cx - w / 2, y - h / 2, w, h)
                     if box.x < 0 or box.y < 0 or box.x2 > width or box.y2 > height:
-                        continue
-                    if any(box.iou(k) > KNOWN_IOU for k in known):
                         continue
                     out.append(box)
     return out
