@@ -176,8 +176,11 @@ def test_warmup_carries_a_region_across_a_cut(tmp_path):
 def test_synthetic_plates_differ_only_inside_redacted_regions(tmp_path):
     """`synthetic` seeds each rendered plate with its track id, and a chunk numbers its tracks
     from its warm-up: from the first chunk whose warm-up starts after the bag's first frame
-    (frames 20.. here, shots of 10 frames), a fake plate may show other characters than in a
-    whole run. Exactly that differs: pixels that both runs replaced, nothing else."""
+    (frames 10.. here: chunks of 10 frames, the second warmed up on frames 7-9), a fake plate
+    may show other characters than in a whole run. Whether it does depends on how many tracks
+    the whole run opened before (with onnxruntime the counts happened to agree up to frame 19,
+    with OpenVINO's bf16 scores not). Exactly that differs: pixels that both runs replaced,
+    nothing else, and the first chunk not at all."""
     write_sample_bag(tmp_path / "in", 24, 1, 2.4, "mcap", SIZE, seed=5)
     config = AnonymizerConfig(redaction="synthetic")
     anonymize_bag(tmp_path / "in", tmp_path / "single", config, progress=False)
@@ -192,7 +195,7 @@ def test_synthetic_plates_differ_only_inside_redacted_regions(tmp_path):
         assert not (changed & ~redacted_in_both).any(), key
         if changed.any():
             differing.append((key[1] - min(k[1] for k in before)) // PERIOD_NS)
-    assert all(i >= 20 for i in differing), differing
+    assert all(i >= 10 for i in differing), differing
 
 
 def _corrupt_last_mcap_chunk(bag_dir):

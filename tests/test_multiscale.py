@@ -6,7 +6,7 @@ import pytest
 
 from vlm_node.anonymize.faces import DEFAULT_FILES, YuNet
 from vlm_node.anonymize.multiscale import GLOBAL_SIDE, View, plan_views, run_view
-from vlm_node.anonymize.runtime import shipped_model
+from vlm_node.anonymize.runtime import Runtime, shipped_model
 from vlm_node.geometry import Box
 from vlm_node.tools.render.scenes import make_road_scene
 
@@ -44,7 +44,7 @@ def test_fixed_input_tiles_cover_the_frame_with_the_requested_overlap(size):
 
 
 def test_shipped_yunet_takes_any_frame_size_and_finds_the_face():
-    model = YuNet(shipped_model(DEFAULT_FILES["yunet"]), ["CPUExecutionProvider"], 1)
+    model = YuNet(shipped_model(DEFAULT_FILES["yunet"]), Runtime())
     assert model.input_size is None  # declared dynamic: no tiling needed
     scene = make_road_scene(0, (1280, 720))
     (face,) = scene.faces

@@ -135,18 +135,25 @@ def test_the_recogniser_runs_at_the_narrower_sign_width(ocr):
     assert "".join(read.text.split()) == "STOP120" and read.score > 0.8
 
 
-def test_the_recogniser_and_classifier_sessions_do_not_spin(ocr):
-    # onnxruntime's pool threads busy-wait between runs by default; beside OpenCV work and
-    # other sessions on two cores that took ~25 % of the sign stage's CPU. The recogniser
-    # RapidOCR built is replaced by one with the package's options, and still reads.
+def test_the_recogniser_and_classifier_sessions_are_the_packages_own(ocr):
+    # The recogniser RapidOCR built is replaced by one of the package's engine (OpenVINO by
+    # default), and still reads. With onnxruntime, the package's sessions do not spin:
+    # onnxruntime's pool threads busy-wait between runs by default, and beside OpenCV work
+    # and other sessions on two cores that took ~25 % of the sign stage's CPU.
     from vlm_node.analysis.sign_classifier import SignClassifier
-    key = "session.intra_op.allow_spinning"
-    rec = ocr._engine.text_rec.session.session
-    assert rec.get_session_options().get_session_config_entry(key) == "0"
-    assert SignClassifier()._session.get_session_options().get_session_config_entry(key) == "0"
-    # the anonymizer's detectors get theirs from the same place (`create_session`)
+    from vlm_node.anonymize.openvino_session import OpenVinoSession
     from vlm_node.anonymize.plates import TextRecognizer
-    plate_rec = TextRecognizer(["CPUExecutionProvider"], 1).session
+    from vlm_node.anonymize.runtime import Runtime
+    assert isinstance(ocr._engine.text_rec.session.session, OpenVinoSession)
+    key = "session.intra_op.allow_spinning"
+    onnxruntime = Runtime(engine="onnxruntime")
+    with OcrBackend(OcrConfig(classifier=False, engine="onnxruntime")) as other:
+        rec = other._engine.text_rec.session.session
+        assert rec.get_session_options().get_session_config_entry(key) == "0"
+    classifier = SignClassifier(runtime=onnxruntime)._session
+    assert classifier.get_session_options().get_session_config_entry(key) == "0"
+    # the anonymizer's detectors get theirs from the same place (`Runtime.session`)
+    plate_rec = TextRecognizer(onnxruntime).session
     assert plate_rec.get_session_options().get_session_config_entry(key) == "0"
     crop = np.full((48, 96, 3), 255, np.uint8)
     cv2.putText(crop, "70", (14, 38), cv2.FONT_HERSHEY_SIMPLEX, 1.3, (0, 0, 0), 3)

@@ -9,6 +9,7 @@ from vlm_node.anonymize import Anonymizer, AnonymizerConfig
 from vlm_node.anonymize.plates import (PlateGeometry, _group_lines, _judge_read,
                                        in_red_disc, line_is_plate_text, registration_like,
                                        sign_words_only)
+from vlm_node.anonymize.runtime import Runtime
 from vlm_node.frames import FrameMeta
 from vlm_node.geometry import Box
 from vlm_node.tools.render import scenes
@@ -167,7 +168,7 @@ def test_lines_of_similar_width_share_a_recognition_call():
     widest, and every text comes back in the caller's order."""
     from vlm_node.anonymize.plates import TextRecognizer
 
-    rec = TextRecognizer(["CPUExecutionProvider"], 1)
+    rec = TextRecognizer(Runtime())
     texts = ["AB", "CD", "K7HT4", "WX19PLM4", "HR26DK83", "MH12AB34", None]
     widths = [52, 56, 133, 268, 320, 320, 0]
     crops = []

@@ -46,7 +46,9 @@ from vlm_node.analysis.sign_text import (TextRead, digit_count, letters, parse_n
                                          reads_letters, says)
 from vlm_node.analysis.stacked_proposals import KNOWN_IOU, stacked_boxes
 from vlm_node.analysis.triangle_proposals import find_triangles
-from vlm_node.anonymize.runtime import PP_OCR_REC, create_session, rapidocr_model
+from vlm_node.anonymize.plates import REC_PAD
+from vlm_node.anonymize.runtime import (CPU, DEFAULT_ENGINE, ENGINE_HELP, ENGINES, PP_OCR_REC,
+                                        PRECISION_HELP, PRECISIONS, Runtime, rapidocr_model)
 from vlm_node.errors import AnalysisError, BackendUnavailableError
 from vlm_node.frames import AnonymizedFrame
 from vlm_node.geometry import Box, box_array, iou_matrix, nms
@@ -90,8 +92,12 @@ class OcrConfig:
     retry_binarized: bool = setting(True, "When the first read of a legend is unusable, read "
                                           "a binarized copy too (a second recogniser pass).",
                                     dynamic=True)
-    threads: int = setting(0, "onnxruntime intra-op threads for PP-OCR and the sign "
-                              "classifier; 0 = library default (all cores).", min=0, max=64)
+    threads: int = setting(0, "Intra-op threads for PP-OCR and the sign classifier; 0 = the "
+                              "engine's default (all cores).", min=0, max=64)
+    engine: str = setting(DEFAULT_ENGINE,
+                          ENGINE_HELP + " Here: the sign classifier and the PP-OCR recogniser.",
+                          choices=ENGINES)
+    precision: str = setting("auto", PRECISION_HELP, choices=PRECISIONS)
     classifier: bool = setting(True, "Verify and classify sign candidates with the shipped "
                                      "sign classifier (GTSRB CNN); OCR then reads only what it "
                                      "cannot know (US SPEED LIMIT signs, text signs) and "
@@ -586,7 +592,7 @@ class OcrBackend(AnalysisBackend):
             # No silent fallback to OCR rules: a missing model is a broken install.
             model = self.config.classifier_model or \
                 SHIPPED_MODELS[self.config.classifier_precision]
-            self._classifier = SignClassifier(model, threads=self.config.threads)
+            self._classifier = SignClassifier(model, _runtime(self.config))
             self._model_id += f" + sign classifier {self._classifier.path.name}"
             self._verifier = self._load_verifier()
             if self._verifier is not None:
@@ -1442,14 +1448,19 @@ def _rapidocr_engine(config: OcrConfig) -> Any:
     if not hasattr(getattr(getattr(engine, "text_rec", None), "session", None), "session"):
         raise BackendUnavailableError(
             f"this {OCR_PACKAGE} has no text_rec recogniser session; install {OCR_PIN}")
-    # The recogniser runs on a session with the package's options (no busy-waiting threads,
-    # `session_options`) rather than the wheel's own, which spins between runs.
+    # The recogniser runs on a session of the package's engine and options (no busy-waiting
+    # threads, `session_options`) rather than the wheel's own, which spins between runs.
     try:
-        engine.text_rec.session.session = create_session(
-            rapidocr_model(PP_OCR_REC), ["CPUExecutionProvider"], config.threads)
-    except Exception as exc:  # missing model file, onnxruntime errors
+        engine.text_rec.session.session = _runtime(config).session(
+            rapidocr_model(PP_OCR_REC), pad=REC_PAD)
+    except Exception as exc:  # missing model file, engine errors
         raise BackendUnavailableError(f"PP-OCR could not be loaded: {exc}") from exc
     return engine
+
+
+def _runtime(config: OcrConfig) -> Runtime:
+    """Where the sign classifier and the PP-OCR recogniser run (the CPU, by `config.engine`)."""
+    return Runtime(CPU, config.threads, config.engine, config.precision)
 
 
 def _engine_id() -> str:

@@ -148,8 +148,10 @@ class SceneDetector:
     def load(self) -> "SceneDetector":
         """Load the detector model now (configure time), not on the first frame."""
         from vlm_node.anonymize.persons import ObjectDetector
+        from vlm_node.anonymize.runtime import Runtime
         if self._detector is None:
-            self._detector = ObjectDetector(None, self.providers, self.threads, tiles=self.tiles)
+            self._detector = ObjectDetector(None, Runtime(self.providers, self.threads),
+                                            tiles=self.tiles)
         return self
 
     def found(self, frame: AnonymizedFrame) -> list[ObjectDetection]:

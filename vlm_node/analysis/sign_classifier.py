@@ -26,7 +26,7 @@ import numpy as np
 
 from vlm_node.analysis.gtsrb import (BACKGROUND, CLASSIFIER_LABELS, SPEED_LIMIT_IDS, GtsrbClass,
                                      gtsrb_class)
-from vlm_node.anonymize.runtime import session_options
+from vlm_node.anonymize.runtime import Runtime
 from vlm_node.geometry import Box
 from vlm_node.paths import ASSETS
 
@@ -167,18 +167,16 @@ class ModelInfo:
 
 
 class SignClassifier:
-    """Classifies batches of sign crops with the shipped ONNX model (CPU, onnxruntime)."""
+    """Classifies batches of sign crops with the shipped ONNX model (on the CPU)."""
 
-    def __init__(self, model_path: str | Path = DEFAULT_MODEL, threads: int = 0) -> None:
-        """`threads`: onnxruntime intra-op threads; 0 = the library default (all cores): one
-        batch of ~150 crops per 1080p frame takes ~50 ms on one core, ~25 ms on two."""
-        import onnxruntime as ort  # imported here: the module stays importable without it
-
+    def __init__(self, model_path: str | Path = DEFAULT_MODEL,
+                 runtime: Runtime = Runtime(threads=0)) -> None:
+        """`runtime`: the engine and its threads (0 = all cores: one batch of ~150 crops per
+        1080p frame takes ~50 ms on one core, ~25 ms on two with onnxruntime)."""
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"sign classifier model not found: {path}")
-        self._session = ort.InferenceSession(str(path), sess_options=session_options(threads),
-                                             providers=["CPUExecutionProvider"])
+        self._session = runtime.session(path)
         self._input = self._session.get_inputs()[0].name
         meta = self._session.get_modelmeta().custom_metadata_map
         self.info = ModelInfo(labels=tuple(json.loads(meta["labels"])),

@@ -242,17 +242,17 @@ def build_stages(config: AnonymizerConfig) -> list[Any]:
         if not config.face_detectors:
             raise ConfigError("anonymizer.faces is on but face_detectors is empty")
         for name in dict.fromkeys(config.face_detectors):
-            model = load_face_model(name, paths.get(name, ""), config.providers, config.threads,
+            model = load_face_model(name, paths.get(name, ""), config.runtime(),
                                     config.face_nms_threshold)
             stages.append(FaceStage(name, model))
     if (config.faces and config.head_backstop) or (config.plates and config.plate_vehicle_pass):
         stages.append(PersonStage(ObjectDetector(config.person_model or None,
-                                                 config.providers, config.threads,
+                                                 config.runtime(),
                                                  tiles=config.person_tiles)))
     if config.plates:
         if config.plate_detector == "ppocr":
             det: Any = TextPlateDetector(
-                config.providers, config.threads, score_threshold=config.plate_score_threshold,
+                config.runtime(), score_threshold=config.plate_score_threshold,
                 bin_threshold=config.plate_text_threshold, max_side=config.plate_max_side,
                 max_upscale=config.plate_max_upscale, geometry=_geometry(config),
                 verify=config.plate_verify)

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from vlm_node.anonymize.faces import FACE_MODELS
 from vlm_node.anonymize.plates import PLATE_DETECTORS, VERIFY_MODES
-from vlm_node.anonymize.runtime import KNOWN_PROVIDERS
+from vlm_node.anonymize.runtime import (DEFAULT_ENGINE, ENGINE_HELP, ENGINES, KNOWN_PROVIDERS,
+                                        PRECISION_HELP, PRECISIONS, Runtime)
 from vlm_node.params import setting
 
 FAILURE_POLICIES = ("drop", "full_blur")
@@ -229,6 +230,12 @@ class AnonymizerConfig:
     parallel_stages: bool = setting(
         True, "Run the face and plate detectors of a frame at the same time, on separate "
               "cores.", dynamic=True)
+    engine: str = setting(DEFAULT_ENGINE, ENGINE_HELP, choices=ENGINES)
+    precision: str = setting("auto", PRECISION_HELP, choices=PRECISIONS)
+
+    def runtime(self) -> Runtime:
+        """Where the detectors run: every model of the anonymizer is loaded with this."""
+        return Runtime(tuple(self.providers), self.threads, self.engine, self.precision)
 
 
 MAX_FRAMES_IN_FLIGHT = 8

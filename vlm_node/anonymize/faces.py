@@ -8,13 +8,12 @@ labelled photos and on 1080p composites (docs/anonymizer.md); the weights ship i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
 
 from vlm_node.anonymize.multiscale import RawDetections, merge
-from vlm_node.anonymize.runtime import create_session, shipped_model
+from vlm_node.anonymize.runtime import Runtime, shipped_model
 
 FACE_MODELS = ("yunet", "ultraface", "centerface")
 DEFAULT_FILES = {
@@ -51,9 +50,8 @@ class YuNet:
     name = "yunet"
     stride = 32
 
-    def __init__(self, path: Path, providers: Sequence[str], threads: int,
-                 nms_threshold: float = 0.3) -> None:
-        self.session = create_session(path, providers, threads)
+    def __init__(self, path: Path, runtime: Runtime, nms_threshold: float = 0.3) -> None:
+        self.session = runtime.session(path)
         self.input_size = _fixed_size(self.session)
         self.nms_threshold = nms_threshold
         self._input = self.session.get_inputs()[0].name
@@ -92,9 +90,8 @@ class UltraFace:
     name = "ultraface"
     stride = 1
 
-    def __init__(self, path: Path, providers: Sequence[str], threads: int,
-                 nms_threshold: float = 0.3) -> None:
-        self.session = create_session(path, providers, threads)
+    def __init__(self, path: Path, runtime: Runtime, nms_threshold: float = 0.3) -> None:
+        self.session = runtime.session(path)
         self.input_size = _fixed_size(self.session)
         if self.input_size is None:
             raise ValueError(f"{path.name}: UltraFace models have a fixed input size")
@@ -131,9 +128,8 @@ class CenterFace:
     # of 64-668 px (docs/anonymizer.md), and the pass would cost a third more
     global_pass = False
 
-    def __init__(self, path: Path, providers: Sequence[str], threads: int,
-                 nms_threshold: float = 0.3) -> None:
-        self.session = create_session(path, providers, threads)
+    def __init__(self, path: Path, runtime: Runtime, nms_threshold: float = 0.3) -> None:
+        self.session = runtime.session(path)
         self.nms_threshold = nms_threshold
         self._input = self.session.get_inputs()[0].name
 
@@ -170,8 +166,7 @@ def _planar_rgb(img: np.ndarray) -> np.ndarray:
     return blob
 
 
-def load_face_model(name: str, path: str, providers: Sequence[str], threads: int,
-                    nms_threshold: float):  # noqa: ANN201
+def load_face_model(name: str, path: str, runtime: Runtime, nms_threshold: float):  # noqa: ANN201
     """The face model `name`, from `path` or the file shipped with vlm_node when empty."""
     classes = {"yunet": YuNet, "ultraface": UltraFace, "centerface": CenterFace}
     if name not in classes:
@@ -179,4 +174,4 @@ def load_face_model(name: str, path: str, providers: Sequence[str], threads: int
     file = Path(path) if path else shipped_model(DEFAULT_FILES[name])
     if not file.is_file():
         raise FileNotFoundError(f"face model not found: {file}")
-    return classes[name](file, providers, threads, nms_threshold)
+    return classes[name](file, runtime, nms_threshold)

@@ -23,12 +23,11 @@ import cv2
 import numpy as np
 
 from vlm_node.anonymize.multiscale import merge_indices
-from vlm_node.anonymize.runtime import create_session, shipped_model
+from vlm_node.anonymize.runtime import Runtime, shipped_model
 from vlm_node.geometry import Box
 from vlm_node.results import ObjectDetection  # noqa: F401 - its home; re-exported here
 
 FASTESTDET_FILE = "fastestdet/FastestDet.onnx"
-CPU = ("CPUExecutionProvider",)
 HEAD_DETECTOR = "head_backstop"
 """`Detection.detector` of a head region redacted because a person showed no face (kind
 "face", so it is redacted, carried and counted like one)."""
@@ -55,10 +54,10 @@ class FastestDet:
 
     name = "fastestdet"
 
-    def __init__(self, path: Path | None = None, providers: Sequence[str] = CPU,
-                 threads: int = 1, nms_threshold: float = 0.45) -> None:
+    def __init__(self, path: Path | None = None, runtime: Runtime = Runtime(),
+                 nms_threshold: float = 0.45) -> None:
         file = Path(path) if path else shipped_model(FASTESTDET_FILE)
-        self.session = create_session(file, providers, threads)
+        self.session = runtime.session(file)
         shape = self.session.get_inputs()[0].shape
         self.input_size = (int(shape[3]), int(shape[2]))  # (w, h); the export is fixed-size
         self.nms_threshold = nms_threshold
@@ -104,9 +103,9 @@ class ObjectDetector:
     crops when `tiles` > 1 (a 1080p frame stretched to 352 px keeps only people taller than
     about 60 px; 2 x 2 tiles halve that at four more inferences)."""
 
-    def __init__(self, path: Path | None = None, providers: Sequence[str] = CPU,
-                 threads: int = 1, tiles: int = 1, tile_overlap: float = 0.2) -> None:
-        self.model = FastestDet(path, providers, threads)
+    def __init__(self, path: Path | None = None, runtime: Runtime = Runtime(), tiles: int = 1,
+                 tile_overlap: float = 0.2) -> None:
+        self.model = FastestDet(path, runtime)
         self.tiles = tiles
         self.tile_overlap = tile_overlap
 

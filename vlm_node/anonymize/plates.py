@@ -27,7 +27,7 @@ from vlm_node import vocab
 from vlm_node.anonymize.multiscale import (RawDetections, check_finite, merge, plan_views,
                                            run_view, working_scale)
 from vlm_node.anonymize.plate_scan import ScanRect
-from vlm_node.anonymize.runtime import PP_OCR_DET, PP_OCR_REC, create_session, rapidocr_model
+from vlm_node.anonymize.runtime import PP_OCR_DET, PP_OCR_REC, Runtime, rapidocr_model
 from vlm_node.geometry import Box
 from vlm_node.results import TextHint
 
@@ -36,6 +36,13 @@ if TYPE_CHECKING:  # plate_reuse.py imports this module
 
 PLATE_DETECTORS = ("ppocr", "haar", "ssd")
 VERIFY_MODES = ("none", "ambiguous", "all")
+
+
+# Input dimensions an engine that prepares every new shape (OpenVINO) may pad: the detector's
+# map is cut back to the image (`TextDetector.probability`), and the recogniser's extra steps
+# of zero (mid-grey) input decode as blanks, as the padding of its batches always did.
+DET_PAD = {2: 64, 3: 64}
+REC_PAD = {3: 32}
 
 
 class TextDetector:
@@ -47,10 +54,9 @@ class TextDetector:
     input_size = None
     stride = 32
 
-    def __init__(self, providers: Sequence[str], threads: int, bin_threshold: float = 0.3,
-                 unclip_ratio: float = 1.6, path: Path | None = None) -> None:
-        self.session = create_session(path or rapidocr_model(PP_OCR_DET),
-                                      providers, threads)
+    def __init__(self, runtime: Runtime, bin_threshold: float = 0.3, unclip_ratio: float = 1.6,
+                 path: Path | None = None) -> None:
+        self.session = runtime.session(path or rapidocr_model(PP_OCR_DET), pad=DET_PAD)
         self._input = self.session.get_inputs()[0].name
         self.bin_threshold = bin_threshold
         self.unclip_ratio = unclip_ratio
@@ -103,9 +109,8 @@ class TextRecognizer:
     """PP-OCRv4 recognition (CTC over the model's own character list, stored in its metadata),
     used only to check whether a short text line holds enough characters to be a plate."""
 
-    def __init__(self, providers: Sequence[str], threads: int, path: Path | None = None) -> None:
-        self.session = create_session(path or rapidocr_model(PP_OCR_REC),
-                                      providers, threads)
+    def __init__(self, runtime: Runtime, path: Path | None = None) -> None:
+        self.session = runtime.session(path or rapidocr_model(PP_OCR_REC), pad=REC_PAD)
         self._input = self.session.get_inputs()[0].name
         meta = self.session.get_modelmeta().custom_metadata_map
         if "character" not in meta:
@@ -449,13 +454,13 @@ class TextPlateDetector:
 
     name = "ppocr"
 
-    def __init__(self, providers: Sequence[str], threads: int, *, score_threshold: float,
+    def __init__(self, runtime: Runtime, *, score_threshold: float,
                  bin_threshold: float, max_side: int, max_upscale: float,
                  geometry: PlateGeometry, verify: str) -> None:
         if verify not in VERIFY_MODES:
             raise ValueError(f"plate_verify must be one of {VERIFY_MODES}, got {verify!r}")
-        self.text = TextDetector(providers, threads, bin_threshold)
-        self.recognizer = TextRecognizer(providers, threads) if verify != "none" else None
+        self.text = TextDetector(runtime, bin_threshold)
+        self.recognizer = TextRecognizer(runtime) if verify != "none" else None
         self.score_threshold = score_threshold
         self.max_side = max_side
         self.max_upscale = max_upscale

@@ -1,16 +1,19 @@
-"""onnxruntime sessions and model files: the anonymizer's detectors, and the session options of
-the sign classifier and the OCR recogniser too.
+"""Inference sessions and model files: the anonymizer's detectors, and the sessions of the sign
+classifier and the OCR recogniser too.
 
-All neural detectors run on onnxruntime so that one setting (`anonymizer.providers`) moves them
-to CUDA or TensorRT on a vehicle computer. A provider that was asked for but is not available is
-an error, never a silent fall back to the CPU: a node that was configured for the GPU and quietly
-runs on the CPU misses its frame rate, and with a time budget that means dropped frames.
+Every neural model is an ONNX file run by one of two engines (`ENGINES`): onnxruntime, whose
+providers (`anonymizer.providers`) move the models to CUDA or TensorRT on a vehicle computer,
+or OpenVINO on the CPU (`openvino_session`), which computes in bfloat16 where the CPU has it.
+A provider or engine that was asked for but is not available is an error, never a silent fall
+back to the CPU: a node that was configured for the GPU and quietly runs on the CPU misses its
+frame rate, and with a time budget that means dropped frames.
 """
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from vlm_node.errors import ConfigError
 from vlm_node.paths import ASSETS
@@ -50,6 +53,22 @@ def rapidocr_model(name: str) -> Path:
     return path
 
 
+# The engines that run the ONNX files (`Runtime.session`). OpenVINO is the default: on the
+# development photos it gave the same faces, plates and signs as onnxruntime (one speed value of
+# 345 fewer) in 0.52-0.58x the CPU time (README, "Inference engines").
+ENGINES = ("onnxruntime", "openvino")
+DEFAULT_ENGINE = "openvino"
+CPU = ("CPUExecutionProvider",)
+# OpenVINO's precision: "auto" is the one it picks for the CPU, "f32" forces float32.
+PRECISIONS = ("auto", "f32")
+# The help of the `engine` and `precision` settings (anonymizer and analysis.ocr alike).
+ENGINE_HELP = ("Inference engine of the ONNX models: `onnxruntime` (its `providers` choose CPU, "
+               "CUDA or TensorRT) or `openvino` (OpenVINO's CPU plugin, bfloat16 where the CPU "
+               "computes it: Intel AMX or AVX512-BF16).")
+PRECISION_HELP = ("With engine `openvino`: `auto` lets OpenVINO compute in bfloat16 where the "
+                  "CPU has it (float32 elsewhere); `f32` keeps float32 everywhere.")
+
+
 def check_providers(providers: Sequence[str]) -> list[str]:
     """`providers` if this onnxruntime build has every one of them, else ConfigError."""
     import onnxruntime as ort
@@ -86,16 +105,43 @@ def session_options(threads: int = 0):  # noqa: ANN201
     return options
 
 
-def create_session(path: Path, providers: Sequence[str], threads: int = 0):  # noqa: ANN201
-    """An InferenceSession on `providers` (in order of preference) with `session_options`.
-    Raises ConfigError when the session did not get the first provider asked for
-    (onnxruntime itself would fall back to the CPU with a warning)."""
-    import onnxruntime as ort
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how the ONNX models of one component run: the `engine`, onnxruntime's
+    `providers` (in order of preference), intra-op `threads` per model (0 = one per core) and,
+    for OpenVINO, the `precision` ("auto": bfloat16 where the CPU computes it, else float32;
+    "f32"). One value object so that a setting added here reaches every model the same way."""
 
-    wanted = check_providers(providers)
-    session = ort.InferenceSession(str(path), session_options(threads), providers=wanted)
-    got = session.get_providers()
-    if got[0] != wanted[0]:
-        raise ConfigError(f"{path.name}: onnxruntime could not start {wanted[0]} (session runs on "
-                          f"{', '.join(got)}); check the CUDA/TensorRT installation")
-    return session
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    threads: int = 1
+    engine: str = DEFAULT_ENGINE
+    precision: str = "auto"
+
+    def session(self, path: Path, pad: Mapping[int, int] | None = None):  # noqa: ANN201
+        """A session for the ONNX file `path`: with onnxruntime an InferenceSession on
+        `providers` with `session_options`; with OpenVINO an `OpenVinoSession` on the CPU
+        (onnxruntime's providers do not apply there: anything but the CPU provider is a
+        ConfigError, not silently ignored). Raises ConfigError when onnxruntime did not get the
+        first provider asked for (it would itself fall back to the CPU with a warning).
+        `pad`: input dimensions OpenVINO may zero-pad (`OpenVinoSession`); onnxruntime runs
+        every shape alike and gets the input as it is."""
+        import onnxruntime as ort
+
+        if self.engine not in ENGINES:
+            raise ConfigError(f"unknown inference engine {self.engine!r}; choose one of "
+                              f"{', '.join(ENGINES)}")
+        if self.engine == "openvino":
+            if tuple(self.providers) != CPU:
+                raise ConfigError(
+                    f"providers {list(self.providers)} are onnxruntime's; engine 'openvino' runs "
+                    "on the CPU only: use engine 'onnxruntime' for CUDA/TensorRT")
+            from vlm_node.anonymize.openvino_session import OpenVinoSession
+            return OpenVinoSession(path, self.threads, self.precision, pad)
+        wanted = check_providers(self.providers)
+        session = ort.InferenceSession(str(path), session_options(self.threads),
+                                       providers=wanted)
+        got = session.get_providers()
+        if got[0] != wanted[0]:
+            raise ConfigError(f"{path.name}: onnxruntime could not start {wanted[0]} (session "
+                              f"runs on {', '.join(got)}); check the CUDA/TensorRT installation")
+        return session

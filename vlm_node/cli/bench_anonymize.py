@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from vlm_node.anonymize.config import AnonymizerConfig
+from vlm_node.anonymize.runtime import ENGINES
 from vlm_node.cli.args import frame_sizes
 from vlm_node.errors import VlmNodeError
 
@@ -86,6 +87,11 @@ def add_anonymize_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--providers", default="CPUExecutionProvider",
                    help="onnxruntime execution providers in order, comma-separated, e.g. "
                         "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider")
+    p.add_argument("--engines", default=AnonymizerConfig().engine,
+                   help="inference engines, comma-separated, from "
+                        f"{', '.join(ENGINES)}: every setting is run on each (default "
+                        "%(default)s, the anonymizer's default); the rows name the engine and "
+                        "the precision it computed in")
     p.add_argument("--threads", type=int, default=AnonymizerConfig().threads,
                    help="onnxruntime intra-op threads per model (0 = one per core; default "
                         "%(default)s, the anonymizer's default)")
@@ -100,6 +106,14 @@ def add_anonymize_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argu
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
     return p
+
+
+def engine_label(engine: str, precision: str) -> str:
+    """`engine`, with the precision OpenVINO computes in on this CPU (bf16 or f32)."""
+    if engine != "openvino":
+        return engine
+    from vlm_node.anonymize.openvino_session import cpu_precision
+    return f"openvino {cpu_precision() if precision == 'auto' else precision}"
 
 
 def machine() -> dict[str, Any]:
@@ -163,6 +177,9 @@ def run(args: argparse.Namespace) -> int:
         raise VlmNodeError(f"unknown setting(s) {', '.join(unknown)}; choose from "
                            f"{', '.join(SETTINGS)}")
     providers = tuple(p.strip() for p in args.providers.split(",") if p.strip())
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if not engines or set(engines) - set(ENGINES):
+        raise VlmNodeError(f"--engines {args.engines!r}: choose from {', '.join(ENGINES)}")
     dev = load_labels(args.faces_dev) if args.faces_dev else []
     rng = np.random.default_rng(args.seed)
     sizes = args.sizes
@@ -184,15 +201,18 @@ def run(args: argparse.Namespace) -> int:
             frames += clip(comp.image, comp.boxes, 5, 3.0)
         clips[size] = frames[:args.frames + args.warmup]
     results = []
-    for name in names:
+    for name, engine in [(n, e) for n in names for e in engines]:
         # no time budget: a benchmark measures slow frames instead of dropping them
         overrides = setting_overrides(name)
         config = apply_overrides(AnonymizerConfig(), {**overrides, "providers": providers,
                                                       "threads": args.threads,
+                                                      "engine": engine,
                                                       "detector_budget_ms": 0.0})
         pipeline = Pipeline(config)  # anonymization only; one stream, STREAM
         margins = {"face": config.margin, "plate": config.plate_margin}
-        row: dict[str, Any] = {"setting": name, "overrides": overrides}
+        label = name if len(engines) == 1 else \
+            f"{name} ({engine_label(engine, config.precision)})"
+        row: dict[str, Any] = {"setting": label, "engine": engine, "overrides": overrides}
         if dev:
             coverage = FaceCoverage()
             for it in dev:

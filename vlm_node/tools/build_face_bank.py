@@ -170,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from vlm_node.anonymize.faces import load_face_model
+    from vlm_node.anonymize.runtime import Runtime
 
-    model = load_face_model("centerface", "", ("CPUExecutionProvider",), 1, 0.3)
+    model = load_face_model("centerface", "", Runtime(), 0.3)
     sitters = read_sitters(args.stim)
     for s in sitters:
         img = cv2.imread(str(s.file), cv2.IMREAD_COLOR)

@@ -1,0 +1,135 @@
+"""The two inference engines (`vlm_node.anonymize.runtime`): OpenVINO runs the same ONNX files
+as onnxruntime, behind the same session interface, with the same answers on real inputs."""
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from helpers import read_bgr, shared
+from vlm_node.analysis.sign_classifier import DEFAULT_MODEL, SignClassifier, prepare_crops
+from vlm_node.anonymize import Anonymizer, AnonymizerConfig
+from vlm_node.anonymize.openvino_session import OpenVinoSession, batch_bucket, cpu_precision
+from vlm_node.anonymize.plates import TextDetector, TextRecognizer
+from vlm_node.anonymize.runtime import Runtime
+from vlm_node.errors import ConfigError
+from vlm_node.geometry import Box
+
+pytest.importorskip("openvino")
+
+GTSRB = shared("gtsrb_train_sample")
+ONNXRUNTIME = Runtime(engine="onnxruntime")
+OPENVINO = Runtime(engine="openvino")
+OPENVINO_F32 = Runtime(engine="openvino", precision="f32")
+
+
+@pytest.fixture(scope="module")
+def crops():
+    """The GTSRB sample crops (real signs of every class) as one classifier batch."""
+    images = [read_bgr(p) for p in sorted(GTSRB.glob("*.png"))[:300]]
+    assert len(images) == 300
+    batch = [prepare_crops(cv2.cvtColor(im, cv2.COLOR_BGR2RGB),
+                           [Box(0, 0, im.shape[1], im.shape[0])]) for im in images]
+    return np.concatenate(batch)
+
+
+def test_sign_classifier_answers_alike_on_both_engines(crops):
+    ort = SignClassifier(DEFAULT_MODEL, ONNXRUNTIME)
+    f32 = SignClassifier(DEFAULT_MODEL, OPENVINO_F32)
+    auto = SignClassifier(DEFAULT_MODEL, OPENVINO)
+    # the metadata (labels, calibration) comes through OpenVINO's copy of the ONNX metadata
+    assert f32.info == ort.info and f32.source_sha256 == ort.source_sha256
+    p_ort, p_f32, p_auto = (c.probabilities(crops) for c in (ort, f32, auto))
+    assert p_f32.shape == p_ort.shape == (300, 44)
+    assert np.abs(p_f32 - p_ort).max() < 1e-4  # float32 either way
+    # bfloat16 where the CPU has it: the same class for (nearly) every crop
+    agree = (p_auto.argmax(1) == p_ort.argmax(1)).mean()
+    assert agree >= 0.99, agree
+    assert np.abs(p_auto - p_ort).max() < (0.2 if cpu_precision() == "bf16" else 1e-4)
+
+
+def test_odd_batches_are_padded_to_few_shapes_and_cut_back(crops):
+    """OpenVINO prepares each new input shape once, so a batch runs at one of a few sizes;
+    the padding never reaches the caller."""
+    assert [batch_bucket(n) for n in (1, 4, 5, 9, 64, 65, 366)] == [1, 4, 8, 16, 64, 96, 384]
+    clf = SignClassifier(DEFAULT_MODEL, OPENVINO_F32)
+    whole = clf.probabilities(crops[:37])
+    for n in (1, 5, 37):
+        part = clf.probabilities(crops[:n])
+        assert part.shape == (n, 44)
+        assert np.abs(part - whole[:n]).max() < 1e-5
+
+
+def test_one_session_serves_many_threads(crops):
+    """An OpenVINO infer request is not thread-safe: each thread gets its own, so concurrent
+    callers (two frames' detectors at once in the offline tools) get their own answers."""
+    clf = SignClassifier(DEFAULT_MODEL, OPENVINO_F32)
+    want = {n: clf.probabilities(crops[n:n + 20 + n]) for n in range(6)}
+    got: dict[int, list] = {n: [] for n in want}
+
+    def work(n):
+        for _ in range(10):
+            got[n].append(clf.probabilities(crops[n:n + 20 + n]))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in want]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for n, outs in got.items():
+        assert len(outs) == 10 and all(np.array_equal(o, want[n]) for o in outs)
+
+
+def test_text_detector_and_recogniser_read_a_real_plate_alike():
+    """The plate models through OpenVINO: the detector's map (padded to a multiple of 64 for
+    fewer shapes, cut back to the image) and the recogniser's reading of the plate lines."""
+    img = read_bgr(shared("plates/images/Cars0.jpg"))
+    maps = [TextDetector(rt).probability(img) for rt in (ONNXRUNTIME, OPENVINO)]
+    assert maps[0].shape == maps[1].shape == img.shape[:2]
+    on = [m > 0.3 for m in maps]
+    overlap = (on[0] & on[1]).sum() / max(1, (on[0] | on[1]).sum())
+    assert on[0].sum() > 100 and overlap > 0.9, overlap
+    det = TextDetector(ONNXRUNTIME).predict(img, 0.5)
+    assert len(det.boxes) >= 1
+    texts = [TextRecognizer(rt).read_many(img, list(det.points)) for rt in (ONNXRUNTIME, OPENVINO)]
+    assert texts[0] == texts[1] and any(len(t) >= 4 for t in texts[0]), texts
+
+
+def test_anonymizer_on_openvino_finds_the_labelled_faces_and_plates():
+    from vlm_node.evaluation.labels import load_labels
+    from vlm_node.evaluation.redaction import KindCounts, score_image
+
+    anon = Anonymizer(AnonymizerConfig(engine="openvino"))
+    totals = {"face": KindCounts(), "plate": KindCounts()}
+    for it in load_labels(shared("labels.json")):
+        img = read_bgr(it.path)
+        anon.reset()
+        h, w = img.shape[:2]
+        for kind, c in score_image(it, anon.detect(img), w, h,
+                                   margins={"face": anon.config.margin,
+                                            "plate": anon.config.plate_margin}).items():
+            totals[kind].add(c)
+    faces, plates = totals["face"].to_json(), totals["plate"].to_json()
+    # measured 43/43 faces and 30/30 plates, precision 0.483 / 0.698: as onnxruntime
+    assert faces["labels"] == 43 and faces["recall"] == 1.0 and faces["leak_rate"] == 0.0
+    assert plates["labels"] == 30 and plates["recall"] >= 0.95 and plates["leak_rate"] <= 0.04
+
+
+def test_engine_mistakes_are_config_errors():
+    path = DEFAULT_MODEL
+    with pytest.raises(ConfigError, match="unknown inference engine"):
+        Runtime(engine="tensorflow").session(path)
+    with pytest.raises(ConfigError, match="CPU only"):
+        Runtime(providers=("CUDAExecutionProvider",), engine="openvino").session(path)
+    with pytest.raises(ConfigError, match="precision"):
+        OpenVinoSession(path, 1, "int4")
+    with pytest.raises(ConfigError, match="anonymizer.engine"):
+        from vlm_node.params import validate
+        validate(AnonymizerConfig(engine="openvino2"), "anonymizer.")
+
+
+def test_a_missing_openvino_package_says_how_to_get_it(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(ConfigError, match="needs the openvino package"):
+        OPENVINO.session(DEFAULT_MODEL)

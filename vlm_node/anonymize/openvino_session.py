@@ -1,0 +1,181 @@
+"""The package's ONNX models on OpenVINO's CPU plugin, behind the part of onnxruntime's
+`InferenceSession` interface the detectors, the sign classifier and the OCR recogniser use.
+
+Why a second engine: on a CPU that computes bfloat16 in hardware (Intel AMX or AVX512-BF16, as
+the Xeon VMs of the measurements in docs/anonymizer.md have), OpenVINO runs these convolutional
+networks in bf16 and took the PP-OCR text detector from 175 to 57 ms and CenterFace from 81 to 41
+ms a 960x544 frame on one thread (onnxruntime runs the same float32 graphs in float32 and has
+no such mode for them). On CPUs without bf16 OpenVINO computes in float32 (the text detector
+still 1.5x faster there). Which precision a model got is `precision`, and the benchmarks print
+it.
+
+Why an adapter rather than changes in every caller: the detectors were written against
+onnxruntime's session (`run`, `get_inputs`, `get_outputs`, `get_modelmeta`), and one class
+keeping that interface lets `runtime.create_session` choose the engine in one place.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from vlm_node.anonymize.runtime import PRECISIONS
+from vlm_node.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """An input or output as onnxruntime describes it: a name and a shape whose dynamic
+    dimensions are None (onnxruntime gives their symbolic names, which nothing here reads)."""
+
+    name: str
+    shape: list[int | None]
+
+
+class OpenVinoSession:
+    """One ONNX file compiled for OpenVINO's CPU plugin.
+
+    Thread-safe like an onnxruntime session: an OpenVINO infer request is not, so every thread
+    that calls `run` gets its own request on the shared compiled model (the anonymizer runs
+    two frames' detectors at once in the offline tools)."""
+
+    def __init__(self, path: Path, threads: int = 0, precision: str = "auto",
+                 pad: Mapping[int, int] | None = None) -> None:
+        """`pad`: input dimension -> step. OpenVINO prepares each new input shape once (the
+        recogniser took 49 ms on a shape it had not seen and 8 ms on one it had), so inputs
+        are zero-padded up to a multiple of the step in those dimensions. Only for models
+        whose callers read the outputs over the unpadded part alone (the text detector cuts
+        its map back, the recogniser's extra steps decode as blanks). The batch dimension,
+        when dynamic, is always padded to a few sizes and the outputs cut back to the batch."""
+        try:
+            import openvino  # noqa: F401 - checked here for a clear error
+        except ImportError as exc:
+            raise ConfigError(
+                "engine 'openvino' needs the openvino package (requirements/runtime.txt); "
+                "install it or use engine 'onnxruntime'") from exc
+        if precision not in PRECISIONS:
+            raise ConfigError(f"OpenVINO precision must be one of {PRECISIONS}, not {precision!r}")
+        model, self._compiled = _compiled(str(path), _stamp(path), int(threads), precision)
+        self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        self.path = Path(path)
+        self._inputs = [NodeArg(p.get_any_name(), _shape(p.get_partial_shape()))
+                        for p in model.inputs]
+        self._outputs = [NodeArg(p.get_any_name(), _shape(p.get_partial_shape()))
+                         for p in model.outputs]
+        self._metadata = _metadata(model)
+        self._pad = dict(pad or {})
+        self._local = threading.local()
+
+    def get_inputs(self) -> list[NodeArg]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[NodeArg]:
+        return list(self._outputs)
+
+    def get_providers(self) -> list[str]:
+        return ["OpenVINO CPU"]
+
+    def get_modelmeta(self) -> SimpleNamespace:
+        """The ONNX file's metadata_props, as onnxruntime's `custom_metadata_map`."""
+        return SimpleNamespace(custom_metadata_map=dict(self._metadata))
+
+    def run(self, output_names: Sequence[str] | None, feeds: Mapping[str, np.ndarray]
+            ) -> list[np.ndarray]:
+        """onnxruntime's `run`: the outputs named (all when None), in that order, as arrays the
+        caller owns (an infer request reuses its output buffers on the next call)."""
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        batch = {len(x) for x in feeds.values() if np.ndim(x)}
+        n = batch.pop() if len(batch) == 1 else None
+        padded = {name: self._padded(name, np.asarray(x)) for name, x in feeds.items()}
+        request.infer(padded)
+        names = output_names or [o.name for o in self._outputs]
+        outs = [request.get_tensor(name).data for name in names]
+        grown = n is not None and any(len(x) != n for x in padded.values())
+        return [(o[:n] if grown and np.ndim(o) and len(o) > n else o).copy() for o in outs]
+
+    def _padded(self, name: str, x: np.ndarray) -> np.ndarray:
+        """`x` zero-padded at the end of the dynamic batch dimension (to `batch_bucket`) and
+        of the dimensions of `pad` (to their step)."""
+        dims = next((i.shape for i in self._inputs if i.name == name), None)
+        if dims is None or x.ndim != len(dims):
+            return np.ascontiguousarray(x)
+        want = list(x.shape)
+        if dims[0] is None:
+            want[0] = batch_bucket(x.shape[0])
+        for dim, step in self._pad.items():
+            if dims[dim] is None and step > 1:
+                want[dim] = -(-x.shape[dim] // step) * step
+        if want == list(x.shape):
+            return np.ascontiguousarray(x)
+        out = np.zeros(want, x.dtype)
+        out[tuple(slice(0, k) for k in x.shape)] = x
+        return out
+
+
+def batch_bucket(n: int) -> int:
+    """The batch size a batch of `n` runs at: n up to 4, then the next multiple of 8 up to 64,
+    then of 32 (a sign classifier batch of 1-400 crops takes ~20 shapes, not 400; at most
+    ~1/8 of a large batch is padding)."""
+    if n <= 4:
+        return n
+    step = 8 if n <= 64 else 32
+    return -(-n // step) * step
+
+
+@lru_cache(maxsize=32)
+def _compiled(path: str, stamp: tuple[int, int], threads: int, precision: str
+              ) -> tuple[Any, Any]:  # noqa: ANN401
+    """The model read from `path` and compiled for the CPU, once per process and settings
+    (`stamp`: the file's size and mtime, so a rewritten file is compiled again). Why: compiling
+    takes ~1 s for the anonymizer's models against ~0.15 s for onnxruntime's sessions, and the
+    tools and tests build many anonymizers; a compiled model serves any number of sessions
+    (each thread of each session gets its own infer request)."""
+    core = _core()
+    model = core.read_model(path)
+    # No pinning: OpenVINO pins each compiled model's threads to cores of its own choice,
+    # and the anonymizer's models, run at once on their own threads, were all pinned to the
+    # same core (two models in parallel took 2.1x as long as each alone; unpinned 1.05x).
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+    if threads > 0:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    if precision == "f32":
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    return model, core.compile_model(model, "CPU", config)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = Path(path).stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@lru_cache(maxsize=1)
+def _core():  # noqa: ANN202
+    """One OpenVINO Core per process (it loads the device plugins; compiling is thread-safe)."""
+    import openvino as ov
+
+    return ov.Core()
+
+
+def cpu_precision() -> str:
+    """The precision OpenVINO's CPU plugin computes in by default on this machine: "bf16"
+    where the CPU has it in hardware, else "f32" (what `precision: auto` gets)."""
+    return _core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+
+
+def _shape(partial: Any) -> list[int | None]:  # noqa: ANN401
+    return [d.get_length() if d.is_static else None for d in partial]
+
+
+def _metadata(model: Any) -> dict[str, str]:  # noqa: ANN401
+    """OpenVINO keeps an ONNX file's metadata_props under the model's rt_info 'framework'."""
+    if not model.has_rt_info(["framework"]):
+        return {}
+    framework = model.get_rt_info()["framework"]
+    return {str(k): v.astype(str) for k, v in framework.items()}
