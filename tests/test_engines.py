@@ -133,3 +133,26 @@ def test_a_missing_openvino_package_says_how_to_get_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(ConfigError, match="needs the openvino package"):
         OPENVINO.session(DEFAULT_MODEL)
+
+
+def test_bench_anonymize_compares_the_engines_side_by_side(tmp_path):
+    """`bench anonymize --engines onnxruntime,openvino` runs every setting on each engine; the
+    rows name the engine and the precision OpenVINO computed in."""
+    import json
+
+    from vlm_node.cli import bench_anonymize
+
+    out = tmp_path / "bench.json"
+    rc = bench_anonymize.main(["anonymize", "--frames-dir",
+                               str(shared("faces/face_recognition_examples")), "--sizes",
+                               "480x270", "--frames", "3", "--warmup", "1", "--clip", "3",
+                               "--settings", "default", "--engines", "onnxruntime,openvino",
+                               "--no-labelled", "--output", str(out)])
+    assert rc == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [r["engine"] for r in rows] == ["onnxruntime", "openvino"]
+    assert [r["setting"] for r in rows] == ["default (onnxruntime)",
+                                            f"default (openvino {cpu_precision()})"]
+    assert all(r["sizes"]["480x270"]["ms_mean"]["faces"] > 0 for r in rows)
+    with pytest.raises(Exception, match="--engines"):
+        bench_anonymize.main(["anonymize", "--frames-dir", str(tmp_path), "--engines", "tvm"])
