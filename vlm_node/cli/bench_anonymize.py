@@ -128,9 +128,18 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "onnxruntime": ort.__version__, "opencv": cv2.__version__,
-            "available_providers": ort.get_available_providers()}
+    out = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+           "onnxruntime": ort.__version__, "opencv": cv2.__version__,
+           "available_providers": ort.get_available_providers()}
+    try:
+        import openvino
+
+        from vlm_node.anonymize.openvino_session import cpu_precision
+        out["openvino"] = openvino.__version__
+        out["openvino_precision"] = cpu_precision()
+    except ImportError:
+        out["openvino"] = None
+    return out
 
 
 def clip(frame: np.ndarray, boxes: dict[str, list], length: int, step: float
@@ -318,8 +327,10 @@ def _row_text(row: dict[str, Any]) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """The comparison as a Markdown table (one row per setting and size)."""
     m = report["machine"]
+    ov = (f"; OpenVINO {m['openvino'].split('-')[0]} ({m.get('openvino_precision')})"
+          if m.get("openvino") else "")
     lines = [f"Machine: {m['cpu']}, {m['cores']} cores; onnxruntime {m['onnxruntime']} "
-             f"({', '.join(report['providers'])}); OpenCV {m['opencv']}; "
+             f"({', '.join(report['providers'])}){ov}; OpenCV {m['opencv']}; "
              f"{report['frames_per_size']} frames per size.", "",
              "| setting | frame | decode | faces | persons | plates | redact | encode | anonymize "
              "ms (p50 / p95) | CPU ms | fps | fps incl. codec | face R / P (photos) | "
