@@ -156,3 +156,15 @@ def test_bench_anonymize_compares_the_engines_side_by_side(tmp_path):
     assert all(r["sizes"]["480x270"]["ms_mean"]["faces"] > 0 for r in rows)
     with pytest.raises(Exception, match="--engines"):
         bench_anonymize.main(["anonymize", "--frames-dir", str(tmp_path), "--engines", "tvm"])
+
+
+def test_changing_the_engine_reloads_the_models():
+    import dataclasses
+
+    anon = Anonymizer(AnonymizerConfig(plates=False, engine="onnxruntime"))
+    face = anon.detectors[0].model.session
+    assert not isinstance(face, OpenVinoSession)
+    anon.reconfigure(dataclasses.replace(anon.config, engine="openvino"))
+    face_stage, person_stage = anon.detectors
+    assert isinstance(face_stage.model.session, OpenVinoSession)
+    assert isinstance(person_stage.detector.model.session, OpenVinoSession)

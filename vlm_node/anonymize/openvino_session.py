@@ -11,7 +11,7 @@ it.
 
 Why an adapter rather than changes in every caller: the detectors were written against
 onnxruntime's session (`run`, `get_inputs`, `get_outputs`, `get_modelmeta`), and one class
-keeping that interface lets `runtime.create_session` choose the engine in one place.
+keeping that interface lets `runtime.Runtime.session` choose the engine in one place.
 """
 from __future__ import annotations
 
