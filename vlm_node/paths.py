@@ -24,6 +24,13 @@ def share_dir() -> Path:
                             "source your ROS workspace or run from the repository")
 
 
+def cache_dir(name: str) -> Path:
+    """`name` under the user's cache directory ($XDG_CACHE_HOME, else ~/.cache) /vlm_node:
+    files the package can always make again (compiled models), never data."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "vlm_node" / name
+
+
 def config_file(name: str = "default.yaml") -> Path:
     path = share_dir() / "config" / name
     if not path.is_file():
