@@ -211,3 +211,73 @@ def test_destroyed_node_leaves_no_lifecycle_services_in_the_graph() -> None:
     finally:
         owner.close()
         observer.close()
+
+
+def _photo_frame(bgr: np.ndarray, stamp_sec: int) -> Image:
+    raw = image_codec.array_to_image(bgr, "bgr8")
+    msg = Image(height=raw.height, width=raw.width, encoding="bgr8", step=raw.step,
+                data=convert.byte_array(raw.data))
+    msg.header.stamp.sec = stamp_sec
+    msg.header.frame_id = "cam_optical"
+    return msg
+
+
+def test_frames_in_flight_publish_in_order_what_one_at_a_time_would() -> None:
+    """With `frames_in_flight: 2` the next frame is detected while the last one finishes; the
+    frames still come out in order, each exactly as the anonymizer run one frame at a time
+    (same settings) makes it, and a detector failure drops only its own frame."""
+    import cv2
+
+    from helpers import read_bgr, shared
+    from vlm_node.anonymize import AnonymizerConfig
+    from vlm_node.anonymize.config import for_frames_in_flight
+    from vlm_node.frames import FrameMeta
+    from vlm_node.pipeline import Pipeline
+
+    photo = cv2.resize(read_bgr(shared("faces/dlib_pascal_voc/2008_002079.jpg")), (320, 240))
+    shots = [np.roll(photo, 4 * k, axis=1) for k in range(8)]  # a panning camera
+    harness = Harness("in_flight_probe")
+    node = VlmNode(context=harness.context, parameter_overrides=[
+        Parameter("cameras", value=[CAM]), Parameter("analysis_enabled", value=False),
+        Parameter("frames_in_flight", value=2), Parameter("qos_reliability", value="reliable"),
+        Parameter("qos_depth", value=20), Parameter("max_frame_age", value=60.0)])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert node.pipeline._anonymizer(CAM).config.parallel_stages is False
+        harness.add_node(node)
+        images = harness.subscribe(Image, f"/{CAM}/image_anonymized")
+        pub = harness.publisher(Image, f"/{CAM}/image_raw")
+        wait_for_subscribers(pub)
+        harness.wait_matched()
+        for k, shot in enumerate(shots):
+            pub.publish(_photo_frame(shot, k + 1))
+        wait_for(lambda: len(images) == len(shots), 60, "every frame anonymized")
+        assert [m.header.stamp.sec for m in images] == list(range(1, len(shots) + 1))
+        # one at a time, the same settings, the same stamps: the same pixels
+        alone = Pipeline(for_frames_in_flight(AnonymizerConfig(), 2))
+        for k, (shot, msg) in enumerate(zip(shots, images)):
+            want = alone.anonymize(FrameMeta(CAM, (k + 1) * 1_000_000_000, "cam_optical"),
+                                   shot.copy()).image
+            got = image_codec.image_to_bgr8(msg)
+            assert np.array_equal(got, want), k
+            assert not np.array_equal(got, shot)  # the faces were redacted
+        alone.close()
+
+        stage = node.pipeline._anonymizer(CAM).detectors[0]
+        real = stage.detect
+
+        def broken_once(frame, config, **kwargs):
+            stage.detect = real
+            raise RuntimeError("detector exploded")
+        stage.detect = broken_once
+        for k in (20, 21):
+            pub.publish(_photo_frame(shots[0], k))
+        wait_for(lambda: node.stats[CAM].snapshot()["dropped_anonymizer_failure"] == 1
+                 and images[-1].header.stamp.sec == 21, 30, "one frame dropped, the next out")
+        assert [m.header.stamp.sec for m in images[len(shots):]] == [21]
+    finally:
+        harness.executor.remove_node(node)
+        node.trigger_shutdown()
+        node.destroy_node()
+        harness.close()

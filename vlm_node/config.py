@@ -89,6 +89,12 @@ class NodeConfig:
         False, "Run the analysis in a child process (at analysis_nice) instead of threads of "
                "the node's process: its Python work then never holds the camera path's GIL "
                "(vlm_node/analysis/process_analyzer.py).")
+    frames_in_flight: int = setting(
+        1, "Frames of one camera in anonymization at once (1: one at a time). With 2 the next "
+           "frame's detectors start while the last frame finishes, released and published in "
+           "order (vlm_node/frames_in_flight.py); the anonymizer then runs a frame's stages "
+           "in sequence and without plate reuse (anonymize.config.for_frames_in_flight). See "
+           "README, Running the node, for what it buys.", min=1, max=4)
     qos_reliability: str = setting("best_effort", "Input QoS reliability (SensorDataQoS is "
                                                   "best_effort).", choices=RELIABILITY)
     qos_depth: int = setting(

@@ -29,9 +29,12 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from vlm_node.analysis.process_analyzer import ProcessAnalyzer
 from vlm_node.annotate import annotate
+from vlm_node.anonymize.config import AnonymizerConfig, for_frames_in_flight
 from vlm_node.anonymize.face_replace import FALLBACK_REASONS
 from vlm_node.config import NodeConfig
 from vlm_node.errors import AnonymizationError, ConfigError, ImageConversionError, VlmNodeError
+from vlm_node.frames import AnonymizedFrame, FrameMeta
+from vlm_node.frames_in_flight import FramesInFlight
 from vlm_node.pipeline import Analyzer, Pipeline, Tracker, decode
 from vlm_node.priority import lower_this_thread, run_lowered
 from vlm_node.ros import convert
@@ -69,6 +72,7 @@ class VlmNode(LifecycleNode):
         self._encodings: dict[str, str] = {}
         self._results_pub = None
         self._worker: threading.Thread | None = None
+        self._in_flight: dict[str, FramesInFlight] = {}
         self._running = threading.Event()
         self._warned: dict[str, float] = {}
         # Diagnostics also report while inactive (why is nothing coming out?): plain publisher.
@@ -105,7 +109,7 @@ class VlmNode(LifecycleNode):
             elif self.config.analysis_enabled:
                 from vlm_node.analysis.engine import tracker_factory_from_config
                 trackers = tracker_factory_from_config(self.config)
-            pipeline = Pipeline(self.config.anonymizer, analyzer, trackers)
+            pipeline = Pipeline(self._anonymizer_config(), analyzer, trackers)
             for cam in self.config.cameras:
                 pipeline.add_camera(cam)
         except (VlmNodeError, FileNotFoundError, OSError) as exc:
@@ -152,6 +156,11 @@ class VlmNode(LifecycleNode):
                 lambda msg, info, cam=cam: self.image_callback(msg, cam, info), qos,
                 callback_group=MutuallyExclusiveCallbackGroup())
             self._camera_subs.append(sub)
+            if self.config.frames_in_flight > 1:
+                self._in_flight[cam] = FramesInFlight(
+                    self.config.frames_in_flight, self._detect_in_flight,
+                    lambda item, outcome, cam=cam: self._release_in_flight(cam, item, outcome),
+                    name=f"anon_{cam}")
         if self.config.analysis_enabled:
             self._running.set()
             self._worker = threading.Thread(target=self._analysis_loop, name="vlm_analysis",
@@ -191,6 +200,9 @@ class VlmNode(LifecycleNode):
         for sub in self._camera_subs:
             self.destroy_subscription(sub)
         self._camera_subs.clear()
+        for in_flight in self._in_flight.values():  # frames already taken are still published
+            in_flight.close()
+        self._in_flight.clear()
         self._running.clear()
         if self.scheduler is not None:
             self.scheduler.close()
@@ -249,12 +261,48 @@ class VlmNode(LifecycleNode):
             self._warn_throttled(f"decode:{camera}", f"{camera}: frame dropped: {exc}")
             return
         meta = convert.meta_of(msg, camera, received)
+        in_flight = self._in_flight.get(camera)
+        if in_flight is not None:
+            if not in_flight.submit((msg, meta, bgr)):
+                stats.on_drop("anonymizer_failure")  # deactivating: never published raw
+            return
         try:
             frame = pipeline.anonymize(meta, bgr)
         except AnonymizationError as exc:
             stats.on_drop("anonymizer_failure")
             self._warn_throttled(f"anon:{camera}", f"{camera}: frame dropped: {exc}")
             return
+        self._publish_anonymized(camera, msg, frame)
+
+    def _detect_in_flight(self, item: tuple[Any, FrameMeta, Any]) -> Any:
+        """The detectors on one frame of `frames_in_flight` (a pool thread, frame order)."""
+        _, meta, bgr = item
+        pipeline = self.pipeline
+        if pipeline is None:
+            raise AnonymizationError("the node was cleaned up while the frame was in flight")
+        return pipeline.detect(meta.camera, bgr, meta.stamp_ns)
+
+    def _release_in_flight(self, camera: str, item: tuple[Any, FrameMeta, Any],
+                           outcome: Any) -> None:
+        """Redact and publish one frame of `frames_in_flight` (its release thread, frame
+        order). Whatever failed, in detection or here, drops the frame (fail closed)."""
+        msg, meta, _ = item
+        pipeline = self.pipeline
+        try:
+            if isinstance(outcome, BaseException):
+                raise outcome
+            if pipeline is None:
+                raise AnonymizationError("the node was cleaned up while the frame was in flight")
+            frame = pipeline.release(meta, outcome)
+        except Exception as exc:  # noqa: BLE001 - any failure drops the frame, never the node
+            self.stats[camera].on_drop("anonymizer_failure")
+            self._warn_throttled(f"anon:{camera}", f"{camera}: frame dropped: {exc}")
+            return
+        self._publish_anonymized(camera, msg, frame)
+
+    def _publish_anonymized(self, camera: str, msg: Any, frame: AnonymizedFrame) -> None:
+        """Count, publish and hand to the analysis one anonymized frame."""
+        stats, scheduler = self.stats[camera], self.scheduler
         stats.on_anonymized(frame.anonymize_ms, frame.count("face"), frame.count("plate"))
         pub = self._image_pubs.get(camera)
         if pub is not None:
@@ -263,8 +311,12 @@ class VlmNode(LifecycleNode):
         cpub = self._compressed_pubs.get(camera)
         if cpub is not None:
             cpub.publish(convert.compressed_msg(frame, "jpeg", self.config.jpeg_quality))
-        if self.config.analysis_enabled:
+        if self.config.analysis_enabled and scheduler is not None:
             scheduler.put(frame)
+
+    def _anonymizer_config(self) -> AnonymizerConfig:
+        """The anonymizer's settings for this node's `frames_in_flight`."""
+        return for_frames_in_flight(self.config.anonymizer, self.config.frames_in_flight)
 
     # ---------------------------------------------------------------- analysis worker
     def _analysis_loop(self) -> None:
@@ -315,7 +367,7 @@ class VlmNode(LifecycleNode):
     def _apply_parameters_callback(self, params: list[Parameter]) -> None:
         self.config = config_with(self.config, {p.name: p.value for p in params})
         if self.pipeline is not None:
-            self.pipeline.reconfigure_anonymizer(self.config.anonymizer)
+            self.pipeline.reconfigure_anonymizer(self._anonymizer_config())
         if self.scheduler is not None:
             self.scheduler.max_frame_age = self.config.max_frame_age
             for cam in self.config.cameras:
