@@ -223,7 +223,7 @@ class AnonymizerConfig:
                                    "every one must be available.",
         choices=KNOWN_PROVIDERS, default_factory=lambda: ("CPUExecutionProvider",))
     threads: int = setting(
-        1, "onnxruntime intra-op threads per model (0 = one per core). 1 with parallel_stages "
+        1, "Intra-op threads per model, either engine (0 = one per core). 1 with parallel_stages "
            "was fastest on 2 cores (1080p: 2 threads per model in sequence 185 ms, 1 thread "
            "each in parallel ~80 ms); raise it for one camera on a machine with many cores.",
         min=0, max=256)
