@@ -93,7 +93,7 @@ def add_anonymize_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argu
                         "%(default)s, the anonymizer's default); the rows name the engine and "
                         "the precision it computed in")
     p.add_argument("--threads", type=int, default=AnonymizerConfig().threads,
-                   help="onnxruntime intra-op threads per model (0 = one per core; default "
+                   help="intra-op threads per model, either engine (0 = one per core; default "
                         "%(default)s, the anonymizer's default)")
     p.add_argument("--faces-dev", metavar="JSON",
                    help="labels.json of a hard face set (e.g. the shared WIDER FACE training "
