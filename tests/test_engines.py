@@ -197,3 +197,34 @@ def test_compiled_models_are_cached_on_disk_and_an_unwritable_cache_is_only_slow
     done = _compile_in_a_new_process(blocked)
     assert done.returncode == 0 and done.stdout.strip() == "crops", done.stderr
     assert "model cache off" in done.stderr
+
+
+def test_release_all_drops_every_openvino_object_before_exit():
+    """At exit (atexit) every session's compiled model and requests, the cache of compiled
+    models and the Core are dropped, so no model's threads outlive the interpreter; a session
+    used afterwards says so, and a new one works. In a process of its own: it drops the
+    sessions of everything else in the process too."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np
+from vlm_node.analysis.sign_classifier import DEFAULT_MODEL
+from vlm_node.anonymize import openvino_session as ovs
+from vlm_node.anonymize.runtime import Runtime
+session = Runtime(engine="openvino").session(DEFAULT_MODEL)
+x = np.zeros((2, 3, 32, 32), np.float32)
+session.run(None, {"crops": x})
+ovs.release_all()
+assert ovs._compiled.cache_info().currsize == 0 and ovs._core.cache_info().currsize == 0
+try:
+    session.run(None, {"crops": x})
+    raise SystemExit("a released session still ran")
+except RuntimeError as exc:
+    assert "after release_all" in str(exc)
+print(Runtime(engine="openvino").session(DEFAULT_MODEL).run(None, {"crops": x})[0].shape)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(2, 44)"

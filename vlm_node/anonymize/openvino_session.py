@@ -15,9 +15,12 @@ keeping that interface lets `runtime.Runtime.session` choose the engine in one p
 """
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -77,6 +80,7 @@ class OpenVinoSession:
         self._metadata = _metadata(model)
         self._pad = dict(pad or {})
         self._local = threading.local()
+        _LIVE.add(self)
 
     def get_inputs(self) -> list[NodeArg]:
         return list(self._inputs)
@@ -97,6 +101,8 @@ class OpenVinoSession:
         caller owns (an infer request reuses its output buffers on the next call)."""
         request = getattr(self._local, "request", None)
         if request is None:
+            if self._compiled is None:
+                raise RuntimeError(f"{self.path.name}: OpenVINO session used after release_all()")
             request = self._local.request = self._compiled.create_infer_request()
         batch = {len(x) for x in feeds.values() if np.ndim(x)}
         n = batch.pop() if len(batch) == 1 else None
@@ -124,6 +130,25 @@ class OpenVinoSession:
         out = np.zeros(want, x.dtype)
         out[tuple(slice(0, k) for k in x.shape)] = x
         return out
+
+
+_LIVE: "weakref.WeakSet[OpenVinoSession]" = weakref.WeakSet()
+
+
+def release_all() -> None:
+    """Drop every OpenVINO object this module made: each live session's infer requests and
+    compiled model, the cache of compiled models and the Core. Registered with atexit when the
+    Core is made. Why: a compiled model owns C++ threads, and one still alive when the process
+    exits is destroyed with the plugin's static objects; a node stopped by SIGINT under `ros2
+    launch` once aborted that way after its clean shutdown ("terminate called without an
+    active exception", exit -6; once in this session's test runs, not reproduced in 21 more).
+    Released here, they are gone before then."""
+    for session in list(_LIVE):
+        session._compiled = None
+        session._local = threading.local()
+    _compiled.cache_clear()
+    _core.cache_clear()
+    gc.collect()
 
 
 def batch_bucket(n: int) -> int:
@@ -172,6 +197,7 @@ def _core():  # noqa: ANN202
     import openvino as ov
 
     core = ov.Core()
+    atexit.register(release_all)
     where = os.environ.get(CACHE_ENV, str(cache_dir("openvino")))
     if where.lower() in ("", "off", "0", "false"):
         return core
