@@ -242,6 +242,10 @@ class OcrConfig:
                                       "names one fitted for it).")
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
 
+    def runtime(self) -> Runtime:
+        """Where the sign classifier and the PP-OCR recogniser run (the CPU, by `engine`)."""
+        return Runtime(CPU, self.threads, self.engine, self.precision)
+
 
 _MIN_SPEED_TEXT_HEIGHT = 0.36
 _SPEED_PROPOSAL = "speed_proposal"  # found_by of a proposal OCR reads for a speed value only
@@ -592,7 +596,7 @@ class OcrBackend(AnalysisBackend):
             # No silent fallback to OCR rules: a missing model is a broken install.
             model = self.config.classifier_model or \
                 SHIPPED_MODELS[self.config.classifier_precision]
-            self._classifier = SignClassifier(model, _runtime(self.config))
+            self._classifier = SignClassifier(model, self.config.runtime())
             self._model_id += f" + sign classifier {self._classifier.path.name}"
             self._verifier = self._load_verifier()
             if self._verifier is not None:
@@ -1451,16 +1455,11 @@ def _rapidocr_engine(config: OcrConfig) -> Any:
     # The recogniser runs on a session of the package's engine and options (no busy-waiting
     # threads, `session_options`) rather than the wheel's own, which spins between runs.
     try:
-        engine.text_rec.session.session = _runtime(config).session(
+        engine.text_rec.session.session = config.runtime().session(
             rapidocr_model(PP_OCR_REC), pad=REC_PAD)
     except Exception as exc:  # missing model file, engine errors
         raise BackendUnavailableError(f"PP-OCR could not be loaded: {exc}") from exc
     return engine
-
-
-def _runtime(config: OcrConfig) -> Runtime:
-    """Where the sign classifier and the PP-OCR recogniser run (the CPU, by `config.engine`)."""
-    return Runtime(CPU, config.threads, config.engine, config.precision)
 
 
 def _engine_id() -> str:

@@ -112,7 +112,7 @@ class Runtime:
     for OpenVINO, the `precision` ("auto": bfloat16 where the CPU computes it, else float32;
     "f32"). One value object so that a setting added here reaches every model the same way."""
 
-    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    providers: tuple[str, ...] = CPU
     threads: int = 1
     engine: str = DEFAULT_ENGINE
     precision: str = "auto"
@@ -125,8 +125,6 @@ class Runtime:
         first provider asked for (it would itself fall back to the CPU with a warning).
         `pad`: input dimensions OpenVINO may zero-pad (`OpenVinoSession`); onnxruntime runs
         every shape alike and gets the input as it is."""
-        import onnxruntime as ort
-
         if self.engine not in ENGINES:
             raise ConfigError(f"unknown inference engine {self.engine!r}; choose one of "
                               f"{', '.join(ENGINES)}")
@@ -137,6 +135,8 @@ class Runtime:
                     "on the CPU only: use engine 'onnxruntime' for CUDA/TensorRT")
             from vlm_node.anonymize.openvino_session import OpenVinoSession
             return OpenVinoSession(path, self.threads, self.precision, pad)
+        import onnxruntime as ort
+
         wanted = check_providers(self.providers)
         session = ort.InferenceSession(str(path), session_options(self.threads),
                                        providers=wanted)
