@@ -11,7 +11,7 @@ from vlm_node.analysis.sign_classifier import DEFAULT_MODEL, SignClassifier, pre
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
 from vlm_node.anonymize.openvino_session import OpenVinoSession, batch_bucket, cpu_precision
 from vlm_node.anonymize.plates import TextDetector, TextRecognizer
-from vlm_node.anonymize.runtime import Runtime
+from vlm_node.anonymize.runtime import Runtime, stream_frame
 from vlm_node.errors import ConfigError
 from vlm_node.geometry import Box
 
@@ -211,7 +211,7 @@ def test_release_all_drops_every_openvino_object_before_exit():
 import numpy as np
 from vlm_node.analysis.sign_classifier import DEFAULT_MODEL
 from vlm_node.anonymize import openvino_session as ovs
-from vlm_node.anonymize.runtime import Runtime
+from vlm_node.anonymize.runtime import Runtime, stream_frame
 session = Runtime(engine="openvino").session(DEFAULT_MODEL)
 x = np.zeros((2, 3, 32, 32), np.float32)
 session.run(None, {"crops": x})
@@ -228,3 +228,90 @@ print(Runtime(engine="openvino").session(DEFAULT_MODEL).run(None, {"crops": x})[
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "(2, 44)"
+
+
+def test_recurring_inputs_run_on_a_model_compiled_for_their_exact_shape():
+    """CenterFace's frame-sized input on OpenVINO: each shape gets its own compiled copy (the
+    last `frame_shapes` kept, least recently used dropped) with the same detections as the model
+    compiled for any shape; a second session of the same file shares the copies."""
+    from vlm_node.anonymize.faces import CenterFace
+    from vlm_node.anonymize.runtime import shipped_model
+
+    path = shipped_model("centerface/centerface_dynamic.onnx")
+    img = read_bgr(shared("faces/dlib_pascal_voc/2008_002506.jpg"))
+    exact = CenterFace(path, Runtime(engine="openvino", frame_shapes=2))
+    general = CenterFace(path, Runtime(engine="openvino", frame_shapes=0))
+    assert general.session._exact is None
+    shapes = exact.session._exact
+    assert shapes.capacity == 2 and shapes.shapes() == []
+    frames = [cv2.resize(img, size) for size in ((320, 256), (640, 480), (320, 256), (480, 352))]
+    exact.predict(frames[0], 0.3)
+    assert shapes.shapes() == []  # outside a stream's frame: the model for any shape
+    for frame in frames:
+        with stream_frame():
+            a = exact.predict(frame, 0.3)
+        b = general.predict(frame, 0.3)
+        assert len(a) == len(b) and np.allclose(a.boxes, b.boxes, atol=0.5), (a.boxes, b.boxes)
+    assert len(general.predict(frames[1], 0.3)) >= 1  # a real face, not two empty answers
+    # 256x320 seen twice, compiled once; 480x640 dropped when 352x480 came (capacity 2)
+    assert shapes.compiles == 3
+    assert [dict(k)[exact._input][2:] for k in shapes.shapes()] == [(256, 320), (352, 480)]
+    again = CenterFace(path, Runtime(engine="openvino", frame_shapes=2))
+    assert again.session._exact is shapes
+
+
+def test_plate_bands_run_exact_and_vehicle_regions_on_the_general_model():
+    """The text detector compiles exactly only for rectangles that recur frame after frame
+    (the whole frame, a band), never for vehicle regions, whose sizes vary; on onnxruntime, or
+    with frame_shapes 0, one session serves both."""
+    from vlm_node.anonymize.plate_scan import ScanRect
+    from vlm_node.anonymize.plates import PlateGeometry, TextPlateDetector
+
+    def detector(runtime):
+        return TextPlateDetector(runtime, score_threshold=0.5, bin_threshold=0.3, max_side=960,
+                                 max_upscale=3.0, geometry=PlateGeometry(), verify="none")
+
+    img = read_bgr(shared("plates/images/Cars0.jpg"))
+    h, w = img.shape[:2]
+    ov = detector(Runtime(engine="openvino", frame_shapes=4))
+    assert ov.frame_text is not ov.text and ov.text.session._exact is None
+    shapes = ov.frame_text.session._exact
+    before = set(shapes.shapes())
+    with stream_frame():
+        region = ov.lines_of_rect(img, ScanRect(w // 4, h // 3, w - 7, h - 3, 1.0))
+        assert set(shapes.shapes()) == before  # a region: the general model
+        band = ov.lines_of_rect(img, ScanRect(0, 0, w, h, 1.0, recurring=True))
+    assert len(set(shapes.shapes()) - before) <= 1 and len(shapes.shapes()) >= 1
+    assert len(band) >= 1 and len(region) >= 1  # the plate, found both ways
+    for runtime in (ONNXRUNTIME, Runtime(engine="openvino", frame_shapes=0)):
+        plain = detector(runtime)
+        assert plain.frame_text is plain.text and not runtime.compiles_per_shape
+
+
+def test_a_stream_runs_on_exact_shapes_from_its_second_frame_and_photos_never():
+    """The anonymizer says per frame whether its size is the one of the frame planned before
+    (`runtime.stream_frame`): the first frame of a stream, a new size and `detect` on a photo
+    run on the model for any shape; the photo tools turn exact shapes off altogether."""
+    from vlm_node.anonymize.config import for_photos
+    from vlm_node.anonymize.faces import CenterFace
+
+    img = read_bgr(shared("faces/dlib_pascal_voc/2008_002506.jpg"))
+    frame = cv2.resize(img, (640, 360))
+    anon = Anonymizer(AnonymizerConfig(frame_shapes=3, plates=False, head_backstop=False))
+    face = next(s.model for s in anon.detectors
+                if isinstance(getattr(s, "model", None), CenterFace))
+    shapes = face.session._exact
+    shapes._models.clear()
+    first = anon.detect_frame(frame.copy(), 1)
+    assert shapes.shapes() == []
+    second = anon.detect_frame(frame.copy(), 2)
+    assert len(shapes.shapes()) == 1  # 640x360 padded to 640x384
+    assert [d.box for d in first.detections] == [d.box for d in second.detections]
+    assert len(first.detections) >= 1
+    anon.detect_frame(cv2.resize(img, (480, 270)), 3)  # a new size: not yet
+    assert len(shapes.shapes()) == 1
+    anon.detect(cv2.resize(img, (640, 360)))
+    anon.detect(cv2.resize(img, (320, 240)))  # photos: never
+    assert len(shapes.shapes()) == 1
+    assert for_photos(AnonymizerConfig()).frame_shapes == 0
+    assert AnonymizerConfig().frame_shapes == 4

@@ -198,7 +198,7 @@ def test_bench_reports_dev_face_coverage_beside_speed(tmp_path):
         assert sum(b["labels"] for b in row["faces_dev"]["buckets"].values()) == 9 + 27
         assert row["faces_dev"]["recall_ge20"] >= 0.94  # measured 35/36 (default), 36/36
         assert "persons" in row["sizes"]["320x240"]["ms_mean"]
-    assert "dev faces covered" in (tmp_path / "t.md").read_text()
+    assert "dev faces covered" in (tmp_path / "t.md").read_text(encoding="utf-8")
 
 
 def test_centerface_is_fed_rgb(photos):

@@ -32,6 +32,7 @@ from vlm_node.anonymize.plate_scan import FULL, PlateScan, carried_hints, vehicl
 from vlm_node.anonymize.plates import (HaarPlateDetector, PlateGeometry, SsdPlateDetector,
                                        TextPlateDetector)
 from vlm_node.anonymize.redact import blur_all, blur_full_frame, redact, redaction_region
+from vlm_node.anonymize.runtime import stream_frame
 from vlm_node.anonymize.tracking import CarryOver
 from vlm_node import in_order
 from vlm_node.errors import AnonymizationError, ConfigError
@@ -49,7 +50,7 @@ THUMB = (32, 18)
 _STRUCTURAL = ("faces", "face_detectors", "face_model_paths", "face_nms_threshold", "plates",
                "plate_detector", "plate_model", "plate_text_threshold", "plate_verify",
                "head_backstop", "person_tiles", "person_model", "providers", "threads",
-               "engine", "precision", "plate_vehicle_pass")
+               "engine", "precision", "frame_shapes", "plate_vehicle_pass")
 
 
 class DetectorFailure(Exception):
@@ -371,12 +372,15 @@ class Anonymizer:
             self._generation += 1
 
     def _next_plan(self, config: AnonymizerConfig, stamp_ns: int | None, image: np.ndarray
-                   ) -> tuple[PlateScan, bool, int, bool]:
-        """(plate scan, cheap face pass?, generation, starts a sequence?) of the next frame to
-        be detected (called in frame order). With the frame's stamp, a gap over carry_max_gap
-        (or a stamp going back) starts a new sequence here already, as release will find;
-        so do a new frame size and a scene cut (scene_cut_threshold): what was found in the
-        frames before says nothing about where plates and faces are now."""
+                   ) -> tuple[PlateScan, bool, int, bool, bool]:
+        """(plate scan, cheap face pass?, generation, starts a sequence?, same size as the
+        frame planned before?) of the next frame to be detected (called in frame order). With
+        the frame's stamp, a gap over carry_max_gap (or a stamp going back) starts a new
+        sequence here already, as release will find; so do a new frame size and a scene cut
+        (scene_cut_threshold): what was found in the frames before says nothing about where
+        plates and faces are now. The frame size alone decides whether the models run on
+        copies compiled for its shapes (`runtime.stream_frame`): decided in frame order, so
+        frames in flight get the same models as one at a time."""
         bands, every = _cadence(config)
         size = (image.shape[1], image.shape[0])
         thumb = None
@@ -385,6 +389,7 @@ class Anonymizer:
             thumb = cv2.resize(grey, THUMB, interpolation=cv2.INTER_AREA).astype(np.int16)
         with in_order.turn(), self._lock:
             restarted = False
+            steady = self._last_plan is not None and self._last_plan[1] == size
             if self._last_plan is not None:
                 last_stamp, last_size = self._last_plan
                 gap = (None if not (stamp_ns and last_stamp) or config.carry_max_gap <= 0
@@ -403,7 +408,7 @@ class Anonymizer:
             generation = self._generation
         scan = FULL if bands <= 1 else (PlateScan(None, bands) if k == 0
                                         else PlateScan((k - 1) % bands, bands))
-        return scan, every > 1 and k % every != 0, generation, restarted
+        return scan, every > 1 and k % every != 0, generation, restarted, steady
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Regions to redact in `image` (HxWx3 uint8 BGR), margins not yet applied, without
@@ -413,7 +418,9 @@ class Anonymizer:
 
     def _detect(self, image: np.ndarray, config: AnonymizerConfig,
                 timings: dict[str, float], scan: PlateScan = FULL,
-                cheap_faces: bool = False) -> StageFindings:
+                cheap_faces: bool = False, steady: bool = False) -> StageFindings:
+        """Every stage on `image`; `steady`: a frame of a stream of frames of its size
+        (`_next_plan`), whose models may run on copies compiled for their shapes."""
         h, w = image.shape[:2]
         faces: list[Detection] = []
         plates: list[Detection] = []
@@ -434,12 +441,12 @@ class Anonymizer:
             # at the same time (each with `threads` intra-op threads). Every stage is waited
             # for, so a failing one still fails the frame after the others finished.
             pool = self._stage_pool()
-            futures = [pool.submit(_run_task, task, image, config, scan, cheap_faces)
+            futures = [pool.submit(_run_task, task, image, config, scan, cheap_faces, steady)
                        for task in tasks]
             outcomes = [o for f in futures for o in f.result()]
         else:
             outcomes = [o for task in tasks
-                        for o in _run_task(task, image, config, scan, cheap_faces)]
+                        for o in _run_task(task, image, config, scan, cheap_faces, steady)]
         stages = [s for task in tasks for s in task]
         for stage, (found, ms, error) in zip(stages, outcomes):
             if isinstance(error, CorruptOutput):
@@ -488,6 +495,7 @@ class Anonymizer:
         timings: dict[str, float] = {}
         findings = StageFindings([])
         scan, cheap_faces, generation, restarted = FULL, False, self._generation, False
+        steady = False
         failure: tuple[str, str, BaseException] | None = None
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
                 and image.dtype == np.uint8 and image.size > 0):
@@ -498,9 +506,10 @@ class Anonymizer:
         else:
             if not image.flags.writeable:
                 image = image.copy()
-            scan, cheap_faces, generation, restarted = self._next_plan(config, stamp_ns, image)
+            scan, cheap_faces, generation, restarted, steady = self._next_plan(config, stamp_ns,
+                                                                               image)
             try:
-                findings = self._detect(image, config, timings, scan, cheap_faces)
+                findings = self._detect(image, config, timings, scan, cheap_faces, steady)
             except DetectorFailure as exc:
                 failure = (exc.reason, str(exc), exc)
             except Exception as exc:  # noqa: BLE001 - anything unexpected also fails closed
@@ -667,21 +676,24 @@ def _run_stage(stage: Any, image: np.ndarray, config: AnonymizerConfig, scan: Pl
 
 
 def _run_task(task: list[Any], image: np.ndarray, config: AnonymizerConfig, scan: PlateScan,
-              cheap_faces: bool = False) -> list[tuple[Any, float, BaseException | None]]:
+              cheap_faces: bool = False, steady: bool = False
+              ) -> list[tuple[Any, float, BaseException | None]]:
     """Stages run one after the other; a plate stage after the person stage scans the
     vehicles it found (`scan.regions`). A stage after a failed one is not run (its outcome
-    is the same failure, so the frame fails either way)."""
-    out: list[tuple[Any, float, BaseException | None]] = []
-    for stage in task:
-        if out and out[-1][2] is not None:
-            out.append((None, 0.0, out[-1][2]))
-            continue
-        if isinstance(stage, PlateStage) and out and isinstance(out[-1][0], StageFindings):
-            h, w = image.shape[:2]
-            scan = dataclasses.replace(scan, regions=tuple(vehicle_regions(
-                out[-1][0].vehicles, w, h, config.plate_vehicle_score_threshold)))
-        out.append(_run_stage(stage, image, config, scan, cheap_faces))
-    return out
+    is the same failure, so the frame fails either way). `steady`: see `Anonymizer._detect`
+    (said to the sessions on this thread, `runtime.stream_frame`)."""
+    with stream_frame(steady):
+        out: list[tuple[Any, float, BaseException | None]] = []
+        for stage in task:
+            if out and out[-1][2] is not None:
+                out.append((None, 0.0, out[-1][2]))
+                continue
+            if isinstance(stage, PlateStage) and out and isinstance(out[-1][0], StageFindings):
+                h, w = image.shape[:2]
+                scan = dataclasses.replace(scan, regions=tuple(vehicle_regions(
+                    out[-1][0].vehicles, w, h, config.plate_vehicle_score_threshold)))
+            out.append(_run_stage(stage, image, config, scan, cheap_faces))
+        return out
 
 
 def _check_detections(found: Any, source: str, w: int, h: int) -> None:

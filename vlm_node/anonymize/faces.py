@@ -129,7 +129,9 @@ class CenterFace:
     global_pass = False
 
     def __init__(self, path: Path, runtime: Runtime, nms_threshold: float = 0.3) -> None:
-        self.session = runtime.session(path)
+        # one view of the whole frame per call, so on a stream the same shape every frame
+        # (two with the cheap pass between thorough ones): compiled for each exactly
+        self.session = runtime.session(path, recurring=True)
         self.nms_threshold = nms_threshold
         self._input = self.session.get_inputs()[0].name
 

@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from vlm_node.anonymize.runtime import PRECISIONS
+from vlm_node.anonymize.runtime import PRECISIONS, in_stream_frame
 from vlm_node.errors import ConfigError
 from vlm_node.paths import cache_dir
 
@@ -55,13 +56,22 @@ class OpenVinoSession:
     two frames' detectors at once in the offline tools)."""
 
     def __init__(self, path: Path, threads: int = 0, precision: str = "auto",
-                 pad: Mapping[int, int] | None = None) -> None:
+                 pad: Mapping[int, int] | None = None, exact_shapes: int = 0) -> None:
         """`pad`: input dimension -> step. OpenVINO prepares each new input shape once (the
         recogniser took 49 ms on a shape it had not seen and 8 ms on one it had), so inputs
         are zero-padded up to a multiple of the step in those dimensions. Only for models
         whose callers read the outputs over the unpadded part alone (the text detector cuts
         its map back, the recogniser's extra steps decode as blanks). The batch dimension,
-        when dynamic, is always padded to a few sizes and the outputs cut back to the batch."""
+        when dynamic, is always padded to a few sizes and the outputs cut back to the batch.
+
+        `exact_shapes` > 0: inside `runtime.stream_frame`, every input shape runs on a copy of
+        the model compiled for exactly that shape, the `exact_shapes` shapes used last kept
+        (`ExactShapes`), instead of on the one compiled for any shape. For callers whose input
+        has the same shape frame after frame (a face pass over the whole frame, a plate band)
+        on a stream whose frame size stays the same: a model compiled for a fixed
+        shape ran CenterFace at 960x544 in 35 instead of 42 ms and the text detector at
+        960x576 in 37 instead of 59 ms (docs/anonymizer.md), at the price of a compile
+        (0.15-0.35 s) the first time a shape is seen and ~50-70 MB per shape kept."""
         try:
             import openvino  # noqa: F401 - checked here for a clear error
         except ImportError as exc:
@@ -80,6 +90,8 @@ class OpenVinoSession:
         self._metadata = _metadata(model)
         self._pad = dict(pad or {})
         self._local = threading.local()
+        self._exact = (_exact_models(str(path), _stamp(path), int(threads), precision,
+                                     int(exact_shapes)) if exact_shapes > 0 else None)
         _LIVE.add(self)
 
     def get_inputs(self) -> list[NodeArg]:
@@ -99,14 +111,17 @@ class OpenVinoSession:
             ) -> list[np.ndarray]:
         """onnxruntime's `run`: the outputs named (all when None), in that order, as arrays the
         caller owns (an infer request reuses its output buffers on the next call)."""
-        request = getattr(self._local, "request", None)
-        if request is None:
-            if self._compiled is None:
-                raise RuntimeError(f"{self.path.name}: OpenVINO session used after release_all()")
-            request = self._local.request = self._compiled.create_infer_request()
+        if self._compiled is None:
+            raise RuntimeError(f"{self.path.name}: OpenVINO session used after release_all()")
         batch = {len(x) for x in feeds.values() if np.ndim(x)}
         n = batch.pop() if len(batch) == 1 else None
         padded = {name: self._padded(name, np.asarray(x)) for name, x in feeds.items()}
+        if self._exact is not None and in_stream_frame():
+            request = self._exact.request(padded)
+        else:
+            request = getattr(self._local, "request", None)
+            if request is None:
+                request = self._local.request = self._compiled.create_infer_request()
         request.infer(padded)
         names = output_names or [o.name for o in self._outputs]
         outs = [request.get_tensor(name).data for name in names]
@@ -146,6 +161,8 @@ def release_all() -> None:
     for session in list(_LIVE):
         session._compiled = None
         session._local = threading.local()
+        session._exact = None
+    _exact_models.cache_clear()
     _compiled.cache_clear()
     _core.cache_clear()
     gc.collect()
@@ -171,15 +188,79 @@ def _compiled(path: str, stamp: tuple[int, int], threads: int, precision: str
     (each thread of each session gets its own infer request)."""
     core = _core()
     model = core.read_model(path)
-    # No pinning: OpenVINO pins each compiled model's threads to cores of its own choice,
-    # and the anonymizer's models, run at once on their own threads, were all pinned to the
-    # same core (two models in parallel took 2.1x as long as each alone; unpinned 1.05x).
+    return model, core.compile_model(model, "CPU", _compile_config(threads, precision))
+
+
+class ExactShapes:
+    """A model compiled once per input shape, the `capacity` shapes used last kept (least
+    recently used dropped), each with an infer request per thread.
+
+    Why a copy per shape: OpenVINO's CPU plugin runs a model compiled for one fixed shape
+    faster than the same model compiled for any shape (its kernels and memory are laid out
+    for that shape once): the text detector at 960x576 in 37 instead of 59 ms, CenterFace at
+    960x544 in 35 instead of 42 ms (one thread, bf16). Why a bound: each copy holds its own
+    buffers (~50-70 MB for the text detector at 960 px wide), and a caller whose shapes vary
+    would otherwise keep one per shape it ever saw. A given shape always runs on the same
+    compiled copy, so outputs do not depend on the order of calls or on what was evicted."""
+
+    def __init__(self, path: str, threads: int, precision: str, capacity: int) -> None:
+        self.path, self.threads, self.precision = path, threads, precision
+        self.capacity = capacity
+        self._models: OrderedDict[tuple, tuple[Any, threading.local]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.compiles = 0  # how many copies were compiled (evictions make it grow)
+
+    def request(self, feeds: Mapping[str, np.ndarray]) -> Any:  # noqa: ANN401
+        """This thread's infer request on the copy compiled for the shapes of `feeds`."""
+        key = tuple((name, x.shape) for name, x in sorted(feeds.items()))
+        with self._lock:
+            entry = self._models.get(key)
+            if entry is None:
+                entry = (self._compile(dict(key)), threading.local())
+                self._models[key] = entry
+                self.compiles += 1
+                while len(self._models) > self.capacity:
+                    self._models.popitem(last=False)
+            else:
+                self._models.move_to_end(key)
+        compiled, local = entry
+        request = getattr(local, "request", None)
+        if request is None:
+            request = local.request = compiled.create_infer_request()
+        return request
+
+    def _compile(self, shapes: dict[str, tuple[int, ...]]) -> Any:  # noqa: ANN401
+        core = _core()
+        model = core.read_model(self.path)
+        model.reshape({name: list(shape) for name, shape in shapes.items()})
+        return core.compile_model(model, "CPU", _compile_config(self.threads, self.precision))
+
+    def shapes(self) -> list[tuple]:
+        """The input shapes held, least recently used first."""
+        with self._lock:
+            return list(self._models)
+
+
+@lru_cache(maxsize=32)
+def _exact_models(path: str, stamp: tuple[int, int], threads: int, precision: str,
+                  capacity: int) -> ExactShapes:
+    """One `ExactShapes` per model file and settings in a process (`stamp` as `_compiled`),
+    shared by every session asking for it, as the compiled models of `_compiled` are."""
+    del stamp  # part of the cache key only
+    return ExactShapes(path, threads, precision, capacity)
+
+
+def _compile_config(threads: int, precision: str) -> dict[str, Any]:
+    """OpenVINO's compile settings for `threads` intra-op threads (0 = its default) and
+    `precision`. No pinning: OpenVINO pins each compiled model's threads to cores of its own
+    choice, and the anonymizer's models, run at once on their own threads, were all pinned to
+    the same core (two models in parallel took 2.1x as long as each alone; unpinned 1.05x)."""
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
     if threads > 0:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     if precision == "f32":
         config["INFERENCE_PRECISION_HINT"] = "f32"
-    return model, core.compile_model(model, "CPU", config)
+    return config
 
 
 def _stamp(path: Path) -> tuple[int, int]:

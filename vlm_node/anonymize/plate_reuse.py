@@ -362,10 +362,11 @@ class PlateMemory:
             cache = self.reads
         parts: list[RawDetections] = []
         owner: list[int] = []
-        for rect in rects:
+        for i, rect in enumerate(rects):
             taken = self.areas.take(rect) if cache is not None and not scan.full else None
             if taken is None:
-                found = detector.lines_of_rect(frame, ScanRect(*rect, scale))
+                # the first rectangle is the whole frame or the band (`scan_rects`)
+                found = detector.lines_of_rect(frame, ScanRect(*rect, scale, recurring=i == 0))
                 if cache is not None and not scan.full:
                     # not the whole pass's lines: the band and vehicle crops of the frames
                     # after it are other views of the same pixels (the network sees other

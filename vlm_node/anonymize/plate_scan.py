@@ -70,13 +70,15 @@ FULL = PlateScan()
 @dataclass(frozen=True, slots=True)
 class ScanRect:
     """A rectangle of a frame (x1, y1, x2, y2 frame px) searched for text at `scale` (model
-    px per frame px)."""
+    px per frame px). `recurring`: a rectangle of the same size on every frame of a stream
+    (the whole frame, a band), which the detector runs on a model compiled for its shape."""
 
     x1: int
     y1: int
     x2: int
     y2: int
     scale: float
+    recurring: bool = False
 
 
 def dedupe_lines(boxes: np.ndarray, owner: np.ndarray, iou: float = 0.5,

@@ -138,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
     import cv2
 
     from vlm_node.analysis.engine import AnalysisEngine
+    from vlm_node.anonymize.config import for_photos
     from vlm_node.frames import FrameMeta
     from vlm_node.pipeline import Pipeline
 
@@ -150,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
     score = SignScore()
     missed: list[tuple[str, SignMiss, np.ndarray]] = []  # file, miss, montage tile
     config = node_config(args)
-    pipeline = Pipeline(config.anonymizer, AnalysisEngine(config.analysis).start())
+    # photos (unless --sequence) vary in size: one model for every shape (`for_photos`)
+    anonymizer = config.anonymizer if args.sequence else for_photos(config.anonymizer)
+    pipeline = Pipeline(anonymizer, AnalysisEngine(config.analysis).start())
     status = pipeline.status()
     if status["degraded"]:
         print(f"analysis degraded: {status['reason']}", file=sys.stderr)

@@ -88,7 +88,7 @@ def collect_inputs(spec: str, exclude: Path | None = None) -> list[tuple[Path, P
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from vlm_node.anonymize.config import (for_frames_in_flight, for_stills,
+    from vlm_node.anonymize.config import (for_frames_in_flight, for_photos,
                                            frames_in_flight_for)
     from vlm_node.evaluation.labels import load_labels
     from vlm_node.evaluation.face_coverage import FaceCoverageRun, coverage_lines
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     config = load_config(args.config, args.mode)
     if not args.sequence:
-        config = for_stills(config)  # unrelated photos: no cheaper frames between thorough
+        config = for_photos(config)  # unrelated photos: whole passes, one model for any size
     in_flight = frames_in_flight_for(config, frames_in_flight(args))
     config = for_frames_in_flight(config, in_flight)
     inputs = collect_inputs(args.input, exclude=out_dir)
