@@ -191,3 +191,29 @@ def test_lines_of_similar_width_share_a_recognition_call():
     assert sorted(calls) == sorted([(2, 3, 48, 56), (1, 3, 48, 133), (3, 3, 48, 320)])
     assert read[-1] == ""
     assert ["".join(t.split()) for t in read[:6]] == texts[:6]
+
+
+def test_many_lines_of_one_width_are_read_four_at_a_time():
+    """Nine lines of one width: calls of 4, 4 and 1 (OpenVINO would run one call of 9 at a
+    batch of 16), each text the one the line gets alone."""
+    from vlm_node.anonymize.plates import READ_BATCH, TextRecognizer
+
+    rec = TextRecognizer(Runtime())
+    texts = [f"K{i}HT4{i}" for i in range(1, 10)]
+    crops = []
+    for text in texts:
+        crop = np.full((48, 160, 3), 255, np.uint8)
+        cv2.putText(crop, text, (4, 36), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
+        crops.append(crop)
+    alone = [rec.read_crops([c])[0] for c in crops]
+    calls = []
+    run = rec.session.run
+
+    def spy(names, feeds):
+        calls.append(len(next(iter(feeds.values()))))
+        return run(names, feeds)
+
+    rec.session = type("Spy", (), {"run": staticmethod(spy)})()
+    assert rec.read_crops(crops) == alone
+    assert READ_BATCH == 4 and calls == [4, 4, 1]
+    assert ["".join(t.split()) for t in alone] == texts

@@ -105,6 +105,12 @@ class TextDetector:
 WIDTH_SPREAD = 1.5
 """`TextRecognizer.read_crops`: lines up to this many times as wide as the narrowest of their
 group are read in one call."""
+READ_BATCH = 4
+"""`TextRecognizer.read_crops`: at most this many lines a call. OpenVINO runs a batch of more
+than 4 at the next multiple of 8 (`openvino_session.batch_bucket`, which keeps the number of
+shapes it prepares small), so 5 lines cost as much as 8 (one thread, 320 px lines: 42 ms for 5
+in one call, 33 ms as 4 + 1); the recogniser gains nothing per line from larger batches (2.1
+ms a 128 px line, 5.8 ms a 320 px line at every batch size)."""
 
 
 class TextRecognizer:
@@ -145,15 +151,16 @@ class TextRecognizer:
 
     def read_crops(self, crops: Sequence[np.ndarray | None]) -> list[str]:
         """Texts of line crops (`crop`; None reads as ""), batched (`read_many`): crops of
-        similar width share a call, each group padded only to its widest. Why: one batch
-        padded to the widest line made a 52 px line cost as much as a 320 px one (six lines
-        of 52-320 px: 271 ms in one call on one core)."""
+        similar width share a call (at most READ_BATCH), each group padded only to its
+        widest. Why: one batch padded to the widest line made a 52 px line cost as much as a
+        320 px one (six lines of 52-320 px: 271 ms in one call on one core)."""
         present = sorted(((i, c) for i, c in enumerate(crops) if c is not None),
                          key=lambda ic: ic[1].shape[1])
         texts = [""] * len(crops)
         groups: list[list[tuple[int, np.ndarray]]] = []
         for i, c in present:
-            if groups and c.shape[1] <= WIDTH_SPREAD * groups[-1][0][1].shape[1]:
+            if (groups and len(groups[-1]) < READ_BATCH
+                    and c.shape[1] <= WIDTH_SPREAD * groups[-1][0][1].shape[1]):
                 groups[-1].append((i, c))
             else:
                 groups.append([(i, c)])
