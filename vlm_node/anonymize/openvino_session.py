@@ -164,7 +164,7 @@ def release_all() -> None:
         session._exact = None
     _exact_models.cache_clear()
     _compiled.cache_clear()
-    _core.cache_clear()
+    _make_core.cache_clear()
     gc.collect()
 
 
@@ -268,16 +268,28 @@ def _stamp(path: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-@lru_cache(maxsize=1)
+_CORE_LOCK = threading.Lock()
+
+
 def _core():  # noqa: ANN202
+    """The process's OpenVINO Core (`_make_core`), made once even when the first sessions are
+    made on several threads at once."""
+    with _CORE_LOCK:
+        return _make_core()
+
+
+@lru_cache(maxsize=1)
+def _make_core():  # noqa: ANN202
     """One OpenVINO Core per process (it loads the device plugins; compiling is thread-safe),
     caching compiled models in `CACHE_ENV`'s directory or cache_dir("openvino"): a process
     then starts its models in ~0.4 s instead of ~1.1 s (25 MB for all of them). OpenVINO keys
     the cache by model, settings and CPU, so a stale entry is never used. An unwritable
-    directory (a read-only home on a vehicle) turns the cache off, said once in the log."""
+    directory (a read-only home on a vehicle) turns the cache off, said once in the log.
+    Its Python bindings are warmed up before any session can run (`_warm_bindings`)."""
     import openvino as ov
 
     core = ov.Core()
+    _warm_bindings(core)
     atexit.register(release_all)
     where = os.environ.get(CACHE_ENV, str(cache_dir("openvino")))
     if where.lower() in ("", "off", "0", "false"):
@@ -290,6 +302,27 @@ def _core():  # noqa: ANN202
     except OSError as exc:
         log.warning("OpenVINO model cache off (%s): models compile on every start", exc)
     return core
+
+
+def _warm_bindings(core: Any) -> None:  # noqa: ANN401
+    """One inference of a one-operation model, numpy array in and out, on this thread alone.
+
+    Why: the first hand-over of a numpy array in OpenVINO's Python bindings initialises
+    static objects (pybind11's handle on the numpy C API, behind a once-only guard that waits
+    for the GIL while another static's guard is held by a thread holding the GIL). When
+    several threads made their first inference at the same time, as the anonymizer's stage
+    threads do on a stream's first frame, the process could hang for good: 5 of 20 fresh
+    processes whose 16 threads each made a first FastestDet call at once, and a busy-frame
+    run hung on its first frame the same way (all stage threads waiting inside
+    `InferRequest.infer`). Done here, once, before any session exists, it never hung in
+    tests/test_engines.py's fresh processes."""
+    import openvino as ov
+
+    param = ov.opset13.parameter([1, 4], np.float32)
+    model = ov.Model([ov.opset13.relu(param)], [param], "vlm_node_warm_up")
+    request = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": 1}).create_infer_request()
+    request.infer({0: np.zeros((1, 4), np.float32)})
+    np.asarray(request.get_output_tensor(0).data).copy()
 
 
 def cpu_precision() -> str:
