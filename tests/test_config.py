@@ -75,9 +75,10 @@ def test_defaults_are_valid():
 
 
 @pytest.mark.parametrize("cores, threads, requested, expected", [
-    (2, 1, None, 2),     # this build machine: one frame per core
+    (2, 1, None, 3),     # this build machine: one frame per core, and one more
     (16, 1, None, 8),    # capped
-    (6, 2, None, 3),     # each frame's models use 2 threads
+    (6, 2, None, 4),     # each frame's models use 2 threads
+    (3, 2, None, 1),     # one frame's models take the cores: no extra frame
     (8, 0, None, 1),     # threads 0 = every core for one frame
     (1, 1, None, 1),
     (16, 1, 3, 3),       # asked for

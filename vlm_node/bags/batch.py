@@ -38,7 +38,7 @@ class AnonymizeOptions:
     storage: str | None = None
     results_topic: str | None = None
     force: bool = False
-    frames_in_flight: int | None = None  # None: one per core (frames_in_flight_for)
+    frames_in_flight: int | None = None  # None: frames_in_flight_for's default
     labels: LabelScorer | None = None  # scored into each bag's summary
     video_plan: bool = False  # the node's frame plan (one process only: for_recordings)
 

@@ -35,7 +35,8 @@ def add_frames_in_flight(parser: argparse.ArgumentParser, released: str, note: s
         "--frames-in-flight", type=int, metavar="N",
         help=f"frames decoded and run through the detectors at once, {released} in order, so "
              "results equal those of 1 (default: one per CPU core, divided by "
-             f"anonymizer.threads, at most {MAX_FRAMES_IN_FLIGHT}){note}")
+             "anonymizer.threads, and one more when that makes two or more, at most "
+             f"{MAX_FRAMES_IN_FLIGHT}){note}")
 
 
 def frames_in_flight(args: argparse.Namespace) -> int | None:

@@ -50,7 +50,7 @@ def replay(bag_path: str | Path, config: NodeConfig, cameras: dict[str, str],
            ) -> RunOutput:
     """Run every image message of `cameras` (topic -> camera name) through the pipeline.
     `config.anonymizer` is used as given (callers pass `for_frames_in_flight(...)` of it);
-    `frames_in_flight` None: one per core (`frames_in_flight_for`). `on_frame` sees every
+    `frames_in_flight` None: the default of `frames_in_flight_for`. `on_frame` sees every
     analysed frame (anonymized only) with its record and result, e.g. to draw it."""
     from tqdm import tqdm
 
