@@ -217,3 +217,27 @@ def test_many_lines_of_one_width_are_read_four_at_a_time():
     assert rec.read_crops(crops) == alone
     assert READ_BATCH == 4 and calls == [4, 4, 1]
     assert ["".join(t.split()) for t in alone] == texts
+
+
+def test_text_detector_input_is_rgb_normalised_with_black_padding():
+    """The detector's input, built plane by plane: RGB, (x - 127.5) / 127.5, padded to the
+    stride with black (-1), exactly the numbers of normalising an interleaved copy."""
+    from vlm_node.anonymize.plates import TextDetector
+
+    det = TextDetector(Runtime())
+    img = read_bgr(shared("plates/images/Cars0.jpg"))[:77, :101]
+    seen = []
+    run = det.session.run
+
+    def spy(names, feeds):
+        seen.append(next(iter(feeds.values())))
+        return run(names, feeds)
+
+    det.session = type("Spy", (), {"run": staticmethod(spy)})()
+    prob = det.probability(img)
+    want = np.zeros((96, 128, 3), np.float32)
+    want[:77, :101] = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    want = ((want - 127.5) / 127.5).transpose(2, 0, 1)[None]
+    assert seen[0].shape == (1, 3, 96, 128) and seen[0].flags.c_contiguous
+    assert np.array_equal(seen[0], want)
+    assert prob.shape == (77, 101)
