@@ -203,8 +203,9 @@ class ExactShapes:
     would otherwise keep one per shape it ever saw. A given shape always runs on the same
     compiled copy, so outputs do not depend on the order of calls or on what was evicted."""
 
-    def __init__(self, path: str, threads: int, precision: str, capacity: int) -> None:
-        self.path, self.threads, self.precision = path, threads, precision
+    def __init__(self, path: str, stamp: tuple[int, int], threads: int, precision: str,
+                 capacity: int) -> None:
+        self.path, self.stamp, self.threads, self.precision = path, stamp, threads, precision
         self.capacity = capacity
         self._models: OrderedDict[tuple, tuple[Any, threading.local]] = OrderedDict()
         self._lock = threading.Lock()
@@ -230,10 +231,11 @@ class ExactShapes:
         return request
 
     def _compile(self, shapes: dict[str, tuple[int, ...]]) -> Any:  # noqa: ANN401
-        core = _core()
-        model = core.read_model(self.path)
+        """A copy of the model already read for `_compiled` (not the file read again),
+        reshaped to `shapes` and compiled with the same settings."""
+        model = _compiled(self.path, self.stamp, self.threads, self.precision)[0].clone()
         model.reshape({name: list(shape) for name, shape in shapes.items()})
-        return core.compile_model(model, "CPU", _compile_config(self.threads, self.precision))
+        return _core().compile_model(model, "CPU", _compile_config(self.threads, self.precision))
 
     def shapes(self) -> list[tuple]:
         """The input shapes held, least recently used first."""
@@ -246,8 +248,7 @@ def _exact_models(path: str, stamp: tuple[int, int], threads: int, precision: st
                   capacity: int) -> ExactShapes:
     """One `ExactShapes` per model file and settings in a process (`stamp` as `_compiled`),
     shared by every session asking for it, as the compiled models of `_compiled` are."""
-    del stamp  # part of the cache key only
-    return ExactShapes(path, threads, precision, capacity)
+    return ExactShapes(path, stamp, threads, precision, capacity)
 
 
 def _compile_config(threads: int, precision: str) -> dict[str, Any]:

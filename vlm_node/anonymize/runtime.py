@@ -72,6 +72,15 @@ ENGINE_HELP = ("Inference engine of the ONNX models: `onnxruntime` (its `provide
 # (`OpenVinoSession`, `exact_shapes`): a 1080p stream uses two per model (CenterFace at 960 and
 # 640 px, the text detector's band and whole pass); four leave room for a second camera size.
 FRAME_SHAPES = 4
+FRAME_SHAPES_HELP = (
+    "With engine `openvino`: how many input shapes of the models that see the same shape "
+    "frame after frame (CenterFace, the plate text detector on whole frames and bands) are "
+    "kept compiled for exactly that shape, the last used kept (0 = one model for every "
+    "shape). 1.2x (CenterFace) and 1.5x (text detector) faster; each new shape costs a "
+    "0.15-0.35 s compile and ~50-70 MB.")
+PRECISION_HELP = ("With engine `openvino`: `auto` lets OpenVINO compute in bfloat16 where the "
+                  "CPU has it (float32 elsewhere); `f32` keeps float32 everywhere.")
+
 # Whether the models now running serve a frame of a stream whose size has not changed (set by
 # the anonymizer for the thread that detects the frame: `stream_frame`).
 _STREAM_FRAME: contextvars.ContextVar[bool] = contextvars.ContextVar("vlm_node_stream_frame",
@@ -99,16 +108,6 @@ def stream_frame(on: bool = True) -> Iterator[None]:
 def in_stream_frame() -> bool:
     """Whether the calling thread is inside `stream_frame(True)`."""
     return _STREAM_FRAME.get()
-
-
-FRAME_SHAPES_HELP = (
-    "With engine `openvino`: how many input shapes of the models that see the same shape "
-    "frame after frame (CenterFace, the plate text detector on whole frames and bands) are "
-    "kept compiled for exactly that shape, the last used kept (0 = one model for every "
-    "shape). 1.2x (CenterFace) and 1.5x (text detector) faster; each new shape costs a "
-    "0.15-0.35 s compile and ~50-70 MB.")
-PRECISION_HELP = ("With engine `openvino`: `auto` lets OpenVINO compute in bfloat16 where the "
-                  "CPU has it (float32 elsewhere); `f32` keeps float32 everywhere.")
 
 
 def check_providers(providers: Sequence[str]) -> list[str]:
