@@ -115,7 +115,7 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         node.wait_ready(args.timeout)
         with FramePlayer(cameras) as player:
-            player.wait_connected(min(args.timeout, 30.0))
+            player.wait_connected(min(args.timeout, 30.0), annotated=True)
             print(f"node ready in {time.monotonic() - t_start:.1f} s\n", flush=True)
             for i, scene in enumerate(scenes):
                 cam = cameras[i % len(cameras)]

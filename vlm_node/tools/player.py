@@ -58,13 +58,15 @@ class FramePlayer:
                            for cam in cameras}
         self.node.create_subscription(SceneUnderstanding, results_topic, self._on_result,
                                       QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
-        for cam in cameras:
+        # camera -> (anonymized, annotated) image subscriptions
+        self._image_subs = {cam: (
             self.node.create_subscription(
                 Image, f"/{cam}/image_anonymized",
-                lambda msg, cam=cam: self._on_image(cam, msg), qos_profile_sensor_data)
+                lambda msg, cam=cam: self._on_image(cam, msg), qos_profile_sensor_data),
             self.node.create_subscription(
                 Image, f"/{cam}/image_annotated",
-                lambda msg, cam=cam: self._on_annotated(cam, msg), qos_profile_sensor_data)
+                lambda msg, cam=cam: self._on_annotated(cam, msg), qos_profile_sensor_data))
+            for cam in cameras}
         self._results_topic = results_topic
         self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
         self.executor.add_node(self.node)
@@ -89,14 +91,21 @@ class FramePlayer:
         with self._lock:
             self._annotated[(camera, convert.stamp_ns(msg.header.stamp))] = msg
 
-    def wait_connected(self, timeout: float = 20.0) -> None:
-        """Until every camera topic has a subscriber and the results topic a publisher
-        (discovery between processes takes a moment)."""
+    def wait_connected(self, timeout: float = 20.0, annotated: bool = False) -> None:
+        """Until every camera topic has a subscriber, the results topic a publisher and each
+        camera's anonymized image (and, with `annotated`, its annotated image) subscription a
+        matched publisher (discovery between processes takes a moment, each topic on its own;
+        the images travel best effort, so one sent before its topic matched is lost: a demo
+        run under load once missed its first annotated image that way)."""
         for cam, pub in self.publishers.items():
             wait_until(lambda pub=pub: pub.get_subscription_count() > 0, timeout,
                        f"the node to subscribe to /{cam}/image_raw")
         wait_until(lambda: self.node.count_publishers(self._results_topic) > 0, timeout,
                    f"the node's {self._results_topic} publisher")
+        for cam, subs in self._image_subs.items():
+            for sub in subs if annotated else subs[:1]:
+                wait_until(lambda sub=sub: sub.get_publisher_count() > 0, timeout,
+                           f"the node's {sub.topic_name} publisher")
 
     def play(self, camera: str, bgr: np.ndarray, stamp_ns: int, frame_id: str = "",
              timeout: float = 60.0, image_grace: float = 1.0) -> Played:
