@@ -42,6 +42,12 @@ class GtsrbClass:
         end-of signs): what a round outline may be read as."""
         return self.class_id in ROUND_IDS
 
+    @property
+    def is_diamond(self) -> bool:
+        """Whether the sign is a diamond (priority road): what a diamond proposal may be read
+        as."""
+        return self.class_id in DIAMOND_IDS
+
 
 _KMH = "km/h"
 
@@ -94,6 +100,9 @@ GTSRB_CLASSES: tuple[GtsrbClass, ...] = (
 TRIANGLE_IDS: frozenset[int] = frozenset({11, 13} | set(range(18, 32)))
 """GTSRB ids of triangular signs: 11 (priority at the next intersection), 13 (yield, point
 down), 18-31 (warnings)."""
+
+DIAMOND_IDS: frozenset[int] = frozenset({12})
+"""GTSRB ids of diamond signs: 12 (priority road)."""
 
 ROUND_IDS: frozenset[int] = frozenset(set(range(0, 11)) | {15, 16, 17} | set(range(32, 43)))
 """GTSRB ids of round signs: 0-10 (speed limits, end of 80, no overtaking), 15-17 (no

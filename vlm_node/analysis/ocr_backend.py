@@ -46,6 +46,7 @@ from vlm_node.analysis.sign_text import (TextRead, digit_count, letters, parse_n
                                          reads_letters, says)
 from vlm_node.analysis.stacked_proposals import KNOWN_IOU, stacked_boxes
 from vlm_node.analysis.triangle_proposals import find_triangles
+from vlm_node.analysis.diamond_proposals import find_diamonds
 from vlm_node.anonymize.plates import REC_PAD
 from vlm_node.anonymize.runtime import (CPU, DEFAULT_ENGINE, ENGINE_HELP, ENGINES, PP_OCR_REC,
                                         PRECISION_HELP, PRECISIONS, Runtime, rapidocr_model)
@@ -192,6 +193,12 @@ class OcrConfig:
               "for a region. With square_tops_any_class, GTSDB 00300-00599 262 -> 270 of 347 "
               "signs with their class, 00000-00299 349 -> 354, crowd photos unchanged; ~+5 % "
               "of the 1080p stage (docs/sign_classifier.md).")
+    diamond_proposals: bool = setting(
+        True, "Also propose priority-road signs from their yellow field (a diamond-shaped "
+              "region of a looser yellow-to-orange mask, grown to twice its width; "
+              "vlm_node/analysis/diamond_proposals.py), read as priority road only: the "
+              "colour proposals box the field alone, which the classifier reads as "
+              "background, or miss its orange or shaded paint (docs/sign_classifier.md).")
     stacked_proposals: bool = setting(
         True, "Also classify boxes of 0.8-1.25 times the size of each sign the classifier "
               "accepted, one and 1.15 mean heights above and below it "
@@ -557,6 +564,8 @@ class _Search:
     top_squares: int = 0  # how many of `squares` are tops of tall proposals
     # triangular outlines no colour region matched (`triangle_proposals`): triangular classes
     triangles: list[Box] = field(default_factory=list)
+    # priority-road boxes grown from diamond-shaped yellow fields (`diamond_proposals`)
+    diamonds: list[Box] = field(default_factory=list)
 
 
 class OcrBackend(AnalysisBackend):
@@ -740,6 +749,9 @@ class OcrBackend(AnalysisBackend):
         known = box_array([c.box for c in cands] + proposals)
         triangles = _not_known(find_triangles(small, pcfg.min_size_px), known,
                                TRIANGLE_KNOWN_IOU) if cfg.triangle_proposals else []
+        diamonds = _not_known(find_diamonds(masks, pcfg.min_size_px,
+                                            0.6 * min(small.shape[:2])), known,
+                              TRIANGLE_KNOWN_IOU) if cfg.diamond_proposals else []
         circles: list[Box] = []
         if args is not None:
             found = outlines.result() if outlines is not None else find_circles(*args)
@@ -753,9 +765,9 @@ class OcrBackend(AnalysisBackend):
             # the shrunk search's 6 px floor admits regions under `min_size_px` at full size:
             # ~15 % of the classifier's crops at 1080p, and on the development photos only two
             # non-speed readings, so they are not worth classifying
-            proposals, circles, triangles = ([b.scaled(up) for b in boxes
-                                              if max(b.w, b.h) * up >= cfg.proposals.min_size_px]
-                                             for boxes in (proposals, circles, triangles))
+            proposals, circles, triangles, diamonds = (
+                [b.scaled(up) for b in boxes if max(b.w, b.h) * up >= cfg.proposals.min_size_px]
+                for boxes in (proposals, circles, triangles, diamonds))
         squares = end_squares(proposals, cfg.square_ends, cfg.proposals.min_size_px)
         tops = 0
         if cfg.square_tops_any_class:
@@ -766,7 +778,7 @@ class OcrBackend(AnalysisBackend):
                 [sq for sq, t in zip(squares, top) if not t]
             tops = sum(top)
         return _Search(cands, proposals, squares, circles, masks, scale, whole_frame(w, h, cfg),
-                       tops, triangles)
+                       tops, triangles, diamonds)
 
     def _read_classified(self, bgr: np.ndarray, hints: Sequence[TextHint] = (),
                          people: Sequence[Box] = ()) -> list[SignReading]:
@@ -784,15 +796,17 @@ class OcrBackend(AnalysisBackend):
         circles = [b for b in found.circles if not on_people(b, people)]
         whole = found.whole
         boxes = ([c.box for c in cands] + found.proposals + whole + found.squares + circles
-                 + found.triangles)
+                 + found.triangles + found.diamonds)
         # boxes[:finder] are the finder's, boxes[speed_only:triangle] may only be speed limits
         # (squares and outlines) except the first `top_squares`, boxes[outline:triangle] are
-        # the round outlines, boxes[triangle:] the triangular ones (triangular classes only);
-        # the whole frame's box, if any, is the last before speed_only
+        # the round outlines, boxes[triangle:diamond] the triangular ones (triangular classes
+        # only), boxes[diamond:] the grown yellow fields (priority road only); the whole
+        # frame's box, if any, is the last before speed_only
         finder = len(cands)
         speed_only = finder + len(found.proposals) + len(whole)
         outline = speed_only + len(found.squares)
         triangle = outline + len(circles)
+        diamond = triangle + len(found.triangles)
         unpainted = range(speed_only - len(whole), speed_only)
         # cv2 rather than a numpy copy of bgr[..., ::-1] (negative stride): 1.8 vs 29.6 ms at
         # 1080p, the same pixels
@@ -804,13 +818,15 @@ class OcrBackend(AnalysisBackend):
         # a sign has its paint: white letters, lamps and faces the network takes for a sign
         # do not (the share is measured on the frame's masks, white balance and all)
         # an outline is read only as a sign of its shape: a triangle as a triangular class, a
-        # round outline as a round one (`circle_round_classes`; speed limits only before the
-        # verifier and the people filter, when faces and lamps passed as other classes); end
+        # grown yellow diamond as priority road, a round outline as a round one
+        # (`circle_round_classes`; speed limits only before the verifier and the people
+        # filter, when faces and lamps passed as other classes); end
         # squares only as speed limits (other classes: 25 more false readings on the 141
         # crowd photos), except the top of a tall region (`square_tops_any_class`)
         # (a sign crop's whole-frame box has no paint check: a dark crop shows none)
         kept = [i for i, r in enumerate(results) if r.is_sign and
-                (r.gtsrb is not None and r.gtsrb.is_triangle if i >= triangle else
+                (r.gtsrb is not None and r.gtsrb.is_diamond if i >= diamond else
+                 r.gtsrb is not None and r.gtsrb.is_triangle if i >= triangle else
                  i < speed_only + found.top_squares or r.sign_class == "speed_limit"
                  or (i >= outline and self.config.circle_round_classes
                      and r.gtsrb is not None and r.gtsrb.is_round)) and

@@ -29,6 +29,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from vlm_node.analysis.diamond_proposals import LIGHT, LOOSE_YELLOW, diamond_masks
 from vlm_node.geometry import Box, nms
 from vlm_node.params import setting
 
@@ -827,6 +828,8 @@ def proposal_masks(bgr: np.ndarray, cfg: ProposalConfig) -> dict[str, np.ndarray
     hsv = cv2.cvtColor(balanced, cv2.COLOR_BGR2HSV)
     masks["blue"] = cv2.inRange(hsv, (95, 90, 40), (130, 255, 255))
     masks["yellow"] = cv2.inRange(hsv, (15, 80, 90), (35, 255, 255))
+    # read by the priority-road pass only (`diamond_proposals`), never proposed as regions
+    masks.update(diamond_masks(hsv))
     return masks
 
 
@@ -1042,7 +1045,7 @@ def find_proposals(bgr: np.ndarray, cfg: ProposalConfig | None = None,
     kernel = np.ones((3, 3), np.uint8)
     out: list[Box] = []
     for colour, mask in (masks if masks is not None else proposal_masks(bgr, cfg)).items():
-        if colour == "yellow" and not cfg.yellow_regions:
+        if colour in (LOOSE_YELLOW, LIGHT) or (colour == "yellow" and not cfg.yellow_regions):
             continue
         # closed: a thin rim broken by blur or JPEG becomes a ring again
         closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
