@@ -228,3 +228,34 @@ def test_bench_node_prints_figures_for_echo_and_node(tmp_path) -> None:
         assert 0 < target["p50_ms"] <= target["p95_ms"] <= target["p99_ms"]
         assert target["cpu_ms_per_frame"] >= 0  # /proc counts in 10 ms ticks: may round to 0
     assert figures["p95_ratio"] > 0
+
+
+def test_drive_frames_zoom_in_about_the_road_ahead() -> None:
+    """`--motion drive`: each photo's k-th frame is the photo magnified 1.02**k about the focus
+    (a point just above the middle), the same size; the first frame of each photo is the photo
+    itself, so every new photo is still a cut."""
+    from vlm_node.tools.bench_node import DRIVE_FOCUS, drive_frames, zoomed
+
+    h, w = 90, 160
+    a = np.zeros((h, w, 3), np.uint8)
+    fx, fy = round(DRIVE_FOCUS[0] * w), round(DRIVE_FOCUS[1] * h)
+    a[fy, fx] = 255  # on the focus: stays put
+    a[fy, fx + 20] = 200  # 20 px right of it: twice as far at zoom 2
+    assert np.array_equal(zoomed(a, 1.0), a)
+    twice = zoomed(a, 2.0)
+    assert twice.shape == a.shape
+    assert twice[fy, fx, 0] > 0 and twice[fy, fx + 40, 0] > 0 and twice[fy, fx + 20, 0] == 0
+    b = np.full((h, w, 3), 7, np.uint8)
+    frames = drive_frames([a, b], 7, hold=3)
+    assert len(frames) == 7
+    assert np.array_equal(frames[0], a) and np.array_equal(frames[3], b)
+    assert np.array_equal(frames[6], a)  # the photos cycle
+    assert np.array_equal(frames[2], zoomed(a, 1.02 ** 2))
+    assert not np.array_equal(frames[1], frames[0])  # no two frames of a photo alike
+
+
+def test_bench_node_refuses_an_unknown_motion() -> None:
+    from vlm_node.tools.bench_node import bench_node
+
+    with pytest.raises(ValueError, match="motion 'teleport'"):
+        bench_node(motion="teleport")

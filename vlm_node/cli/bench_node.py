@@ -29,6 +29,11 @@ def add_node_parser(bench_sub: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--hold", type=int, default=5, metavar="N",
                    help="send each photo of --frames-dir N frames in a row, as a scene stays "
                         "in view on video (default 5; carried regions then matter)")
+    p.add_argument("--motion", choices=("still", "drive"), default="still",
+                   help="how a photo stays in view for its --hold frames: still (the same "
+                        "pixels; each new photo is a scene cut) or drive (zooming in 2 %% a "
+                        "frame about the road ahead, as a moving camera sees a scene grow: no "
+                        "two frames alike). Default still")
     p.add_argument("--analysis", action="store_true",
                    help="the anonymizing targets also run the default analysis (as on a "
                         "vehicle)")
@@ -59,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     figures = bench_node(width, height, args.frames, args.rate, args.anonymize,
                          frames_dir=args.frames_dir, max_photos=args.max_photos,
                          analysis=args.analysis, variants=variants,
-                         baselines=not args.no_baselines, hold=max(1, args.hold))
+                         baselines=not args.no_baselines, hold=max(1, args.hold),
+                         motion=args.motion)
     if args.output:
         Path(args.output).write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
     return 0

@@ -13,6 +13,11 @@ every frame). `frames_dir` plays real photos instead, each letterboxed to the fr
 sent in turn (busy frames: crowds, signs, text), and `analysis` runs the node's default
 analysis beside the anonymizer, as on a vehicle. The node's own diagnostics (anonymizer time
 per frame, results published, drops) are read from /diagnostics during the run.
+
+How a photo stays in view (`motion`): `still` sends the same pixels `hold` times in a row (a
+parked car; every new photo is a scene cut), `drive` zooms into it a little more each frame
+(`drive_frames`), as a camera moving forward sees a scene grow: no two frames are alike, as on
+a real drive, and the anonymizer's per-frame plan meets motion instead of repeats.
 """
 from __future__ import annotations
 
@@ -29,6 +34,12 @@ from vlm_node.stats import percentiles
 
 INPUT = "/bench_cam/image_raw"
 CAMERA = "bench_cam"
+MOTIONS = ("still", "drive")
+
+DRIVE_ZOOM_PER_FRAME = 0.02
+"""`drive`: how much a scene grows from one frame to the next (a sign 70 m ahead at 50 km/h and
+10 Hz grows ~2 % a frame), about a point just above the frame's middle (the road ahead)."""
+DRIVE_FOCUS = (0.5, 0.45)
 
 
 @dataclass
@@ -169,18 +180,41 @@ def photo_frames(frames_dir: str, width: int, height: int, limit: int = 0) -> li
     return frames
 
 
-def _frame_msgs(width: int, height: int, frames_dir: str | None = None,
-                limit: int = 0) -> list[Any]:
+def zoomed(image: np.ndarray, zoom: float, focus: tuple[float, float] = DRIVE_FOCUS
+           ) -> np.ndarray:
+    """`image` magnified `zoom` times about `focus` (fractions of its width and height), the
+    same size: what a camera moving towards that point sees."""
+    import cv2
+
+    h, w = image.shape[:2]
+    fx, fy = focus[0] * w, focus[1] * h
+    matrix = np.array([[zoom, 0.0, fx * (1.0 - zoom)], [0.0, zoom, fy * (1.0 - zoom)]])
+    return cv2.warpAffine(image, matrix, (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT)
+
+
+def drive_frames(images: Sequence[np.ndarray], frames: int, hold: int) -> list[np.ndarray]:
+    """The `frames` frames of a `drive` run: each image `hold` frames in a row, the k-th of
+    them zoomed by (1 + DRIVE_ZOOM_PER_FRAME) ** k."""
+    return [zoomed(images[(i // hold) % len(images)], (1.0 + DRIVE_ZOOM_PER_FRAME) ** (i % hold))
+            for i in range(frames)]
+
+
+def _images(width: int, height: int, frames_dir: str | None = None,
+            limit: int = 0) -> list[np.ndarray]:
+    from vlm_node.tools.render.scenes import make_road_scene
+
+    if frames_dir:
+        return photo_frames(frames_dir, width, height, limit)
+    return [make_road_scene(0, (width, height)).image]
+
+
+def _frame_msgs(images: Sequence[np.ndarray]) -> list[Any]:
     from sensor_msgs.msg import Image
 
     from vlm_node import image_codec
-    from vlm_node.tools.render.scenes import make_road_scene
     from vlm_node.ros import convert
 
-    if frames_dir:
-        images = photo_frames(frames_dir, width, height, limit)
-    else:
-        images = [make_road_scene(0, (width, height)).image]
     msgs = []
     for pixels in images:
         raw = image_codec.array_to_image(np.ascontiguousarray(pixels), "bgr8")
@@ -190,9 +224,10 @@ def _frame_msgs(width: int, height: int, frames_dir: str | None = None,
 
 
 def measure(name: str, start: Callable[[], NodeProcess], output: str, msgs: list[Any],
-            frames: int, rate: float, warmup: int = 10, timeout: float = 120.0, hold: int = 1
-            ) -> TargetFigures:
-    """Start a target, warm it up, play `frames` frames and collect its figures."""
+            frames: int, rate: float, warmup: int = 10, timeout: float = 120.0, hold: int = 1,
+            played: list[Any] | None = None) -> TargetFigures:
+    """Start a target, warm it up on `msgs`, play `frames` frames (`played` in order when
+    given, else `msgs` each `hold` times) and collect its figures."""
     proc = start()
     probe = None
     try:
@@ -202,7 +237,8 @@ def measure(name: str, start: Callable[[], NodeProcess], output: str, msgs: list
         probe.play(msgs, warmup, rate)
         time.sleep(0.5)
         cpu0 = _cpu_seconds(proc.proc.pid)
-        sent = probe.play(msgs, frames, rate, hold)
+        sent = (probe.play(played, frames, rate) if played is not None
+                else probe.play(msgs, frames, rate, hold))
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline and len(probe.take(sent)) < len(sent):
             time.sleep(0.05)
@@ -228,18 +264,24 @@ def bench_node(width: int = 1920, height: int = 1080, frames: int = 100, rate: f
                anonymize: bool = False, print_fn: Callable[[str], None] = print, *,
                frames_dir: str | None = None, max_photos: int = 0, analysis: bool = False,
                variants: Sequence[tuple[str, Sequence[str]]] = (), baselines: bool = True,
-               hold: int = 1) -> dict[str, Any]:
+               hold: int = 1, motion: str = "still") -> dict[str, Any]:
     """Echo baseline, then vlm_node (anonymizer detectors off, analysis off), and with
     `anonymize` vlm_node with the default anonymizer too; prints a table, returns figures.
 
     `frames_dir`: play these photos (letterboxed) instead of one rendered road scene, each
-    `hold` frames in a row.
+    `hold` frames in a row, repeated (`motion` still) or zooming in (`drive`).
     `analysis`: the anonymizing targets also run the default analysis. `variants`: more
     anonymizing targets, each a name and `-p` parameter assignments (`anonymizer.x:=v`), to
     compare settings in the same run. `baselines=False` skips the echo and detectors-off
     targets (their figures only make sense beside a plain anonymizer run)."""
+    if motion not in MOTIONS:
+        raise ValueError(f"motion {motion!r}: choose from {', '.join(MOTIONS)}")
     env = isolate_this_process()
-    msgs = _frame_msgs(width, height, frames_dir, max_photos)
+    images = _images(width, height, frames_dir, max_photos)
+    msgs = _frame_msgs(images)
+    # every target gets the same frames; a drive's are made once (hold x photos, not more
+    # than are sent)
+    played = _frame_msgs(drive_frames(images, frames, hold)) if motion == "drive" else None
 
     def echo() -> NodeProcess:
         return NodeProcess(["-p", f"input:={INPUT}", "-p", "output:=/bench_cam/echo"],
@@ -269,9 +311,12 @@ def bench_node(width: int = 1920, height: int = 1080, frames: int = 100, rate: f
         raise ValueError("nothing to measure: no baselines, --anonymize or variants")
     source = (f"{len(msgs)} photos from {frames_dir}, {hold} frames each" if frames_dir
               else "a rendered road scene")
+    if motion == "drive":
+        source += f", zooming in {DRIVE_ZOOM_PER_FRAME:.0%} a frame"
     print_fn(f"{frames} frames {width}x{height} bgr8 at {rate:g} Hz per target ({source}), "
              f"{os.cpu_count()} CPUs")
-    results = [measure(n, s, out, msgs, frames, rate, hold=hold) for n, s, out in targets]
+    results = [measure(n, s, out, msgs, frames, rate, hold=hold, played=played)
+               for n, s, out in targets]
     base = results[0]
     print_fn(f"{'target':<44} {'recv':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
              f"{'CPU ms/frame':>13} {'anon ms p50/p95':>16} {'results':>8} "
@@ -285,7 +330,7 @@ def bench_node(width: int = 1920, height: int = 1080, frames: int = 100, rate: f
                  f"{d.get('results_published', '-'):>8} {r.p95_ms / base.p95_ms:>11.2f}x")
     figures: dict[str, Any] = {"frame": [width, height], "frames": frames, "rate_hz": rate,
                                "frames_dir": frames_dir, "photos": len(msgs),
-                               "hold": hold, "analysis": analysis,
+                               "hold": hold, "motion": motion, "analysis": analysis,
                                "targets": [r.to_json() for r in results]}
     if baselines:
         figures["p95_ratio"] = round(results[1].p95_ms / base.p95_ms, 3)
