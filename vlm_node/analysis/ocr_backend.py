@@ -34,6 +34,7 @@ import numpy as np
 
 from vlm_node.analysis.base import AnalysisBackend
 from vlm_node.analysis.circle_proposals import find_circles
+from vlm_node.analysis.diamond_proposals import find_diamonds
 from vlm_node.analysis.gtsrb import GTSRB_CLASSES, speed_limit_id
 from vlm_node.analysis.sign_candidates import (CandidateConfig, ProposalConfig, Shape,
                                                SignCandidate, end_squares, find_candidates,
@@ -46,7 +47,6 @@ from vlm_node.analysis.sign_text import (TextRead, digit_count, letters, parse_n
                                          reads_letters, says)
 from vlm_node.analysis.stacked_proposals import KNOWN_IOU, stacked_boxes
 from vlm_node.analysis.triangle_proposals import find_triangles
-from vlm_node.analysis.diamond_proposals import find_diamonds
 from vlm_node.anonymize.plates import REC_PAD
 from vlm_node.anonymize.runtime import (CPU, DEFAULT_ENGINE, ENGINE_HELP, ENGINES, PP_OCR_REC,
                                         PRECISION_HELP, PRECISIONS, Runtime, rapidocr_model)
@@ -257,7 +257,8 @@ class OcrConfig:
 _MIN_SPEED_TEXT_HEIGHT = 0.36
 _SPEED_PROPOSAL = "speed_proposal"  # found_by of a proposal OCR reads for a speed value only
 _CIRCLE_READ = "circle_read"  # found_by of a big round outline OCR alone reads (circle_read_px)
-TRIANGLE_KNOWN_IOU = 0.85  # a triangle overlapping a colour region's box this much is that box
+TRIANGLE_KNOWN_IOU = 0.85  # a triangle (or a grown diamond) overlapping a colour region's box
+# this much is that box
 _HINT = "hint"  # found_by of a candidate placed on the anonymizer's sign text (`hint_candidates`)
 STOP_HINT_PAINT = 0.15
 """Share of a STOP hint's octagon box that must be red paint (the loose red mask): a stop sign's
