@@ -452,6 +452,51 @@ def test_people_of_a_frame_are_persons_and_heads():
     assert people_of(no_pass) == (Box(100, 56, 20, 48),)
 
 
+def test_vehicles_of_a_frame_are_sure_cars_trucks_and_buses():
+    from vlm_node.analysis.ocr_backend import on_vehicle, vehicles_of
+    from vlm_node.frames import FrameMeta, _release
+    from vlm_node.results import ObjectDetection
+
+    objects = (ObjectDetection("person", 0, 0.9, Box(10, 10, 50, 120)),
+               ObjectDetection("car", 2, 0.8, Box(200, 150, 150, 90)),
+               ObjectDetection("truck", 7, 0.7, Box(20, 140, 100, 90)),
+               ObjectDetection("bus", 5, 0.4, Box(380, 100, 20, 20)))  # unsure: not one
+    frame = _release(FrameMeta("f", 0, "f"), np.zeros((240, 400, 3), np.uint8), (), 0.0,
+                     objects=objects)
+    vehicles = vehicles_of(frame)
+    assert vehicles == (Box(200, 150, 150, 90), Box(20, 140, 100, 90))
+    assert on_vehicle(Box(220, 200, 15, 15), vehicles)  # a tail light
+    assert not on_vehicle(Box(220, 152, 15, 15), vehicles)  # the top third: a sign behind it
+    assert not on_vehicle(Box(190, 200, 20, 20), vehicles)  # half outside
+    no_pass = _release(FrameMeta("f", 0, "f"), frame.image, (), 0.0)
+    assert vehicles_of(no_pass) == ()
+
+
+def test_tail_lights_of_a_car_are_no_speed_limit(backend):
+    """gtsdb_00285: the round red tail lights of the car ahead, with their white lamps, are
+    read as "speed limit 100" at 0.95-0.98; on the car the anonymizer's object pass finds
+    (0.79), the node drops them. `read_frame` passes the frame's vehicles."""
+    from vlm_node.anonymize import Anonymizer, AnonymizerConfig
+    from vlm_node.analysis.ocr_backend import vehicles_of
+    from vlm_node.frames import FrameMeta
+
+    bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00285.jpg")
+    lights = [Box(410, 316, 14, 16), Box(493, 313, 17, 16)]
+
+    def on_lights(readings):
+        return [r.value for r in readings
+                if r.box is not None and max(r.box.iou(b) for b in lights) > 0.5]
+
+    assert on_lights(backend.read_signs(bgr)) == [100, 100]
+    car = Box(383, 274, 176, 125)
+    assert on_lights(backend.read_signs(bgr, vehicles=(car,))) == []
+    frame = Anonymizer(AnonymizerConfig(plates=False)).anonymize(FrameMeta("f", 0, "f"), bgr)
+    assert any(v.iou(car) > 0.8 for v in vehicles_of(frame))
+    assert on_lights(backend.read_frame(frame)) == []
+    (result,) = backend.analyze([frame])
+    assert on_lights(result.signs) == []
+
+
 def test_a_round_outline_on_a_head_is_no_speed_limit(backend):
     """A red hat in a parade (WIDER training photo) is a round outline with a light centre that
     the classifier reads as a 30; the node passes the anonymizer's faces and persons, and an

@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
-    from vlm_node.analysis.ocr_backend import OcrBackend, people_of
+    from vlm_node.analysis.ocr_backend import OcrBackend
     from vlm_node.analysis.sign_classifier import prepare_crops
     from vlm_node.analysis.sign_verifier import fit_verifier
     from vlm_node.cli.analyze import load_sign_labels
@@ -124,8 +124,7 @@ def run(args: argparse.Namespace) -> int:
             except AnonymizationError as exc:
                 print(f"{path}: not anonymized, skipped: {exc}", file=sys.stderr)
                 continue
-            readings = [r for r in reader.read_signs(frame.image, frame.text_hints,
-                                                     people_of(frame))
+            readings = [r for r in reader.read_frame(frame)
                         if r.source == "classifier" and r.box is not None]
             found.photos += 1
             if not readings:
