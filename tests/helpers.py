@@ -41,3 +41,12 @@ def paste_rgba(image: np.ndarray, rgba: np.ndarray, x: int, y: int):
     region = image[y:y + h, x:x + w].astype(np.float32)
     image[y:y + h, x:x + w] = (rgba[:, :, 2::-1] * alpha + region * (1 - alpha)).round()
     return Box(x, y, w, h)
+
+
+def sign_classes_near(backend, file: str, box, iou: float = 0.3) -> list[str]:
+    """The classes `backend` (a loaded OcrBackend) reads on the development road photo `file`
+    (shared signs_real_dev) through boxes at IoU >= `iou` with `box`: whether a labelled sign
+    is read, and as what."""
+    bgr = read_bgr(shared("signs_real_dev") / file)
+    return [r.sign_class for r in backend.read_signs(bgr) if r.box is not None
+            and r.box.iou(box) >= iou]

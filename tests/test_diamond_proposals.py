@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import read_bgr, shared
+from helpers import read_bgr, shared, sign_classes_near
 from vlm_node.analysis.diamond_proposals import (FIELD_GROWTH, LIGHT, LOOSE_YELLOW,
                                                  border_light, find_diamonds)
 from vlm_node.analysis.gtsrb import DIAMOND_IDS, GTSRB_CLASSES
@@ -103,20 +103,14 @@ def readers():
         backend.close()
 
 
-def _read(backend, file, box):
-    bgr = read_bgr(shared("signs_real_dev") / file)
-    return [r.sign_class for r in backend.read_signs(bgr) if r.box is not None
-            and r.box.iou(box) >= 0.3]
-
-
 @pytest.mark.parametrize("file,box", [
     ("gtsdb_00262.jpg", Box(625, 22, 63, 62)),   # the field's own box read as background
     ("gtsdb_00192.jpg", Box(397, 157, 46, 47)),  # an orange field in the shade of trees
     ("gtsdb_00049.jpg", Box(591, 212, 26, 27)),
 ])
 def test_missed_priority_road_signs_are_read_through_their_grown_field(readers, file, box):
-    assert _read(readers["default"], file, box) == ["priority_road"]
-    assert _read(readers["off"], file, box) == []
+    assert sign_classes_near(readers["default"], file, box) == ["priority_road"]
+    assert sign_classes_near(readers["off"], file, box) == []
 
 
 def test_a_grown_field_is_read_as_priority_road_only(readers, monkeypatch):

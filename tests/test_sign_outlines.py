@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import read_bgr, shared
+from helpers import read_bgr, shared, sign_classes_near
 from vlm_node.analysis.gtsrb import GTSRB_CLASSES, ROUND_IDS, TRIANGLE_IDS
 from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
 from vlm_node.analysis.stacked_proposals import stacked_boxes
@@ -84,35 +84,30 @@ def readers():
         backend.close()
 
 
-def _read(backend, file, box):
-    bgr = read_bgr(shared("signs_real_dev") / file)
-    return [r.sign_class for r in backend.read_signs(bgr) if r.box is not None
-            and r.box.iou(box) >= 0.3]
-
-
 @pytest.mark.parametrize("file,box,sign_class", [
     ("gtsdb_00444.jpg", Box(227, 317, 30, 27), "curve_right"),   # backlit, grey rim
     ("gtsdb_00459.jpg", Box(526, 309, 22, 20), "roadworks"),
     ("gtsdb_00443.jpg", Box(490, 330, 19, 17), "general_caution"),  # above a speed limit
 ])
 def test_backlit_warning_signs_are_read_through_their_outline(readers, file, box, sign_class):
-    assert _read(readers["default"], file, box) == [sign_class]
-    assert sign_class not in _read(readers["no_triangles"], file, box)
+    assert sign_classes_near(readers["default"], file, box) == [sign_class]
+    assert sign_class not in sign_classes_near(readers["no_triangles"], file, box)
 
 
 def test_a_triangle_box_does_not_displace_a_colour_regions_reading(readers):
     """gtsdb_00499: the triangle pass finds the yield sign's inner edge, which the classifier
     reads more surely than the colour region's box but the verifier then rejects; the
     triangle's box ranks last among boxes of one sign, so the region's reading stays."""
-    assert _read(readers["default"], "gtsdb_00499.jpg", Box(605, 298, 29, 26)) == ["yield"]
+    yield_sign = Box(605, 298, 29, 26)
+    assert sign_classes_near(readers["default"], "gtsdb_00499.jpg", yield_sign) == ["yield"]
 
 
 def test_the_top_of_a_tall_region_may_be_any_sign(readers):
     """gtsdb_00426: a roadworks sign's face runs on into the white "800 m" panel below it; the
     region's box reads as background, its top square as roadworks."""
     box = Box(646, 235, 73, 67)
-    assert _read(readers["no_triangles"], "gtsdb_00426.jpg", box) == ["roadworks"]
-    assert _read(readers["neither"], "gtsdb_00426.jpg", box) == []
+    assert sign_classes_near(readers["no_triangles"], "gtsdb_00426.jpg", box) == ["roadworks"]
+    assert sign_classes_near(readers["neither"], "gtsdb_00426.jpg", box) == []
 
 
 @pytest.mark.parametrize("file,box,sign_class", [
@@ -124,8 +119,8 @@ def test_round_outlines_are_read_as_round_signs(readers, file, box, sign_class):
     """Dusk and backlit round signs no colour region boxed: the Hough outline reads them at
     >= 0.99, and they are published now that outlines may be any round class, not only speed
     limits."""
-    assert _read(readers["default"], file, box) == [sign_class]
-    assert _read(readers["speed_circles"], file, box) == []
+    assert sign_classes_near(readers["default"], file, box) == [sign_class]
+    assert sign_classes_near(readers["speed_circles"], file, box) == []
 
 
 @pytest.mark.parametrize("file,box", [("gtsdb_00487.jpg", Box(375, 364, 12, 12)),
@@ -135,9 +130,9 @@ def test_a_small_blue_face_grows_by_its_white_rim(readers, monkeypatch, file, bo
     floor: grown by the white rim (BLUE_RIM) the face is the sign's box, and it is read."""
     import vlm_node.analysis.sign_candidates as candidates
 
-    assert _read(readers["default"], file, box) == ["keep_right"]
+    assert sign_classes_near(readers["default"], file, box) == ["keep_right"]
     monkeypatch.setattr(candidates, "BLUE_RIM", 0.0)
-    assert _read(readers["default"], file, box) == []
+    assert sign_classes_near(readers["default"], file, box) == []
 
 
 def test_stacked_boxes_are_above_and_below_the_sign_on_its_axis(monkeypatch):
@@ -179,7 +174,7 @@ def test_stacked_boxes_stay_inside_the_frame_and_off_known_signs(monkeypatch):
     ("gtsdb_00405.jpg", Box(754, 248, 31, 31), ("priority_road", None)),  # above a 70
     ("gtsdb_00071.jpg", Box(477, 285, 17, 16), ("speed_limit", 30.0)),
 ])
-def test_the_other_signs_on_a_post_are_read(readers, file, box, reading):
+def test_the_other_signs_on_a_post_aresign_classes_near(readers, file, box, reading):
     """Real GTSDB photos whose second sign on a post no colour region boxed well: read
     through the box of the sign above or below it, and not without the setting."""
     bgr = read_bgr(shared("signs_real_dev") / file)
