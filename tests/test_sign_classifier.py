@@ -468,6 +468,7 @@ def test_vehicles_of_a_frame_are_sure_cars_trucks_and_buses():
     assert on_vehicle(Box(220, 200, 15, 15), vehicles)  # a tail light
     assert not on_vehicle(Box(220, 152, 15, 15), vehicles)  # the top third: a sign behind it
     assert not on_vehicle(Box(190, 200, 20, 20), vehicles)  # half outside
+    assert not on_vehicle(Box(230, 180, 40, 40), vehicles)  # 0.27 of the car wide: no part
     no_pass = _release(FrameMeta("f", 0, "f"), frame.image, (), 0.0)
     assert vehicles_of(no_pass) == ()
 

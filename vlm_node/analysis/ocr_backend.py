@@ -547,6 +547,11 @@ def on_people(box: Box, people: Sequence[Box]) -> bool:
 
 
 VEHICLE_LABELS = frozenset({"car", "truck", "bus"})
+VEHICLE_PART = 0.15
+"""The widest a reading may be, as a share of the vehicle's width, to count as a part of it
+(tail lights 0.08-0.1 of their car): a sign as wide as a fifth of a vehicle box stands in front
+of it, or the box is wrong (the object pass took a rendered road scene for a car 0.7 of the
+frame wide, a 50 sign in it)."""
 VEHICLE_MIN_SCORE = 0.6
 """COCO vehicles from which a speed-limit reading on one is dropped (`on_vehicle`). Round red
 tail lights with a white lamp read as "speed limit 100" at 0.95-0.98 (gtsdb_00285, a car the
@@ -563,9 +568,11 @@ def vehicles_of(frame: AnonymizedFrame) -> tuple[Box, ...]:
 
 
 def on_vehicle(box: Box, vehicles: Sequence[Box]) -> bool:
-    """Whether `box` lies (0.8 of it or more) in the lower two thirds of one of `vehicles`:
-    lamps, wheels and badges, or a truck's own speed sticker, which is no rule for the road."""
-    return any(box.coverage_by(Box(v.x, v.y + v.h / 3, v.w, v.h * 2 / 3)) >= 0.8
+    """Whether `box` is a part of one of `vehicles`: at most VEHICLE_PART of its width, and
+    (0.8 of it or more) in its lower two thirds: lamps, wheels and badges, or a truck's own
+    speed sticker, which is no rule for the road."""
+    return any(box.w <= VEHICLE_PART * v.w
+               and box.coverage_by(Box(v.x, v.y + v.h / 3, v.w, v.h * 2 / 3)) >= 0.8
                for v in vehicles)
 
 
