@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from helpers import SHARED_DATA, read_bgr
-from vlm_node.analysis.diamond_proposals import LIGHT, LOOSE_YELLOW
 from vlm_node.analysis.gtsrb import BACKGROUND, CLASSIFIER_LABELS, gtsrb_class
-from vlm_node.analysis.sign_candidates import (BLUE_RIM, ProposalConfig, _distance_window,
-                                               _region_boxes, _stacked_squares, box_nms,
-                                               find_proposals, proposal_masks)
+from vlm_node.analysis.sign_candidates import (BLUE_RIM, PROPOSAL_PAINTS, ProposalConfig,
+                                               _distance_window, _region_boxes,
+                                               _stacked_squares, box_nms, find_proposals,
+                                               proposal_masks)
 from vlm_node.analysis.sign_classifier import (_SPEED_INDEX, INPUT_SIZE, SPEED_FAMILY,
                                                SignClass, SignClassifier, crop_box, cut,
                                                prepare_crops, resize_to_input, speed_mass)
@@ -179,9 +179,8 @@ def test_proposals_of_a_real_photo_are_unchanged_in_number_and_place():
     cfg = ProposalConfig(bright_discs=False)
     masks = proposal_masks(bgr, cfg)
     want = []
-    for colour, mask in masks.items():
-        if colour in (LOOSE_YELLOW, LIGHT):
-            continue  # the priority-road pass's masks: never proposed as regions
+    for colour in PROPOSAL_PAINTS:
+        mask = masks[colour]
         closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
         contours, hierarchy = cv2.findContours(closed, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
         largest = 0.6 * min(bgr.shape[:2])

@@ -257,8 +257,8 @@ class OcrConfig:
 _MIN_SPEED_TEXT_HEIGHT = 0.36
 _SPEED_PROPOSAL = "speed_proposal"  # found_by of a proposal OCR reads for a speed value only
 _CIRCLE_READ = "circle_read"  # found_by of a big round outline OCR alone reads (circle_read_px)
-TRIANGLE_KNOWN_IOU = 0.85  # a triangle (or a grown diamond) overlapping a colour region's box
-# this much is that box
+SHAPE_KNOWN_IOU = 0.85  # a triangle or grown diamond overlapping a colour region's box this
+# much is that box
 _HINT = "hint"  # found_by of a candidate placed on the anonymizer's sign text (`hint_candidates`)
 STOP_HINT_PAINT = 0.15
 """Share of a STOP hint's octagon box that must be red paint (the loose red mask): a stop sign's
@@ -793,10 +793,10 @@ class OcrBackend(AnalysisBackend):
         # outlines that are already a region's box add nothing
         known = box_array([c.box for c in cands] + proposals)
         triangles = _not_known(find_triangles(small, pcfg.min_size_px), known,
-                               TRIANGLE_KNOWN_IOU) if cfg.triangle_proposals else []
+                               SHAPE_KNOWN_IOU) if cfg.triangle_proposals else []
         diamonds = _not_known(find_diamonds(masks, pcfg.min_size_px,
                                             0.6 * min(small.shape[:2])), known,
-                              TRIANGLE_KNOWN_IOU) if cfg.diamond_proposals else []
+                              SHAPE_KNOWN_IOU) if cfg.diamond_proposals else []
         circles: list[Box] = []
         if args is not None:
             found = outlines.result() if outlines is not None else find_circles(*args)

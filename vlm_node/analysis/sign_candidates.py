@@ -29,7 +29,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from vlm_node.analysis.diamond_proposals import LIGHT, LOOSE_YELLOW, diamond_masks
+from vlm_node.analysis.diamond_proposals import diamond_masks
 from vlm_node.geometry import Box, nms
 from vlm_node.params import setting
 
@@ -816,6 +816,11 @@ def _red(b: np.ndarray, g: np.ndarray, r: np.ndarray, ratio: float, margin: int)
                            cv2.compare(r, np.full_like(r, 20), cv2.CMP_GE))
 
 
+PROPOSAL_PAINTS = ("red", "red_loose", "blue", "yellow")
+"""The masks of `proposal_masks` whose regions `find_proposals` proposes, in this order (the
+dict also holds the priority-road pass's masks, `diamond_masks`, which are never proposed)."""
+
+
 def proposal_masks(bgr: np.ndarray, cfg: ProposalConfig) -> dict[str, np.ndarray]:
     """Loose paint masks (uint8 0/255): red relative to the pixel's own brightness, so a rim in
     a dark or dusky frame (RGB 30,14,15) still counts (twice: a looser mask finds desaturated
@@ -1044,8 +1049,10 @@ def find_proposals(bgr: np.ndarray, cfg: ProposalConfig | None = None,
     largest = 0.6 * min(height, width)
     kernel = np.ones((3, 3), np.uint8)
     out: list[Box] = []
-    for colour, mask in (masks if masks is not None else proposal_masks(bgr, cfg)).items():
-        if colour in (LOOSE_YELLOW, LIGHT) or (colour == "yellow" and not cfg.yellow_regions):
+    masks = masks if masks is not None else proposal_masks(bgr, cfg)
+    for colour in PROPOSAL_PAINTS:
+        mask = masks.get(colour)
+        if mask is None or (colour == "yellow" and not cfg.yellow_regions):
             continue
         # closed: a thin rim broken by blur or JPEG becomes a ring again
         closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)

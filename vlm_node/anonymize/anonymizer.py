@@ -388,17 +388,17 @@ class Anonymizer:
             grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
             thumb = cv2.resize(grey, THUMB, interpolation=cv2.INTER_AREA).astype(np.int16)
         with in_order.turn(), self._lock:
-            restarted = False
-            steady = self._last_plan is not None and self._last_plan[1] == size
+            restarted = steady = False
             if self._last_plan is not None:
                 last_stamp, last_size = self._last_plan
+                steady = size == last_size
                 gap = (None if not (stamp_ns and last_stamp) or config.carry_max_gap <= 0
                        else (stamp_ns - last_stamp) / 1e9)
                 cut = (config.scene_cut_threshold > 0 and thumb is not None
-                       and self._last_thumb is not None and size == last_size
+                       and self._last_thumb is not None and steady
                        and float(np.abs(thumb - self._last_thumb).mean())
                        > config.scene_cut_threshold)
-                if size != last_size or cut or (gap is not None and (
+                if not steady or cut or (gap is not None and (
                         gap < 0 or gap > config.carry_max_gap)):
                     self._seq, restarted = 0, True
             self._last_plan = (stamp_ns or 0, size)
