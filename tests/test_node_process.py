@@ -259,3 +259,23 @@ def test_bench_node_refuses_an_unknown_motion() -> None:
 
     with pytest.raises(ValueError, match="motion 'teleport'"):
         bench_node(motion="teleport")
+
+
+def test_scene_split_separates_the_frames_a_cut_weighs_on() -> None:
+    """`bench node` reports the first two frames of each scene apart from the rest: with a cut
+    every `hold` frames, the whole pass of a new scene and the frame-to-frame plan are two
+    different costs that one p95 mixes."""
+    from vlm_node.tools.bench_node import scene_split
+
+    # two scenes of 5 frames: the cut frame and the next are slow, one steady frame dropped
+    lat = [200.0, 150.0, 60.0, None, 70.0, 210.0, 140.0, 65.0, 62.0, 64.0]
+    after_cut, steady = scene_split(lat, hold=5)
+    assert after_cut["sent"] == 4 and after_cut["received"] == 4
+    assert after_cut["max_ms"] == 210.0 and 140.0 <= after_cut["p50_ms"] <= 210.0
+    assert steady["sent"] == 6 and steady["received"] == 5
+    assert steady["max_ms"] == 70.0 and steady["p95_ms"] <= 70.0
+    # nothing is steady when every frame is within two of a cut
+    assert scene_split(lat, hold=2) is None and scene_split(lat, hold=1) is None
+    # a part with nothing received has counts and no percentiles
+    _, none_back = scene_split([100.0, 100.0, None, None], hold=4)
+    assert none_back == {"sent": 2.0, "received": 0.0}

@@ -56,9 +56,43 @@ class TargetFigures:
     cpu_ms_per_frame: float
     cpu_ms_per_sent_frame: float = 0.0
     diagnostics: dict[str, str] | None = None  # the node's last camera status (vlm_node only)
+    # the same figures for the frames a scene cut weighs on (its first two) and for the rest
+    # (`scene_split`); None when every frame is a cut (hold 1)
+    after_cut: dict[str, float] | None = None
+    steady: dict[str, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+AFTER_CUT_FRAMES = 2
+"""Frames of a scene that its cut weighs on: the cut frame itself (the anonymizer's whole pass)
+and the next one, which arrives while that pass is still running."""
+
+
+def scene_split(latencies_ms: Sequence[float | None], hold: int
+                ) -> tuple[dict[str, float], dict[str, float]] | None:
+    """Latency figures of the frames after each scene cut (the first `AFTER_CUT_FRAMES` of
+    every `hold`) and of the others, from per-frame latencies in send order (None = not
+    published). Why: with a cut every `hold` frames, p95 over all frames mixes two costs, the
+    whole pass a new scene needs and the frame-to-frame plan; the split says which one a
+    setting moves. None when `hold` leaves no frame that is not right after a cut."""
+    if hold <= AFTER_CUT_FRAMES:
+        return None
+    parts: tuple[list[float | None], list[float | None]] = ([], [])
+    for i, ms in enumerate(latencies_ms):
+        parts[0 if i % hold < AFTER_CUT_FRAMES else 1].append(ms)
+
+    def figures(part: list[float | None]) -> dict[str, float]:
+        got = [ms for ms in part if ms is not None]
+        out = {"sent": float(len(part)), "received": float(len(got))}
+        if got:
+            pct = percentiles(got, (50, 95))
+            out.update(p50_ms=round(pct["p50"], 2), p95_ms=round(pct["p95"], 2),
+                       max_ms=round(max(got), 2))
+        return out
+
+    return figures(parts[0]), figures(parts[1])
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -137,8 +171,13 @@ class _Probe:
         return sent
 
     def take(self, stamps: list[int]) -> list[float]:
+        return [ms for ms in self.each(stamps) if ms is not None]
+
+    def each(self, stamps: list[int]) -> list[float | None]:
+        """Latency of each frame in `stamps` (ms), None for one not received."""
         with self._lock:
-            return [(self.received[s] - s) / 1e6 for s in stamps if s in self.received]
+            return [(self.received[s] - s) / 1e6 if s in self.received else None
+                    for s in stamps]
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)
@@ -243,7 +282,8 @@ def measure(name: str, start: Callable[[], NodeProcess], output: str, msgs: list
         while time.monotonic() < deadline and len(probe.take(sent)) < len(sent):
             time.sleep(0.05)
         cpu1 = _cpu_seconds(proc.proc.pid)
-        lat = probe.take(sent)
+        each = probe.each(sent)
+        lat = [ms for ms in each if ms is not None]
         time.sleep(1.2)  # one more diagnostics period (1 s by default) after the last frame
         with probe._lock:
             diagnostics = probe.diagnostics
@@ -254,10 +294,19 @@ def measure(name: str, start: Callable[[], NodeProcess], output: str, msgs: list
     if not lat:
         raise RuntimeError(f"{name}: none of {frames} frames came back on {output}")
     pct = percentiles(lat, (50, 95, 99))
+    split = scene_split(each, hold)
     return TargetFigures(name, len(sent), len(lat), round(pct["p50"], 2), round(pct["p95"], 2),
                          round(pct["p99"], 2), round(float(np.mean(lat)), 2),
                          round((cpu1 - cpu0) * 1e3 / len(lat), 2),
-                         round((cpu1 - cpu0) * 1e3 / len(sent), 2), diagnostics)
+                         round((cpu1 - cpu0) * 1e3 / len(sent), 2), diagnostics,
+                         *(split or (None, None)))
+
+
+def _split_text(part: dict[str, float]) -> str:
+    got = f"{part['received']:.0f}/{part['sent']:.0f}"
+    if "p50_ms" not in part:
+        return got
+    return f"{got}, {part['p50_ms']:.0f} / {part['p95_ms']:.0f} / {part['max_ms']:.0f}"
 
 
 def bench_node(width: int = 1920, height: int = 1080, frames: int = 100, rate: float = 10.0,
@@ -328,6 +377,13 @@ def bench_node(width: int = 1920, height: int = 1080, frames: int = 100, rate: f
         print_fn(f"{r.name:<44} {r.received:>4}/{r.sent:<4} {r.p50_ms:>8.1f} {r.p95_ms:>8.1f} "
                  f"{r.p99_ms:>8.1f} {r.cpu_ms_per_frame:>13.1f} {anon:>16} "
                  f"{d.get('results_published', '-'):>8} {r.p95_ms / base.p95_ms:>11.2f}x")
+    if any(r.steady for r in results):
+        print_fn(f"frames right after a scene cut (the first {AFTER_CUT_FRAMES} of every {hold}) "
+                 "and the rest: published, p50 / p95 / max ms")
+        for r in results:
+            if r.after_cut and r.steady:
+                print_fn(f"  {r.name:<42} after a cut {_split_text(r.after_cut)};"
+                         f"  steady {_split_text(r.steady)}")
     figures: dict[str, Any] = {"frame": [width, height], "frames": frames, "rate_hz": rate,
                                "frames_dir": frames_dir, "photos": len(msgs),
                                "hold": hold, "motion": motion, "analysis": analysis,
