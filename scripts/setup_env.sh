@@ -118,7 +118,9 @@ done
 for f in "$ROOT"/launch/*.launch.*; do
   ln -sfn "$f" "$SHARE/launch/$(basename "$f")"
 done
-printf '#!%s\nimport sys\nfrom vlm_node.ros.node_main import main\nsys.exit(main())\n' "$PY" \
+# The main-module guard matters: the analysis process (`analysis_process`, multiprocessing's spawn)
+# imports this script again in the child, which must not start a second node there.
+printf '#!%s\nimport sys\nfrom vlm_node.ros.node_main import main\nif __name__ == "__main__":\n    sys.exit(main())\n' "$PY" \
   >"$VENV/lib/vlm_node/vlm_node"
 chmod +x "$VENV/lib/vlm_node/vlm_node"
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from multiprocessing.connection import Connection
@@ -39,7 +40,13 @@ READY_TIMEOUT_S = 900.0
 
 def _serve(conn: Connection, factory: AnalyzerFactory, config: Any, nice: int) -> None:
     """The child's loop: build the analyzer, then answer one batch per request until told to
-    close or the parent goes away."""
+    close or the parent goes away.
+
+    The child ignores SIGINT: a Ctrl-C in a terminal, or `ros2 launch` stopping the node,
+    reaches the whole process group, and the node shuts its analysis down itself (`close`,
+    or the pipe closing when it exits); a KeyboardInterrupt here would only print a
+    traceback mid-batch."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if nice > 0 and hasattr(os, "nice"):
         os.nice(nice)  # every thread the analyzer starts (onnxruntime pools) inherits it
     try:
