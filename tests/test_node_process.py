@@ -279,3 +279,10 @@ def test_scene_split_separates_the_frames_a_cut_weighs_on() -> None:
     # a part with nothing received has counts and no percentiles
     _, none_back = scene_split([100.0, 100.0, None, None], hold=4)
     assert none_back == {"sent": 2.0, "received": 0.0}
+
+
+def test_bench_node_refuses_no_warmup() -> None:
+    """The first frame waits for the node's subscription: at least one warm-up frame."""
+    proc = subprocess.run([sys.executable, "-m", "vlm_node.cli.main", "bench", "node",
+                           "--warmup", "0"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "--warmup must be at least 1" in proc.stderr

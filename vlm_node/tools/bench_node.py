@@ -265,15 +265,19 @@ def _frame_msgs(images: Sequence[np.ndarray]) -> list[Any]:
 def measure(name: str, start: Callable[[], NodeProcess], output: str, msgs: list[Any],
             frames: int, rate: float, warmup: int = 10, timeout: float = 120.0, hold: int = 1,
             played: list[Any] | None = None) -> TargetFigures:
-    """Start a target, warm it up on `msgs`, play `frames` frames (`played` in order when
-    given, else `msgs` each `hold` times) and collect its figures."""
+    """Start a target, warm it up on the first `warmup` frames of the sequence it is measured
+    on, play `frames` frames (`played` in order when given, else `msgs` each `hold` times)
+    and collect its figures."""
     proc = start()
     probe = None
     try:
         proc.wait_ready(timeout)
         probe = _Probe(output)
         probe.wait_connected(timeout)
-        probe.play(msgs, warmup, rate)
+        if played is not None:
+            probe.play(played, warmup, rate)
+        else:
+            probe.play(msgs, warmup, rate, hold)
         time.sleep(0.5)
         cpu0 = _cpu_seconds(proc.proc.pid)
         sent = (probe.play(played, frames, rate) if played is not None
@@ -313,7 +317,7 @@ def bench_node(width: int = 1920, height: int = 1080, frames: int = 100, rate: f
                anonymize: bool = False, print_fn: Callable[[str], None] = print, *,
                frames_dir: str | None = None, max_photos: int = 0, analysis: bool = False,
                variants: Sequence[tuple[str, Sequence[str]]] = (), baselines: bool = True,
-               hold: int = 1, motion: str = "still") -> dict[str, Any]:
+               hold: int = 1, motion: str = "still", warmup: int = 10) -> dict[str, Any]:
     """Echo baseline, then vlm_node (anonymizer detectors off, analysis off), and with
     `anonymize` vlm_node with the default anonymizer too; prints a table, returns figures.
 
@@ -362,9 +366,10 @@ def bench_node(width: int = 1920, height: int = 1080, frames: int = 100, rate: f
               else "a rendered road scene")
     if motion == "drive":
         source += f", zooming in {DRIVE_ZOOM_PER_FRAME:.0%} a frame"
+    source += f"; {warmup} warm-up frames"
     print_fn(f"{frames} frames {width}x{height} bgr8 at {rate:g} Hz per target ({source}), "
              f"{os.cpu_count()} CPUs")
-    results = [measure(n, s, out, msgs, frames, rate, hold=hold, played=played)
+    results = [measure(n, s, out, msgs, frames, rate, warmup, hold=hold, played=played)
                for n, s, out in targets]
     base = results[0]
     print_fn(f"{'target':<44} {'recv':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
@@ -387,6 +392,7 @@ def bench_node(width: int = 1920, height: int = 1080, frames: int = 100, rate: f
     figures: dict[str, Any] = {"frame": [width, height], "frames": frames, "rate_hz": rate,
                                "frames_dir": frames_dir, "photos": len(msgs),
                                "hold": hold, "motion": motion, "analysis": analysis,
+                               "warmup": warmup,
                                "targets": [r.to_json() for r in results]}
     if baselines:
         figures["p95_ratio"] = round(results[1].p95_ms / base.p95_ms, 3)
