@@ -51,9 +51,12 @@ def _image(stamp_ns: int, rng: np.random.Generator) -> Image:
 
 
 def _node(harness: Harness, analyzer: Any, extra: list[Parameter]) -> VlmNode:
+    # the analyzer is a live object of this process (the test reads its calls), so the
+    # analysis runs in the node's threads, not in a child process
     node = VlmNode(context=harness.context, analyzer_factory=lambda cfg: analyzer,
                    parameter_overrides=[Parameter("anonymizer.faces", value=False),
-                                        Parameter("anonymizer.plates", value=False), *extra])
+                                        Parameter("anonymizer.plates", value=False),
+                                        Parameter("analysis_process", value=False), *extra])
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     harness.add_node(node)
