@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -286,3 +287,25 @@ def test_bench_node_refuses_no_warmup() -> None:
     proc = subprocess.run([sys.executable, "-m", "vlm_node.cli.main", "bench", "node",
                            "--warmup", "0"], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "--warmup must be at least 1" in proc.stderr
+
+
+def test_bench_cpu_counts_the_node_s_child_processes() -> None:
+    """The node's analysis runs in a child process by default: `bench node`'s CPU figure must
+    include it. A sleeping parent whose grandchild spins shows the grandchild's CPU."""
+    from vlm_node.tools.bench_node import _cpu_seconds, _descendants
+
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 4: pass\n"
+    parent = subprocess.Popen([sys.executable, "-c",
+                               "import subprocess, sys, time\n"
+                               f"p = subprocess.Popen([sys.executable, '-c', {spin!r}])\n"
+                               "time.sleep(6)\np.wait()\n"])
+    try:
+        time.sleep(2.5)
+        assert len(_descendants(parent.pid)) == 1
+        with open(f"/proc/{parent.pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        assert own < 0.5 and _cpu_seconds(parent.pid) >= own + 1.0
+    finally:
+        parent.kill()
+        parent.wait()

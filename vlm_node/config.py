@@ -88,9 +88,9 @@ class NodeConfig:
     analysis_process: bool = setting(
         True, "Run the analysis in a child process (at analysis_nice) instead of threads of "
               "the node's process: its Python work then never holds the camera path's GIL "
-              "(vlm_node/analysis/process_analyzer.py). Busy 1080p at 10 Hz with a moving "
-              "camera: p95 latency 107-131 ms against 136-163 ms in threads (5 and 7 runs), "
-              "for ~0.4 s more start-up and ~160 MB more memory; false keeps it in threads "
+              "(vlm_node/analysis/process_analyzer.py). Busy 1080p at 10 Hz: lower p50 latency "
+              "in all 15 paired runs and lower p95 in 11 than in threads, for ~0.4 s more "
+              "start-up and ~160 MB more memory; false keeps it in threads "
               "(docs/anonymizer.md, camera rate).")
     frames_in_flight: int = setting(
         1, "Frames of one camera in anonymization at once (1: one at a time). With 2 the next "
