@@ -4,6 +4,11 @@ replaced instead of taking the node down."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,3 +116,100 @@ def test_close_ends_the_child(make):
     pa.close()
     assert not proc.is_alive() and proc.exitcode == 0
     pa.close()  # twice is harmless
+
+
+def _state(pid: int) -> str:
+    """The process's scheduler state letter (T = stopped)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def _settles(pid: int, letters: str, timeout: float = 5.0) -> bool:
+    """Whether the process reaches one of the states `letters` (signals arrive a moment
+    after they are sent)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _state(pid) in letters:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_hold_stops_the_child_until_every_hold_is_released(make):
+    """`analysis_yield`: the camera path holds the analysis process stopped while it
+    anonymizes a frame; holds nest (two cameras), and a held batch finishes once let go."""
+    pa = make(MeanFactory(), max_hold_s=30.0)
+    pid = pa.status()["process_pid"]
+    pa.hold()
+    assert _settles(pid, "T")
+    pa.hold()  # a second camera's frame
+    pa.release()
+    assert _settles(pid, "T")  # one frame still being anonymized
+    done = threading.Event()
+    got: list = []
+    worker = threading.Thread(target=lambda: (got.extend(pa.analyze([frame(4)])), done.set()))
+    worker.start()
+    assert not done.wait(0.5)  # the child cannot answer while stopped
+    pa.release()
+    assert done.wait(10) and got[0].analysis_ms == 4.0
+    worker.join()
+    assert _settles(pid, "RS")
+    status = pa.status()
+    assert status["process_held_s"] >= 0.5 and status["process_overdue_releases"] == 0
+    pa.release()  # an extra release is harmless
+    assert _settles(pid, "RS")
+
+
+def test_a_hold_longer_than_max_is_let_go_until_the_holds_end(make):
+    """Cameras anonymizing in turn could keep holds open for ever: after max_hold_s the child
+    runs again, and is stopped anew only once every hold was released."""
+    pa = make(MeanFactory(), max_hold_s=0.2)
+    pid = pa.status()["process_pid"]
+    pa.hold()
+    time.sleep(0.3)
+    pa.hold()  # overdue: let go, and not stopped again by this hold
+    assert _settles(pid, "RS") and pa.status()["process_overdue_releases"] == 1
+    pa.release()
+    pa.release()
+    pa.hold()  # every hold released: the next frame stops it again
+    assert _settles(pid, "T")
+    pa.release()
+    assert _settles(pid, "RS")
+
+
+def test_close_ends_a_held_child_at_once(make):
+    pa = make(MeanFactory(), max_hold_s=30.0)
+    proc = pa._proc
+    pa.hold()
+    start = time.monotonic()
+    pa.close()
+    assert not proc.is_alive() and proc.exitcode == 0 and time.monotonic() - start < 5
+
+
+def test_a_held_child_dies_with_a_killed_node(tmp_path):
+    """A stopped child cannot see its pipe close: it asks Linux to kill it when the node
+    goes (parent-death signal), or a node killed outright would leave it stopped for good."""
+    script = tmp_path / "node.py"
+    script.write_text(
+        "import sys, time\n"
+        f"sys.path[:0] = {[str(Path(__file__).parent)]!r}\n"
+        "from process_fakes import MeanFactory\n"
+        "from vlm_node.analysis.process_analyzer import ProcessAnalyzer\n"
+        "if __name__ == '__main__':\n"
+        "    pa = ProcessAnalyzer(MeanFactory(), None, max_hold_s=60).start()\n"
+        "    pa.hold()\n"
+        "    print(pa.status()['process_pid'], flush=True)\n"
+        "    time.sleep(60)\n")
+    node = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(node.stdout.readline())
+        assert _settles(child, "T")
+    finally:
+        node.kill()
+        node.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{child}"):
+        if _state(child) == "Z":  # killed, not yet reaped by its new parent
+            break
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{child}") or _state(child) == "Z"

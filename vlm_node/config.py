@@ -92,6 +92,16 @@ class NodeConfig:
               "in all 15 paired runs and lower p95 in 11 than in threads, for ~0.4 s more "
               "start-up and ~160 MB more memory; false keeps it in threads "
               "(docs/anonymizer.md, camera rate).")
+    analysis_yield: bool = setting(
+        True, "With analysis_process: stop the analysis process while a camera frame is "
+              "being anonymized (SIGSTOP/SIGCONT; at most analysis_yield_max_s at a time), so "
+              "the camera path has the whole computer. Busy 1080p at 10 Hz: ~54 instead of "
+              "~72 ms to anonymize a frame, p95 latency ~100 instead of ~116-133 ms, for "
+              "about half the analysis results (docs/anonymizer.md, camera rate).",
+        dynamic=True)
+    analysis_yield_max_s: float = setting(
+        0.5, "Longest the analysis process is held stopped at a time: several cameras "
+             "anonymizing in turn would otherwise never let it run.", min=0.05, max=10.0)
     frames_in_flight: int = setting(
         1, "Frames of one camera in anonymization at once (1: one at a time). With 2 the next "
            "frame's detectors start while the last frame finishes, released and published in "

@@ -8,6 +8,14 @@ analysis only gets the CPU the camera path leaves, and the two never wait on eac
 interpreter. The price is a copy of each analysed frame through a pipe (a few ms at 1080p, at
 the analysis rate, not the camera rate).
 
+A process can also be held: `hold()` / `release()` stop the child (SIGSTOP) while the
+camera path anonymizes a frame and let it go on afterwards (`analysis_yield`). Nice only
+lowers the analysis' share of a core; stopped, it takes nothing, not even the memory
+bandwidth and shared caches its OpenVINO models contend for (docs/anonymizer.md: busy 1080p
+frames anonymized in ~54 instead of ~72 ms, the analysis giving about half the results). A
+hold longer than `max_hold_s` is let go, so that several cameras anonymizing in turn never
+starve the analysis altogether.
+
 What crosses: `AnonymizedFrame`s one way (pickling re-releases them through the same type
 checks, see vlm_node/frames.py), results and the engine's status the other. A child that dies
 is started again on the next batch and counted (`process_restarts`); a batch it does not answer
@@ -47,6 +55,7 @@ def _serve(conn: Connection, factory: AnalyzerFactory, config: Any, nice: int) -
     or the pipe closing when it exits); a KeyboardInterrupt here would only print a
     traceback mid-batch."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     if nice > 0 and hasattr(os, "nice"):
         os.nice(nice)  # every thread the analyzer starts (onnxruntime pools) inherits it
     try:
@@ -75,6 +84,24 @@ def _serve(conn: Connection, factory: AnalyzerFactory, config: Any, nice: int) -
         conn.close()
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when the thread that started it ends (prctl
+    PR_SET_PDEATHSIG). Why: a child held stopped (`ProcessAnalyzer.hold`) cannot notice its
+    pipe closing, so a node killed outright would leave it stopped for good; SIGKILL ends a
+    stopped process too. The thread that starts the child is the node's configure thread or
+    its analysis worker (a restart), and the analysis is closed before either ends."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: pipe EOF still ends a running child
+        pass
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 class ProcessAnalyzer:
     """Analyzer protocol (analyze, status, close) over a child process that runs the real one.
 
@@ -83,9 +110,17 @@ class ProcessAnalyzer:
     round trip."""
 
     def __init__(self, factory: AnalyzerFactory, config: Any, *, nice: int = 0,
-                 reply_timeout: float = 120.0, ready_timeout: float = READY_TIMEOUT_S) -> None:
+                 reply_timeout: float = 120.0, ready_timeout: float = READY_TIMEOUT_S,
+                 max_hold_s: float = 0.5) -> None:
         self.factory, self.config, self.nice = factory, config, nice
         self.reply_timeout, self.ready_timeout = reply_timeout, ready_timeout
+        self.max_hold_s = max_hold_s
+        self._hold_lock = threading.Lock()
+        self._holds = 0  # frames being anonymized that asked to hold the child
+        self._stopped_at: float | None = None  # when the child was stopped, if it is
+        self._overdue = False  # let go after max_hold_s: no new stop until holds reach 0
+        self.held_s = 0.0  # total time the child was held stopped
+        self.overdue_releases = 0
         self._ctx = multiprocessing.get_context("spawn")  # never fork a process running DDS
         self._proc: Any = None
         self._conn: Connection | None = None
@@ -182,6 +217,47 @@ class ProcessAnalyzer:
             raise AnalysisError(f"{reply[1]}: {reply[2]}")
         return list(reply[1])
 
+    # ------------------------------------------------------------------ holding
+    def hold(self) -> None:
+        """A camera frame is about to be anonymized: stop the child until `release` (calls
+        nest; the child runs again when every hold is released)."""
+        with self._hold_lock:
+            self._holds += 1
+            self._check_overdue()
+            if self._holds == 1 and not self._overdue:
+                self._signal(signal.SIGSTOP)
+                self._stopped_at = time.monotonic()
+
+    def release(self) -> None:
+        """The frame of one `hold` is done (published or dropped)."""
+        with self._hold_lock:
+            self._holds = max(0, self._holds - 1)
+            self._check_overdue()
+            if self._holds == 0:
+                self._overdue = False
+                self._go_on()
+
+    def _check_overdue(self) -> None:
+        if (self._stopped_at is not None
+                and time.monotonic() - self._stopped_at > self.max_hold_s):
+            self._go_on()
+            self._overdue = True
+            self.overdue_releases += 1
+
+    def _go_on(self) -> None:
+        if self._stopped_at is not None:
+            self.held_s += time.monotonic() - self._stopped_at
+            self._stopped_at = None
+            self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        proc = self._proc
+        if proc is not None and proc.pid:
+            try:
+                os.kill(proc.pid, sig)
+            except OSError:  # exited meanwhile: replaced on the next batch
+                pass
+
     def _set_status(self, status: dict[str, Any]) -> None:
         with self._status_lock:
             self._status = dict(status)
@@ -193,9 +269,15 @@ class ProcessAnalyzer:
         out["process_pid"] = proc.pid if proc is not None else 0
         out["process_restarts"] = self.restarts
         out["process_alive"] = bool(proc is not None and proc.is_alive())
+        out["process_held_s"] = round(self.held_s, 3)
+        out["process_overdue_releases"] = self.overdue_releases
         return out
 
     def close(self) -> None:
+        with self._hold_lock:  # a stopped child could not read "close"
+            self._holds = 0
+            self._overdue = False
+            self._go_on()
         with self._call_lock:
             proc, conn = self._proc, self._conn
             self._proc = self._conn = None

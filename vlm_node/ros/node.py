@@ -95,8 +95,9 @@ class VlmNode(LifecycleNode):
                 else:
                     factory = self._analyzer_factory
                 if self.config.analysis_process:
-                    analyzer = ProcessAnalyzer(factory, self.config,
-                                               nice=self.config.analysis_nice).start()
+                    analyzer = ProcessAnalyzer(
+                        factory, self.config, nice=self.config.analysis_nice,
+                        max_hold_s=self.config.analysis_yield_max_s).start()
                 else:
                     # built in a thread of lowered priority: the threads the analysis starts
                     # (onnxruntime pools, its executor) inherit it and run below the camera
@@ -266,13 +267,26 @@ class VlmNode(LifecycleNode):
             if not in_flight.submit((msg, meta, bgr)):
                 stats.on_drop("anonymizer_failure")  # deactivating: never published raw
             return
+        held = self._hold_analysis(pipeline)
         try:
             frame = pipeline.anonymize(meta, bgr)
         except AnonymizationError as exc:
             stats.on_drop("anonymizer_failure")
             self._warn_throttled(f"anon:{camera}", f"{camera}: frame dropped: {exc}")
             return
+        finally:
+            if held is not None:
+                held.release()
         self._publish_anonymized(camera, msg, frame)
+
+    def _hold_analysis(self, pipeline: Pipeline) -> ProcessAnalyzer | None:
+        """Stop the analysis process while this camera frame is anonymized
+        (`analysis_yield`); returns what to release afterwards, or None."""
+        analyzer = pipeline.analyzer
+        if not self.config.analysis_yield or not isinstance(analyzer, ProcessAnalyzer):
+            return None
+        analyzer.hold()
+        return analyzer
 
     def _detect_in_flight(self, item: tuple[Any, FrameMeta, Any]) -> Any:
         """The detectors on one frame of `frames_in_flight` (a pool thread, frame order)."""
@@ -280,7 +294,12 @@ class VlmNode(LifecycleNode):
         pipeline = self.pipeline
         if pipeline is None:
             raise AnonymizationError("the node was cleaned up while the frame was in flight")
-        return pipeline.detect(meta.camera, bgr, meta.stamp_ns)
+        held = self._hold_analysis(pipeline)
+        try:
+            return pipeline.detect(meta.camera, bgr, meta.stamp_ns)
+        finally:
+            if held is not None:
+                held.release()
 
     def _release_in_flight(self, camera: str, item: tuple[Any, FrameMeta, Any],
                            outcome: Any) -> None:
