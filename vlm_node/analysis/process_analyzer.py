@@ -224,8 +224,7 @@ class ProcessAnalyzer:
         with self._hold_lock:
             self._holds += 1
             self._check_overdue()
-            if self._holds == 1 and not self._overdue:
-                self._signal(signal.SIGSTOP)
+            if self._holds == 1 and not self._overdue and self._signal(signal.SIGSTOP):
                 self._stopped_at = time.monotonic()
 
     def release(self) -> None:
@@ -250,13 +249,17 @@ class ProcessAnalyzer:
             self._stopped_at = None
             self._signal(signal.SIGCONT)
 
-    def _signal(self, sig: signal.Signals) -> None:
+    def _signal(self, sig: signal.Signals) -> bool:
+        """Send `sig` to the child; False when there is none (starting, or exited meanwhile:
+        replaced on the next batch)."""
         proc = self._proc
-        if proc is not None and proc.pid:
-            try:
-                os.kill(proc.pid, sig)
-            except OSError:  # exited meanwhile: replaced on the next batch
-                pass
+        if proc is None or not proc.pid:
+            return False
+        try:
+            os.kill(proc.pid, sig)
+        except OSError:
+            return False
+        return True
 
     def _set_status(self, status: dict[str, Any]) -> None:
         with self._status_lock:
