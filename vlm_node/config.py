@@ -95,9 +95,10 @@ class NodeConfig:
     analysis_yield: bool = setting(
         True, "With analysis_process: stop the analysis process while a camera frame is "
               "being anonymized (SIGSTOP/SIGCONT; at most analysis_yield_max_s at a time), so "
-              "the camera path has the whole computer. Busy 1080p at 10 Hz: ~54 instead of "
-              "~72 ms to anonymize a frame, p95 latency ~100 instead of ~116-133 ms, for "
-              "about half the analysis results (docs/anonymizer.md, camera rate).",
+              "the camera path has the whole computer. Busy 1080p at 10 Hz: ~50 instead of "
+              "~70 ms to anonymize a frame, p95 latency 97-102 instead of 110-133 ms on a "
+              "moving camera, for about half the analysis results (docs/anonymizer.md, "
+              "camera rate).",
         dynamic=True)
     analysis_yield_max_s: float = setting(
         0.5, "Longest the analysis process is held stopped at a time: several cameras "

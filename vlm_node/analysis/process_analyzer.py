@@ -12,7 +12,7 @@ A process can also be held: `hold()` / `release()` stop the child (SIGSTOP) whil
 camera path anonymizes a frame and let it go on afterwards (`analysis_yield`). Nice only
 lowers the analysis' share of a core; stopped, it takes nothing, not even the memory
 bandwidth and shared caches its OpenVINO models contend for (docs/anonymizer.md: busy 1080p
-frames anonymized in ~54 instead of ~72 ms, the analysis giving about half the results). A
+frames anonymized in ~50 instead of ~70 ms, the analysis giving about half the results). A
 hold longer than `max_hold_s` is let go, so that several cameras anonymizing in turn never
 starve the analysis altogether.
 
@@ -88,8 +88,10 @@ def _die_with_parent() -> None:
     """Ask Linux to kill this process when the thread that started it ends (prctl
     PR_SET_PDEATHSIG). Why: a child held stopped (`ProcessAnalyzer.hold`) cannot notice its
     pipe closing, so a node killed outright would leave it stopped for good; SIGKILL ends a
-    stopped process too. The thread that starts the child is the node's configure thread or
-    its analysis worker (a restart), and the analysis is closed before either ends."""
+    stopped process too. Linux sends it when the *thread* that started the child ends: the
+    node's configure thread, or its analysis worker after a restart; a child that loses its
+    worker that way (a deactivated node) is started again on the next batch, like any child
+    that died."""
     try:
         import ctypes
 
