@@ -33,7 +33,10 @@ class MeanAnalyzer:
                                analysis_ms=float(f.image.mean())) for f in frames]
 
     def status(self) -> dict[str, Any]:
-        return {"backend": "mean", "state": "ok", "calls": self.calls}
+        out = {"backend": "mean", "state": "ok", "calls": self.calls}
+        if self.mode == "gpu":  # as the engine reports a transformers model on CUDA
+            out["transformers.device"] = "cuda:0"
+        return out
 
     def close(self) -> None:
         pass

@@ -213,3 +213,18 @@ def test_a_held_child_dies_with_a_killed_node(tmp_path):
             break
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{child}") or _state(child) == "Z"
+
+
+def test_an_analysis_on_a_gpu_is_not_held(make):
+    """A held process stops feeding its GPU while the CPUs are not what limits it: holds
+    are counted but the child keeps running when its status names a CUDA device."""
+    from vlm_node.analysis.process_analyzer import runs_on_gpu
+
+    assert runs_on_gpu({"transformers.device": "cuda:0"})
+    assert not runs_on_gpu({"transformers.device": "cpu", "backend": "cuda-less"})
+    pa = make(MeanFactory("gpu"), max_hold_s=30.0)
+    pid = pa.status()["process_pid"]
+    pa.hold()
+    assert not _settles(pid, "T", timeout=0.5)
+    pa.release()
+    assert pa.status()["process_held_s"] == 0.0

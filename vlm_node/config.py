@@ -98,8 +98,8 @@ class NodeConfig:
               "the camera path has the whole computer. Busy 1080p at 10 Hz: ~50 instead of "
               "~70 ms to anonymize a frame, p95 latency 97-102 instead of 110-133 ms on a "
               "moving camera, for about half the analysis results (docs/anonymizer.md, "
-              "camera rate). Set false where the analysis runs on a GPU: a held child stops "
-              "feeding it.",
+              "camera rate). An analysis whose model runs on a GPU is never held (a held "
+              "child would stop feeding it).",
         dynamic=True)
     analysis_yield_max_s: float = setting(
         0.5, "Longest the analysis process is held stopped at a time: several cameras "

@@ -84,6 +84,13 @@ def _serve(conn: Connection, factory: AnalyzerFactory, config: Any, nice: int) -
         conn.close()
 
 
+def runs_on_gpu(status: dict[str, Any]) -> bool:
+    """Whether an analysis status reports a model on a GPU: a backend's `device` (the engine
+    reports it as `<backend>.device`) naming CUDA."""
+    return any((k == "device" or k.endswith(".device")) and str(v).startswith("cuda")
+               for k, v in status.items())
+
+
 def _die_with_parent() -> None:
     """Ask Linux to kill this process when the thread that started it ends (prctl
     PR_SET_PDEATHSIG). Why: a child held stopped (`ProcessAnalyzer.hold`) cannot notice its
@@ -222,7 +229,13 @@ class ProcessAnalyzer:
     # ------------------------------------------------------------------ holding
     def hold(self) -> None:
         """A camera frame is about to be anonymized: stop the child until `release` (calls
-        nest; the child runs again when every hold is released)."""
+        nest; the child runs again when every hold is released). Not while the child's
+        status says its model runs on a GPU (`runs_on_gpu`): the CPUs are not what limits it
+        then, and a stopped process stops feeding the GPU."""
+        if runs_on_gpu(self.status()):
+            with self._hold_lock:
+                self._holds += 1  # counted, so that release() stays balanced
+            return
         with self._hold_lock:
             self._holds += 1
             self._check_overdue()

@@ -119,6 +119,12 @@ class TransformersBackend(AnalysisBackend):
     def device(self) -> str:
         return self._device
 
+    def status(self) -> dict[str, Any]:
+        """Diagnostics of the backend (the engine prefixes them with its name): the torch
+        device the model runs on, which also tells the node not to hold the analysis while
+        anonymizing (`analysis_yield`): a held process stops feeding a GPU."""
+        return {"device": self._device if self.loaded else ""}
+
     # ------------------------------------------------------------------------------ loading
     def load(self) -> None:
         torch, transformers, _ = import_torch_stack()
