@@ -292,7 +292,7 @@ def test_bench_node_refuses_no_warmup() -> None:
 def test_bench_cpu_counts_the_node_s_child_processes() -> None:
     """The node's analysis runs in a child process by default: `bench node`'s CPU figure must
     include it. A sleeping parent whose grandchild spins shows the grandchild's CPU."""
-    from vlm_node.tools.bench_node import _cpu_seconds, _descendants
+    from vlm_node.tools.bench_node import _cpu_seconds, _descendants, own_cpu_seconds
 
     spin = "import time\nt = time.time()\nwhile time.time() - t < 4: pass\n"
     parent = subprocess.Popen([sys.executable, "-c",
@@ -302,9 +302,7 @@ def test_bench_cpu_counts_the_node_s_child_processes() -> None:
     try:
         time.sleep(2.5)
         assert len(_descendants(parent.pid)) == 1
-        with open(f"/proc/{parent.pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        own = own_cpu_seconds(parent.pid)
         assert own < 0.5 and _cpu_seconds(parent.pid) >= own + 1.0
     finally:
         parent.kill()

@@ -19,6 +19,7 @@ from vlm_node.analysis.process_analyzer import ProcessAnalyzer
 from vlm_node.config import resolve
 from vlm_node.errors import AnalysisError, BackendUnavailableError
 from vlm_node.frames import FrameMeta, _release
+from vlm_node.tools.bench_node import stat_fields
 from vlm_node.tools.render.scenes import make_road_scene
 
 
@@ -120,8 +121,7 @@ def test_close_ends_the_child(make):
 
 def _state(pid: int) -> str:
     """The process's scheduler state letter (T = stopped)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        return f.read().rsplit(")", 1)[1].split()[0]
+    return stat_fields(pid)[0]
 
 
 def _settles(pid: int, letters: str, timeout: float = 5.0) -> bool:

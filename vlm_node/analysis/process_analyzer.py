@@ -29,8 +29,9 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from vlm_node.errors import AnalysisError, BackendUnavailableError
 from vlm_node.frames import AnonymizedFrame
@@ -127,6 +128,7 @@ class ProcessAnalyzer:
         self._hold_lock = threading.Lock()
         self._holds = 0  # frames being anonymized that asked to hold the child
         self._stopped_at: float | None = None  # when the child was stopped, if it is
+        self._on_gpu = False  # the child's last status names a CUDA device (`runs_on_gpu`)
         self._overdue = False  # let go after max_hold_s: no new stop until holds reach 0
         self.held_s = 0.0  # total time the child was held stopped
         self.overdue_releases = 0
@@ -232,12 +234,10 @@ class ProcessAnalyzer:
         nest; the child runs again when every hold is released). Not while the child's
         status says its model runs on a GPU (`runs_on_gpu`): the CPUs are not what limits it
         then, and a stopped process stops feeding the GPU."""
-        if runs_on_gpu(self.status()):
-            with self._hold_lock:
-                self._holds += 1  # counted, so that release() stays balanced
-            return
         with self._hold_lock:
-            self._holds += 1
+            self._holds += 1  # counted even on a GPU, so that release() stays balanced
+            if self._on_gpu:
+                return
             self._check_overdue()
             if self._holds == 1 and not self._overdue and self._signal(signal.SIGSTOP):
                 self._stopped_at = time.monotonic()
@@ -276,9 +276,19 @@ class ProcessAnalyzer:
             return False
         return True
 
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """`hold` for the block, `release` after it however it ends."""
+        self.hold()
+        try:
+            yield
+        finally:
+            self.release()
+
     def _set_status(self, status: dict[str, Any]) -> None:
         with self._status_lock:
             self._status = dict(status)
+            self._on_gpu = runs_on_gpu(status)
 
     def status(self) -> dict[str, Any]:
         with self._status_lock:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -267,26 +268,21 @@ class VlmNode(LifecycleNode):
             if not in_flight.submit((msg, meta, bgr)):
                 stats.on_drop("anonymizer_failure")  # deactivating: never published raw
             return
-        held = self._hold_analysis(pipeline)
         try:
-            frame = pipeline.anonymize(meta, bgr)
+            with self._analysis_held(pipeline):
+                frame = pipeline.anonymize(meta, bgr)
         except AnonymizationError as exc:
             stats.on_drop("anonymizer_failure")
             self._warn_throttled(f"anon:{camera}", f"{camera}: frame dropped: {exc}")
             return
-        finally:
-            if held is not None:
-                held.release()
         self._publish_anonymized(camera, msg, frame)
 
-    def _hold_analysis(self, pipeline: Pipeline) -> ProcessAnalyzer | None:
-        """Stop the analysis process while this camera frame is anonymized
-        (`analysis_yield`); returns what to release afterwards, or None."""
+    def _analysis_held(self, pipeline: Pipeline) -> AbstractContextManager[None]:
+        """The analysis process stopped for the block (`analysis_yield`), or nothing."""
         analyzer = pipeline.analyzer
         if not self.config.analysis_yield or not isinstance(analyzer, ProcessAnalyzer):
-            return None
-        analyzer.hold()
-        return analyzer
+            return nullcontext()
+        return analyzer.held()
 
     def _detect_in_flight(self, item: tuple[Any, FrameMeta, Any]) -> Any:
         """The detectors on one frame of `frames_in_flight` (a pool thread, frame order)."""
@@ -294,12 +290,8 @@ class VlmNode(LifecycleNode):
         pipeline = self.pipeline
         if pipeline is None:
             raise AnonymizationError("the node was cleaned up while the frame was in flight")
-        held = self._hold_analysis(pipeline)
-        try:
+        with self._analysis_held(pipeline):
             return pipeline.detect(meta.camera, bgr, meta.stamp_ns)
-        finally:
-            if held is not None:
-                held.release()
 
     def _release_in_flight(self, camera: str, item: tuple[Any, FrameMeta, Any],
                            outcome: Any) -> None:

@@ -102,12 +102,22 @@ def _cpu_seconds(pid: int) -> float:
     total = 0.0
     for proc in [pid, *_descendants(pid)]:
         try:
-            with open(f"/proc/{proc}/stat", encoding="ascii") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            total += own_cpu_seconds(proc)
         except OSError:  # exited meanwhile
             continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (field 3, the state, first)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def own_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` alone."""
+    fields = stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _descendants(pid: int) -> list[int]:
