@@ -596,6 +596,31 @@ def test_the_search_runs_shrunk_and_answers_in_full_frame_pixels(backend):
     assert all(p.x2 <= 1632 + 30 and p.y2 <= 960 + 30 for p in proposals)
 
 
+def test_a_shrunk_search_proposes_no_region_under_its_floor():
+    """`search_min_px`: a 1080p frame is searched at 960x540, where 6-8 px regions are mostly
+    texture (hundreds a frame, filling `proposals.max_proposals` smallest first); with the
+    default floor of 9 search pixels nothing under 18 px at full size is proposed, while a
+    floor of 6 lets 12-17 px regions through. A frame no larger than the search
+    (`search_max_side`) is searched whole and keeps the proposals' own 12 px floor."""
+    from vlm_node.analysis.ocr_backend import OcrConfig
+
+    bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00314.jpg")  # 816x480
+    big = cv2.resize(bgr, (1920, 1080), interpolation=cv2.INTER_LINEAR)
+    with OcrBackend(OcrConfig()) as default, OcrBackend(OcrConfig(search_min_px=6)) as loose:
+        floored, unfloored = default._search(big), loose._search(big)
+        native, native_loose = default._search(bgr), loose._search(bgr)
+    side = [max(b.w, b.h) for b in floored.proposals]
+    loose_side = [max(b.w, b.h) for b in unfloored.proposals]
+    assert floored.proposals and min(side) >= 9 / floored.scale - 0.5
+    assert sum(1 for s in loose_side if s < 17.5) > 10 and min(loose_side) >= 12
+    assert len(floored.proposals) < len(unfloored.proposals)
+    # the dark 80 (about 50 px at 1080p) is still proposed
+    sign = Box(728 * 1920 / 816, 239 * 1080 / 480, 21 * 1920 / 816, 22 * 1080 / 480)
+    assert max(p.iou(sign) for p in floored.proposals) >= 0.5
+    assert native.proposals == native_loose.proposals
+    assert min(max(b.w, b.h) for b in native.proposals) >= 12
+
+
 # Sign crops (as GTSRB ships them) the search alone does not read: the sign fills the frame, so
 # the finder takes it for too big a region, and the dark ones show no paint.
 SIGN_CROPS = [("00002_00023_00021.png", "speed_limit", 50.0),  # 42x43
