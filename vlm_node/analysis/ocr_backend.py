@@ -146,10 +146,11 @@ class OcrConfig:
                                     "frame gave hundreds of 6-8 px texture regions, which "
                                     "filled proposals.max_proposals (smallest first) in half "
                                     "the frames and pushed larger regions, real signs among "
-                                    "them, out. GTSDB development photos enlarged to 1080p: "
-                                    "signs with their class 441 -> 457 of 564, speed values "
-                                    "188 -> 191, 0 wrong, readings on no labelled sign 98 -> "
-                                    "79. Frames up to 1280 px are unchanged.",
+                                    "them, out. The 466 GTSDB development photos resized to "
+                                    "1080p (bench signs): signs with their class 626 -> 651 of "
+                                    "801, speed values 249 -> 254 of 284, readings on no "
+                                    "labelled sign 136 -> 103, speed values there 8 -> 10. "
+                                    "Frames up to 1280 px are unchanged.",
                                  min=2, max=64)
     outline_needs_ocr: bool = setting(False, "A speed value read on a round outline no "
                                              "colour region matched (circle_proposals) is "

@@ -1,0 +1,98 @@
+"""`vlm-node bench signs`: every photo read by every setting in turn, labels scaled with the
+frame and scored by the rule of `analyze --labels`; variants parse and fail like parameters."""
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import shared
+from vlm_node.analysis.ocr_backend import OcrConfig
+from vlm_node.cli.bench_signs import parse_variant, spread
+from vlm_node.cli.main import main
+from vlm_node.errors import ConfigError
+from vlm_node.evaluation.labels import load_labels
+from vlm_node.tools.bench_signs import bench_signs, scaled_signs
+
+
+def _labels():
+    return {e.path.resolve(): e for e in load_labels(shared("signs_real_dev") / "labels.json")}
+
+
+def test_each_setting_reads_the_same_frames_and_is_scored_at_the_frame_size():
+    """Two GTSDB photos (two 80s; two 70s and a priority-road sign) enlarged to 1080p: both
+    settings read all 5 signs with their class and all 4 values, none wrong; times and CPU are
+    per frame, the ratio is against the first setting."""
+    photos = [shared("signs_real_dev") / f"gtsdb_{n}.jpg" for n in ("00314", "00405")]
+    lines = []
+    figures = bench_signs(photos, [("default", OcrConfig()),
+                                   ("floor 6", OcrConfig(search_min_px=6))],
+                          labels=_labels(), warmup=1, print_fn=lines.append)
+    assert figures["size"] == [1920, 1080] and figures["images"] == 2
+    for name in ("default", "floor 6"):
+        f = figures["settings"][name]
+        assert f["frames"] == 2 and f["median_ms"] > 0 and f["cpu_ms_per_frame"] > 0
+        assert f["p95_ms"] >= f["median_ms"]
+        assert f["signs"]["classes"] == [5, 5] and f["signs"]["values"] == [4, 4]
+        assert f["signs"]["wrong_values"] == 0
+    assert figures["settings"]["default"]["median_vs_first"] == 1.0
+    assert lines[0].startswith("2 photos resized to 1920x1080")
+    assert any(line.startswith("floor 6") and "5/5" in line and "4/4" in line for line in lines)
+
+
+def test_native_size_keeps_the_photo_and_its_labels():
+    photo = shared("signs_real_dev") / "gtsdb_00330.jpg"  # 816x480, one 50 (40 px)
+    figures = bench_signs([photo], [("default", OcrConfig())], size=None, labels=_labels(),
+                          warmup=0, print_fn=lambda _: None)
+    assert figures["size"] == "native"
+    assert figures["settings"]["default"]["signs"]["values"] == [1, 1]
+
+
+def test_labels_scale_with_the_frame():
+    signs = [{"class": "stop", "box": [10, 20, 30, 40]}, {"class": "yield", "box": None}]
+    assert scaled_signs(signs, 2.0, 0.5) == [{"class": "stop", "box": [20.0, 10.0, 60.0, 20.0]},
+                                             {"class": "yield", "box": None}]
+    assert signs[0]["box"] == [10, 20, 30, 40]  # the labels themselves are left alone
+
+
+def test_variants_are_analysis_ocr_parameters_with_yaml_values():
+    assert parse_variant("floor 6:search_min_px=6") == (
+        "floor 6", {"analysis.ocr.search_min_px": 6})
+    assert parse_variant("x: proposals.max_proposals=1000, verifier=false") == (
+        "x", {"analysis.ocr.proposals.max_proposals": 1000, "analysis.ocr.verifier": False})
+    for bad in ("no colon", "name:", ":a=1", "name:a"):
+        with pytest.raises(ConfigError):
+            parse_variant(bad)
+
+
+@pytest.mark.parametrize("variant, says", [("bad:no_such_setting=1", "no_such_setting"),
+                                           ("bad:search_min_px=0", "search_min_px"),
+                                           ("bad", "NAME:PARAM=VALUE")])
+def test_a_bad_variant_stops_before_any_photo_is_read(variant, says, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "signs", str(tmp_path), "--variant", variant])
+    assert says in str(exc.value)
+
+
+def test_labels_that_name_none_of_the_photos_are_an_error(tmp_path):
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps({"images": [{"file": "elsewhere.jpg", "signs": []}]}))
+    photo = shared("signs_real_dev") / "gtsdb_00330.jpg"
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "signs", str(photo), "--labels", str(labels)])
+    assert "labels none of the 1 photos" in str(exc.value)
+
+
+def test_the_command_writes_its_figures(tmp_path):
+    photo = shared("signs_real_dev") / "gtsdb_00330.jpg"
+    out = tmp_path / "signs.json"
+    assert main(["bench", "signs", str(photo), "--size", "960x540", "--warmup", "0",
+                 "--variant", "floor 6:search_min_px=6", "-o", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["size"] == [960, 540]
+    assert list(figures["settings"]) == ["configured", "floor 6"]
+
+
+def test_spread_takes_evenly_spaced_photos():
+    items = [Path(str(i)) for i in range(10)]
+    assert spread(items, 0) == items and spread(items, 20) == items
+    assert spread(items, 3) == [items[0], items[3], items[6]]
