@@ -59,7 +59,8 @@ def test_variants_are_analysis_ocr_parameters_with_yaml_values():
         "floor 6", {"analysis.ocr.search_min_px": 6})
     assert parse_variant("x: proposals.max_proposals=1000, verifier=false") == (
         "x", {"analysis.ocr.proposals.max_proposals": 1000, "analysis.ocr.verifier": False})
-    for bad in ("no colon", "name:", ":a=1", "name:a"):
+    assert parse_variant("again:") == ("again", {})  # the configured setting, a second time
+    for bad in ("no colon", ":a=1", "name:a", "name:a=1,b"):
         with pytest.raises(ConfigError):
             parse_variant(bad)
 

@@ -3,7 +3,7 @@ import argparse
 
 import pytest
 
-from vlm_node.cli.args import frame_size, frame_sizes
+from vlm_node.cli.args import frame_size, frame_sizes, split_variant
 from vlm_node.cli.main import build_parser
 
 
@@ -37,3 +37,14 @@ def test_output_is_one_spelling_with_the_old_ones_as_hidden_aliases(capsys):
         parser.parse_args(["eval", "--help"])
     shown = capsys.readouterr().out
     assert "--output DIR" in shown and "--out " not in shown
+
+
+def test_benchmark_variants_split_into_a_name_and_assignments():
+    """`bench node` and `bench signs` read --variant alike; the values stay text for each to
+    convert (ROS parameters, YAML)."""
+    assert split_variant("full pass: anonymizer.plate_scan_tiles=1, a.b = x=y") == (
+        "full pass", [("anonymizer.plate_scan_tiles", "1"), ("a.b", "x=y")])
+    assert split_variant("again:") == ("again", [])
+    for bad in ("no colon", ":a=1", "name:a", "name:a=1,b"):
+        with pytest.raises(ValueError, match="NAME:PARAM=VALUE"):
+            split_variant(bad)

@@ -68,3 +68,15 @@ def add_output(parser: argparse.ArgumentParser, metavar: str, help: str, *,
     if old is not None:
         parser.add_argument(old, dest="output", default=argparse.SUPPRESS, metavar=metavar,
                             help=argparse.SUPPRESS)
+
+
+def split_variant(spec: str) -> tuple[str, list[tuple[str, str]]]:
+    """`--variant 'NAME:P=V[,P=V...]'` of the benchmarks -> (NAME, [(P, V), ...]), the values as
+    written; 'NAME:' alone is the configured setting again under another name (a repeat shows
+    the run-to-run noise). ValueError names the expected form."""
+    name, sep, params = spec.partition(":")
+    assignments = [a.strip() for a in params.split(",") if a.strip()]
+    if not sep or not name.strip() or any("=" not in a for a in assignments):
+        raise ValueError(f"--variant {spec!r}: expected NAME:PARAM=VALUE[,PARAM=VALUE...]")
+    pairs = [a.split("=", 1) for a in assignments]
+    return name.strip(), [(key.strip(), value.strip()) for key, value in pairs]

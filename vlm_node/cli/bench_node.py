@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vlm_node.cli.args import frame_size
+from vlm_node.cli.args import frame_size, split_variant
 
 
 def add_node_parser(bench_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -65,12 +65,11 @@ def run(args: argparse.Namespace) -> int:
                          "frame waits for the node's subscription)")
     variants = []
     for spec in args.variant:
-        name, sep, params = spec.partition(":")
-        assignments = [a.strip().replace("=", ":=", 1) for a in params.split(",") if a.strip()]
-        if not sep or not name or any(":=" not in a for a in assignments):
-            raise SystemExit(f"vlm-node bench node: error: --variant {spec!r}: expected "
-                             f"NAME:PARAM=VALUE[,PARAM=VALUE...]")
-        variants.append((name, assignments))
+        try:
+            name, pairs = split_variant(spec)
+        except ValueError as exc:
+            raise SystemExit(f"vlm-node bench node: error: {exc}") from exc
+        variants.append((name, [f"{key}:={value}" for key, value in pairs]))
     figures = bench_node(width, height, args.frames, args.rate, args.anonymize,
                          frames_dir=args.frames_dir, max_photos=args.max_photos,
                          analysis=args.analysis, variants=variants,

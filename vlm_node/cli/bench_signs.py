@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from vlm_node.analysis.ocr_backend import OcrConfig
-from vlm_node.cli.args import add_config, add_output
+from vlm_node.cli.args import add_config, add_output, split_variant
 from vlm_node.cli.inputs import collect_images
 from vlm_node.errors import ConfigError
 
@@ -44,7 +44,8 @@ def add_signs_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--variant", action="append", default=[], metavar="NAME:P=V[,P=V...]",
                    help="one more setting to measure beside the configured one, with these "
                         "analysis.ocr parameters (YAML values), e.g. "
-                        "'floor 6:search_min_px=6' or 'cap 1000:proposals.max_proposals=1000' "
+                        "'floor 6:search_min_px=6' or 'cap 1000:proposals.max_proposals=1000'; "
+                        "'again:' measures the configured setting once more, to show the noise "
                         "(repeatable)")
     p.add_argument("--no-default", action="store_true",
                    help="measure only the variants, not the configured setting")
@@ -61,15 +62,11 @@ def add_signs_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argument
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     """'NAME:P=V,P=V' -> (NAME, {"analysis.ocr.P": V}); V is read as YAML (9, 0.5, true)."""
-    name, sep, params = spec.partition(":")
-    assignments = [a.strip() for a in params.split(",") if a.strip()]
-    if not sep or not name.strip() or not assignments or any("=" not in a for a in assignments):
-        raise ConfigError(f"--variant {spec!r}: expected NAME:PARAM=VALUE[,PARAM=VALUE...]")
-    overrides: dict[str, Any] = {}
-    for a in assignments:
-        key, _, value = a.partition("=")
-        overrides[f"analysis.ocr.{key.strip()}"] = yaml.safe_load(value)
-    return name.strip(), overrides
+    try:
+        name, pairs = split_variant(spec)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    return name, {f"analysis.ocr.{key}": yaml.safe_load(value) for key, value in pairs}
 
 
 def settings(args: argparse.Namespace) -> list[tuple[str, OcrConfig]]:
