@@ -83,14 +83,46 @@ def test_labels_that_name_none_of_the_photos_are_an_error(tmp_path):
     assert "labels none of the 1 photos" in str(exc.value)
 
 
-def test_the_command_writes_its_figures(tmp_path):
+@pytest.mark.parametrize("raw", [False, True])
+def test_the_command_writes_its_figures(tmp_path, raw):
+    """By default each photo is anonymized first and read as the node reads it; --raw reads
+    the photo alone."""
     photo = shared("signs_real_dev") / "gtsdb_00330.jpg"
     out = tmp_path / "signs.json"
     assert main(["bench", "signs", str(photo), "--size", "960x540", "--warmup", "0",
-                 "--variant", "floor 6:search_min_px=6", "-o", str(out)]) == 0
+                 "--variant", "floor 6:search_min_px=6", "-o", str(out)]
+                + (["--raw"] if raw else [])) == 0
     figures = json.loads(out.read_text())
-    assert figures["size"] == [960, 540]
+    assert figures["size"] == [960, 540] and figures["anonymized"] is not raw
     assert list(figures["settings"]) == ["configured", "floor 6"]
+    assert figures["settings"]["configured"]["speed_values"] == 1  # the 50
+
+
+def test_anonymized_photos_are_read_with_what_the_anonymizer_found(monkeypatch):
+    """The reader gets the anonymizer's frame (hints, people, vehicles: `read_frame`); a photo
+    the anonymizer fails on is skipped and counted, never read raw."""
+    from vlm_node.anonymize.config import AnonymizerConfig
+    from vlm_node.errors import AnonymizationError
+    from vlm_node.pipeline import Pipeline
+
+    photos = [shared("signs_real_dev") / f"gtsdb_{n}.jpg" for n in ("00314", "00330")]
+    real = Pipeline.anonymize
+    seen = []
+
+    def anonymize(self, meta, bgr, stream=None):
+        if meta.frame_id.endswith("00330.jpg"):
+            raise AnonymizationError("detector failed")
+        frame = real(self, meta, bgr, stream)
+        seen.append(frame)
+        return frame
+
+    monkeypatch.setattr(Pipeline, "anonymize", anonymize)
+    figures = bench_signs(photos, [("default", OcrConfig())], labels=_labels(), warmup=0,
+                          print_fn=lambda _: None, anonymizer=AnonymizerConfig())
+    assert figures["anonymized"] and figures["not_anonymized"] == 1 and figures["images"] == 1
+    assert len(seen) == 1 and seen[0].image.shape == (1080, 1920, 3)
+    f = figures["settings"]["default"]
+    assert f["frames"] == 1 and f["signs"]["classes"] == [2, 2] and f["signs"]["values"] == [2, 2]
 
 
 def test_spread_takes_evenly_spaced_photos():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -13,6 +13,9 @@ from vlm_node.analysis.ocr_backend import OcrConfig
 from vlm_node.cli.args import add_config, add_output, split_variant
 from vlm_node.cli.inputs import collect_images
 from vlm_node.errors import ConfigError
+
+if TYPE_CHECKING:
+    from vlm_node.config import NodeConfig
 
 NATIVE = "native"
 
@@ -33,8 +36,9 @@ def add_signs_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argument
                     "--variant, every photo by every setting in turn in one process; print "
                     "median / mean / p95 ms and CPU-ms a frame and, with --labels, signs read "
                     "with their class, speed values, wrong values and readings on no labelled "
-                    "sign (the rule of `vlm-node analyze --labels`). The reader runs alone: no "
-                    "anonymizer.")
+                    "sign (the rule of `vlm-node analyze --labels`). Each photo is anonymized "
+                    "first (untimed) and read as the node reads it, with the anonymizer's sign "
+                    "text, people and vehicles.")
     p.add_argument("input", metavar="INPUT", help="image file, directory (recursive) or glob")
     p.add_argument("--size", type=_size, default=(1920, 1080), metavar="WxH",
                    help="resize every photo to this size first, its labels alike (default "
@@ -47,6 +51,10 @@ def add_signs_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argument
                         "'floor 6:search_min_px=6' or 'cap 1000:proposals.max_proposals=1000'; "
                         "'again:' measures the configured setting once more, to show the noise "
                         "(repeatable)")
+    p.add_argument("--raw", action="store_true",
+                   help="read the raw photos with the reader alone: no anonymizer, so none of "
+                        "its sign text, people or vehicle boxes (the sign stage's older "
+                        "figures); raw pixels stay in this process either way")
     p.add_argument("--no-default", action="store_true",
                    help="measure only the variants, not the configured setting")
     p.add_argument("--max-photos", type=int, default=0, metavar="N",
@@ -54,7 +62,7 @@ def add_signs_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--warmup", type=int, default=3, metavar="N",
                    help="read the first N photos with every setting before timing (default "
                         "3): OpenVINO prepares each new input shape on its first call")
-    add_config(p, "; its analysis.ocr settings apply")
+    add_config(p, "; its anonymizer.* and analysis.ocr.* settings apply")
     add_output(p, "JSON", "also write the figures here")
     p.set_defaults(func=run)
     return p
@@ -74,7 +82,7 @@ def settings(args: argparse.Namespace) -> list[tuple[str, OcrConfig]]:
     --no-default, then each --variant on top of it."""
     from vlm_node.config import resolve
 
-    out = [] if args.no_default else [("configured", resolve(args.config).analysis.ocr)]
+    out = [] if args.no_default else [("configured", configured(args).analysis.ocr)]
     for spec in args.variant:
         name, overrides = parse_variant(spec)
         out.append((name, resolve(args.config, overrides).analysis.ocr))
@@ -84,6 +92,12 @@ def settings(args: argparse.Namespace) -> list[tuple[str, OcrConfig]]:
     if len(set(names)) != len(names):
         raise ConfigError(f"setting names must differ: {names}")
     return out
+
+
+def configured(args: argparse.Namespace) -> "NodeConfig":
+    from vlm_node.config import resolve
+
+    return resolve(args.config)
 
 
 def spread(items: list[Any], n: int) -> list[Any]:
@@ -117,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=len(images), unit="photo", desc="reading", leave=False) as bar:
         figures = bench_signs(images, chosen, size=args.size, labels=labels,
                               warmup=args.warmup,
-                              progress=lambda done, total: bar.update(1))
+                              progress=lambda done, total: bar.update(1),
+                              anonymizer=None if args.raw else configured(args).anonymizer)
     if args.output:
         Path(args.output).write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
     return 0

@@ -5,9 +5,11 @@ time when the photos are labelled.
 Why a benchmark of its own: the stage's target is a time per 1080p frame on real road photos,
 and every change to the search trades time against signs found. Each photo is read by every
 setting in turn in one process (the same warm caches, the same machine load for all), so the
-ratios hold even where the absolute times move with the host. The reader runs alone: no
-anonymizer, so no text hints or people boxes from it (the node passes both), which is what the
-stage's own figures in docs/sign_classifier.md measure.
+ratios hold even where the absolute times move with the host. By default each photo is first
+anonymized by the configured anonymizer (`Pipeline.anonymize`, untimed, once for all settings)
+and read as the node reads it (`OcrBackend.read_frame`: the anonymized pixels, the anonymizer's
+sign text, people and vehicles); `anonymizer=None` reads the raw photo alone, as the stage's
+older figures in docs/sign_classifier.md were taken.
 """
 from __future__ import annotations
 
@@ -22,9 +24,12 @@ import cv2
 import numpy as np
 
 from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
+from vlm_node.anonymize.config import AnonymizerConfig
+from vlm_node.errors import AnonymizationError
+from vlm_node.frames import AnonymizedFrame, FrameMeta
 from vlm_node.evaluation.labels import ImageLabel
 from vlm_node.evaluation.signs import SignScore, score_signs
-from vlm_node.results import AnalysisResult
+from vlm_node.results import AnalysisResult, SignReading
 
 
 @dataclass
@@ -81,14 +86,17 @@ def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]
                 size: tuple[int, int] | None = (1920, 1080),
                 labels: dict[Path, ImageLabel] | None = None, warmup: int = 3,
                 print_fn: Callable[[str], None] = print,
-                progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                progress: Callable[[int, int], None] | None = None,
+                anonymizer: AnonymizerConfig | None = None) -> dict[str, Any]:
     """Read every image with every setting in turn and return (and print) per setting the
     median / mean / p95 wall time a frame, CPU time a frame and, for images in `labels`, the
     sign scores of `vlm-node analyze --labels` (the same matching rule).
 
     `size`: each photo is resized to it (labels scaled alike); None keeps each photo's size.
-    `warmup`: the first photos are read this many times by every setting before timing
-    (OpenVINO prepares each new input shape on its first call)."""
+    `warmup`: the first photos are read by every setting before timing (OpenVINO prepares each
+    new input shape on its first call). `anonymizer`: anonymize each photo with it first and
+    read it as the node does; None reads the raw photo alone. A photo the anonymizer fails on
+    is skipped (fail closed) and counted."""
     if not settings:
         raise ValueError("no setting to measure")
     if not images:
@@ -96,29 +104,55 @@ def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]
     labels = labels or {}
     runs = [SettingRun(name, config) for name, config in settings]
     readers = [OcrBackend(run.config) for run in runs]
+    pipeline = None
+    skipped = 0
     try:
+        if anonymizer is not None:
+            from vlm_node.pipeline import Pipeline
+
+            pipeline = Pipeline(anonymizer)
         for reader in readers:
             reader.load()
 
-        def frame(path: Path) -> tuple[np.ndarray, float, float]:
+        # raw mode reads the array itself: an AnonymizedFrame is only ever made by the anonymizer
+        def frame(index: int, path: Path
+                  ) -> tuple[AnonymizedFrame | np.ndarray | None, float, float]:
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise FileNotFoundError(f"{path}: not an image OpenCV can read")
-            if size is None:
-                return bgr, 1.0, 1.0
-            h, w = bgr.shape[:2]
-            return cv2.resize(bgr, size), size[0] / w, size[1] / h
+            fx = fy = 1.0
+            if size is not None:
+                h, w = bgr.shape[:2]
+                bgr, fx, fy = cv2.resize(bgr, size), size[0] / w, size[1] / h
+            if pipeline is None:
+                return bgr, fx, fy
+            pipeline.reset("bench")  # unrelated photos: nothing carried from the last one
+            try:
+                return pipeline.anonymize(FrameMeta("bench", index, str(path)), bgr), fx, fy
+            except AnonymizationError:
+                return None, fx, fy
 
-        for path in list(images)[:max(0, warmup)]:
-            bgr, _, _ = frame(path)
+        def read(reader: OcrBackend, item: AnonymizedFrame | np.ndarray) -> list[SignReading]:
+            if isinstance(item, AnonymizedFrame):
+                return reader.read_frame(item)
+            return reader.read_signs(item)
+
+        for index, path in enumerate(list(images)[:max(0, warmup)]):
+            warm, _, _ = frame(index, path)
             for reader in readers:
-                reader.read_signs(bgr)
+                if warm is not None:
+                    read(reader, warm)
         for i, path in enumerate(images):
-            bgr, fx, fy = frame(path)
+            anonymized, fx, fy = frame(i, path)
+            if progress is not None:
+                progress(i + 1, len(images))
+            if anonymized is None:
+                skipped += 1
+                continue
             label = labels.get(path.resolve())
             for run, reader in zip(runs, readers):
                 c0, t0 = cpu_seconds(), time.perf_counter()
-                readings = reader.read_signs(bgr)
+                readings = read(reader, anonymized)
                 run.wall_ms.append((time.perf_counter() - t0) * 1000.0)
                 run.cpu_ms.append((cpu_seconds() - c0) * 1000.0)
                 run.readings += len(readings)
@@ -127,14 +161,17 @@ def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]
                 if label is not None and label.signs is not None:
                     score_signs(run.score, scaled_signs(label.signs, fx, fy),
                                 AnalysisResult(signs=readings, backend="ocr"))
-            if progress is not None:
-                progress(i + 1, len(images))
     finally:
         for reader in readers:
             reader.close()
+        if pipeline is not None:
+            pipeline.close()
+    if not runs[0].wall_ms:
+        raise ValueError(f"none of the {len(images)} photos could be anonymized")
     first = runs[0]
-    figures = {"images": len(images), "size": list(size) if size else "native",
-               "cpus": os.cpu_count(), "warmup": warmup,
+    figures = {"images": len(images) - skipped, "not_anonymized": skipped,
+               "anonymized": anonymizer is not None,
+               "size": list(size) if size else "native", "cpus": os.cpu_count(), "warmup": warmup,
                "settings": {run.name: run.figures(first) for run in runs}}
     print_table(figures, print_fn)
     return figures
@@ -143,8 +180,12 @@ def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]
 def print_table(figures: dict[str, Any], print_fn: Callable[[str], None] = print) -> None:
     size = figures["size"]
     where = "at their own size" if size == "native" else f"resized to {size[0]}x{size[1]}"
-    print_fn(f"{figures['images']} photos {where}, {figures['cpus']} CPUs; each read by every "
-             f"setting in turn after {figures['warmup']} warm-up photos (the reader alone)")
+    how = ("anonymized first, read as the node reads them" if figures["anonymized"]
+           else "raw, the reader alone")
+    print_fn(f"{figures['images']} photos {where} ({how}), {figures['cpus']} CPUs; each read "
+             f"by every setting in turn after {figures['warmup']} warm-up photos")
+    if figures["not_anonymized"]:
+        print_fn(f"{figures['not_anonymized']} photos skipped: the anonymizer failed on them")
     scored = any("signs" in f for f in figures["settings"].values())
     head = (f"{'setting':<28} {'median ms':>9} {'mean':>7} {'p95':>7} {'CPU ms':>7} "
             f"{'vs first':>8} {'readings':>8} {'values':>6}")
