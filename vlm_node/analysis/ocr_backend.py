@@ -149,8 +149,9 @@ class OcrConfig:
                                     "them, out. The 466 GTSDB development photos resized to "
                                     "1080p (bench signs): signs with their class 626 -> 651 of "
                                     "801, speed values 249 -> 254 of 284, readings on no "
-                                    "labelled sign 136 -> 103, speed values there 8 -> 10. "
-                                    "Frames up to 1280 px are unchanged.",
+                                    "labelled sign 136 -> 103, speed values there 8 -> 10 "
+                                    "(blurred foliage of the enlarged photos). Frames up to "
+                                    "1280 px are unchanged.",
                                  min=2, max=64)
     outline_needs_ocr: bool = setting(False, "A speed value read on a round outline no "
                                              "colour region matched (circle_proposals) is "
