@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from vlm_node.analysis.ocr_backend import OcrConfig
-from vlm_node.cli.args import add_config, add_output, split_variant
+from vlm_node.cli.args import add_config, add_output, frame_size, split_variant
 from vlm_node.cli.inputs import collect_images
 from vlm_node.errors import ConfigError
 
@@ -21,11 +21,7 @@ NATIVE = "native"
 
 
 def _size(text: str) -> tuple[int, int] | None:
-    if text == NATIVE:
-        return None
-    from vlm_node.cli.args import frame_size
-
-    return frame_size(text)
+    return None if text == NATIVE else frame_size(text)
 
 
 def add_signs_parser(bench_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -77,12 +73,12 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     return name, {f"analysis.ocr.{key}": yaml.safe_load(value) for key, value in pairs}
 
 
-def settings(args: argparse.Namespace) -> list[tuple[str, OcrConfig]]:
-    """(name, OcrConfig) to measure: the configured one (`vlm_node.config.resolve`) unless
-    --no-default, then each --variant on top of it."""
+def settings(args: argparse.Namespace, node: "NodeConfig") -> list[tuple[str, OcrConfig]]:
+    """(name, OcrConfig) to measure: the configured one (`node`, from `vlm_node.config.resolve`
+    of --config) unless --no-default, then each --variant on top of the same files."""
     from vlm_node.config import resolve
 
-    out = [] if args.no_default else [("configured", configured(args).analysis.ocr)]
+    out = [] if args.no_default else [("configured", node.analysis.ocr)]
     for spec in args.variant:
         name, overrides = parse_variant(spec)
         out.append((name, resolve(args.config, overrides).analysis.ocr))
@@ -92,12 +88,6 @@ def settings(args: argparse.Namespace) -> list[tuple[str, OcrConfig]]:
     if len(set(names)) != len(names):
         raise ConfigError(f"setting names must differ: {names}")
     return out
-
-
-def configured(args: argparse.Namespace) -> "NodeConfig":
-    from vlm_node.config import resolve
-
-    return resolve(args.config)
 
 
 def spread(items: list[Any], n: int) -> list[Any]:
@@ -116,8 +106,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.warmup < 0:
         raise SystemExit("vlm-node bench signs: error: --warmup must be >= 0")
+    from vlm_node.config import resolve
+
     try:
-        chosen = settings(args)
+        node = resolve(args.config)
+        chosen = settings(args, node)
         images = spread([p for p, _ in collect_images(args.input)], args.max_photos)
         labels = {}
         if args.labels is not None:
@@ -129,10 +122,13 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, FileNotFoundError) as exc:
         raise SystemExit(f"vlm-node bench signs: error: {exc}") from exc
     with tqdm(total=len(images), unit="photo", desc="reading", leave=False) as bar:
-        figures = bench_signs(images, chosen, size=args.size, labels=labels,
-                              warmup=args.warmup,
-                              progress=lambda done, total: bar.update(1),
-                              anonymizer=None if args.raw else configured(args).anonymizer)
+        try:
+            figures = bench_signs(images, chosen, size=args.size, labels=labels,
+                                  warmup=args.warmup,
+                                  progress=lambda done, total: bar.update(1),
+                                  anonymizer=None if args.raw else node.anonymizer)
+        except (ValueError, FileNotFoundError) as exc:
+            raise SystemExit(f"vlm-node bench signs: error: {exc}") from exc
     if args.output:
         Path(args.output).write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
     return 0
