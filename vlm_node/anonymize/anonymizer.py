@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from vlm_node.anonymize.config import AnonymizerConfig
+from vlm_node.anonymize.appearance import shared_estimator
 from vlm_node.anonymize.face_replace import FaceReplacer
 from vlm_node.anonymize.faces import load_face_model
 from vlm_node.anonymize.multiscale import (CorruptOutput, RawDetections, check_finite, merge,
@@ -302,7 +303,7 @@ class Anonymizer:
         self.stats = AnonymizerStats()
         self.detectors = build_stages(self.config)
         # the face bank of `replace` mode, loaded when the mode is first asked for
-        self._replacer = FaceReplacer() if self.config.redaction == "replace" else None
+        self._replacer = _replacer_for(self.config, None)
         self._carry = CarryOver(self.config.carry_frames, self.config.carry_iou,
                                 self.config.carry_growth)
         self._pool: cf.ThreadPoolExecutor | None = None
@@ -327,8 +328,7 @@ class Anonymizer:
         validate(config)
         rebuild = any(getattr(config, n) != getattr(self.config, n) for n in _STRUCTURAL)
         stages = build_stages(config) if rebuild else None
-        replacer = (self._replacer or FaceReplacer()) if config.redaction == "replace" \
-            else self._replacer
+        replacer = _replacer_for(config, self._replacer)
         with self._lock:
             self._replacer = replacer
             if stages is not None:
@@ -633,6 +633,22 @@ class Anonymizer:
             return _release(meta, image, (), (time.perf_counter() - t0) * 1e3, True)
         raise AnonymizationError(f"anonymization failed ({reason}), frame dropped: {message}") \
             from cause
+
+
+def _replacer_for(config: AnonymizerConfig, current: FaceReplacer | None
+                  ) -> FaceReplacer | None:
+    """The face replacer `config` asks for: loaded when `replace` is first asked for (the bank,
+    and the age-gender network when `replace_appearance` is on), kept afterwards with its
+    per-track picks, its estimator switched with `replace_appearance`."""
+    if current is None and config.redaction != "replace":
+        return None
+    replacer = current or FaceReplacer()
+    want = config.replace_appearance and config.redaction == "replace"
+    if want and replacer.estimator is None:
+        replacer.estimator = shared_estimator()
+    elif not config.replace_appearance:
+        replacer.estimator = None
+    return replacer
 
 
 def _redaction_seed(det: Detection, track_id: int) -> int:

@@ -8,8 +8,9 @@ method: an average of k people matches none of them; built by `vlm_node.tools.bu
 sources and licences in the bank's README). At run time the average is
 
 1. picked by the appearance of the original (the cheeks' skin tone, nearest among the
-   averages' own tones), and kept per tracked face, so a face does not flicker between
-   averages from frame to frame;
+   averages' own tones, and, where appearance.py's estimate is sure of them, gender and age
+   among the averages of that tone), and kept per tracked face, so a face does not flicker
+   between averages from frame to frame;
 2. warped onto the detected face by the similarity transform that maps the bank's template
    landmarks onto the detector's five landmarks;
 3. given the original region's colour and lighting (mean and spread per Lab channel, measured
@@ -34,6 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vlm_node.anonymize.appearance import Appearance, AppearanceEstimator
 from vlm_node.paths import ASSETS
 
 BANK_DIR = ASSETS / "face_bank"
@@ -148,12 +150,15 @@ def ita_degrees(lab: np.ndarray, white: float | None = None) -> float:
 @dataclass(frozen=True)
 class BankFace:
     """One average face of the bank: the picture (template frame), its tone group, how many
-    people it averages, and its cheek tone (ITA degrees)."""
+    people it averages, its cheek tone (ITA degrees), and its members' genders and age range
+    (empty / None: any; the pick's gender and age cues skip what an average does not say)."""
 
     image: np.ndarray
     group: str
     k: int
     ita: float
+    genders: frozenset[str] = frozenset()
+    ages: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -220,7 +225,10 @@ def _load_bank(directory: str) -> FaceBank:
         img = cv2.imread(str(root / e["file"]), cv2.IMREAD_COLOR)
         if img is None or img.shape[:2] != (size[1], size[0]):
             raise ValueError(f"face bank picture {e['file']} is missing or not {size}")
-        faces.append(BankFace(img, e["group"], int(e["k"]), float(e["ita"])))
+        ages = e.get("ages")
+        faces.append(BankFace(img, e["group"], int(e["k"]), float(e["ita"]),
+                              frozenset(e.get("genders", {})),
+                              (float(ages[0]), float(ages[1])) if ages else None))
     if not faces:
         raise ValueError(f"face bank {root} is empty")
     return FaceBank(np.asarray(meta["template"], np.float64), size, tuple(faces))
@@ -250,10 +258,14 @@ class FaceReplacer:
     """Puts bank faces onto detected faces; remembers which average each track got.
 
     One per Anonymizer (one camera); used under its lock. `track_id` 0 means "not tracked"
-    (carry-over off): the pick is then made afresh from the face's tone each time."""
+    (carry-over off): the pick is then made afresh from the face's tone each time. With an
+    `estimator`, a face's estimated gender and age narrow the averages of its tone (only to
+    pick: the estimate is kept nowhere)."""
 
-    def __init__(self, bank: FaceBank | None = None) -> None:
+    def __init__(self, bank: FaceBank | None = None,
+                 estimator: AppearanceEstimator | None = None) -> None:
         self.bank = bank if bank is not None else load_bank()
+        self.estimator = estimator
         self._picks: dict[int, int] = {}
         self._ita = np.array([f.ita for f in self.bank.faces])
 
@@ -267,28 +279,43 @@ class FaceReplacer:
         for tid in [t for t in self._picks if t not in alive]:
             del self._picks[tid]
 
-    def pick(self, ita: float, track_id: int) -> int:
-        """Index of the bank face for a face of cheek tone `ita` (degrees): one of the averages
-        within TONE_TOLERANCE of it (the nearest when none is), chosen by the track id, so a
-        crowd of similar faces does not all get the same one. Kept per track: the measured
-        tone moves with the light from frame to frame, the pick must not."""
+    def pick(self, ita: float, track_id: int, look: Appearance | None = None) -> int:
+        """Index of the bank face for a face of cheek tone `ita` (degrees) and estimated
+        appearance `look`: one of `candidates`, chosen by the track id, so a crowd of similar
+        faces does not all get the same one. Kept per track: the measured tone moves with the
+        light from frame to frame, the pick must not."""
         if track_id and track_id in self._picks:
             return self._picks[track_id]
-        near = self.candidates(ita)
+        near = self.candidates(ita, look)
         choice = int(near[(track_id * 2654435761) % near.size]) if track_id else \
             int(near[np.argmin(np.abs(self._ita[near] - ita))])
         if track_id:
             self._picks[track_id] = choice
         return choice
 
-    def candidates(self, ita: float) -> np.ndarray:
+    def candidates(self, ita: float, look: Appearance | None = None) -> np.ndarray:
         """Indices of the averages a face of cheek tone `ita` can get: those within
-        TONE_TOLERANCE of it, or the nearest one when none is. A tracked face gets one of them
-        by its track id (uniform over tracks), an untracked one the nearest; the identity
+        TONE_TOLERANCE of it, or the nearest one when none is; of these, with `look`, the ones
+        whose members' genders and ages fit it (`Appearance.fits`), unless none does (tone
+        comes first: a woman whose tone lies near male averages only still gets one of them
+        rather than a face of another skin tone). A tracked face gets one of them by its track
+        id (uniform over tracks), an untracked one the nearest in tone; the identity
         measurement averages over them (face-identity --all-averages)."""
         gaps = np.abs(self._ita - ita)
         near = np.nonzero(gaps <= TONE_TOLERANCE)[0]
-        return near if near.size else np.array([int(np.argmin(gaps))])
+        if not near.size:
+            near = np.array([int(np.argmin(gaps))])
+        if look is not None:
+            fit = [int(i) for i in near
+                   if look.fits(self.bank.faces[i].genders, self.bank.faces[i].ages)]
+            if fit:
+                near = np.array(fit)
+        return near
+
+    def look(self, image: np.ndarray, landmarks: np.ndarray) -> Appearance | None:
+        """The estimator's reading of the face at `landmarks` (frame pixels) of `image`; None
+        without an estimator or for a face too small for it."""
+        return None if self.estimator is None else self.estimator.estimate(image, landmarks)
 
     def tone(self, image: np.ndarray, rows: slice, cols: slice, landmarks: np.ndarray
              ) -> float:
@@ -312,7 +339,8 @@ class FaceReplacer:
         sh, sw = small.shape[:2]
         small_lab = cv2.cvtColor(small, cv2.COLOR_BGR2LAB)
         if index is None and not (track_id and track_id in self._picks):
-            index = self.pick(_cheek_ita(small_lab, lm, image), track_id)
+            index = self.pick(_cheek_ita(small_lab, lm, image), track_id,
+                              self.look(image, landmarks))
         elif index is None:
             index = self._picks[track_id]
         m = similarity(self.bank.template, lm)
