@@ -46,6 +46,7 @@ import cv2
 import numpy as np
 
 from vlm_node.anonymize import identity
+from vlm_node.anonymize.appearance import shared_estimator
 from vlm_node.anonymize.face_replace import (MIN_FACE_PX, BankFace, FaceBank, FaceReplacer,
                                              align, load_bank, usable)
 from vlm_node.evaluation.labels import load_labels
@@ -274,7 +275,7 @@ def bare_rank(hub: dict[int, np.ndarray] | None, average: int | None, face: int)
 
 
 def all_averages(result: SetResult, images: list[np.ndarray], margin: float, bank: FaceBank,
-                 hub: dict[int, np.ndarray]) -> dict:
+                 hub: dict[int, np.ndarray], appearance: bool = True) -> dict:
     """Rank-1 without the luck of the pick: every gallery face `replace` can cover is replaced
     by *every* average of the bank in turn (that face alone, in its photo), so a pick rule is
     scored by its expected hits: the mean over the averages it may give the face (the shipped
@@ -290,8 +291,8 @@ def all_averages(result: SetResult, images: list[np.ndarray], margin: float, ban
     g = result.gallery
     originals = np.stack([f.embedding for f in g])
     one = [FaceReplacer(FaceBank(bank.template, bank.size, (face,))) for face in bank.faces]
-    runtime = FaceReplacer(bank)
-    rows_, emb, blur_emb, cands = [], [], [], []
+    runtime = FaceReplacer(bank, shared_estimator() if appearance else None)
+    rows_, emb, blur_emb, cands, tone_cands = [], [], [], [], []
     for i, f in enumerate(g):
         img = images[f.image]
         h, w = img.shape[:2]
@@ -301,7 +302,9 @@ def all_averages(result: SetResult, images: list[np.ndarray], margin: float, ban
         if min(box.w, box.h) < MIN_FACE_PX:
             continue
         r, c = box.int_slices(w, h)
-        cands.append(runtime.candidates(runtime.tone(img, r, c, np.asarray(f.det.landmarks))))
+        tone = runtime.tone(img, r, c, np.asarray(f.det.landmarks))
+        cands.append(runtime.candidates(tone, runtime.look(img, np.asarray(f.det.landmarks))))
+        tone_cands.append(runtime.candidates(tone))
         per = []
         for rep in one:
             out = img.copy()
@@ -319,10 +322,15 @@ def all_averages(result: SetResult, images: list[np.ndarray], margin: float, ban
     dist = np.linalg.norm(E[:, :, None, :] - originals[None, None], axis=3)
     hit = dist.argmin(2) == idx[:, None]  # faces x averages
     bare = np.array([[bare_rank(hub, a, int(i)) for a in range(len(bank.faces))] for i in idx])
-    # the shipped pick as probabilities: uniform over each face's candidates
-    pick = np.zeros(hit.shape)
-    for k, c in enumerate(cands):
-        pick[k, c] = 1.0 / len(c)
+
+    def as_probabilities(candidates: list[np.ndarray]) -> np.ndarray:
+        """A pick rule as probabilities: uniform over each face's candidates."""
+        p = np.zeros(hit.shape)
+        for k, c in enumerate(candidates):
+            p[k, c] = 1.0 / len(c)
+        return p
+
+    pick = as_probabilities(cands)
     shipped = float((hit * pick).sum())
     own = originals[idx]
 
@@ -333,6 +341,8 @@ def all_averages(result: SetResult, images: list[np.ndarray], margin: float, ban
     return {"faces": len(idx), "gallery": len(g), "chance_hits": len(idx) / len(g),
             "expected_hits_shipped_pick": shipped,
             "expected_hits_uniform_pick": float(hit.mean(1).sum()),
+            "expected_hits_tone_pick": float((hit * as_probabilities(tone_cands)).sum()),
+            "appearance": appearance,
             "expected_hits_shipped_pick_per_average": (hit * pick).sum(0).round(3).tolist(),
             "faces_with_one_candidate": int((pick.max(1) == 1.0).sum()),
             "hits_per_average": hit.sum(0).tolist(),
@@ -510,12 +520,13 @@ def run_set(data_root: Path, name: str, config, args) -> SetResult:  # noqa: ANN
               f"{row['own_below_0.6']:.2f}  dlib finds {row['dlib_found']:.2f} "
               f"(originals {result.found_crop / max(n, 1):.2f})  {row['redactions']}")
     if args.all_averages and "replace" in args.modes:
-        al = all_averages(result, images, config.margin, bank, hub)
+        al = all_averages(result, images, config.margin, bank, hub, config.replace_appearance)
         result.rows["all_averages"] = al
         if al["faces"]:
             print(f"  every face x every average ({al['faces']} faces x {len(bank.faces)}): "
                   f"expected rank-1 hits, shipped pick {al['expected_hits_shipped_pick']:.2f} "
-                  f"(mean {al['candidates_per_face_mean']:.1f} candidates), any average "
+                  f"(mean {al['candidates_per_face_mean']:.1f} candidates), by tone alone "
+                  f"{al['expected_hits_tone_pick']:.2f}, any average "
                   f"{al['expected_hits_uniform_pick']:.2f}, chance {al['chance_hits']:.2f}; "
                   f"of {al['hits_all_pairs']} hitting (face, average) pairs "
                   f"{al['hits_the_bare_average_explains']} are faces the bare average ranks "
@@ -546,7 +557,9 @@ def cost_table(repeats: int = 40) -> list[dict]:
     """Thread CPU time of `blur` and `replace` on one face scaled to five sizes in a 1080p
     frame (the shipped demo portrait; the landmarks are the anonymizer's), interleaved in one
     process so that a loaded machine slows both alike. Thread time, not wall time: on a shared
-    machine wall time measures the neighbours."""
+    machine wall time measures the neighbours. Beside them, what `replace` adds once per new
+    tracked face: the age-gender estimate (process CPU time: OpenVINO may run it on a thread
+    of its own; None below its MIN_FACE_PX)."""
     from vlm_node.anonymize.anonymizer import Anonymizer
     from vlm_node.anonymize.config import AnonymizerConfig
     from vlm_node.anonymize.redact import redact
@@ -557,7 +570,7 @@ def cost_table(repeats: int = 40) -> list[dict]:
     anon = Anonymizer(AnonymizerConfig(plates=False, head_backstop=False))
     det = [d for d in anon.detect(img0) if d.kind == "face"][0]
     anon.close()
-    rep = FaceReplacer()
+    rep = FaceReplacer(estimator=shared_estimator())
     rows = []
     for side in (24, 48, 96, 192, 384):
         s = side / det.box.w
@@ -575,9 +588,16 @@ def cost_table(repeats: int = 40) -> list[dict]:
                 t0 = time.thread_time()
                 redact(x, box, True, mode, landmarks=lm, replacer=rep, seed=1)
                 t[mode].append(time.thread_time() - t0)
+        looks = []
+        for _ in range(repeats if rep.look(frame, lm) is not None else 0):
+            t0 = time.process_time()
+            rep.look(frame, lm)
+            looks.append(time.process_time() - t0)
         rows.append({"box": [round(box.w), round(box.h)],
                      "blur_ms": round(float(np.median(t["blur"])) * 1e3, 2),
-                     "replace_ms": round(float(np.median(t["replace"])) * 1e3, 2)})
+                     "replace_ms": round(float(np.median(t["replace"])) * 1e3, 2),
+                     "estimate_ms": round(float(np.median(looks)) * 1e3, 2) if looks
+                     else None})
     return rows
 
 
@@ -619,8 +639,10 @@ def run(args: argparse.Namespace) -> int:
     if args.cost:
         print("thread CPU time per face in a 1080p frame (median; same process, interleaved)")
         for r in cost_table():
+            est = "-" if r["estimate_ms"] is None else f"{r['estimate_ms']:.2f} ms"
             print(f"  face box {r['box'][0]}x{r['box'][1]} px: blur {r['blur_ms']:.2f} ms, "
-                  f"replace {r['replace_ms']:.2f} ms")
+                  f"replace {r['replace_ms']:.2f} ms; + gender/age estimate once per new "
+                  f"track: {est}")
         return 0
     if args.data_root is None:
         print("--data-root is required (or --cost)", file=sys.stderr)
