@@ -147,3 +147,25 @@ def test_anonymizer_switches_the_estimate_with_its_setting(portraits):
     plain = Anonymizer(AnonymizerConfig(plates=False, head_backstop=False))
     assert plain._replacer is None
     plain.close()
+
+
+def test_measurement_tool_scores_labelled_faces_per_size(estimator, tmp_path):
+    from vlm_node.tools.face_appearance import Face, main, measure
+
+    faces = [Face("london_neutral", ASSETS / "photos" / f"{n}.jpg", "male", None)
+             for n in ("obama", "biden")]
+    rows = measure(faces, [None, 48, 24], estimator)
+    assert [(r["set"], r["size"], r["faces"]) for r in rows] == [
+        ("london_neutral", None, 2), ("london_neutral", 48, 2), ("london_neutral", 24, 2)]
+    native = rows[0]
+    assert native["gender_accuracy"] == 1.0 and native["sure_accuracy"] == 1.0
+    assert native["age_mae"] is None  # no age labelled
+    # both men get no female-only average once their gender is read; tone alone gives some
+    assert native["other_gender_average_shipped"] == 0.0
+    assert native["other_gender_average_tone_only"] > 0.0
+    # at 24 px the network is not asked (under MIN_FACE_PX): the pick is tone alone again
+    assert rows[2]["other_gender_average_shipped"] == rows[2]["other_gender_average_tone_only"]
+    # a directory that is not the source checkout is a usage error, not a traceback
+    with pytest.raises(SystemExit) as exc:
+        main(["--stim", str(tmp_path)])
+    assert exc.value.code == 2
