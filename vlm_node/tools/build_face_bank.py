@@ -172,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     from vlm_node.anonymize.faces import load_face_model
     from vlm_node.anonymize.runtime import Runtime
 
-    model = load_face_model("centerface", "", Runtime(), 0.3)
+    # onnxruntime, not the default OpenVINO: its float32 landmarks are the same on every CPU,
+    # while OpenVINO computes in bfloat16 where the CPU can, and the averages moved by a few
+    # grey levels with it (the shipped bank was built with onnxruntime; rebuilt byte-identical)
+    model = load_face_model("centerface", "", Runtime(engine="onnxruntime"), 0.3)
     sitters = read_sitters(args.stim)
     for s in sitters:
         img = cv2.imread(str(s.file), cv2.IMREAD_COLOR)
@@ -244,9 +247,11 @@ FIGURE_SITTERS = ("030", "042", "064", "090")
 
 def figure(stim: Path, bank_dir: Path, out: Path, side: int = 360) -> None:
     """Original / blur / replace of FIGURE_SITTERS through the anonymizer's own detection and
-    `redact()`, each replaced from a bank without the averages the sitter is a member of (the
-    picture must not show a sitter's face coming back through an average of them)."""
+    `redact()` (the pick by tone, gender and age as at run time), each replaced from a bank
+    without the averages the sitter is a member of (the picture must not show a sitter's face
+    coming back through an average of them)."""
     from vlm_node.anonymize.anonymizer import Anonymizer
+    from vlm_node.anonymize.appearance import shared_estimator
     from vlm_node.anonymize.config import AnonymizerConfig
     from vlm_node.anonymize.face_replace import FaceBank, FaceReplacer, load_bank
     from vlm_node.anonymize.redact import redact, redaction_region
@@ -264,7 +269,8 @@ def figure(stim: Path, bank_dir: Path, out: Path, side: int = 360) -> None:
                          interpolation=cv2.INTER_AREA)
         keep = tuple(f for f, e in zip(bank.faces, meta["faces"])
                      if f"london/{sid}" not in e["members"])
-        rep = FaceReplacer(FaceBank(bank.template, bank.size, keep))
+        rep = FaceReplacer(FaceBank(bank.template, bank.size, keep),
+                           shared_estimator() if config.replace_appearance else None)
         dets = [d for d in anon.detect(img) if d.kind == "face"]
         rows = [img]
         for mode in ("blur", "replace"):
