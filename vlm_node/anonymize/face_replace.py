@@ -59,10 +59,6 @@ REF_WHITE = 230.0
 # Averages whose cheek tone (ITA degrees) is this close to the face's are candidates for it; the
 # same person measures 10-20 degrees apart under different light.
 TONE_TOLERANCE = 12.0
-# A face whose gender and age no average within TONE_TOLERANCE fits may take one this far in
-# tone: the colour transfer gives it the original's skin colour anyway, and a face of the
-# other gender shows more than a tone a little off.
-APPEARANCE_TONE_TOLERANCE = 2 * TONE_TOLERANCE
 # The blended face reaches this much beyond the skin ellipse (hairline, jaw, ears).
 BLEND_GROW = 1.1
 # The replacement is composed with the face box at most this many pixels across (the averages
@@ -299,23 +295,22 @@ class FaceReplacer:
 
     def candidates(self, ita: float, look: Appearance | None = None) -> np.ndarray:
         """Indices of the averages a face of cheek tone `ita` can get: those within
-        TONE_TOLERANCE of it, or the nearest one when none is; with `look`, those of them whose
-        members' genders and ages fit it (`Appearance.fits`), else the fitting ones within
-        APPEARANCE_TONE_TOLERANCE, else (none fits that near) the tone's own: a sure woman
-        whose tone lies near male averages only gets a female average a little off in tone,
-        never one of a far tone. A tracked face gets one of them by its track
+        TONE_TOLERANCE of it, or the nearest one when none is; of these, with `look`, the ones
+        whose members' genders and ages fit it (`Appearance.fits`), unless none does (tone
+        comes first: a woman whose tone lies near male averages only still gets one of them
+        rather than a face of another skin tone). A tracked face gets one of them by its track
         id (uniform over tracks), an untracked one the nearest in tone; the identity
         measurement averages over them (face-identity --all-averages)."""
         gaps = np.abs(self._ita - ita)
         near = np.nonzero(gaps <= TONE_TOLERANCE)[0]
         if not near.size:
             near = np.array([int(np.argmin(gaps))])
-        if look is None:
-            return near
-        fit = [int(i) for i in np.nonzero(gaps <= APPEARANCE_TONE_TOLERANCE)[0]
-               if look.fits(self.bank.faces[i].genders, self.bank.faces[i].ages)]
-        close = [i for i in fit if gaps[i] <= TONE_TOLERANCE]
-        return np.array(close or fit) if fit else near
+        if look is not None:
+            fit = [int(i) for i in near
+                   if look.fits(self.bank.faces[i].genders, self.bank.faces[i].ages)]
+            if fit:
+                near = np.array(fit)
+        return near
 
     def look(self, image: np.ndarray, landmarks: np.ndarray) -> Appearance | None:
         """The estimator's reading of the face at `landmarks` (frame pixels) of `image`; None
