@@ -193,7 +193,7 @@ class AnonymizerConfig:
     replace_appearance: bool = setting(
         True, "With `replace`: narrow the averages of a face's skin tone by its gender and "
               "age as estimated by Intel's age-gender network (used only where it is 0.9 sure "
-              "and the face is 32 px or more; never published or stored). Off: skin tone "
+              "and the face is 30 px or more; never published or stored). Off: skin tone "
               "alone (docs/face_replace.md).", dynamic=True)
     pixelate_blocks: int = setting(
         8, "Blocks across the long side of a pixelated region.", min=2, max=64, dynamic=True)
