@@ -156,11 +156,17 @@ def groups(sitters: list[Sitter], k: int) -> list[tuple[str, str, list[Sitter]]]
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vlm_node.tools.build_face_bank",
-                                 description=__doc__.split("\n\n")[0])
+def stim_parser(module: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of a tool that reads the source photos: `--stim`, the checkout of
+    SOURCE_REPO (this tool and `vlm_node.tools.face_appearance`)."""
+    ap = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
     ap.add_argument("--stim", type=Path, required=True,
                     help=f"checkout of {SOURCE_REPO} at {SOURCE_COMMIT[:10]}")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = stim_parser("vlm_node.tools.build_face_bank", __doc__)
     ap.add_argument("--output", type=Path, default=BANK_DIR)
     ap.add_argument("--k", type=int, default=10, help="minimum people per average")
     ap.add_argument("--figure", type=Path,

@@ -24,7 +24,6 @@ the full photo, scaled with it.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -38,7 +37,8 @@ from vlm_node.anonymize.appearance import (CROP_WIDTH_EYES, GENDER_CONFIDENCE,
                                            AppearanceEstimator, crop)
 from vlm_node.anonymize.face_replace import FaceReplacer
 from vlm_node.geometry import Box
-from vlm_node.tools.build_face_bank import SOURCE_COMMIT, SOURCE_REPO, detect_landmarks
+from vlm_node.tools.build_face_bank import (SOURCE_COMMIT, SOURCE_REPO, detect_landmarks,
+                                            stim_parser)
 
 SETS = ("london_neutral", "canada", "london_smiling", "3dsk")
 DEVELOPMENT = ("london_neutral", "canada")
@@ -146,10 +146,7 @@ def measure(faces: list[Face], sizes: list[int | None], estimator: AppearanceEst
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m vlm_node.tools.face_appearance",
-                                 description=__doc__.split("\n\n")[0])
-    ap.add_argument("--stim", type=Path, required=True,
-                    help=f"checkout of {SOURCE_REPO} at {SOURCE_COMMIT[:10]}")
+    ap = stim_parser("vlm_node.tools.face_appearance", __doc__)
     ap.add_argument("--sizes", default="native,96,64,48,32,24",
                     help="face box widths in px to shrink the photos to ('native' = as is)")
     ap.add_argument("--sets", default=",".join(SETS), help="comma-separated: " + ", ".join(SETS))
