@@ -11,10 +11,12 @@ figure that matters to a user: the share of faces that get an average of the *ot
 with the shipped pick (tone, then gender and age) against skin tone alone (each expected over
 the averages the pick may give the face).
 
-The labelled faces (all CC BY 4.0, packaged in debruine/webmorphR.stim, self-reported gender
-and age): the Face Research Lab London Set, neutral (`_03`) and smiling (`_08`) photos of 102
-adults, the Canada set of 40 young White adults, and 3DSK, renders of 100 3D face scans (50
-female, 50 male; `inst/3dsk/`, ages from `data-raw/raw_3dsk_info.csv`). The London neutral and
+The labelled faces (packaged in debruine/webmorphR.stim, self-reported gender and age): the
+Face Research Lab London Set, neutral (`_03`) and smiling (`_08`) photos of 102 adults, and the
+Canada set of 40 young White adults (both CC BY 4.0), and 3DSK, renders of 100 3D face scans
+(50 female, 50 male; `inst/3dsk/`, ages from `data-raw/raw_3dsk_info.csv`), which the package
+shares from www.3d.sk's licence for educational use only: read here to measure, nothing of it
+is kept or shipped (`--sets` without 3dsk leaves it out). The London neutral and
 Canada photos are the bank's own sitters and were used to fit the crop (`CROP_IN_TEMPLATE`) and
 choose it over the detector's box: they are the development sets; London smiling (same people,
 another photo) and 3DSK (other people) were only measured. None is trained on: the network is
