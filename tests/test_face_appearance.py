@@ -169,3 +169,14 @@ def test_measurement_tool_scores_labelled_faces_per_size(estimator, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["--stim", str(tmp_path)])
     assert exc.value.code == 2
+
+
+def test_without_openvino_the_estimate_is_a_clear_configuration_error(monkeypatch):
+    import sys
+
+    from vlm_node.anonymize.appearance import AppearanceEstimator
+    from vlm_node.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
+    with pytest.raises(ConfigError, match="replace_appearance: false"):
+        AppearanceEstimator()

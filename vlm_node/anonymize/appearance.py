@@ -31,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vlm_node.errors import ConfigError
 from vlm_node.paths import ASSETS
 
 MODEL_XML = ASSETS / "models" / "age_gender" / "age-gender-recognition-retail-0013.xml"
@@ -88,6 +89,13 @@ class AppearanceEstimator:
     the detectors use; the openvino package is a pinned runtime dependency."""
 
     def __init__(self, model_xml: Path | str = MODEL_XML) -> None:
+        try:
+            import openvino  # noqa: F401 - the IR needs it whatever `anonymizer.engine` says
+        except ImportError as exc:
+            raise ConfigError(
+                "anonymizer.replace_appearance needs the openvino package (the age-gender "
+                "network is an OpenVINO IR; requirements/runtime.txt): install it, or set "
+                "anonymizer.replace_appearance: false to pick by skin tone alone") from exc
         from vlm_node.anonymize.openvino_session import OpenVinoSession
 
         self._session = OpenVinoSession(Path(model_xml), threads=1)
