@@ -352,3 +352,47 @@ def test_a_stream_runs_on_exact_shapes_from_its_second_frame_and_photos_never():
     assert len(shapes.shapes()) == 1
     assert for_photos(AnonymizerConfig()).frame_shapes == 0
     assert AnonymizerConfig().frame_shapes == 4
+
+
+def test_a_varying_input_runs_padded_to_a_shape_already_run():
+    """`shape_reuse`: a vehicle region whose padded shape the text detector has not run yet is
+    padded to a larger shape it has run, when that has at most 1.5x its elements; its map is
+    the same size as the image and finds the plate's text as on its own shape. Without the
+    setting (and for frame-recurring inputs) nothing changes."""
+    img = read_bgr(shared("plates/images/Cars0.jpg"))
+    reuse = TextDetector(Runtime(engine="openvino", shape_reuse=1.5))
+    plain = TextDetector(Runtime(engine="openvino"))
+    session = reuse.session
+    assert session._reuse == 1.5 and plain.session._reuse == 1.0
+    big = img[:192, :256]  # padded: 192x256
+    small = img[:150, :200]  # padded: 192x256 too: the same shape, nothing to reuse
+    assert reuse.probability(big).shape == big.shape[:2]
+    assert reuse.probability(small).shape == small.shape[:2] and session.reused == 0
+    smaller = img[:130, :190]  # padded 192x192: 192x256 has 1.33x its elements
+    m = reuse.probability(smaller)
+    assert session.reused == 1 and m.shape == smaller.shape[:2]
+    assert np.abs(m - plain.probability(smaller)).max() < 0.35  # the same text, padding aside
+    tiny = img[:40, :60]  # padded 64x64: 192x256 is 12x its elements, far beyond 1.5
+    reuse.probability(tiny)
+    assert session.reused == 1 and (1, 3, 64, 64) in session._shapes_run
+    assert plain.session.reused == 0 and not plain.session._shapes_run
+    # the recogniser's varying width reuses too, and reads the same text
+    rec = TextRecognizer(Runtime(engine="openvino", shape_reuse=1.5))
+    det = TextDetector(ONNXRUNTIME).predict(img, 0.5)
+    first = rec.read_many(img, list(det.points))
+    assert first == TextRecognizer(OPENVINO).read_many(img, list(det.points))
+
+
+def test_offline_settings_and_frames_in_flight_keep_shape_reuse_off():
+    from vlm_node.anonymize.config import (for_frames_in_flight, for_photos, for_recordings,
+                                           for_stills)
+
+    config = AnonymizerConfig()
+    assert config.shape_reuse == 1.5 and config.runtime().shape_reuse == 1.5
+    for offline in (for_stills(config), for_photos(config), for_recordings(config),
+                    for_recordings(config, video_plan=True), for_frames_in_flight(config, 2)):
+        assert offline.shape_reuse == 1.0 and offline.runtime().shape_reuse == 1.0
+    assert for_frames_in_flight(config, 1).shape_reuse == 1.5
+    with pytest.raises(ConfigError):
+        from vlm_node.anonymize.anonymizer import validate
+        validate(AnonymizerConfig(shape_reuse=0.5))

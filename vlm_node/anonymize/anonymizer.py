@@ -51,7 +51,7 @@ THUMB = (32, 18)
 _STRUCTURAL = ("faces", "face_detectors", "face_model_paths", "face_nms_threshold", "plates",
                "plate_detector", "plate_model", "plate_text_threshold", "plate_verify",
                "head_backstop", "person_tiles", "person_model", "providers", "threads",
-               "engine", "precision", "frame_shapes", "plate_vehicle_pass")
+               "engine", "precision", "frame_shapes", "shape_reuse", "plate_vehicle_pass")
 
 
 class DetectorFailure(Exception):

@@ -14,7 +14,7 @@ from vlm_node.anonymize.faces import FACE_MODELS
 from vlm_node.anonymize.plates import PLATE_DETECTORS, VERIFY_MODES
 from vlm_node.anonymize.runtime import (DEFAULT_ENGINE, ENGINE_HELP, ENGINES, FRAME_SHAPES,
                                         FRAME_SHAPES_HELP, KNOWN_PROVIDERS, PRECISION_HELP,
-                                        PRECISIONS, Runtime)
+                                        PRECISIONS, SHAPE_REUSE, SHAPE_REUSE_HELP, Runtime)
 from vlm_node.params import setting
 
 FAILURE_POLICIES = ("drop", "full_blur")
@@ -239,11 +239,12 @@ class AnonymizerConfig:
     engine: str = setting(DEFAULT_ENGINE, ENGINE_HELP, choices=ENGINES)
     precision: str = setting("auto", PRECISION_HELP, choices=PRECISIONS)
     frame_shapes: int = setting(FRAME_SHAPES, FRAME_SHAPES_HELP, min=0, max=64)
+    shape_reuse: float = setting(SHAPE_REUSE, SHAPE_REUSE_HELP, min=1.0, max=4.0)
 
     def runtime(self) -> Runtime:
         """Where the detectors run: every model of the anonymizer is loaded with this."""
         return Runtime(tuple(self.providers), self.threads, self.engine, self.precision,
-                       self.frame_shapes)
+                       self.frame_shapes, self.shape_reuse)
 
 
 MAX_FRAMES_IN_FLIGHT = 8
@@ -275,10 +276,13 @@ def for_frames_in_flight(config: AnonymizerConfig, frames_in_flight: int) -> Ano
     the other (`parallel_stages` off) instead of crowding the cores further (1080p on 2 cores,
     2 frames in flight: 13.6-14.0 frames/s with the stages in sequence, 12.9-13.2 in
     parallel)."""
-    if frames_in_flight > 1 and (config.parallel_stages or config.plate_reuse_frames):
+    if frames_in_flight > 1 and (config.parallel_stages or config.plate_reuse_frames
+                                 or config.shape_reuse > 1.0):
         # frames in flight are detected out of step with their release: reusing what an
-        # earlier frame found would depend on timing, so output would vary between runs
-        return dataclasses.replace(config, parallel_stages=False, plate_reuse_frames=0)
+        # earlier frame found (or which input shapes it ran) would depend on timing, so output
+        # would vary between runs
+        return dataclasses.replace(config, parallel_stages=False, plate_reuse_frames=0,
+                                   shape_reuse=1.0)
     return config
 
 
@@ -307,15 +311,18 @@ def for_recordings(config: AnonymizerConfig, video_plan: bool = False) -> Anonym
     if budget > 0:
         budget = max(budget, RECORDING_DETECTOR_BUDGET_MS)
     config = dataclasses.replace(config, detector_budget_ms=budget)
-    return (dataclasses.replace(config, plate_reuse_frames=0) if video_plan
+    return (dataclasses.replace(config, plate_reuse_frames=0, shape_reuse=1.0) if video_plan
             else for_stills(config))
 
 
 def for_stills(config: AnonymizerConfig) -> AnonymizerConfig:
     """The settings for unrelated images (photos, not video): every image gets the whole
     plate scan and the thorough face pass, since the frame plan's cheaper frames rely on
-    regions carried from the frames before, which photos do not have."""
-    return dataclasses.replace(config, plate_scan_bands=1, face_thorough_every=1)
+    regions carried from the frames before, which photos do not have; and no `shape_reuse`,
+    so that an image's redaction does not depend on the images before it (offline output is
+    the same however a run is ordered or chunked)."""
+    return dataclasses.replace(config, plate_scan_bands=1, face_thorough_every=1,
+                               shape_reuse=1.0)
 
 
 def for_photos(config: AnonymizerConfig) -> AnonymizerConfig:

@@ -78,6 +78,16 @@ FRAME_SHAPES_HELP = (
     "kept compiled for exactly that shape, the last used kept (0 = one model for every "
     "shape). 1.2x (CenterFace) and 1.5x (text detector) faster; each new shape costs a "
     "0.15-0.35 s compile and ~50-70 MB.")
+# How much larger (in input elements) a shape an OpenVINO model has already prepared may be
+# for a new input of a model whose input sizes vary (`OpenVinoSession`, `shape_reuse`).
+SHAPE_REUSE = 1.5
+SHAPE_REUSE_HELP = (
+    "With engine `openvino`: a model whose input size varies from call to call (the plate "
+    "text detector on vehicle regions, the text recogniser) runs a new input shape padded to "
+    "one it has already run when that one has at most this many times the input's elements "
+    "(OpenVINO prepares each new shape on its first call: 41 instead of 13 ms for the text "
+    "detector). 1 = off. The node only: offline tools and frames_in_flight > 1 keep it off, "
+    "so that their output does not depend on the order of calls.")
 PRECISION_HELP = ("With engine `openvino`: `auto` lets OpenVINO compute in bfloat16 where the "
                   "CPU has it (float32 elsewhere); `f32` keeps float32 everywhere.")
 
@@ -151,15 +161,17 @@ class Runtime:
     """Where and how the ONNX models of one component run: the `engine`, onnxruntime's
     `providers` (in order of preference), intra-op `threads` per model (0 = one per core) and,
     for OpenVINO, the `precision` ("auto": bfloat16 where the CPU computes it, else float32;
-    "f32") and how many shapes it compiles exactly for inputs that recur frame after frame
-    (`frame_shapes`). One value object so that a setting added here reaches every model the
-    same way."""
+    "f32"), how many shapes it compiles exactly for inputs that recur frame after frame
+    (`frame_shapes`) and how much larger a prepared shape a varying input may be padded to
+    (`shape_reuse`, models with `pad` only; 1 = off). One value object so that a setting added
+    here reaches every model the same way."""
 
     providers: tuple[str, ...] = CPU
     threads: int = 1
     engine: str = DEFAULT_ENGINE
     precision: str = "auto"
     frame_shapes: int = FRAME_SHAPES
+    shape_reuse: float = 1.0
 
     def session(self, path: Path, pad: Mapping[int, int] | None = None,  # noqa: ANN201
                 recurring: bool = False):
@@ -183,7 +195,8 @@ class Runtime:
                     "on the CPU only: use engine 'onnxruntime' for CUDA/TensorRT")
             from vlm_node.anonymize.openvino_session import OpenVinoSession
             return OpenVinoSession(path, self.threads, self.precision, pad,
-                                   self.frame_shapes if recurring else 0)
+                                   self.frame_shapes if recurring else 0,
+                                   self.shape_reuse if pad else 1.0)
         import onnxruntime as ort
 
         wanted = check_providers(self.providers)
