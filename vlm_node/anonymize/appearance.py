@@ -23,7 +23,6 @@ upright.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -52,7 +51,8 @@ AGE_MARGIN = 5.0
 TEMPLATE = np.array([[48.0, 72.0], [96.0, 72.0], [71.256, 98.681], [49.693, 117.276],
                      [90.415, 117.051]])
 CROP_IN_TEMPLATE = (22.7, 17.4, 120.9, 151.8)
-CROP_WIDTH_EYES = (CROP_IN_TEMPLATE[2] - CROP_IN_TEMPLATE[0]) / 48.0
+CROP_WIDTH_EYES = (CROP_IN_TEMPLATE[2] - CROP_IN_TEMPLATE[0]) / float(
+    np.linalg.norm(TEMPLATE[1] - TEMPLATE[0]))
 
 
 @dataclass(frozen=True)
@@ -89,32 +89,37 @@ class AppearanceEstimator:
     the detectors use; the openvino package is a pinned runtime dependency."""
 
     def __init__(self, model_xml: Path | str = MODEL_XML) -> None:
-        try:
-            import openvino  # noqa: F401 - the IR needs it whatever `anonymizer.engine` says
-        except ImportError as exc:
-            raise ConfigError(
-                "anonymizer.replace_appearance needs the openvino package (the age-gender "
-                "network is an OpenVINO IR; requirements/runtime.txt): install it, or set "
-                "anonymizer.replace_appearance: false to pick by skin tone alone") from exc
         from vlm_node.anonymize.openvino_session import OpenVinoSession
 
-        self._session = OpenVinoSession(Path(model_xml), threads=1)
-        self._lock = threading.Lock()
+        try:
+            # a session for this one path: the only ConfigError it raises is a missing package
+            self._session = OpenVinoSession(Path(model_xml), threads=1)
+        except ConfigError as exc:
+            raise ConfigError(
+                "anonymizer.replace_appearance needs the openvino package (the age-gender "
+                "network is an OpenVINO IR, whatever `anonymizer.engine` says; "
+                "requirements/runtime.txt): install it, or set anonymizer.replace_appearance: "
+                "false to pick by skin tone alone") from exc
 
     def estimate(self, image: np.ndarray, landmarks: np.ndarray) -> Appearance | None:
         """P(male) and age of the face at `landmarks` (frame pixels, CenterFace order) in
-        `image` (BGR); None when the face is narrower than MIN_FACE_PX."""
+        `image` (BGR); None when the face is narrower than MIN_FACE_PX (`big_enough`)."""
         p = np.asarray(landmarks, np.float64)
-        if float(np.linalg.norm(p[1] - p[0])) * CROP_WIDTH_EYES < MIN_FACE_PX:
-            return None
-        return self.read(crop(image, p))
+        return self.read(crop(image, p)) if big_enough(p) else None
 
     def read(self, face: np.ndarray) -> Appearance:
-        """The network's reading of a 62x62 BGR `crop` (no size gate: for measurements)."""
+        """The network's reading of a 62x62 BGR `crop` (no size gate: for measurements). The
+        session is thread-safe (an infer request per thread), so no lock here."""
         x = face.transpose(2, 0, 1)[None].astype(np.float32)
-        with self._lock:
-            age, prob = self._session.run(["age_conv3", "prob"], {"data": x})
+        age, prob = self._session.run(["age_conv3", "prob"], {"data": x})
         return Appearance(male=float(prob.ravel()[1]), age=float(age.ravel()[0]) * 100.0)
+
+
+def big_enough(landmarks: np.ndarray) -> bool:
+    """Whether the face at `landmarks` is at least MIN_FACE_PX wide (its crop's width, from
+    the eye distance), the size below which `estimate` gives no reading."""
+    p = np.asarray(landmarks, np.float64)
+    return float(np.linalg.norm(p[1] - p[0])) * CROP_WIDTH_EYES >= MIN_FACE_PX
 
 
 def crop(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -134,5 +139,5 @@ def crop(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 @lru_cache(maxsize=1)
 def shared_estimator() -> AppearanceEstimator:
     """One estimator per process (the compiled network is shared by every camera's replacer;
-    calls are serialised, each ~0.5 ms)."""
+    each call ~0.5 ms)."""
     return AppearanceEstimator()

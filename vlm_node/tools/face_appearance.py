@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from vlm_node.anonymize.appearance import (CROP_WIDTH_EYES, GENDER_CONFIDENCE,
-                                           AppearanceEstimator, crop)
+                                           AppearanceEstimator, big_enough, crop)
 from vlm_node.anonymize.face_replace import FaceReplacer
 from vlm_node.geometry import Box
 from vlm_node.tools.build_face_bank import (SOURCE_COMMIT, SOURCE_REPO, detect_landmarks,
@@ -113,13 +113,13 @@ def measure(faces: list[Face], sizes: list[int | None], estimator: AppearanceEst
                 [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1], cv2.IMREAD_COLOR)
             lm = lm0 * f
             look = estimator.read(crop(img, lm))
+            usable = look if big_enough(lm) else None  # what `estimate` gives the pick
             side = width0 * f
             h, w = img.shape[:2]
             c = lm.mean(0)
             box = Box(c[0] - side / 2, c[1] - side * 0.6, side, side * 1.3).clipped(w, h)
             rows, cols = box.int_slices(w, h)
             tone = replacer.tone(img, rows, cols, lm)
-            usable = estimator.estimate(img, lm)
             acc.setdefault((face.set, size), []).append({
                 "right": (look.male >= 0.5) == (face.gender == "male"),
                 "sure": look.gender is not None,
