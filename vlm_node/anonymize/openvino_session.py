@@ -131,8 +131,9 @@ class OpenVinoSession:
             raise RuntimeError(f"{self.path.name}: OpenVINO session used after release_all()")
         batch = {len(x) for x in feeds.values() if np.ndim(x)}
         n = batch.pop() if len(batch) == 1 else None
-        padded = {name: self._padded(name, np.asarray(x)) for name, x in feeds.items()}
-        if self._exact is not None and in_stream_frame():
+        exact = self._exact is not None and in_stream_frame()
+        padded = {name: self._padded(name, np.asarray(x), exact) for name, x in feeds.items()}
+        if exact:
             request = self._exact.request(padded)
         else:
             request = getattr(self._local, "request", None)
@@ -161,9 +162,10 @@ class OpenVinoSession:
             self._shapes_run.add(key)
             return want
 
-    def _padded(self, name: str, x: np.ndarray) -> np.ndarray:
+    def _padded(self, name: str, x: np.ndarray, exact: bool) -> np.ndarray:
         """`x` zero-padded at the end of the dynamic batch dimension (to `batch_bucket`) and
-        of the dimensions of `pad` (to their step)."""
+        of the dimensions of `pad` (to their step), and further to a shape already run
+        (`shape_reuse`) unless it runs on a model compiled for its `exact` shape."""
         dims = next((i.shape for i in self._inputs if i.name == name), None)
         if dims is None or x.ndim != len(dims):
             return np.ascontiguousarray(x)
@@ -173,7 +175,7 @@ class OpenVinoSession:
         for dim, step in self._pad.items():
             if dims[dim] is None and step > 1:
                 want[dim] = -(-x.shape[dim] // step) * step
-        if self._reuse > 1.0 and not (self._exact is not None and in_stream_frame()):
+        if self._reuse > 1.0 and not exact:
             want = self._run_shape(want)
         if want == list(x.shape):
             return np.ascontiguousarray(x)
