@@ -11,7 +11,8 @@ from vlm_node.cli.bench_signs import parse_variant, spread
 from vlm_node.cli.main import main
 from vlm_node.errors import ConfigError
 from vlm_node.evaluation.labels import load_labels
-from vlm_node.tools.bench_signs import bench_signs, scaled_signs
+from vlm_node.evaluation.matching import scaled_signs
+from vlm_node.tools.bench_signs import bench_signs
 
 
 def _labels():

@@ -180,11 +180,10 @@ def test_on_held_out_crowd_photos_false_readings_are_dropped(readers):
     assert [r.sign_class for r in on.read_signs(necks.copy())] == ["yield"]
 
 
-def test_fit_verifier_command_writes_a_verifier_the_reader_loads(tmp_path, capsys):
-    """Two GTSDB training photos (a sign read right and a reading on no sign each) and one
-    crowd photo through the command; the file records the data and the classifier."""
-    from vlm_node.cli import main as cli_main
-
+@pytest.fixture
+def mini_fit_data(tmp_path):
+    """Two GTSDB training photos (a sign read right and a reading on no sign each) with their
+    labels, and a folder with one crowd photo: (labels.json, crowd folder)."""
     data = shared("signs_real_dev")
     labels = json.loads((data / "labels.json").read_text())
     keep = {"signs_real_dev/gtsdb_00007.jpg", "signs_real_dev/gtsdb_00042.jpg"}
@@ -197,19 +196,51 @@ def test_fit_verifier_command_writes_a_verifier_the_reader_loads(tmp_path, capsy
     crowd = tmp_path / "crowd"
     crowd.mkdir()
     shutil.copy(shared("faces_wider_train") / "0_Parade_marchingband_1_12.jpg", crowd)
+    return root / "labels.json", crowd
+
+
+def test_fit_verifier_command_writes_a_verifier_the_reader_loads(mini_fit_data, tmp_path,
+                                                                 capsys):
+    """The two photos and the crowd photo through the command; the file records the data and
+    the classifier."""
+    from vlm_node.cli import main as cli_main
+
+    labels, crowd = mini_fit_data
     out = tmp_path / "v.json"
-    assert cli_main.main(["fit-verifier", str(root / "labels.json"), "--include", "gtsdb_*",
+    assert cli_main.main(["fit-verifier", str(labels), "--include", "gtsdb_*",
                           "--negatives", str(crowd), "--keep", "1.0", "--output",
                           str(out)]) == 0
     assert "3 photos" in capsys.readouterr().out
     verifier = SignVerifier.load(out)
     info = verifier.training
-    assert info["photos"] == 3 and info["real_sign_readings"] >= 2
+    assert info["photos"] == 3 and "sizes" not in info  # the shipped file's keys, no more
+    assert info["real_sign_readings"] >= 2
     assert info["false_readings"] >= 5 and info["real_sign_readings_rejected"] == 0
     assert verifier.classifier_sha256 == SignClassifier(DEFAULT_MODEL).source_sha256
     backend = OcrBackend(OcrConfig(verifier_model=str(out)))
     backend.load()
     assert backend.model_id.endswith("+ verifier")
+
+
+def test_fit_verifier_reads_each_photo_at_every_size_with_its_labels_scaled(
+        mini_fit_data, tmp_path, capsys):
+    """--sizes native,1920x1080: every photo is read twice, and the labelled signs still match
+    their readings in the 1080p frame (labels scaled with the photo), so the real sign readings
+    grow with the reads instead of turning into false ones."""
+    from vlm_node.cli import main as cli_main
+
+    labels, crowd = mini_fit_data
+    runs = {}
+    for sizes in ("native", "native,1920x1080"):
+        out = tmp_path / f"{sizes}.json"
+        assert cli_main.main(["fit-verifier", str(labels), "--negatives", str(crowd),
+                              "--sizes", sizes, "--keep", "1.0", "--output", str(out)]) == 0
+        runs[sizes] = SignVerifier.load(out).training
+    assert "3 photos (6 reads at 2 sizes)" in capsys.readouterr().out
+    both, native = runs["native,1920x1080"], runs["native"]
+    assert both["photos"] == 3 and both["reads"] == 6
+    assert both["sizes"] == ["native", "1920x1080"]
+    assert both["real_sign_readings"] >= native["real_sign_readings"] + 2
 
 
 # GTSRB sample crops the verifier scores below its threshold through their whole-frame box
@@ -251,4 +282,9 @@ def test_fit_verifier_refuses_bad_input_with_a_clear_message(tmp_path, capsys):
     assert cli_main.main(["fit-verifier", str(labels), "--output", out]) == 2
     assert "no photos" in capsys.readouterr().err
     assert cli_main.main(["fit-verifier", str(labels), "--keep", "0.2", "--output", out]) == 2
+    for sizes in ("native,native", "10x10", ","):
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main.main(["fit-verifier", str(labels), "--sizes", sizes, "--output", out])
+        assert exit_info.value.code == 2
+        assert "--sizes" in capsys.readouterr().err
     assert not (tmp_path / "v.json").exists()

@@ -98,6 +98,19 @@ class SignMatch:
                 and value_matches(self.reading, self.label))
 
 
+def scaled_signs(signs: Sequence[dict[str, Any]], fx: float, fy: float
+                 ) -> list[dict[str, Any]]:
+    """Labelled signs with their boxes in a frame resized by (fx, fy)."""
+    out = []
+    for sign in signs:
+        sign = dict(sign)
+        if sign.get("box"):
+            x, y, w, h = sign["box"]
+            sign["box"] = [x * fx, y * fy, w * fx, h * fy]
+        out.append(sign)
+    return out
+
+
 def match_signs(readings: Sequence[SignReading], signs: Sequence[dict[str, Any]],
                 iou: float = MATCH_IOU) -> list[SignMatch]:
     """One SignMatch per labelled sign (in label order), then one per unmatched reading, in

@@ -27,6 +27,7 @@ from vlm_node.anonymize.config import AnonymizerConfig
 from vlm_node.errors import AnonymizationError
 from vlm_node.frames import AnonymizedFrame, FrameMeta
 from vlm_node.evaluation.labels import ImageLabel
+from vlm_node.evaluation.matching import scaled_signs
 from vlm_node.evaluation.signs import SignScore, score_signs
 from vlm_node.results import AnalysisResult, SignReading
 
@@ -59,19 +60,6 @@ class SettingRun:
                             "wrong_values": sc.speed_wrong + sc.speed_unlabelled,
                             "readings_on_no_label": sc.unmatched_readings}
         return out
-
-
-def scaled_signs(signs: Sequence[dict[str, Any]], fx: float, fy: float
-                 ) -> list[dict[str, Any]]:
-    """Labelled signs with their boxes in a frame resized by (fx, fy)."""
-    out = []
-    for sign in signs:
-        sign = dict(sign)
-        if sign.get("box"):
-            x, y, w, h = sign["box"]
-            sign["box"] = [x * fx, y * fy, w * fx, h * fy]
-        out.append(sign)
-    return out
 
 
 def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]],

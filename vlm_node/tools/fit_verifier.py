@@ -22,7 +22,7 @@ import numpy as np
 
 from vlm_node.cli.args import add_config, add_output
 from vlm_node.errors import ConfigError
-from vlm_node.evaluation.matching import label_box
+from vlm_node.evaluation.matching import label_box, scaled_signs
 
 IOU = 0.3  # a reading on a labelled sign, as `vlm-node analyze --labels` matches them
 
@@ -33,7 +33,8 @@ class Readings:
 
     probs: list[np.ndarray]
     positive: list[bool]
-    photos: int = 0
+    photos: int = 0  # photos read at one size at least
+    reads: int = 0  # (photo, size) reads
 
     def add(self, probs: np.ndarray, positive: Sequence[bool]) -> None:
         self.probs.extend(probs)
@@ -61,11 +62,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_output(p, "JSON", "verifier file to write", required=True)
     add_config(p, "; its anonymizer.* and analysis.ocr.* settings apply, as for `vlm-node "
                   "analyze`")
+    p.add_argument("--sizes", type=_sizes, default=[None], metavar="SIZE[,SIZE...]",
+                   help="read each photo at these sizes, its labels scaled alike: 'native' (its "
+                        "own size) and/or WxH, resized as `bench signs --size` does (aspect not "
+                        "kept); e.g. native,1920x1080 adds the readings of the photos as a "
+                        "1080p frame (default: native)")
     p.add_argument("--l2", type=float, default=10.0,
                    help="L2 penalty of the regression (default: %(default)s)")
     p.add_argument("--keep", type=float, default=0.99,
                    help="share of the training photos' real signs the threshold keeps "
                         "(default: %(default)s)")
+
+
+NATIVE = "native"
+
+
+def _sizes(text: str) -> list[tuple[int, int] | None]:
+    """'native,1920x1080' -> [None, (1920, 1080)] (None: the photo's own size)."""
+    from vlm_node.cli.args import frame_size
+
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError("expected 'native' and/or WxH sizes")
+    sizes = [None if part == NATIVE else frame_size(part) for part in parts]
+    if len(set(sizes)) != len(sizes):
+        raise argparse.ArgumentTypeError(f"{text!r}: a size is given twice")
+    return sizes
 
 
 def _images(paths: Path) -> list[Path]:
@@ -112,12 +134,20 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("the verifier judges the sign classifier: analysis.ocr.classifier "
                           "must be true")
     found = Readings([], [])
+    work = [(path, signs, size) for path, signs in photos for size in args.sizes]
+    read: set[Path] = set()
     try:
-        for index, (path, signs) in enumerate(tqdm(photos, desc="fit-verifier", unit="photo")):
+        progress = tqdm(work, desc="fit-verifier", unit="read")
+        for index, (path, signs, size) in enumerate(progress):
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is None:
                 print(f"{path}: cannot read the image, skipped", file=sys.stderr)
                 continue
+            if size is not None and signs is not None:
+                h, w = image.shape[:2]
+                signs = tuple(scaled_signs(signs, size[0] / w, size[1] / h))
+            if size is not None:
+                image = cv2.resize(image, size)
             pipeline.reset("fit")
             try:
                 frame = pipeline.anonymize(FrameMeta("fit", index, str(path)), image)
@@ -126,7 +156,9 @@ def run(args: argparse.Namespace) -> int:
                 continue
             readings = [r for r in reader.read_frame(frame)
                         if r.source == "classifier" and r.box is not None]
-            found.photos += 1
+            found.reads += 1
+            read.add(path)
+            found.photos = len(read)
             if not readings:
                 continue
             truth = [signs is not None and any(
@@ -146,6 +178,12 @@ def run(args: argparse.Namespace) -> int:
         "photos": found.photos, "real_sign_readings": int(positive.sum()),
         "false_readings": int((~positive).sum()), "l2": args.l2, "keep": args.keep,
         "classifier": classifier.path.name}
+    if args.sizes != [None]:
+        # recorded only when asked for, so the default command still rebuilds the shipped file
+        # byte for byte
+        training["sizes"] = [NATIVE if size is None else f"{size[0]}x{size[1]}"
+                             for size in args.sizes]
+        training["reads"] = found.reads
     verifier = fit_verifier(np.asarray(found.probs), positive, classifier.source_sha256,
                             l2=args.l2, keep=args.keep, training=training)
     rejected = ~verifier.accepts(np.asarray(found.probs))
@@ -154,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     verifier.save(output)
-    print(f"{found.photos} photos: {int(positive.sum())} real sign readings, "
+    sizes = f" ({found.reads} reads at {len(args.sizes)} sizes)" if len(args.sizes) > 1 else ""
+    print(f"{found.photos} photos{sizes}: {int(positive.sum())} real sign readings, "
           f"{int((~positive).sum())} false; on them the verifier rejects "
           f"{verifier.training['false_readings_rejected']} false and "
           f"{verifier.training['real_sign_readings_rejected']} real (threshold "
