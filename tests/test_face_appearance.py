@@ -1,6 +1,8 @@
 """The gender and age cue of `replace`: the shipped age-gender network read on real faces
 (the shipped portraits, the bank's own averages), the confidence and size gates, the crop fixed
 by landmarks, the narrowing of the pick, and the anonymizer's switch."""
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -168,6 +170,50 @@ def test_measurement_tool_scores_labelled_faces_per_size(estimator, tmp_path):
     # a directory that is not the source checkout is a usage error, not a traceback
     with pytest.raises(SystemExit) as exc:
         main(["--stim", str(tmp_path)])
+    assert exc.value.code == 2
+
+
+def test_measurement_tool_scores_faces_of_your_own_photos(estimator, tmp_path, capsys):
+    """--faces: labelled boxes in photos at their own size. The two men's boxes (where the
+    anonymizer's detector puts them) are read and scored by size; a box on no face is left out
+    and counted; a malformed file is a usage error."""
+    from vlm_node.anonymize.faces import load_face_model
+    from vlm_node.anonymize.multiscale import View, run_view
+    from vlm_node.anonymize.runtime import Runtime
+    from vlm_node.tools.face_appearance import main
+
+    model = load_face_model("centerface", "", Runtime(), 0.3)
+    entries = []
+    for name in ("obama", "biden"):
+        photo = ASSETS / "photos" / f"{name}.jpg"
+        img = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+        h, w = img.shape[:2]
+        dets = run_view(model, img, View(0, 0, w, h, min(1.0, 1280 / max(w, h))), 0.3)
+        x1, y1, x2, y2 = (float(v) for v in dets.boxes[int(np.argmax(dets.scores))][:4])
+        entries.append({"file": str(photo), "box": [x1, y1, x2 - x1, y2 - y1],
+                        "gender": "male"})
+    entries.append({"file": str(ASSETS / "photos" / "obama.jpg"), "box": [0, 0, 40, 40],
+                    "gender": "female"})
+    faces = tmp_path / "mine.json"
+    faces.write_text(json.dumps({"faces": entries}))
+    out = tmp_path / "rows.json"
+    assert main(["--faces", str(faces), "--json", str(out)]) == 0
+    assert "left out: 1 faces no detection matched" in capsys.readouterr().out
+    rows = json.loads(out.read_text())
+    every = rows[-1]
+    assert every["set"] == "mine" and every["size"] == "all" and every["faces"] == 2
+    assert sum(r["faces"] for r in rows[:-1]) == 2  # the size rows split the same faces
+    assert every["gender_accuracy"] == 1.0 and every["sure_accuracy"] == 1.0
+    assert every["other_gender_average_shipped"] == 0.0
+    assert every["other_gender_average_tone_only"] > 0.0
+    for bad in ({"faces": []}, {"faces": [{"file": "obama.jpg", "box": [1, 2, 3, 4],
+                                           "gender": "unknown"}]}):
+        faces.write_text(json.dumps(bad))
+        with pytest.raises(SystemExit) as exc:
+            main(["--faces", str(faces)])
+        assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:  # neither source given
+        main([])
     assert exc.value.code == 2
 
 

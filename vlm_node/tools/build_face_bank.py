@@ -156,11 +156,12 @@ def groups(sitters: list[Sitter], k: int) -> list[tuple[str, str, list[Sitter]]]
     return out
 
 
-def stim_parser(module: str, doc: str) -> argparse.ArgumentParser:
+def stim_parser(module: str, doc: str, required: bool = True) -> argparse.ArgumentParser:
     """The parser of a tool that reads the source photos: `--stim`, the checkout of
-    SOURCE_REPO (this tool and `vlm_node.tools.face_appearance`)."""
+    SOURCE_REPO (this tool and `vlm_node.tools.face_appearance`, for which it is one of two
+    sources: `required` False)."""
     ap = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0])
-    ap.add_argument("--stim", type=Path, required=True,
+    ap.add_argument("--stim", type=Path, required=required,
                     help=f"checkout of {SOURCE_REPO} at {SOURCE_COMMIT[:10]}")
     return ap
 

@@ -3,6 +3,7 @@
     git clone https://github.com/debruine/webmorphR.stim STIM
     git -C STIM checkout fa8b78fda2d659bb74ce62fcd99c4407551d2a77
     python -m vlm_node.tools.face_appearance --stim STIM [--sizes 96,64,48,32,24] [--json F]
+    python -m vlm_node.tools.face_appearance --faces FACES.json [--json F]
 
 What it prints, per set and face size: how often the age-gender network (appearance.py) gets
 the gender right over all faces, how many faces it is sure of (P >= GENDER_CONFIDENCE) and how
@@ -23,6 +24,14 @@ another photo) and 3DSK (other people) were only measured. None is trained on: t
 Intel's. Each photo is shrunk so that its face box is SIZE px wide and JPEG-compressed
 (quality 70), as a fleet camera sees faces; the landmarks are the anonymizer's CenterFace's on
 the full photo, scaled with it.
+
+`--faces FACES.json` measures the same figures on faces in photos of your own, at their own
+size (street and crowd faces, where the network is less often sure): a JSON object whose
+"faces" list holds {"file": photo path (relative to the JSON's folder), "box": [x, y, w, h] of
+the face, "gender": "male" or "female" (as the face is seen; leave unclear faces out), and
+optionally "age"}. Each box is matched to the anonymizer's CenterFace detection it overlaps
+most (IoU >= MATCH_IOU) for the landmarks; faces with no such detection or under MIN_FACE_PX
+are counted and left out. Rows by the box's shorter side (FACE_BUCKETS) and for all faces.
 """
 from __future__ import annotations
 
@@ -43,6 +52,9 @@ from vlm_node.tools.build_face_bank import (SOURCE_COMMIT, SOURCE_REPO, detect_l
                                             stim_parser)
 
 SETS = ("london_neutral", "canada", "london_smiling", "3dsk")
+MATCH_IOU = 0.4  # a labelled box and the detection that gives its landmarks
+DETECT_MAX_SIDE = 1280  # photos are searched for faces at most this many pixels across
+FACE_BUCKETS = ((30, 48), (48, 64), (64, 96), (96, 100_000))  # shorter side of the box, px
 DEVELOPMENT = ("london_neutral", "canada")
 JPEG_QUALITY = 70
 
@@ -104,69 +116,157 @@ def measure(faces: list[Face], sizes: list[int | None], estimator: AppearanceEst
         if lm0 is None:
             print(f"  no face found in {face.file.name}; left out", file=sys.stderr)
             continue
-        # the detector's box width for the face, from the landmarks (appearance.crop's frame)
         width0 = float(np.linalg.norm(lm0[1] - lm0[0])) * CROP_WIDTH_EYES
         for size in sizes:
             f = 1.0 if size is None else size / width0
             img = img0 if size is None else cv2.imdecode(cv2.imencode(
                 ".jpg", cv2.resize(img0, None, fx=f, fy=f, interpolation=cv2.INTER_AREA),
                 [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1], cv2.IMREAD_COLOR)
-            lm = lm0 * f
-            look = estimator.read(crop(img, lm))
-            usable = look if big_enough(lm) else None  # what `estimate` gives the pick
-            side = width0 * f
-            h, w = img.shape[:2]
-            c = lm.mean(0)
-            box = Box(c[0] - side / 2, c[1] - side * 0.6, side, side * 1.3).clipped(w, h)
-            rows, cols = box.int_slices(w, h)
-            tone = replacer.tone(img, rows, cols, lm)
-            acc.setdefault((face.set, size), []).append({
-                "right": (look.male >= 0.5) == (face.gender == "male"),
-                "sure": look.gender is not None,
-                "sure_right": look.gender == face.gender,
-                "age_error": None if face.age is None else abs(look.age - face.age),
-                "wrong_tone": wrong_gender_share(replacer, replacer.candidates(tone),
-                                                 face.gender),
-                "wrong_pick": wrong_gender_share(replacer, replacer.candidates(tone, usable),
-                                                 face.gender)})
+            acc.setdefault((face.set, size), []).append(
+                _face_row(img, lm0 * f, face.gender, face.age, estimator, replacer))
+    return [_summary(name, size, rs) for (name, size), rs in
+            sorted(acc.items(), key=lambda kv: (SETS.index(kv[0][0]), -(kv[0][1] or 10_000)))]
+
+
+def _face_row(img: np.ndarray, lm: np.ndarray, gender: str, age: float | None,
+              estimator: AppearanceEstimator, replacer: FaceReplacer) -> dict:
+    """One face's reading and picks: the network's answer on its crop, and the expected share
+    of other-gender averages by tone alone and by the shipped pick (which gets the reading only
+    where `estimate` would give it, i.e. for a face of MIN_FACE_PX or more)."""
+    look = estimator.read(crop(img, lm))
+    usable = look if big_enough(lm) else None  # what `estimate` gives the pick
+    # the detector's box width for the face, from the landmarks (appearance.crop's frame)
+    side = float(np.linalg.norm(lm[1] - lm[0])) * CROP_WIDTH_EYES
+    h, w = img.shape[:2]
+    c = lm.mean(0)
+    box = Box(c[0] - side / 2, c[1] - side * 0.6, side, side * 1.3).clipped(w, h)
+    rows, cols = box.int_slices(w, h)
+    tone = replacer.tone(img, rows, cols, lm)
+    return {"right": (look.male >= 0.5) == (gender == "male"),
+            "sure": look.gender is not None,
+            "sure_right": look.gender == gender,
+            "age_error": None if age is None else abs(look.age - age),
+            "wrong_tone": wrong_gender_share(replacer, replacer.candidates(tone), gender),
+            "wrong_pick": wrong_gender_share(replacer, replacer.candidates(tone, usable), gender)}
+
+
+def _summary(name: str, size: int | str | None, rs: list[dict]) -> dict:
+    """The figures of the module docstring over the rows `rs` of one set and size."""
+    sure = [r for r in rs if r["sure"]]
+    ages = [r["age_error"] for r in rs if r["age_error"] is not None]
+    return {"set": name, "size": size, "faces": len(rs),
+            "gender_accuracy": float(np.mean([r["right"] for r in rs])),
+            "sure_share": len(sure) / len(rs),
+            "sure_accuracy": float(np.mean([r["sure_right"] for r in sure])) if sure else None,
+            "age_mae": float(np.mean(ages)) if ages else None,
+            "other_gender_average_tone_only": float(np.mean([r["wrong_tone"] for r in rs])),
+            "other_gender_average_shipped": float(np.mean([r["wrong_pick"] for r in rs]))}
+
+
+def read_labelled(path: Path) -> list[tuple[Path, Box, str, float | None]]:
+    """(photo, face box, gender, age or None) of a `--faces` file; ValueError when it is not
+    one."""
+    data = json.loads(Path(path).read_text())
+    entries = data.get("faces") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: expected a JSON object with a non-empty 'faces' list")
     out = []
-    for (name, size), rs in sorted(acc.items(), key=lambda kv: (SETS.index(kv[0][0]),
-                                                                -(kv[0][1] or 10_000))):
-        sure = [r for r in rs if r["sure"]]
-        ages = [r["age_error"] for r in rs if r["age_error"] is not None]
-        out.append({"set": name, "size": size, "faces": len(rs),
-                    "gender_accuracy": float(np.mean([r["right"] for r in rs])),
-                    "sure_share": len(sure) / len(rs),
-                    "sure_accuracy": float(np.mean([r["sure_right"] for r in sure]))
-                    if sure else None,
-                    "age_mae": float(np.mean(ages)) if ages else None,
-                    "other_gender_average_tone_only": float(np.mean([r["wrong_tone"]
-                                                                     for r in rs])),
-                    "other_gender_average_shipped": float(np.mean([r["wrong_pick"]
-                                                                   for r in rs]))})
+    for i, e in enumerate(entries):
+        try:
+            gender = e["gender"]
+            if gender not in ("male", "female"):
+                raise ValueError(f"gender must be 'male' or 'female', not {gender!r}")
+            x, y, w, h = (float(v) for v in e["box"])
+            photo = Path(path).parent / e["file"]
+            age = None if e.get("age") is None else float(e["age"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: face {i}: {exc}") from exc
+        if not photo.is_file():
+            raise ValueError(f"{path}: face {i}: no photo {photo}")
+        out.append((photo, Box(x, y, w, h), gender, age))
     return out
 
 
+def measure_labelled(entries: list[tuple[Path, Box, str, float | None]], name: str,
+                     estimator: AppearanceEstimator) -> tuple[list[dict], dict[str, int]]:
+    """Rows by FACE_BUCKETS and one for all faces, at the photos' own size; and the counts of
+    faces left out (no detection to give landmarks, or under MIN_FACE_PX)."""
+    from vlm_node.anonymize.faces import load_face_model
+    from vlm_node.anonymize.multiscale import View, run_view
+    from vlm_node.anonymize.runtime import Runtime
+
+    model = load_face_model("centerface", "", Runtime(), 0.3)
+    replacer = FaceReplacer(estimator=estimator)
+    left_out = {"not_detected": 0, "too_small": 0}
+    rows: list[tuple[float, dict]] = []
+    by_photo: dict[Path, list[tuple[Box, str, float | None]]] = {}
+    for photo, box, gender, age in entries:
+        by_photo.setdefault(photo, []).append((box, gender, age))
+    for photo, faces in by_photo.items():
+        img = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"{photo}: not an image OpenCV can read")
+        h, w = img.shape[:2]
+        dets = run_view(model, img, View(0, 0, w, h, min(1.0, DETECT_MAX_SIDE / max(w, h))), 0.3)
+        found = [Box(float(x1), float(y1), float(x2 - x1), float(y2 - y1))
+                 for x1, y1, x2, y2 in dets.boxes[:, :4]]
+        for box, gender, age in faces:
+            ious = [box.iou(d) for d in found]
+            if not ious or max(ious) < MATCH_IOU:
+                left_out["not_detected"] += 1
+                continue
+            lm = dets.points[int(np.argmax(ious))].astype(np.float64)
+            if not big_enough(lm):
+                left_out["too_small"] += 1
+                continue
+            row = _face_row(img, lm, gender, age, estimator, replacer)
+            rows.append((min(box.w, box.h), row))
+    out = [_summary(name, f"{lo}-{hi - 1}" if hi < 100_000 else f">={lo}",
+                    [r for side, r in rows if lo <= side < hi])
+           for lo, hi in FACE_BUCKETS if any(lo <= side < hi for side, _ in rows)]
+    if rows:
+        out.append(_summary(name, "all", [r for _, r in rows]))
+    return out, left_out
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = stim_parser("vlm_node.tools.face_appearance", __doc__)
+    ap = stim_parser("vlm_node.tools.face_appearance", __doc__, required=False)
+    ap.add_argument("--faces", type=Path, metavar="FACES.json",
+                    help="measure faces in photos of your own instead (module docstring: a "
+                         "'faces' list of file, box, gender and optional age), at their own "
+                         "size")
     ap.add_argument("--sizes", default="native,96,64,48,32,24",
-                    help="face box widths in px to shrink the photos to ('native' = as is)")
-    ap.add_argument("--sets", default=",".join(SETS), help="comma-separated: " + ", ".join(SETS))
+                    help="with --stim: face box widths in px to shrink the photos to "
+                         "('native' = as is)")
+    ap.add_argument("--sets", default=",".join(SETS), help="with --stim, comma-separated: " +
+                    ", ".join(SETS))
     ap.add_argument("--json", type=Path, help="write the rows to this file")
     args = ap.parse_args(argv)
-    try:
-        sizes = [None if s == "native" else int(s) for s in args.sizes.split(",") if s]
-    except ValueError:
-        ap.error(f"--sizes: integers or 'native', not {args.sizes!r}")
-    wanted = [s for s in args.sets.split(",") if s]
-    if set(wanted) - set(SETS):
-        ap.error(f"--sets: unknown {sorted(set(wanted) - set(SETS))}; choose from {SETS}")
-    try:
-        faces = [f for f in read_faces(args.stim) if f.set in wanted]
-    except FileNotFoundError as exc:
-        ap.error(str(exc))
-    rows = measure(faces, sizes, AppearanceEstimator())
-    print(f"gender sure = P >= {GENDER_CONFIDENCE}; development sets: {', '.join(DEVELOPMENT)}")
+    if (args.stim is None) == (args.faces is None):
+        ap.error("give one of --stim (the source sets) and --faces (faces of your own)")
+    if args.faces is not None:
+        try:
+            rows, left_out = measure_labelled(read_labelled(args.faces), args.faces.stem,
+                                              AppearanceEstimator())
+        except (OSError, ValueError) as exc:
+            ap.error(str(exc))
+        print(f"left out: {left_out['not_detected']} faces no detection matched (IoU >= "
+              f"{MATCH_IOU}), {left_out['too_small']} under the network's size gate")
+    else:
+        try:
+            sizes = [None if s == "native" else int(s) for s in args.sizes.split(",") if s]
+        except ValueError:
+            ap.error(f"--sizes: integers or 'native', not {args.sizes!r}")
+        wanted = [s for s in args.sets.split(",") if s]
+        if set(wanted) - set(SETS):
+            ap.error(f"--sets: unknown {sorted(set(wanted) - set(SETS))}; choose from {SETS}")
+        try:
+            faces = [f for f in read_faces(args.stim) if f.set in wanted]
+        except FileNotFoundError as exc:
+            ap.error(str(exc))
+        rows = measure(faces, sizes, AppearanceEstimator())
+        print(f"development sets: {', '.join(DEVELOPMENT)}")
+    print(f"gender sure = P >= {GENDER_CONFIDENCE}")
     print(f"{'set':15s} {'face px':>7s} {'n':>4s}  gender right  sure (right)   age MAE  "
           f"other-gender average: tone only -> shipped")
     for r in rows:
