@@ -257,10 +257,12 @@ def test_ocr_reads_foreign_speed_signs_the_classifier_only_leans_to(
 
 
 # Speed signs whose proposal box is off the sign: the crop through it gives "a speed limit"
-# without a sure value (0.96-0.98 for the family); a second look through shifted and scaled
-# boxes reads the value (GTSDB development photos, tune half). gtsdb_00371's 80 was read this
-# way too while three of the six copies had to agree; with five (REFINE_AGREEMENT) it is not.
-REFINED = [("gtsdb_00348.jpg", Box(571, 314, 24, 24), 80)]
+# without a sure value; a second look through shifted and scaled boxes reads the value, which
+# its new box holds (SECOND_LOOK_SURE) though OCR reads nothing (GTSDB development photos, tune
+# half). gtsdb_00371's 80 was read this way too while three of the six copies had to agree;
+# with five (REFINE_AGREEMENT) it is not; gtsdb_00348's 80 is read, then not held (below).
+REFINED = [("gtsdb_00311.jpg", Box(371, 253, 23, 25), 120),
+           ("gtsdb_00309.jpg", Box(107, 232, 26, 28), 100)]
 
 
 @pytest.mark.parametrize("file, box, value", REFINED)
@@ -275,6 +277,28 @@ def test_a_second_look_reads_the_value_through_a_misfit_box(backend, file, box, 
     found = [(r.sign_class, r.value, r.source) for r in hits]
     assert found == [("speed_limit", value, "classifier")]
     assert hits[0].confidence >= backend._classifier.info.min_probability
+
+
+# A value only the second look found, that OCR does not read and its new box does not hold (at
+# most two of seven looks at >= 0.9): published without it. gtsdb_00348 is a real 80 (the rule's
+# one loss at the photos' own size); gtsdb_00423 at 1920x1080 is dusk branches against the sky
+# that the second look read as a 70 at 0.97.
+UNHELD = [("gtsdb_00348.jpg", None, Box(571, 314, 24, 24), 80),
+          ("gtsdb_00423.jpg", (1920, 1080), Box(207, 632, 25, 30), 70)]
+
+
+@pytest.mark.parametrize("file, size, box, value", UNHELD)
+def test_a_second_look_value_its_box_does_not_hold_is_dropped(backend, monkeypatch, file, size,
+                                                              box, value):
+    import vlm_node.analysis.ocr_backend as ocr_backend
+
+    bgr = read_bgr(shared("signs_real_dev") / file)
+    if size is not None:
+        bgr = cv2.resize(bgr, size)
+    assert not [r for r in _near(backend.read_signs(bgr), box) if r.value is not None]
+    monkeypatch.setattr(ocr_backend, "SECOND_LOOK_SURE", 0.0)  # the rule off: the value is back
+    assert [(r.sign_class, r.value) for r in _near(backend.read_signs(bgr), box)
+            if r.value is not None] == [("speed_limit", value)]
 
 
 # Speed signs whose box is under min_value_px (a proposal on the inner disc of a 15-18 px

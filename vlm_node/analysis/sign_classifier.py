@@ -267,9 +267,17 @@ class SignClassifier:
         """`grown_look` for a given GTSRB class: the grown box when its own crop and at least
         `min_share` of all seven crops give `class_id` at >= GROWN_MIN_PROB, else None."""
         grown = box.expanded((GROWN_SCALE - 1.0) / 2)
-        probs = self.probabilities(prepare_crops(rgb, [grown] + refine_boxes(grown)))
-        agree = (probs.argmax(axis=1) == class_id) & (probs[:, class_id] >= GROWN_MIN_PROB)
+        agree = self._sure_looks(rgb, grown, class_id)
         return grown if agree[0] and agree.mean() >= min_share else None
+
+    def sure_share(self, rgb: np.ndarray, box: Box, class_id: int) -> float:
+        """Share of the seven looks at `box` (its own crop and `refine_boxes`' six) that give
+        `class_id` at >= GROWN_MIN_PROB."""
+        return float(self._sure_looks(rgb, box, class_id).mean())
+
+    def _sure_looks(self, rgb: np.ndarray, box: Box, class_id: int) -> np.ndarray:
+        probs = self.probabilities(prepare_crops(rgb, [box] + refine_boxes(box)))
+        return (probs.argmax(axis=1) == class_id) & (probs[:, class_id] >= GROWN_MIN_PROB)
 
     def classify_patches(self, patches_rgb: Sequence[np.ndarray]) -> list[SignClass]:
         """Results for whole RGB patches that already are sign crops (tests, crop datasets)."""
