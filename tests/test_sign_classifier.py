@@ -296,7 +296,7 @@ def test_a_second_look_value_its_box_does_not_hold_is_dropped(backend, monkeypat
     if size is not None:
         bgr = cv2.resize(bgr, size)
     assert not [r for r in _near(backend.read_signs(bgr), box) if r.value is not None]
-    monkeypatch.setattr(ocr_backend, "SECOND_LOOK_SURE", 0.0)  # the rule off: the value is back
+    monkeypatch.setattr(ocr_backend, "SECOND_LOOK_SURE", 0)  # the rule off: the value is back
     assert [(r.sign_class, r.value) for r in _near(backend.read_signs(bgr), box)
             if r.value is not None] == [("speed_limit", value)]
 

@@ -72,10 +72,10 @@ OCR_REC_WIDTH = 128
 SETTLE_AGREEMENT = 0.85
 """`OcrBackend._settled`: share of the seven grown crops that must read OCR's number (six)."""
 
-SECOND_LOOK_SURE = 3 / 7
+SECOND_LOOK_SURE = 3
 """A speed value the classifier found only through a shifted copy of a proposal's box (the
-second look, `classify_refined`) and OCR did not read too is kept when at least this share of
-the seven looks at its new box (`SignClassifier.sure_share`: three) give it at >= 0.9. Why: on
+second look, `classify_refined`) and OCR did not read too is kept when at least this many of
+the seven looks at its new box (`SignClassifier.sure_looks`) give it at >= 0.9. Why: on
 the development photos resized to 1080p three of the six values on no sign (dusk branches read
 as 70) came from such a copy, where the network leans to a class everywhere and crosses its
 threshold once; their new boxes held it in one or two of seven looks, the right values there in
@@ -1000,8 +1000,8 @@ class OcrBackend(AnalysisBackend):
             if index in shifted and reading.value is not None and reading.box is not None and \
                     (ocr is None or ocr.value != reading.value):
                 class_id = speed_limit_id(reading.value, reading.unit)
-                if class_id is not None and self._classifier.sure_share(
-                        rgb, reading.box, class_id) < SECOND_LOOK_SURE - 1e-9:
+                if class_id is not None and self._classifier.sure_looks(
+                        rgb, reading.box, class_id) < SECOND_LOOK_SURE:
                     reading = dataclasses.replace(reading, value=None, unit="")
             readings[index] = reading
         for mass, job in pending:

@@ -270,10 +270,10 @@ class SignClassifier:
         agree = self._sure_looks(rgb, grown, class_id)
         return grown if agree[0] and agree.mean() >= min_share else None
 
-    def sure_share(self, rgb: np.ndarray, box: Box, class_id: int) -> float:
-        """Share of the seven looks at `box` (its own crop and `refine_boxes`' six) that give
+    def sure_looks(self, rgb: np.ndarray, box: Box, class_id: int) -> int:
+        """How many of the seven looks at `box` (its own crop and `refine_boxes`' six) give
         `class_id` at >= GROWN_MIN_PROB."""
-        return float(self._sure_looks(rgb, box, class_id).mean())
+        return int(self._sure_looks(rgb, box, class_id).sum())
 
     def _sure_looks(self, rgb: np.ndarray, box: Box, class_id: int) -> np.ndarray:
         probs = self.probabilities(prepare_crops(rgb, [box] + refine_boxes(box)))

@@ -54,7 +54,7 @@ from vlm_node.tools.build_face_bank import (SOURCE_COMMIT, SOURCE_REPO, detect_l
 SETS = ("london_neutral", "canada", "london_smiling", "3dsk")
 MATCH_IOU = 0.4  # a labelled box and the detection that gives its landmarks
 DETECT_MAX_SIDE = 1280  # photos are searched for faces at most this many pixels across
-FACE_BUCKETS = ((30, 48), (48, 64), (64, 96), (96, 100_000))  # shorter side of the box, px
+FACE_BUCKETS = ((0, 48), (48, 64), (64, 96), (96, 100_000))  # shorter side of the box, px
 DEVELOPMENT = ("london_neutral", "canada")
 JPEG_QUALITY = 70
 
@@ -221,7 +221,8 @@ def measure_labelled(entries: list[tuple[Path, Box, str, float | None]], name: s
                 continue
             row = _face_row(img, lm, gender, age, estimator, replacer)
             rows.append((min(box.w, box.h), row))
-    out = [_summary(name, f"{lo}-{hi - 1}" if hi < 100_000 else f">={lo}",
+    out = [_summary(name, f"<{hi}" if lo == 0 else f"{lo}-{hi - 1}" if hi < 100_000 else
+                    f">={lo}",
                     [r for side, r in rows if lo <= side < hi])
            for lo, hi in FACE_BUCKETS if any(lo <= side < hi for side, _ in rows)]
     if rows:
