@@ -35,9 +35,11 @@ def test_each_setting_reads_the_same_frames_and_is_scored_at_the_frame_size():
         assert f["p95_ms"] >= f["median_ms"]
         assert f["signs"]["classes"] == [5, 5] and f["signs"]["values"] == [4, 4]
         assert f["signs"]["wrong_values"] == 0
+        assert f["signs"]["wrong_values_on_signs"] == f["signs"]["values_on_no_sign"] == 0
     assert figures["settings"]["default"]["median_vs_first"] == 1.0
     assert lines[0].startswith("2 photos resized to 1920x1080")
-    assert any(line.startswith("floor 6") and "5/5" in line and "4/4" in line for line in lines)
+    assert any(line.startswith("floor 6") and "5/5" in line and "4/4" in line
+               and " 0+0 " in line for line in lines)  # wrong values: on a sign + on none
 
 
 def test_native_size_keeps_the_photo_and_its_labels():

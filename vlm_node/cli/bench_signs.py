@@ -31,8 +31,9 @@ def add_signs_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argument
                     "search, classifier, OCR) as configured for the node, and with each "
                     "--variant, every photo by every setting in turn in one process; print "
                     "median / mean / p95 ms and CPU-ms a frame and, with --labels, signs read "
-                    "with their class, speed values, wrong values and readings on no labelled "
-                    "sign (the rule of `vlm-node analyze --labels`). Each photo is anonymized "
+                    "with their class, speed values, wrong values (on a labelled sign + on "
+                    "none) and readings on no labelled sign (the rule of `vlm-node analyze "
+                    "--labels`). Each photo is anonymized "
                     "first (untimed) and read as the node reads it, with the anonymizer's sign "
                     "text, people and vehicles.")
     p.add_argument("input", metavar="INPUT", help="image file, directory (recursive) or glob")

@@ -58,6 +58,9 @@ class SettingRun:
             out["signs"] = {"images": sc.images, "classes": [sc.class_correct, sc.labelled],
                             "values": [sc.speed_correct, sc.speed_labelled],
                             "wrong_values": sc.speed_wrong + sc.speed_unlabelled,
+                            # of which on a labelled sign / on no labelled sign
+                            "wrong_values_on_signs": sc.speed_wrong,
+                            "values_on_no_sign": sc.speed_unlabelled,
                             "readings_on_no_label": sc.unmatched_readings}
         return out
 
@@ -171,7 +174,7 @@ def print_table(figures: dict[str, Any], print_fn: Callable[[str], None] = print
     head = (f"{'setting':<28} {'median ms':>9} {'mean':>7} {'p95':>7} {'CPU ms':>7} "
             f"{'vs first':>8} {'readings':>8} {'values':>6}")
     if scored:
-        head += f" {'classes':>11} {'values right':>12} {'wrong':>5} {'no label':>8}"
+        head += f" {'classes':>11} {'values right':>12} {'wrong (sign+none)':>17} {'no label':>8}"
     print_fn(head)
     for name, f in figures["settings"].items():
         line = (f"{name:<28} {f['median_ms']:>9.1f} {f['mean_ms']:>7.1f} {f['p95_ms']:>7.1f} "
@@ -180,6 +183,6 @@ def print_table(figures: dict[str, Any], print_fn: Callable[[str], None] = print
         if "signs" in f:
             s = f["signs"]
             classes, values = "/".join(map(str, s["classes"])), "/".join(map(str, s["values"]))
-            line += (f" {classes:>11} {values:>12} {s['wrong_values']:>5} "
-                     f"{s['readings_on_no_label']:>8}")
+            wrong = f"{s['wrong_values_on_signs']}+{s['values_on_no_sign']}"
+            line += f" {classes:>11} {values:>12} {wrong:>17} {s['readings_on_no_label']:>8}"
         print_fn(line)
