@@ -3,6 +3,7 @@ frame and scored by the rule of `analyze --labels`; variants parse and fail like
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers import shared
@@ -12,7 +13,7 @@ from vlm_node.cli.main import main
 from vlm_node.errors import ConfigError
 from vlm_node.evaluation.labels import load_labels
 from vlm_node.evaluation.matching import scaled_signs
-from vlm_node.tools.bench_signs import bench_signs
+from vlm_node.tools.bench_signs import bench_signs, letterboxed
 
 
 def _labels():
@@ -50,11 +51,32 @@ def test_native_size_keeps_the_photo_and_its_labels():
     assert figures["settings"]["default"]["signs"]["values"] == [1, 1]
 
 
+def test_fit_letterboxes_a_photo_and_moves_its_labels_with_it():
+    """A 4:3 frame fits in 1920x1080 at its own aspect (1440x1080, 240 px of black each side);
+    a GTSDB photo read so is scored with its labels scaled and shifted alike."""
+    img = np.zeros((300, 400, 3), np.uint8)
+    img[50, 100] = 255
+    frame, scale, dx, dy = letterboxed(img, (1920, 1080))
+    assert frame.shape == (1080, 1920, 3) and scale == pytest.approx(3.6)
+    assert (dx, dy) == (240.0, 0.0)
+    assert not frame[:, :240].any() and not frame[:, 1680:].any()
+    ys, xs = np.nonzero(frame[..., 0] > 64)
+    assert abs(xs.mean() - (100 * scale + dx)) < 3 and abs(ys.mean() - 50 * scale) < 3
+    photo = shared("signs_real_dev") / "gtsdb_00330.jpg"  # 816x480, one 50 (40 px)
+    lines = []
+    figures = bench_signs([photo], [("default", OcrConfig())], labels=_labels(), warmup=0,
+                          fit=True, print_fn=lines.append)
+    assert figures["fit"] is True and lines[0].startswith("1 photos letterboxed in 1920x1080")
+    assert figures["settings"]["default"]["signs"]["values"] == [1, 1]
+
+
 def test_labels_scale_with_the_frame():
     signs = [{"class": "stop", "box": [10, 20, 30, 40]}, {"class": "yield", "box": None}]
     assert scaled_signs(signs, 2.0, 0.5) == [{"class": "stop", "box": [20.0, 10.0, 60.0, 20.0]},
                                              {"class": "yield", "box": None}]
     assert signs[0]["box"] == [10, 20, 30, 40]  # the labels themselves are left alone
+    assert scaled_signs(signs[:1], 2.0, 2.0, 5.0, 7.0) == [{"class": "stop",
+                                                          "box": [25.0, 47.0, 60.0, 80.0]}]
 
 
 def test_variants_are_analysis_ocr_parameters_with_yaml_values():

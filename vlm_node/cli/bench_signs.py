@@ -40,6 +40,11 @@ def add_signs_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--size", type=_size, default=(1920, 1080), metavar="WxH",
                    help="resize every photo to this size first, its labels alike (default "
                         f"1920x1080, the stage's target); '{NATIVE}' keeps each photo's size")
+    p.add_argument("--fit", action="store_true",
+                   help="keep each photo's aspect: scale it to fit in --size and centre it on a "
+                        "black frame of that size (labels alike) instead of stretching it; for "
+                        "photos that are not 16:9 (a stretched 4:3 photo's round signs are "
+                        "ellipses)")
     p.add_argument("--labels", type=Path, metavar="labels.json",
                    help="score the readings of the photos this file labels (docs/labels.md)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:P=V[,P=V...]",
@@ -124,7 +129,9 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"vlm-node bench signs: error: {exc}") from exc
     with tqdm(total=len(images), unit="photo", desc="reading", leave=False) as bar:
         try:
-            figures = bench_signs(images, chosen, size=args.size, labels=labels,
+            if args.fit and args.size is None:
+                raise ValueError(f"--fit needs a --size, not '{NATIVE}'")
+            figures = bench_signs(images, chosen, size=args.size, labels=labels, fit=args.fit,
                                   warmup=args.warmup,
                                   progress=lambda done, total: bar.update(1),
                                   anonymizer=None if args.raw else node.anonymizer)

@@ -98,15 +98,16 @@ class SignMatch:
                 and value_matches(self.reading, self.label))
 
 
-def scaled_signs(signs: Sequence[dict[str, Any]], fx: float, fy: float
-                 ) -> list[dict[str, Any]]:
-    """Labelled signs with their boxes in a frame resized by (fx, fy)."""
+def scaled_signs(signs: Sequence[dict[str, Any]], fx: float, fy: float, dx: float = 0.0,
+                 dy: float = 0.0) -> list[dict[str, Any]]:
+    """Labelled signs with their boxes in a frame resized by (fx, fy) and placed at (dx, dy)
+    (a letterboxed frame)."""
     out = []
     for sign in signs:
         sign = dict(sign)
         if sign.get("box"):
             x, y, w, h = sign["box"]
-            sign["box"] = [x * fx, y * fy, w * fx, h * fy]
+            sign["box"] = [x * fx + dx, y * fy + dy, w * fx, h * fy]
         out.append(sign)
     return out
 

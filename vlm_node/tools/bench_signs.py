@@ -65,17 +65,35 @@ class SettingRun:
         return out
 
 
+def letterboxed(bgr: np.ndarray, size: tuple[int, int]
+                ) -> tuple[np.ndarray, float, float, float]:
+    """`bgr` scaled to fit in `size` (w, h) with its aspect kept, centred on a black frame of
+    exactly that size: (frame, scale, dx, dy), the photo's pixel (x, y) at (x * scale + dx,
+    y * scale + dy). Why: stretched to 16:9, a 4:3 or portrait photo's round signs become
+    ellipses the search does not take for signs."""
+    h, w = bgr.shape[:2]
+    scale = min(size[0] / w, size[1] / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    dx, dy = (size[0] - nw) // 2, (size[1] - nh) // 2
+    frame = np.zeros((size[1], size[0], 3), np.uint8)
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    frame[dy:dy + nh, dx:dx + nw] = cv2.resize(bgr, (nw, nh), interpolation=interpolation)
+    return frame, scale, float(dx), float(dy)
+
+
 def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]],
                 size: tuple[int, int] | None = (1920, 1080),
                 labels: dict[Path, ImageLabel] | None = None, warmup: int = 3,
                 print_fn: Callable[[str], None] = print,
                 progress: Callable[[int, int], None] | None = None,
-                anonymizer: AnonymizerConfig | None = None) -> dict[str, Any]:
+                anonymizer: AnonymizerConfig | None = None, fit: bool = False
+                ) -> dict[str, Any]:
     """Read every image with every setting in turn and return (and print) per setting the
     median / mean / p95 wall time a frame, CPU time a frame and, for images in `labels`, the
     sign scores of `vlm-node analyze --labels` (the same matching rule).
 
     `size`: each photo is resized to it (labels scaled alike); None keeps each photo's size.
+    `fit`: keep each photo's aspect instead and letterbox it in `size` (`letterboxed`).
     `warmup`: the first photos are read by every setting before timing (OpenVINO prepares each
     new input shape on its first call). `anonymizer`: anonymize each photo with it first and
     read it as the node does; None reads the raw photo alone. A photo the anonymizer fails on
@@ -99,21 +117,25 @@ def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]
 
         # raw mode reads the array itself: an AnonymizedFrame is only ever made by the anonymizer
         def frame(index: int, path: Path
-                  ) -> tuple[AnonymizedFrame | np.ndarray | None, float, float]:
+                  ) -> tuple[AnonymizedFrame | np.ndarray | None, tuple[float, ...]]:
+            """The photo as the frame to read, and where its labels go: (fx, fy, dx, dy)."""
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise FileNotFoundError(f"{path}: not an image OpenCV can read")
-            fx = fy = 1.0
-            if size is not None:
+            place: tuple[float, ...] = (1.0, 1.0, 0.0, 0.0)
+            if size is not None and fit:
+                bgr, scale, dx, dy = letterboxed(bgr, size)
+                place = (scale, scale, dx, dy)
+            elif size is not None:
                 h, w = bgr.shape[:2]
-                bgr, fx, fy = cv2.resize(bgr, size), size[0] / w, size[1] / h
+                bgr, place = cv2.resize(bgr, size), (size[0] / w, size[1] / h, 0.0, 0.0)
             if pipeline is None:
-                return bgr, fx, fy
+                return bgr, place
             pipeline.reset("bench")  # unrelated photos: nothing carried from the last one
             try:
-                return pipeline.anonymize(FrameMeta("bench", index, str(path)), bgr), fx, fy
+                return pipeline.anonymize(FrameMeta("bench", index, str(path)), bgr), place
             except AnonymizationError:
-                return None, fx, fy
+                return None, place
 
         def read(reader: OcrBackend, item: AnonymizedFrame | np.ndarray) -> list[SignReading]:
             if isinstance(item, AnonymizedFrame):
@@ -121,12 +143,12 @@ def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]
             return reader.read_signs(item)
 
         for index, path in enumerate(list(images)[:max(0, warmup)]):
-            warm, _, _ = frame(index, path)
+            warm, _ = frame(index, path)
             for reader in readers:
                 if warm is not None:
                     read(reader, warm)
         for i, path in enumerate(images):
-            anonymized, fx, fy = frame(i, path)
+            anonymized, place = frame(i, path)
             if progress is not None:
                 progress(i + 1, len(images))
             if anonymized is None:
@@ -143,7 +165,7 @@ def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]
                 run.speed_values += sum(1 for r in readings if r.sign_class == "speed_limit"
                                         and r.value is not None)
                 if label is not None and label.signs is not None:
-                    score_signs(run.score, scaled_signs(label.signs, fx, fy),
+                    score_signs(run.score, scaled_signs(label.signs, *place),
                                 AnalysisResult(signs=readings, backend="ocr"))
     finally:
         for reader in readers:
@@ -155,7 +177,8 @@ def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]
     first = runs[0]
     figures = {"images": len(images) - skipped, "not_anonymized": skipped,
                "anonymized": anonymizer is not None,
-               "size": list(size) if size else "native", "cpus": os.cpu_count(), "warmup": warmup,
+               "size": list(size) if size else "native", "fit": bool(fit and size),
+               "cpus": os.cpu_count(), "warmup": warmup,
                "settings": {run.name: run.figures(first) for run in runs}}
     print_table(figures, print_fn)
     return figures
@@ -163,7 +186,9 @@ def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]
 
 def print_table(figures: dict[str, Any], print_fn: Callable[[str], None] = print) -> None:
     size = figures["size"]
-    where = "at their own size" if size == "native" else f"resized to {size[0]}x{size[1]}"
+    where = ("at their own size" if size == "native" else
+             f"letterboxed in {size[0]}x{size[1]}" if figures.get("fit") else
+             f"resized to {size[0]}x{size[1]}")
     how = ("anonymized first, read as the node reads them" if figures["anonymized"]
            else "raw, the reader alone")
     print_fn(f"{figures['images']} photos {where} ({how}), {figures['cpus']} CPUs; each read "
