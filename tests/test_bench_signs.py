@@ -75,8 +75,8 @@ def test_labels_scale_with_the_frame():
     assert scaled_signs(signs, 2.0, 0.5) == [{"class": "stop", "box": [20.0, 10.0, 60.0, 20.0]},
                                              {"class": "yield", "box": None}]
     assert signs[0]["box"] == [10, 20, 30, 40]  # the labels themselves are left alone
-    assert scaled_signs(signs[:1], 2.0, 2.0, 5.0, 7.0) == [{"class": "stop",
-                                                          "box": [25.0, 47.0, 60.0, 80.0]}]
+    moved = scaled_signs(signs[:1], 2.0, 2.0, 5.0, 7.0)  # and placed in a letterbox
+    assert moved == [{"class": "stop", "box": [25.0, 47.0, 60.0, 80.0]}]
 
 
 def test_variants_are_analysis_ocr_parameters_with_yaml_values():
