@@ -233,9 +233,10 @@ def measure_labelled(entries: list[tuple[Path, Box, str, float | None]], name: s
 def main(argv: list[str] | None = None) -> int:
     ap = stim_parser("vlm_node.tools.face_appearance", __doc__, required=False)
     ap.add_argument("--faces", type=Path, metavar="FACES.json",
-                    help="measure faces in photos of your own instead (module docstring: a "
-                         "'faces' list of file, box, gender and optional age), at their own "
-                         "size")
+                    help="measure faces in photos of your own instead, at their own size: "
+                         "a JSON object {\"faces\": [{\"file\": photo (relative to the "
+                         "JSON's folder), \"box\": [x, y, w, h], \"gender\": \"male\" or "
+                         "\"female\" (as the face is seen), \"age\": years (optional)}]}")
     ap.add_argument("--sizes", default="native,96,64,48,32,24",
                     help="with --stim: face box widths in px to shrink the photos to "
                          "('native' = as is)")
