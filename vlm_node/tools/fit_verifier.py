@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,8 +33,12 @@ class Readings:
 
     probs: list[np.ndarray]
     positive: list[bool]
-    photos: int = 0  # photos read at one size at least
+    read: set[Path] = field(default_factory=set)  # photos read at one size at least
     reads: int = 0  # (photo, size) reads
+
+    @property
+    def photos(self) -> int:
+        return len(self.read)
 
     def add(self, probs: np.ndarray, positive: Sequence[bool]) -> None:
         self.probs.extend(probs)
@@ -135,7 +139,6 @@ def run(args: argparse.Namespace) -> int:
                           "must be true")
     found = Readings([], [])
     work = [(path, signs, size) for path, signs in photos for size in args.sizes]
-    read: set[Path] = set()
     try:
         progress = tqdm(work, desc="fit-verifier", unit="read")
         for index, (path, signs, size) in enumerate(progress):
@@ -143,10 +146,10 @@ def run(args: argparse.Namespace) -> int:
             if image is None:
                 print(f"{path}: cannot read the image, skipped", file=sys.stderr)
                 continue
-            if size is not None and signs is not None:
-                h, w = image.shape[:2]
-                signs = tuple(scaled_signs(signs, size[0] / w, size[1] / h))
             if size is not None:
+                h, w = image.shape[:2]
+                if signs is not None:
+                    signs = tuple(scaled_signs(signs, size[0] / w, size[1] / h))
                 image = cv2.resize(image, size)
             pipeline.reset("fit")
             try:
@@ -157,8 +160,7 @@ def run(args: argparse.Namespace) -> int:
             readings = [r for r in reader.read_frame(frame)
                         if r.source == "classifier" and r.box is not None]
             found.reads += 1
-            read.add(path)
-            found.photos = len(read)
+            found.read.add(path)
             if not readings:
                 continue
             truth = [signs is not None and any(
