@@ -104,10 +104,7 @@ def wrong_gender_share(replacer: FaceReplacer, candidates: np.ndarray, gender: s
 def measure(faces: list[Face], sizes: list[int | None], estimator: AppearanceEstimator
             ) -> list[dict]:
     """One row per (set, size): the figures of the module docstring."""
-    from vlm_node.anonymize.faces import load_face_model
-    from vlm_node.anonymize.runtime import Runtime
-
-    model = load_face_model("centerface", "", Runtime(), 0.3)
+    model = _face_model()
     replacer = FaceReplacer(estimator=estimator)
     acc: dict[tuple[str, int | None], list[dict]] = {}
     for face in faces:
@@ -126,6 +123,14 @@ def measure(faces: list[Face], sizes: list[int | None], estimator: AppearanceEst
                 _face_row(img, lm0 * f, face.gender, face.age, estimator, replacer))
     return [_summary(name, size, rs) for (name, size), rs in
             sorted(acc.items(), key=lambda kv: (SETS.index(kv[0][0]), -(kv[0][1] or 10_000)))]
+
+
+def _face_model():  # noqa: ANN202 - a CenterFace model (vlm_node.anonymize.faces)
+    """The anonymizer's CenterFace, whose landmarks both measurements crop by."""
+    from vlm_node.anonymize.faces import load_face_model
+    from vlm_node.anonymize.runtime import Runtime
+
+    return load_face_model("centerface", "", Runtime(), 0.3)
 
 
 def _face_row(img: np.ndarray, lm: np.ndarray, gender: str, age: float | None,
@@ -191,11 +196,9 @@ def measure_labelled(entries: list[tuple[Path, Box, str, float | None]], name: s
                      estimator: AppearanceEstimator) -> tuple[list[dict], dict[str, int]]:
     """Rows by FACE_BUCKETS and one for all faces, at the photos' own size; and the counts of
     faces left out (no detection to give landmarks, or under MIN_FACE_PX)."""
-    from vlm_node.anonymize.faces import load_face_model
     from vlm_node.anonymize.multiscale import View, run_view
-    from vlm_node.anonymize.runtime import Runtime
 
-    model = load_face_model("centerface", "", Runtime(), 0.3)
+    model = _face_model()
     replacer = FaceReplacer(estimator=estimator)
     left_out = {"not_detected": 0, "too_small": 0}
     rows: list[tuple[float, dict]] = []
