@@ -13,7 +13,8 @@ from vlm_node.cli.main import main
 from vlm_node.errors import ConfigError
 from vlm_node.evaluation.labels import load_labels
 from vlm_node.evaluation.matching import scaled_signs
-from vlm_node.tools.bench_signs import bench_signs, letterboxed
+from vlm_node.tools.bench_node import letterboxed
+from vlm_node.tools.bench_signs import bench_signs
 
 
 def _labels():

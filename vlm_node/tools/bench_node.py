@@ -225,8 +225,18 @@ class _Probe:
 def letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """`image` scaled to fit `width` x `height` (aspect kept, enlarged or shrunk) and centred
     on black: a photo of any size as a camera frame of the benchmark's size."""
+    return letterboxed(image, (width, height))[0]
+
+
+def letterboxed(image: np.ndarray, size: tuple[int, int]
+                ) -> tuple[np.ndarray, float, float, float]:
+    """`letterbox` with where the photo went: (frame, scale, dx, dy), the photo's pixel (x, y)
+    at (x * scale + dx, y * scale + dy) in the frame of `size` (w, h), so labels can follow it
+    (`bench signs --fit`). Why not stretch: a 4:3 or portrait photo's round signs would become
+    ellipses the sign search does not take for signs."""
     import cv2
 
+    width, height = size
     h, w = image.shape[:2]
     s = min(width / w, height / h)
     nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
@@ -234,7 +244,7 @@ def letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
     out = np.zeros((height, width, 3), np.uint8)
     x0, y0 = (width - nw) // 2, (height - nh) // 2
     out[y0:y0 + nh, x0:x0 + nw] = cv2.resize(image, (nw, nh), interpolation=interp)
-    return out
+    return out, s, float(x0), float(y0)
 
 
 def photo_frames(frames_dir: str, width: int, height: int, limit: int = 0) -> list[np.ndarray]:

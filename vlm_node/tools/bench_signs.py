@@ -29,6 +29,7 @@ from vlm_node.frames import AnonymizedFrame, FrameMeta
 from vlm_node.evaluation.labels import ImageLabel
 from vlm_node.evaluation.matching import scaled_signs
 from vlm_node.evaluation.signs import SignScore, score_signs
+from vlm_node.tools.bench_node import letterboxed
 from vlm_node.results import AnalysisResult, SignReading
 
 
@@ -65,22 +66,6 @@ class SettingRun:
         return out
 
 
-def letterboxed(bgr: np.ndarray, size: tuple[int, int]
-                ) -> tuple[np.ndarray, float, float, float]:
-    """`bgr` scaled to fit in `size` (w, h) with its aspect kept, centred on a black frame of
-    exactly that size: (frame, scale, dx, dy), the photo's pixel (x, y) at (x * scale + dx,
-    y * scale + dy). Why: stretched to 16:9, a 4:3 or portrait photo's round signs become
-    ellipses the search does not take for signs."""
-    h, w = bgr.shape[:2]
-    scale = min(size[0] / w, size[1] / h)
-    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    dx, dy = (size[0] - nw) // 2, (size[1] - nh) // 2
-    frame = np.zeros((size[1], size[0], 3), np.uint8)
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    frame[dy:dy + nh, dx:dx + nw] = cv2.resize(bgr, (nw, nh), interpolation=interpolation)
-    return frame, scale, float(dx), float(dy)
-
-
 def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]],
                 size: tuple[int, int] | None = (1920, 1080),
                 labels: dict[Path, ImageLabel] | None = None, warmup: int = 3,
@@ -93,7 +78,7 @@ def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]
     sign scores of `vlm-node analyze --labels` (the same matching rule).
 
     `size`: each photo is resized to it (labels scaled alike); None keeps each photo's size.
-    `fit`: keep each photo's aspect instead and letterbox it in `size` (`letterboxed`).
+    `fit`: keep each photo's aspect instead and letterbox it in `size` (`bench_node.letterboxed`).
     `warmup`: the first photos are read by every setting before timing (OpenVINO prepares each
     new input shape on its first call). `anonymizer`: anonymize each photo with it first and
     read it as the node does; None reads the raw photo alone. A photo the anonymizer fails on
