@@ -66,6 +66,19 @@ class SettingRun:
         return out
 
 
+def as_frame(bgr: np.ndarray, size: tuple[int, int] | None, fit: bool = False
+             ) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """A photo as the frame to read at `size` (None: as it is), stretched or, with `fit`,
+    letterboxed; and where its labels go, (fx, fy, dx, dy) for `scaled_signs`."""
+    if size is None:
+        return bgr, (1.0, 1.0, 0.0, 0.0)
+    if fit:
+        frame, scale, dx, dy = letterboxed(bgr, size)
+        return frame, (scale, scale, dx, dy)
+    h, w = bgr.shape[:2]
+    return cv2.resize(bgr, size), (size[0] / w, size[1] / h, 0.0, 0.0)
+
+
 def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]],
                 size: tuple[int, int] | None = (1920, 1080),
                 labels: dict[Path, ImageLabel] | None = None, warmup: int = 3,
@@ -107,13 +120,7 @@ def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise FileNotFoundError(f"{path}: not an image OpenCV can read")
-            place: tuple[float, ...] = (1.0, 1.0, 0.0, 0.0)
-            if size is not None and fit:
-                bgr, scale, dx, dy = letterboxed(bgr, size)
-                place = (scale, scale, dx, dy)
-            elif size is not None:
-                h, w = bgr.shape[:2]
-                bgr, place = cv2.resize(bgr, size), (size[0] / w, size[1] / h, 0.0, 0.0)
+            bgr, place = as_frame(bgr, size, fit)
             if pipeline is None:
                 return bgr, place
             pipeline.reset("bench")  # unrelated photos: nothing carried from the last one

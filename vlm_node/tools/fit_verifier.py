@@ -112,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     from vlm_node.errors import AnonymizationError
     from vlm_node.frames import FrameMeta
     from vlm_node.pipeline import Pipeline
+    from vlm_node.tools.bench_signs import as_frame
 
     if not 0.5 <= args.keep <= 1.0:
         raise ConfigError("--keep must be between 0.5 and 1")
@@ -146,11 +147,9 @@ def run(args: argparse.Namespace) -> int:
             if image is None:
                 print(f"{path}: cannot read the image, skipped", file=sys.stderr)
                 continue
-            if size is not None:
-                h, w = image.shape[:2]
-                if signs is not None:
-                    signs = tuple(scaled_signs(signs, size[0] / w, size[1] / h))
-                image = cv2.resize(image, size)
+            image, place = as_frame(image, size)
+            if signs is not None:
+                signs = tuple(scaled_signs(signs, *place))
             pipeline.reset("fit")
             try:
                 frame = pipeline.anonymize(FrameMeta("fit", index, str(path)), image)
