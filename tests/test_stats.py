@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from vlm_node.stats import CameraStats, RateMeter, percentiles
+from vlm_node.stats import CameraStats, PartTimes, RateMeter, percentiles
 
 
 def test_percentiles():
@@ -33,3 +33,20 @@ def test_camera_stats_snapshot_counts_drops():
     assert snap["dropped_decode_error"] == 1 and snap["latency_ms_p50"] == 40.0
     with pytest.raises(AssertionError):
         s.on_drop("cosmic_rays")
+
+
+def test_part_times_sum_each_part_over_calls_and_count_a_part_that_raises():
+    """Parts add up across calls in milliseconds; a body that raises still counts its time;
+    reset forgets everything."""
+    now = iter([0.0, 0.010, 1.0, 1.005, 2.0, 2.002])
+    times = PartTimes(clock=lambda: next(now))
+    with times.part("search"):
+        pass
+    with times.part("search"):
+        pass
+    with pytest.raises(ValueError):
+        with times.part("classify"):
+            raise ValueError("model failed")
+    assert times.ms == pytest.approx({"search": 15.0, "classify": 2.0})
+    times.reset()
+    assert times.ms == {}

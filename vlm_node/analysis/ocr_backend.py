@@ -55,6 +55,7 @@ from vlm_node.frames import AnonymizedFrame
 from vlm_node.geometry import Box, box_array, iou_matrix, nms
 from vlm_node.params import setting
 from vlm_node.results import AnalysisResult, SignReading, TextHint
+from vlm_node.stats import PartTimes
 
 log = logging.getLogger(__name__)
 
@@ -640,6 +641,12 @@ class OcrBackend(AnalysisBackend):
         # the round-outline search (a Hough pass, ~60 ms on a 960 px frame, GIL released)
         # runs beside the colour search, which needs nothing from it
         self._outline_pool: ThreadPoolExecutor | None = None
+        # wall ms of the reader's parts, summed over frames (`vlm-node bench signs` prints
+        # them a frame): "search" (colour/shape search, waiting on the outline thread
+        # included), "classify" (the first classifier batch: every proposal, and the second
+        # look), "recognise" (PP-OCR model calls); the rest of a frame is the caller's total
+        # less these
+        self.part_times = PartTimes()
 
     @property
     def model_id(self) -> str:
@@ -743,7 +750,8 @@ class OcrBackend(AnalysisBackend):
     def _read_ocr_only(self, bgr: np.ndarray, hints: Sequence[TextHint]) -> list[SignReading]:
         """Readings without the classifier: the shape finder's candidates read by PP-OCR."""
         cfg = self.config
-        cands = find_candidates(bgr, cfg.candidates)
+        with self.part_times.part("search"):
+            cands = find_candidates(bgr, cfg.candidates)
         cands += hint_candidates(hints, cands, bgr.shape[1], bgr.shape[0])
         readings: list[SignReading] = []
         jobs: list[_Job] = []
@@ -858,7 +866,9 @@ class OcrBackend(AnalysisBackend):
         the finder's candidates for classes the classifier has no class for."""
         assert self._classifier is not None
         pcfg = self.config.proposals
-        found = self._search(bgr)
+        timed = self.part_times.part
+        with timed("search"):
+            found = self._search(bgr)
         masks, scale = found.masks, found.scale
         cands = found.candidates + hint_candidates(hints, found.candidates, bgr.shape[1],
                                                    bgr.shape[0], stop_signs=True)
@@ -882,10 +892,12 @@ class OcrBackend(AnalysisBackend):
         # 1080p, the same pixels
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         first_boxes = boxes
-        if self.config.refine_max > 0:
-            boxes, results = self._classifier.classify_refined(rgb, boxes, self.config.refine_max)
-        else:
-            results = self._classifier.classify(rgb, boxes)
+        with timed("classify"):
+            if self.config.refine_max > 0:
+                boxes, results = self._classifier.classify_refined(rgb, boxes,
+                                                                   self.config.refine_max)
+            else:
+                results = self._classifier.classify(rgb, boxes)
         # boxes the second look moved: their answer is the shifted copy's
         moved = {i for i, (a, b) in enumerate(zip(first_boxes, boxes)) if a is not b}
         # a sign has its paint: white letters, lamps and faces the network takes for a sign
@@ -1190,7 +1202,8 @@ class OcrBackend(AnalysisBackend):
     def _run(self, jobs: list[_Job], crops: list[list[np.ndarray]], alt: bool = False) -> None:
         """Recognise all crops of all jobs in one batched call."""
         flat = [c for cs in crops for c in cs]
-        reads = self._recognize(flat)
+        with self.part_times.part("recognise"):
+            reads = self._recognize(flat)
         i = 0
         for job, cs in zip(jobs, crops):
             if alt:

@@ -44,6 +44,15 @@ class SettingRun:
     score: SignScore = field(default_factory=SignScore)
     readings: int = 0
     speed_values: int = 0  # readings that publish a speed-limit value
+    part_ms: dict[str, float] = field(default_factory=dict)  # the reader's `part_times`, summed
+
+    def parts_per_frame(self) -> dict[str, float]:
+        """Mean wall ms a frame of each timed part of the reader (`OcrBackend.part_times`) and
+        of the rest of its frame ("other": the mean frame time less the parts)."""
+        n = max(1, len(self.wall_ms))
+        out = {name: round(ms / n, 1) for name, ms in self.part_ms.items()}
+        out["other"] = round(sum(self.wall_ms) / n - sum(self.part_ms.values()) / n, 1)
+        return out
 
     def figures(self, first: "SettingRun") -> dict[str, Any]:
         wall = np.asarray(self.wall_ms)
@@ -53,7 +62,8 @@ class SettingRun:
             "p95_ms": round(float(np.percentile(wall, 95)), 1),
             "cpu_ms_per_frame": round(float(np.mean(self.cpu_ms)), 1),
             "median_vs_first": round(float(np.median(wall) / np.median(first.wall_ms)), 3),
-            "readings": self.readings, "speed_values": self.speed_values}
+            "readings": self.readings, "speed_values": self.speed_values,
+            "parts_ms_per_frame": self.parts_per_frame()}
         if self.score.images:
             sc = self.score
             out["signs"] = {"images": sc.images, "classes": [sc.class_correct, sc.labelled],
@@ -139,6 +149,8 @@ def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]
             for reader in readers:
                 if warm is not None:
                     read(reader, warm)
+        for reader in readers:
+            reader.part_times.reset()
         for i, path in enumerate(images):
             anonymized, place = frame(i, path)
             if progress is not None:
@@ -159,6 +171,8 @@ def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]
                 if label is not None and label.signs is not None:
                     score_signs(run.score, scaled_signs(label.signs, *place),
                                 AnalysisResult(signs=readings, backend="ocr"))
+        for run, reader in zip(runs, readers):
+            run.part_ms = dict(reader.part_times.ms)
     finally:
         for reader in readers:
             reader.close()
@@ -203,3 +217,6 @@ def print_table(figures: dict[str, Any], print_fn: Callable[[str], None] = print
             wrong = f"{s['wrong_values_on_signs']}+{s['values_on_no_sign']}"
             line += f" {classes:>11} {values:>12} {wrong:>17} {s['readings_on_no_label']:>8}"
         print_fn(line)
+    for name, f in figures["settings"].items():
+        parts = ", ".join(f"{part} {ms:.1f}" for part, ms in f["parts_ms_per_frame"].items())
+        print_fn(f"{name}: ms a frame by part (mean): {parts}")
