@@ -343,8 +343,12 @@ def test_a_stream_runs_on_exact_shapes_from_its_second_frame_and_photos_never():
     assert shapes.shapes() == []
     second = anon.detect_frame(frame.copy(), 2)
     assert len(shapes.shapes()) == 1  # 640x360 padded to 640x384
-    assert [d.box for d in first.detections] == [d.box for d in second.detections]
-    assert len(first.detections) >= 1
+    # the same faces; a model compiled for one shape may pick other kernels, so the boxes
+    # agree to a few thousandths of a pixel, not always to the bit (AVX2 in f32: 5e-5 px)
+    assert len(first.detections) == len(second.detections) >= 1
+    for a, b in zip(first.detections, second.detections):
+        assert (a.box.x, a.box.y, a.box.w, a.box.h) == pytest.approx(
+            (b.box.x, b.box.y, b.box.w, b.box.h), abs=0.01)
     anon.detect_frame(cv2.resize(img, (480, 270)), 3)  # a new size: not yet
     assert len(shapes.shapes()) == 1
     anon.detect(cv2.resize(img, (640, 360)))
