@@ -645,7 +645,10 @@ class OcrBackend(AnalysisBackend):
         # them a frame): "search" (colour/shape search, waiting on the outline thread
         # included), "classify" (the first classifier batch: every proposal, and the second
         # look), "recognise" (PP-OCR model calls); the rest of a frame is the caller's total
-        # less these
+        # less these. Inside "search": "search.finder" (the shape finder's candidates),
+        # "search.proposals" (colour masks and regions), "search.shapes" (triangles and
+        # diamonds), "search.outlines" (the main thread's wait for the Hough thread, or the
+        # pass itself without it)
         self.part_times = PartTimes()
 
     @property
@@ -815,24 +818,30 @@ class OcrBackend(AnalysisBackend):
                     round(0.085 * short), round(0.35 * short))
             if self._outline_pool is not None:
                 outlines = self._outline_pool.submit(find_circles, *args)
-        cands = find_candidates(small, ccfg)
-        masks = proposal_masks(small, pcfg)
-        proposals = find_proposals(small, pcfg, masks)
-        if pcfg.min_paint > 0:
-            # a proposal without any sign paint could only pass as a grey end-of-limit sign,
-            # which the finder's white candidates cover: not worth a classifier crop
-            shares = max_paint_shares(masks, proposals)
-            proposals = [b for b, share in zip(proposals, shares) if share >= pcfg.min_paint]
+        timed = self.part_times.part
+        with timed("search.finder"):
+            cands = find_candidates(small, ccfg)
+        with timed("search.proposals"):
+            masks = proposal_masks(small, pcfg)
+            proposals = find_proposals(small, pcfg, masks)
+            if pcfg.min_paint > 0:
+                # a proposal without any sign paint could only pass as a grey end-of-limit
+                # sign, which the finder's white candidates cover: not worth a classifier crop
+                shares = max_paint_shares(masks, proposals)
+                proposals = [b for b, share in zip(proposals, shares)
+                             if share >= pcfg.min_paint]
         # outlines that are already a region's box add nothing
         known = box_array([c.box for c in cands] + proposals)
-        triangles = _not_known(find_triangles(small, pcfg.min_size_px), known,
-                               SHAPE_KNOWN_IOU) if cfg.triangle_proposals else []
-        diamonds = _not_known(find_diamonds(masks, pcfg.min_size_px,
-                                            0.6 * min(small.shape[:2])), known,
-                              SHAPE_KNOWN_IOU) if cfg.diamond_proposals else []
+        with timed("search.shapes"):
+            triangles = _not_known(find_triangles(small, pcfg.min_size_px), known,
+                                   SHAPE_KNOWN_IOU) if cfg.triangle_proposals else []
+            diamonds = _not_known(find_diamonds(masks, pcfg.min_size_px,
+                                                0.6 * min(small.shape[:2])), known,
+                                  SHAPE_KNOWN_IOU) if cfg.diamond_proposals else []
         circles: list[Box] = []
         if args is not None:
-            found = outlines.result() if outlines is not None else find_circles(*args)
+            with timed("search.outlines"):
+                found = outlines.result() if outlines is not None else find_circles(*args)
             if cscale < 1.0:
                 found = [b.scaled(1.0 / cscale) for b in found]
             circles = _not_known(found, known, 0.5)
