@@ -55,11 +55,14 @@ def test_each_setting_reads_the_same_frames_and_is_scored_at_the_frame_size():
     # (the wait for the Hough thread may round to 0 when it finished first)
     assert all(v > 0 for k, v in inner.items() if k != "search.outlines")
     assert sum(inner.values()) <= top["search"] + 0.3
+    # the first classifier batch's boxes: one a proposal at least, on both frames
+    assert figures["settings"]["default"]["parts_items_per_frame"]["classify"] >= 1
     assert lines[0].startswith("2 photos resized to 1920x1080")
     assert any(line.startswith("floor 6") and "5/5" in line and "4/4" in line
                and " 0+0 " in line for line in lines)  # wrong values: on a sign + on none
     assert any(line.startswith("default: ms a frame by part (mean): search ")
-               and "(finder " in line and ", classify " in line for line in lines)
+               and "(finder " in line and ", classify " in line and " crops)" in line
+               and ", )" not in line for line in lines)
 
 
 def test_native_size_keeps_the_photo_and_its_labels():

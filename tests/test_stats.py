@@ -48,5 +48,8 @@ def test_part_times_sum_each_part_over_calls_and_count_a_part_that_raises():
         with times.part("classify"):
             raise ValueError("model failed")
     assert times.ms == pytest.approx({"search": 15.0, "classify": 2.0})
+    times.count("classify", 300)
+    times.count("classify", 12)
+    assert times.counts == {"classify": 312}
     times.reset()
-    assert times.ms == {}
+    assert times.ms == {} and times.counts == {}

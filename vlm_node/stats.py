@@ -37,9 +37,11 @@ class PartTimes:
     Why: a stage's total time says whether it meets its budget, not which part to cut, and
     guessing from a profiler run (which slows Python code more than OpenCV and model calls) has
     sent work the wrong way before. Each part is timed where it runs, two `perf_counter` calls
-    (about a microsecond); the owner's caller divides by the frames it ran."""
+    (about a microsecond); the owner's caller divides by the frames it ran. `counts` holds how
+    much work a part did (crops classified, ...), so its time can be read per item."""
 
     ms: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
     clock: Callable[[], float] = time.perf_counter
 
     @contextmanager
@@ -51,8 +53,13 @@ class PartTimes:
         finally:
             self.ms[name] = self.ms.get(name, 0.0) + (self.clock() - t0) * 1000.0
 
+    def count(self, name: str, n: int) -> None:
+        """Add `n` items of work to part `name`."""
+        self.counts[name] = self.counts.get(name, 0) + int(n)
+
     def reset(self) -> None:
         self.ms.clear()
+        self.counts.clear()
 
 
 @dataclass

@@ -901,6 +901,7 @@ class OcrBackend(AnalysisBackend):
         # 1080p, the same pixels
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         first_boxes = boxes
+        self.part_times.count("classify", len(boxes))
         with timed("classify"):
             if self.config.refine_max > 0:
                 boxes, results = self._classifier.classify_refined(rgb, boxes,

@@ -45,6 +45,7 @@ class SettingRun:
     readings: int = 0
     speed_values: int = 0  # readings that publish a speed-limit value
     part_ms: dict[str, float] = field(default_factory=dict)  # the reader's `part_times`, summed
+    part_counts: dict[str, int] = field(default_factory=dict)  # and the work they did
 
     def parts_per_frame(self) -> dict[str, float]:
         """Mean wall ms a frame of each timed part of the reader (`OcrBackend.part_times`) and
@@ -65,7 +66,10 @@ class SettingRun:
             "cpu_ms_per_frame": round(float(np.mean(self.cpu_ms)), 1),
             "median_vs_first": round(float(np.median(wall) / np.median(first.wall_ms)), 3),
             "readings": self.readings, "speed_values": self.speed_values,
-            "parts_ms_per_frame": self.parts_per_frame()}
+            "parts_ms_per_frame": self.parts_per_frame(),
+            # items of work a frame (mean): "classify" = boxes in the first classifier batch
+            "parts_items_per_frame": {name: round(n / max(1, len(self.wall_ms)), 1)
+                                      for name, n in self.part_counts.items()}}
         if self.score.images:
             sc = self.score
             out["signs"] = {"images": sc.images, "classes": [sc.class_correct, sc.labelled],
@@ -175,6 +179,7 @@ def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]
                                 AnalysisResult(signs=readings, backend="ocr"))
         for run, reader in zip(runs, readers):
             run.part_ms = dict(reader.part_times.ms)
+            run.part_counts = dict(reader.part_times.counts)
     finally:
         for reader in readers:
             reader.close()
@@ -225,7 +230,10 @@ def print_table(figures: dict[str, Any], print_fn: Callable[[str], None] = print
         for part, ms in parts.items():
             if "." in part:
                 continue
-            inner = ", ".join(f"{sub.split('.', 1)[1]} {v:.1f}" for sub, v in parts.items()
-                              if sub.startswith(part + "."))
-            shown.append(f"{part} {ms:.1f}" + (f" ({inner})" if inner else ""))
+            inner = [f"{sub.split('.', 1)[1]} {v:.1f}" for sub, v in parts.items()
+                     if sub.startswith(part + ".")]
+            items = f["parts_items_per_frame"].get(part)
+            if items is not None:
+                inner.append(f"{items:.0f} crops")
+            shown.append(f"{part} {ms:.1f}" + (f" ({', '.join(inner)})" if inner else ""))
         print_fn(f"{name}: ms a frame by part (mean): {', '.join(shown)}")
