@@ -31,6 +31,7 @@ from vlm_node.evaluation.matching import scaled_signs
 from vlm_node.evaluation.signs import SignScore, score_signs
 from vlm_node.tools.bench_node import letterboxed
 from vlm_node.results import AnalysisResult, SignReading
+from vlm_node.stats import PartTimes
 
 
 @dataclass
@@ -44,18 +45,23 @@ class SettingRun:
     score: SignScore = field(default_factory=SignScore)
     readings: int = 0
     speed_values: int = 0  # readings that publish a speed-limit value
-    part_ms: dict[str, float] = field(default_factory=dict)  # the reader's `part_times`, summed
-    part_counts: dict[str, int] = field(default_factory=dict)  # and the work they did
+    parts: PartTimes = field(default_factory=PartTimes)  # the reader's, over the timed frames
 
     def parts_per_frame(self) -> dict[str, float]:
         """Mean wall ms a frame of each timed part of the reader (`OcrBackend.part_times`) and
         of the rest of its frame ("other": the mean frame time less the top-level parts; a
         dotted name such as "search.finder" is a part of "search", counted there)."""
         n = max(1, len(self.wall_ms))
-        out = {name: round(ms / n, 1) for name, ms in self.part_ms.items()}
-        top = sum(ms for name, ms in self.part_ms.items() if "." not in name)
+        out = {name: round(ms / n, 1) for name, ms in self.parts.ms.items()}
+        top = sum(ms for name, ms in self.parts.ms.items() if "." not in name)
         out["other"] = round(sum(self.wall_ms) / n - top / n, 1)
         return out
+
+    def items_per_frame(self) -> dict[str, float]:
+        """Mean items of work a frame of each counted part ("classify": the boxes of the first
+        classifier batch)."""
+        n = max(1, len(self.wall_ms))
+        return {name: round(count / n, 1) for name, count in self.parts.counts.items()}
 
     def figures(self, first: "SettingRun") -> dict[str, Any]:
         wall = np.asarray(self.wall_ms)
@@ -67,9 +73,7 @@ class SettingRun:
             "median_vs_first": round(float(np.median(wall) / np.median(first.wall_ms)), 3),
             "readings": self.readings, "speed_values": self.speed_values,
             "parts_ms_per_frame": self.parts_per_frame(),
-            # items of work a frame (mean): "classify" = boxes in the first classifier batch
-            "parts_items_per_frame": {name: round(n / max(1, len(self.wall_ms)), 1)
-                                      for name, n in self.part_counts.items()}}
+            "parts_items_per_frame": self.items_per_frame()}
         if self.score.images:
             sc = self.score
             out["signs"] = {"images": sc.images, "classes": [sc.class_correct, sc.labelled],
@@ -178,8 +182,7 @@ def bench_signs(images: Sequence[Path], settings: Sequence[tuple[str, OcrConfig]
                     score_signs(run.score, scaled_signs(label.signs, *place),
                                 AnalysisResult(signs=readings, backend="ocr"))
         for run, reader in zip(runs, readers):
-            run.part_ms = dict(reader.part_times.ms)
-            run.part_counts = dict(reader.part_times.counts)
+            run.parts = reader.part_times
     finally:
         for reader in readers:
             reader.close()
