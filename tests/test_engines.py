@@ -78,7 +78,11 @@ def test_one_session_serves_many_threads(crops):
     for t in threads:
         t.join()
     for n, outs in got.items():
-        assert len(outs) == 10 and all(np.array_equal(o, want[n]) for o in outs)
+        # its own answers: the same shape and values (to float rounding: requests running at
+        # once may split their work across cores differently; another caller's answers would
+        # differ in shape or by far more)
+        assert len(outs) == 10 and all(o.shape == want[n].shape for o in outs)
+        assert max(np.abs(o - want[n]).max() for o in outs) < 1e-5
 
 
 def test_text_detector_and_recogniser_read_a_real_plate_alike():
