@@ -1,4 +1,4 @@
-"""`vlm-node import-labels`: GTSDB, GTSRB, WIDER FACE and Pascal VOC ground truth become
+"""`vlm-node import-labels`: GTSDB, GTSRB, WIDER FACE, Pascal VOC and YOLO ground truth become
 labels.json with the right boxes, classes, values and ignore boxes, read back by the one labels
 reader; bad input fails with a clear message; converted GTSRB crops score through `analyze`."""
 import json
@@ -222,6 +222,67 @@ def test_voc_unknown_names_need_a_mapping(tmp_path, capsys):
     assert main(["import-labels", "voc", str(root), "--map", "x=no_such_class",
                  "-o", str(tmp_path / "o.json")]) == 2
     assert "not a vocabulary class" in capsys.readouterr().err
+
+
+# --- YOLO ----------------------------------------------------------------------------------
+
+def test_yolo_faces_in_the_ultralytics_layout(tmp_path, capsys):
+    """labels/train beside images/train: normalised centre boxes become pixel boxes of each
+    image's own size, a skipped id is counted, an empty file is an image without faces, and an
+    image without its file (or a file without its image) is left out and counted."""
+    root = tmp_path / "widerface"
+    _image(root / "images" / "train" / "a.jpg", 200, 100)
+    _image(root / "images" / "train" / "b.png", 64, 48)
+    _image(root / "images" / "train" / "c.jpg", 50, 50)  # its label file is lost
+    labels = root / "labels" / "train"
+    labels.mkdir(parents=True)
+    (labels / "a.txt").write_text("0 0.5 0.5 0.1 0.2\n1 0.25 0.5 0.1 0.1\n\n0 0.05 0.1 0.1 0.2\n")
+    (labels / "b.txt").write_text("")
+    (labels / "orphan.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    out = tmp_path / "wider.json"
+    assert main(["import-labels", "yolo", str(labels), "--map", "0=face", "--map", "1=",
+                 "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 images, 2 faces" in printed and "1 images without a label file" in printed
+    got = _by_name(load_labels(out))
+    assert sorted(got) == ["a.jpg", "b.png"]
+    assert [b.to_list() for b in got["a.jpg"].faces] == [[90.0, 40.0, 20.0, 20.0],
+                                                         [0.0, 0.0, 20.0, 20.0]]
+    assert got["b.png"].faces == ()
+    assert got["a.jpg"].plates is None and got["a.jpg"].signs is None  # never labelled here
+    imported = li.import_yolo(labels, {"0": "face", "1": ""})
+    assert imported.skipped == {"objects of class id 1": 1, "images without a label file": 1,
+                                "label files without an image": 1}
+    # only the images asked for: the other label files are not orphans then
+    assert li.import_yolo(labels, {"0": "face", "1": ""}, include=["a.*"]).skipped == {
+        "objects of class id 1": 1}
+    assert li.default_yolo_images(labels) == root / "images" / "train"
+    assert li.default_yolo_images(tmp_path / "flat") == tmp_path / "flat"
+
+
+def test_yolo_bad_input_is_explained(tmp_path, capsys):
+    labels = tmp_path / "set"
+    _image(labels / "a.jpg", 100, 100)
+    (labels / "a.txt").write_text("3 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(ConfigError, match=r"a.txt:1: class id 3 .*--map 3=face"):
+        li.import_yolo(labels, {})
+    assert li.import_yolo(labels, {"3": "stop"}).entries[0]["signs"] == [
+        {"box": [40.0, 40.0, 20.0, 20.0], "class": "stop"}]
+    (labels / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n0 0.1 0.1 0.2 0.1 0.3 0.3\n")
+    with pytest.raises(ConfigError, match=r"a.txt:2: expected 'class cx cy w h'"):
+        li.import_yolo(labels, {"0": "face"})
+    (labels / "a.txt").write_text("0 50 50 20 20\n")  # pixels, not normalised
+    with pytest.raises(ConfigError, match="normalised to 0..1"):
+        li.import_yolo(labels, {"0": "face"})
+    with pytest.raises(ConfigError, match="not a vocabulary class"):
+        li.import_yolo(labels, {"0": "no_such_class"})
+    assert main(["import-labels", "yolo", str(labels), "--map", "0=face", "--images",
+                 str(tmp_path / "nowhere"), "-o", str(tmp_path / "o.json")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    assert main(["import-labels", "yolo", str(labels / "a.txt"), "--map", "0=face"]) == 2
+    assert "must be the folder of label files" in capsys.readouterr().err
+    assert main(["import-labels", "gtsdb", str(labels / "a.txt"), "--map", "0=face"]) == 2
+    assert "--map applies to voc and yolo only" in capsys.readouterr().err
 
 
 def test_cli_refuses_to_overwrite_and_explains_missing_input(tmp_path, capsys):

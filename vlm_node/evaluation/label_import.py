@@ -20,6 +20,11 @@ know the quirks that make a figure silently wrong when guessed:
   unknown name is an error unless the caller maps or skips it. A kind any file of the folder
   labels is labelled in every file (an empty list where that file has none): a data set
   labels a kind throughout, so a detection on a photo without one is a false one.
+* **YOLO** folders (`<id> <cx> <cy> <w> <h>` per line, normalised to the image, one `.txt` per
+  image; Ultralytics keeps them in `labels/<split>/` beside `images/<split>/`): the ids carry
+  no names, so each must be mapped (`--map 0=face`) or skipped; an image without its `.txt` is
+  left out and counted rather than taken as empty, because a missing file in a copied data set
+  is more often a loss than a background image. Kinds are labelled throughout, as for VOC.
 
 Class ids of GTSRB and GTSDB go through the one GTSRB table (`vlm_node.analysis.gtsrb`), so a
 speed limit gets its value and unit exactly as the classifier's readings do.
@@ -40,7 +45,7 @@ from vlm_node.analysis.gtsrb import GTSRB_CLASSES
 from vlm_node.errors import ConfigError
 from vlm_node.geometry import Box
 
-FORMATS = ("gtsdb", "gtsrb", "wider", "voc")
+FORMATS = ("gtsdb", "gtsrb", "wider", "voc", "yolo")
 
 GTSDB_SIZE = (1360, 800)
 """Width and height of the GTSDB originals, the frame its gt.txt coordinates are in."""
@@ -282,9 +287,7 @@ def import_voc(folder: Path, images: Path | None = None, include: Iterable[str] 
     """Entries of every `*.xml` in `folder` (`filename` relative to `images`: default the
     folder itself, or its sibling `images/` or `JPEGImages/` where the file is there)."""
     mapping = {k.lower(): v for k, v in (mapping or {}).items()}
-    for key, value in mapping.items():
-        if value and value not in ("face", "plate") and value not in vocab.SIGN_CLASSES:
-            raise ConfigError(f"--map {key}={value}: not a vocabulary class, face or plate")
+    _check_mapping(mapping)
     xmls = sorted(folder.glob("*.xml"))
     if not xmls:
         raise ConfigError(f"no Pascal VOC .xml files in {folder}")
@@ -325,21 +328,106 @@ def import_voc(folder: Path, images: Path | None = None, include: Iterable[str] 
                                   ("xmin", "ymin", "xmax", "ymax"))  # type: ignore[union-attr]
             except (AttributeError, ValueError):
                 raise ConfigError(f"{xml}: object {name!r} has no usable bndbox") from None
-            box = _rounded(Box.from_xyxy(x1, y1, x2, y2))
-            if kind == "face":
-                entry["faces"].append(box)
-                kinds.add("faces")
-            elif kind == "plate":
-                entry["plates"].append(box)
-                kinds.add("plates")
-            else:
-                entry["signs"].append({"box": box, "class": kind})
-                kinds.add("signs")
+            kinds.add(_add_object(entry, kind, Box.from_xyxy(x1, y1, x2, y2)))
         out.entries.append(entry)
-    for entry in out.entries:  # a kind the set labels anywhere is labelled everywhere
+    _label_throughout(out.entries, kinds)
+    return out
+
+
+def _check_mapping(mapping: Mapping[str, str]) -> None:
+    for key, value in mapping.items():
+        if value and value not in ("face", "plate") and value not in vocab.SIGN_CLASSES:
+            raise ConfigError(f"--map {key}={value}: not a vocabulary class, face or plate")
+
+
+def _add_object(entry: dict[str, Any], kind: str, box: Box) -> str:
+    """Append a `face`, `plate` or sign-class object to `entry`; returns its labels key."""
+    if kind in ("face", "plate"):
+        key = kind + "s"
+        entry[key].append(_rounded(box))
+        return key
+    entry["signs"].append({"box": _rounded(box), "class": kind})
+    return "signs"
+
+
+def _label_throughout(entries: list[dict[str, Any]], kinds: set[str]) -> None:
+    """A kind the set labels in any file is labelled in every file (an empty list where a file
+    has none); a kind it never labels is left out, so nothing is scored for it."""
+    for entry in entries:
         for key in ("faces", "plates", "signs"):
             if key not in kinds:
                 del entry[key]
+
+
+def default_yolo_images(labels: Path) -> Path:
+    """Where a YOLO label folder's images are by Ultralytics' convention: the same path with
+    its last `labels` part replaced by `images` (`ds/labels/train` -> `ds/images/train`), or the
+    label folder itself when no part is named `labels`."""
+    parts = list(labels.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "labels":
+            parts[i] = "images"
+            return Path(*parts)
+    return labels
+
+
+def import_yolo(folder: Path, mapping: Mapping[str, str], images: Path | None = None,
+                include: Iterable[str] = ()) -> Imported:
+    """Entries of the images of `images` (default: `default_yolo_images(folder)`) with their
+    `folder/<stem>.txt` boxes; `mapping` gives each class id's kind (`""` skips the id)."""
+    _check_mapping(mapping)
+    image_dir = images if images is not None else default_yolo_images(folder)
+    if not image_dir.is_dir():
+        raise ConfigError(f"yolo: no image folder {image_dir}; pass --images DIR")
+    label_files = {p.stem: p for p in folder.glob("*.txt")}
+    if not label_files:
+        raise ConfigError(f"no YOLO .txt label files in {folder}")
+    out = Imported()
+    kinds: set[str] = set()
+    seen: set[str] = set()
+    for path in _image_files(image_dir):
+        if not _included(path.name, include):
+            continue
+        txt = label_files.get(path.stem)
+        if txt is None:
+            out.skip("images without a label file")
+            continue
+        seen.add(path.stem)
+        width, height = image_size(path)
+        entry: dict[str, Any] = {"file": path, "width": width, "height": height, "faces": [],
+                                 "plates": [], "signs": []}
+        for n, line in enumerate(txt.read_text(encoding="utf-8").splitlines(), 1):
+            values = line.split()
+            if not values:
+                continue
+            try:
+                if len(values) != 5:
+                    raise ValueError
+                cx, cy, w, h = (float(v) for v in values[1:])
+            except ValueError:
+                raise ConfigError(f"{txt}:{n}: expected 'class cx cy w h' (normalised boxes; "
+                                  f"polygons are not read), got {line!r}") from None
+            if not all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)):
+                raise ConfigError(f"{txt}:{n}: box values must be normalised to 0..1, got "
+                                  f"{line!r}")
+            if values[0] not in mapping:
+                raise ConfigError(f"{txt}:{n}: class id {values[0]} has no meaning here; map "
+                                  f"it (--map {values[0]}=face, plate or a vocabulary class) "
+                                  f"or skip it (--map {values[0]}=)")
+            kind = mapping[values[0]]
+            if not kind:
+                out.skip(f"objects of class id {values[0]}")
+                continue
+            if w <= 0 or h <= 0:
+                out.skip("zero-size boxes")
+                continue
+            box = Box((cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height)
+            kinds.add(_add_object(entry, kind, box))
+        out.entries.append(entry)
+    orphans = len(set(label_files) - seen)
+    if orphans and not include:
+        out.skip("label files without an image", orphans)
+    _label_throughout(out.entries, kinds)
     return out
 
 
