@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "every evaluation command reads (docs/labels.md). GTSDB boxes are scaled "
                     "to each image's size (resized copies work); class ids become vocabulary "
                     "classes with their speed values; WIDER 'invalid' faces become ignore "
-                    "boxes.",
+                    "boxes; YOLO class ids mean what --map says (they carry no names).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("format", choices=("gtsdb", "gtsrb", "wider", "voc", "yolo"),
                    help="gtsdb: gt.txt (file;x1;y1;x2;y2;class_id); gtsrb: a GT-*.csv, Test.csv "
