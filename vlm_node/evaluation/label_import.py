@@ -45,8 +45,6 @@ from vlm_node.analysis.gtsrb import GTSRB_CLASSES
 from vlm_node.errors import ConfigError
 from vlm_node.geometry import Box
 
-FORMATS = ("gtsdb", "gtsrb", "wider", "voc", "yolo")
-
 GTSDB_SIZE = (1360, 800)
 """Width and height of the GTSDB originals, the frame its gt.txt coordinates are in."""
 
