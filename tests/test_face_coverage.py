@@ -9,6 +9,7 @@ import pytest
 
 from helpers import read_bgr, shared
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
+from vlm_node.anonymize.redact import redaction_region, region_mask
 from vlm_node.evaluation.face_coverage import (SIZE_BUCKETS, DefaceBaseline, FaceCoverage, Miss,
                                                misses_montage, score_faces, size_bucket)
 from vlm_node.evaluation.labels import load_labels
@@ -52,6 +53,10 @@ def test_coverage_precision_and_collateral_on_a_constructed_image():
     assert c.outside_px == outside
     assert 60 <= c.changed_outside_px <= 100  # a 10 px disc: ~79 pixels
     assert c.collateral == pytest.approx(c.changed_outside_px / outside, abs=1e-5)
+    # all of it from the box on nothing labelled
+    assert c.changed_by == [0, c.changed_outside_px, 0]
+    assert c.collateral_parts == {"on_faces": 0.0, "other_boxes": c.collateral,
+                                  "head_regions": 0.0}
     assert [m.box for m in c.misses] == [Box(100, 10, 25, 25)]  # < 20 px misses are not listed
     assert c.recall(20) == 0.5 and c.recall(32) == 1.0
     assert c.recall(0) == pytest.approx(1 / 3, abs=1e-4)
@@ -66,9 +71,31 @@ def test_margin_spills_into_collateral_and_head_regions_are_not_face_boxes():
     # margin 0.5: a 40 px ellipse (~1257 px) minus the 20 px box it contains
     # (the rasterised ellipse includes its boundary pixels: measured 916)
     assert loose.changed_outside_px == pytest.approx(np.pi * 20 * 20 - 400, rel=0.1)
+    assert loose.changed_by == [loose.changed_outside_px, 0, 0]  # the margin of a true box
     head = score_faces([], [], [face(0, 0, 30, 30, "head_backstop")], 100, 100, margin=0.0)
     assert head.head_regions == 1 and head.detections == 0 and head.precision is None
     assert head.changed_outside_px > 600
+    assert head.changed_by == [0, 0, head.changed_outside_px]
+
+
+def test_collateral_parts_count_each_pixel_once_in_order():
+    # a true face with a wide margin, a false box overlapping that margin, and a head region
+    # over both: each redacted pixel outside the label is claimed by the first group
+    faces = [Box(20, 20, 20, 20)]
+    dets = [face(20, 20, 20, 20), face(38, 20, 20, 20), face(10, 10, 60, 40, "head_backstop")]
+    c = score_faces(faces, [], dets, 100, 100, margin=0.5)
+    alone = [score_faces(faces, [], [d], 100, 100, margin=0.5).changed_outside_px
+             for d in dets]
+    assert c.changed_by[0] == alone[0]  # the true box claims all of its own spill
+    assert 0 < c.changed_by[1] < alone[1]  # the false box loses what the margin claimed
+    assert 0 < c.changed_by[2] < alone[2]
+    assert sum(c.changed_by) == c.changed_outside_px
+    mask = region_mask(100, 100, [redaction_region(d, 0.5, 100, 100) for d in dets])
+    mask[20:40, 20:40] = False
+    assert c.changed_outside_px == int(mask.sum())  # the union, as before the split
+    total = FaceCoverage().add(c).add(c)
+    assert total.changed_by == [2 * v for v in c.changed_by]
+    assert sum(total.collateral_parts.values()) == pytest.approx(total.collateral, abs=1e-4)
 
 
 def test_totals_add_per_bucket():

@@ -12,7 +12,11 @@ Definitions (one place):
   that pairs with a label (IoU >= 0.3) is true, one that pairs with an ignore box
   (`faces_ignore`) counts neither way, the rest are false.
 * *Collateral* = redacted pixels outside every labelled and ignored face box / all pixels
-  outside them: the price of margins, loose boxes, false boxes and head regions.
+  outside them: the price of margins, loose boxes, false boxes and head regions. It is split
+  by what redacted each such pixel (`COLLATERAL_PARTS`, first claim wins): face boxes paired
+  with a labelled or ignored face (their margins and loose fits), the other face boxes (false
+  boxes, or faces boxed too loosely to pair), head-backstop regions. Why: on dense crowds the
+  total alone cannot tell a margin that is too wide from a detector that is too loose.
 * A *miss* is a label of at least `MISS_MIN_SIDE` (20) px short side that is not covered; its
   file and box are kept so that a montage can be drawn (to a directory the user names: the
   crops show real people).
@@ -37,6 +41,7 @@ from vlm_node.results import Detection
 SIZE_BUCKETS: tuple[tuple[str, float, float], ...] = (
     ("<20", 0.0, 20.0), ("20-31", 20.0, 32.0), ("32-63", 32.0, 64.0), (">=64", 64.0, math.inf))
 COVERED = 0.5
+COLLATERAL_PARTS = ("on_faces", "other_boxes", "head_regions")
 MATCH_IOU = 0.3
 MISS_MIN_SIDE = 20.0
 
@@ -75,11 +80,12 @@ class FaceCoverage(Counts):
     head_regions: int = 0
     outside_px: int = 0
     changed_outside_px: int = 0
+    changed_by: list[int] = field(default_factory=lambda: [0] * len(COLLATERAL_PARTS))
     misses: list[Miss] = field(default_factory=list)
 
     def add(self, other: "FaceCoverage") -> "FaceCoverage":  # type: ignore[override]
         """Element-wise for the bucket lists (Counts.add would concatenate them)."""
-        for name in ("labels", "covered", "matched"):
+        for name in ("labels", "covered", "matched", "changed_by"):
             mine, theirs = getattr(self, name), getattr(other, name)
             setattr(self, name, [a + b for a, b in zip(mine, theirs)])
         for name in ("detections", "true_detections", "head_regions", "outside_px",
@@ -104,6 +110,14 @@ class FaceCoverage(Counts):
     def collateral(self) -> float | None:
         return round(self.changed_outside_px / self.outside_px, 5) if self.outside_px else None
 
+    @property
+    def collateral_parts(self) -> dict[str, float] | None:
+        """`collateral` split by what redacted the pixels (COLLATERAL_PARTS); sums to it."""
+        if not self.outside_px:
+            return None
+        return {name: round(px / self.outside_px, 5)
+                for name, px in zip(COLLATERAL_PARTS, self.changed_by)}
+
     def to_json(self) -> dict[str, Any]:
         buckets = {}
         for i, (name, _, _) in enumerate(SIZE_BUCKETS):
@@ -115,6 +129,7 @@ class FaceCoverage(Counts):
                 "recall_ge32_iou": self.recall(32, iou=True),
                 "detections": self.detections, "precision": self.precision,
                 "head_regions": self.head_regions, "collateral": self.collateral,
+                "collateral_parts": self.collateral_parts,
                 "misses_ge20": len(self.misses)}
 
 
@@ -149,7 +164,18 @@ def score_faces(faces: Sequence[Box], ignore: Sequence[Box], detections: Iterabl
         rows, cols = b.clipped(width, height).int_slices(width, height)
         labelled[rows, cols] = True
     out.outside_px = int((~labelled).sum())
-    out.changed_outside_px = int((mask & ~labelled).sum())
+    # the parts of the collateral, in COLLATERAL_PARTS order; a pixel counts for the first
+    on_faces = paired | on_ignored
+    groups = ([boxes[i] for i in range(len(boxes)) if i in on_faces],
+              [boxes[i] for i in range(len(boxes)) if i not in on_faces],
+              [d for d in dets if d.detector == HEAD_DETECTOR])
+    claimed = labelled.copy()
+    for i, group in enumerate(groups):
+        part = region_mask(width, height,
+                           [redaction_region(d, margin, width, height) for d in group])
+        out.changed_by[i] = int((part & ~claimed).sum())
+        claimed |= part
+    out.changed_outside_px = sum(out.changed_by)
     return out
 
 
@@ -277,6 +303,11 @@ def coverage_lines(figures: dict[str, Any]) -> list[str]:
         buckets = ", ".join(f"{b} {_fmt(v['recall'])} ({v['covered']}/{v['labels']})"
                             for b, v in f["buckets"].items())
         collateral = "n/a" if f["collateral"] is None else f"{100 * f['collateral']:.2f} %"
+        parts = f.get("collateral_parts")
+        if parts:
+            collateral += (f" (on faces {100 * parts['on_faces']:.2f}, other boxes "
+                           f"{100 * parts['other_boxes']:.2f}, head regions "
+                           f"{100 * parts['head_regions']:.2f})")
         lines.append(f"{name}: covered >= 20 px {_fmt(f['recall_ge20'])}, >= 32 px "
                      f"{_fmt(f['recall_ge32'])}; by size {buckets}; precision "
                      f"{_fmt(f['precision'])}; collateral {collateral}; head regions "
