@@ -193,6 +193,13 @@ def test_anonymize_command_scores_coverage_baseline_and_writes_the_montage_only_
     # 0_Parade_marchingband_1_117: 8 of 9 faces >= 20 px; 1_Handshaking_1_417: 27 of 27
     assert metrics["setting"]["recall_ge20"] == pytest.approx(35 / 36, abs=0.03)
     assert metrics["baseline_deface"]["recall_ge20"] <= metrics["setting"]["recall_ge20"]
+    # the collateral and its parts, printed and written; deface's wide mask spills more
+    setting, base = metrics["setting"], metrics["baseline_deface"]
+    assert sum(setting["collateral_parts"].values()) == pytest.approx(setting["collateral"],
+                                                                      abs=1e-4)
+    assert base["collateral_parts"]["on_faces"] > setting["collateral_parts"]["on_faces"] > 0
+    assert base["collateral_parts"]["head_regions"] == 0
+    assert "(on faces " in printed and ", other boxes " in printed
     n_miss = len(metrics["misses"])
     assert n_miss == metrics["setting"]["misses_ge20"] >= 1
     montage = misses / "faces_missed.png"
