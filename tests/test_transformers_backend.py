@@ -112,6 +112,7 @@ def test_missing_local_model_fails_fast_naming_the_parameter(tmp_path, monkeypat
         assert time.monotonic() - t0 < 10
         assert f"analysis.model={name!r}" in str(err.value)
         assert "local files" in str(err.value)
+        assert ".." not in str(err.value)  # the library's full stop does not double ours
 
 
 def test_cuda_requested_without_cuda_names_the_device_parameter(tiny_vlm_dirs):  # noqa: F811

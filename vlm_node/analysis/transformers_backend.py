@@ -276,5 +276,7 @@ class TransformersBackend(AnalysisBackend):
 
 
 def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 300 characters, no closing full
+    stop), for an error message that goes on after it."""
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
+    return (text[0] if text else type(exc).__name__)[:300].rstrip(".")
