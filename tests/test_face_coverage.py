@@ -1,6 +1,7 @@
 """Face coverage scoring: the bucket, precision and collateral arithmetic on constructed cases,
 the montage of misses, and real detector runs on a few WIDER FACE training photos with their
 official boxes (recall floors from the measurements in docs/anonymizer.md)."""
+import dataclasses
 import json
 
 import cv2
@@ -152,6 +153,39 @@ def test_default_settings_on_real_crowd_photos(photos):
     assert total.collateral <= 0.04  # measured 0.037
 
 
+def test_dark_pass_values():
+    from vlm_node.anonymize.anonymizer import brightened, mean_grey
+
+    grey = np.full((100, 200, 3), (10, 30, 50), np.uint8)
+    assert mean_grey(grey) == pytest.approx(0.114 * 10 + 0.587 * 30 + 0.299 * 50, abs=1)
+    lifted = brightened(np.array([[[0, 30, 255]]], np.uint8))
+    assert lifted.tolist() == [[[0, 78, 255]]]  # 255 * (30 / 255) ** (1 / 1.8) = 77.6
+
+
+def test_dark_pass_finds_a_face_in_shadow_and_leaves_bright_frames_alone(photos):
+    # a marcher's face in the dark lower left of a dim parade photo (mean grey 83): CenterFace
+    # gives it nothing on the photo and 0.22 on the brightened copy (every engine here)
+    item = {it.file.split("/")[-1]: it for it in
+            load_labels(shared("faces_wider_train/labels.json"))}["0_Parade_Parade_0_476.jpg"]
+    image = read_bgr(item.path)
+    h, w = image.shape[:2]
+    shadow = Box(21, 623, 23, 28)
+    assert shadow in item.faces
+    config = AnonymizerConfig(plates=False, head_backstop=False)
+    plain = Anonymizer(config).detect(image)
+    dark = Anonymizer(dataclasses.replace(config, face_dark_pass_below=90.0))
+    both = dark.detect(image)
+    assert not any(d.box.iou(shadow) > 0.1 for d in plain)
+    assert both[:len(plain)] == plain  # the first pass's faces, unchanged
+    assert score_faces([shadow], [], both, w, h, config.margin).covered[1] == 1
+    assert score_faces([shadow], [], plain, w, h, config.margin).covered[1] == 0
+    # a frame brighter than the threshold gets no second pass: the same faces exactly
+    bright_photo = photos[1][1]  # 1_Handshaking_1_417, mean grey > 90
+    from vlm_node.anonymize.anonymizer import mean_grey
+    assert mean_grey(bright_photo) > 90
+    assert dark.detect(bright_photo) == Anonymizer(config).detect(bright_photo)
+
+
 def test_old_yunet_default_finds_fewer(photos):
     anon = Anonymizer(AnonymizerConfig(plates=False, face_detectors=("yunet",), margin=0.25,
                                        head_backstop=False))
@@ -227,7 +261,8 @@ def test_bench_reports_dev_face_coverage_beside_speed(tmp_path):
     assert rc == 0
     rows = {r["setting"]: r for r in json.loads(out.read_text())["results"]}
     assert rows["thorough"]["overrides"] == {"centerface_score_threshold": 0.1,
-                                             "person_score_threshold": 0.5}
+                                             "person_score_threshold": 0.5,
+                                             "face_dark_pass_below": 90.0}
     for row in rows.values():
         assert sum(b["labels"] for b in row["faces_dev"]["buckets"].values()) == 9 + 27
         assert row["faces_dev"]["recall_ge20"] >= 0.94  # measured 35/36 (default), 36/36

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from vlm_node.anonymize.faces import DEFAULT_FILES, YuNet
-from vlm_node.anonymize.multiscale import GLOBAL_SIDE, View, plan_views, run_view
+from vlm_node.anonymize.multiscale import (GLOBAL_SIDE, RawDetections, View, added_where_new,
+                                           iou_xyxy, plan_views, run_view)
 from vlm_node.anonymize.runtime import Runtime, shipped_model
 from vlm_node.geometry import Box
 from vlm_node.tools.render.scenes import make_road_scene
@@ -52,3 +53,32 @@ def test_shipped_yunet_takes_any_frame_size_and_finds_the_face():
         found = run_view(model, scene.image, view, 0.6)
         boxes = [Box(b[0], b[1], b[2] - b[0], b[3] - b[1]) for b in found.boxes]
         assert max(b.iou(face) for b in boxes) > 0.5, view
+
+
+def _raw(boxes, k=5):
+    b = np.array(boxes, np.float32).reshape(-1, 4)
+    return RawDetections(b, np.linspace(0.9, 0.5, len(b)).astype(np.float32),
+                         np.zeros((len(b), k, 2), np.float32))
+
+
+def test_iou_xyxy_matches_box_iou():
+    a = [[0, 0, 10, 10], [5, 5, 25, 15]]
+    b = [[5, 0, 15, 10], [100, 100, 110, 120], [0, 0, 10, 10]]
+    got = iou_xyxy(np.array(a, float), np.array(b, float))
+    want = [[Box.from_xyxy(*x).iou(Box.from_xyxy(*y)) for y in b] for x in a]
+    np.testing.assert_allclose(got, want, atol=1e-9)
+    assert got[0, 2] == 1.0 and got[0, 1] == 0.0
+
+
+def test_a_second_pass_only_adds_faces_where_the_first_found_none():
+    first = _raw([[0, 0, 20, 20], [50, 50, 70, 70]])
+    second = _raw([[1, 1, 21, 21],  # the first face again (IoU 0.82): not added
+                   [60, 50, 80, 70],  # half over the second (IoU 0.33): not added
+                   [65, 50, 85, 70],  # a quarter over it (IoU 0.14): a new face
+                   [200, 10, 230, 40]])  # nowhere near: a new face
+    out = added_where_new(first, second, 0.3)
+    np.testing.assert_array_equal(out.boxes[:2], first.boxes)  # kept as they were, first
+    assert out.boxes[2:].tolist() == [[65, 50, 85, 70], [200, 10, 230, 40]]
+    assert out.points.shape == (4, 5, 2)
+    assert len(added_where_new(first, _raw([]), 0.3)) == 2
+    assert added_where_new(_raw([]), second, 0.3).boxes.tolist() == second.boxes.tolist()

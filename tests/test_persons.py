@@ -116,3 +116,4 @@ def test_thorough_option_file_layers_on_the_defaults():
     assert (default.centerface_score_threshold, default.person_score_threshold) == (0.12, 0.7)
     assert thorough.face_detectors == default.face_detectors == ("centerface",)
     assert thorough.margin == default.margin == 0.1
+    assert (thorough.face_dark_pass_below, default.face_dark_pass_below) == (90.0, 0.0)

@@ -187,6 +187,32 @@ def merge_indices(b: np.ndarray, scores: np.ndarray, iou_threshold: float,
     return np.array(keep, dtype=int)
 
 
+def added_where_new(base: RawDetections, extra: RawDetections, iou_threshold: float
+                    ) -> RawDetections:
+    """`base` and the boxes of `extra` that overlap none of `base` by `iou_threshold` or more:
+    a second pass only adds faces, it never moves or replaces what the first pass found."""
+    if not len(extra):
+        return base
+    if len(base):
+        iou = iou_xyxy(extra.boxes, base.boxes)
+        extra = extra.select(np.flatnonzero(iou.max(axis=1) < iou_threshold))
+    return RawDetections.concat([base, extra], base.points.shape[1] if len(base)
+                                else extra.points.shape[1])
+
+
+def iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box of `a` (N, 4 x1 y1 x2 y2) with every box of `b` (M, 4): (N, M)."""
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2])
+                 - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3])
+                 - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
 def check_finite(dets: RawDetections, source: str) -> None:
     """Corrupt model output (NaN, inf, inverted boxes) is a failure, not an empty result: the
     anonymizer must then fail closed instead of trusting a broken detector."""
