@@ -6,7 +6,7 @@ import pytest
 
 from vlm_node.anonymize.faces import DEFAULT_FILES, YuNet
 from vlm_node.anonymize.multiscale import (GLOBAL_SIDE, RawDetections, View, added_where_new,
-                                           iou_xyxy, plan_views, run_view)
+                                           plan_views, run_view)
 from vlm_node.anonymize.runtime import Runtime, shipped_model
 from vlm_node.geometry import Box
 from vlm_node.tools.render.scenes import make_road_scene
@@ -59,15 +59,6 @@ def _raw(boxes, k=5):
     b = np.array(boxes, np.float32).reshape(-1, 4)
     return RawDetections(b, np.linspace(0.9, 0.5, len(b)).astype(np.float32),
                          np.zeros((len(b), k, 2), np.float32))
-
-
-def test_iou_xyxy_matches_box_iou():
-    a = [[0, 0, 10, 10], [5, 5, 25, 15]]
-    b = [[5, 0, 15, 10], [100, 100, 110, 120], [0, 0, 10, 10]]
-    got = iou_xyxy(np.array(a, float), np.array(b, float))
-    want = [[Box.from_xyxy(*x).iou(Box.from_xyxy(*y)) for y in b] for x in a]
-    np.testing.assert_allclose(got, want, atol=1e-9)
-    assert got[0, 2] == 1.0 and got[0, 1] == 0.0
 
 
 def test_a_second_pass_only_adds_faces_where_the_first_found_none():

@@ -17,6 +17,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from vlm_node.geometry import iou_matrix
+
 
 @dataclass(frozen=True, slots=True)
 class View:
@@ -194,23 +196,16 @@ def added_where_new(base: RawDetections, extra: RawDetections, iou_threshold: fl
     if not len(extra):
         return base
     if len(base):
-        iou = iou_xyxy(extra.boxes, base.boxes)
+        iou = iou_matrix(_xywh(extra.boxes), _xywh(base.boxes))
         extra = extra.select(np.flatnonzero(iou.max(axis=1) < iou_threshold))
     return RawDetections.concat([base, extra], base.points.shape[1] if len(base)
                                 else extra.points.shape[1])
 
 
-def iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of `a` (N, 4 x1 y1 x2 y2) with every box of `b` (M, 4): (N, M)."""
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2])
-                 - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3])
-                 - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+def _xywh(xyxy: np.ndarray) -> np.ndarray:
+    out = xyxy.astype(np.float64).reshape(-1, 4).copy()
+    out[:, 2:] -= out[:, :2]
+    return out
 
 
 def check_finite(dets: RawDetections, source: str) -> None:
