@@ -161,8 +161,9 @@ def test_anonymizer_replaces_counts_fallbacks_and_does_not_flicker(obama):
     img, det = obama
     assert det.landmarks is not None and len(det.landmarks) == 5
     anon = Anonymizer(CONFIG)
-    out1 = anon.anonymize(FrameMeta("c", 100_000_000, "c"), img.copy()).image
-    out2 = anon.anonymize(FrameMeta("c", 200_000_000, "c"), img.copy()).image
+    frames = [anon.anonymize(FrameMeta("c", t, "c"), img.copy())
+              for t in (100_000_000, 200_000_000)]
+    out1, out2 = (f.image for f in frames)
     assert anon.stats.replace_fallbacks == {}
     box = det.box.expanded(0.1).clipped(img.shape[1], img.shape[0])
     rows, cols = box.int_slices(img.shape[1], img.shape[0])
@@ -172,22 +173,30 @@ def test_anonymizer_replaces_counts_fallbacks_and_does_not_flicker(obama):
     diff_orig = np.abs(out1[rows, cols].astype(int) - img[rows, cols]).mean()
     diff_blur = np.abs(out1[rows, cols].astype(int) - blur[rows, cols]).mean()
     assert diff_orig > 8 and diff_blur > 3
-    # the same tracked face keeps its average in the next frame: no flicker (the detector's
-    # box and landmarks move by a few pixels between frames, so compare the inner face, and
-    # against the difference another average makes there)
-    cy, cx = (rows.start + rows.stop) // 2, (cols.start + cols.stop) // 2
-    q = (rows.stop - rows.start) // 4
-    centre = (slice(cy - q, cy + q), slice(cx - q, cx + q))
-    same = np.abs(out1[centre].astype(int) - out2[centre]).mean()
+    # the same tracked face keeps its average in the next frame: no flicker. The second frame
+    # is a cheap one (face_thorough_every 2: a smaller face pass), so its box and landmarks
+    # move by a few pixels; each frame is therefore compared with every average rendered
+    # through that frame's own detection, in the inner face
     rep = FaceReplacer(load_bank())
-    lm = np.asarray(det.landmarks)
-    others = []
-    for k in range(len(rep.bank.faces)):
-        x = img.copy()
-        x[rows, cols] = rep.replace(img, rows, cols, lm, 0, index=k)
-        others.append(np.abs(x[centre].astype(int) - out1[centre]).mean())
-    assert min(others) < 1.5  # one of the averages is the one the anonymizer used
-    assert same < 0.5 * sorted(others)[1]  # and the next frame's is nearer it than any other
+
+    def nearest_average(frame):
+        face = next(d for d in frame.detections if d.kind == "face")
+        r, c = face.box.expanded(0.1).clipped(img.shape[1], img.shape[0]).int_slices(
+            img.shape[1], img.shape[0])
+        cy, cx, q = (r.start + r.stop) // 2, (c.start + c.stop) // 2, (r.stop - r.start) // 4
+        centre = (slice(cy - q, cy + q), slice(cx - q, cx + q))
+        diffs = []
+        for k in range(len(rep.bank.faces)):
+            x = img.copy()
+            x[r, c] = rep.replace(img, r, c, np.asarray(face.landmarks), 0, index=k)
+            diffs.append(np.abs(x[centre].astype(int) - frame.image[centre]).mean())
+        order = np.argsort(diffs)
+        return int(order[0]), diffs[order[0]], diffs[order[1]]
+
+    first, second = nearest_average(frames[0]), nearest_average(frames[1])
+    assert first[0] == second[0]  # the same average in both frames
+    for k, best, runner_up in (first, second):
+        assert best < 1.5 and runner_up > 3 * best  # and each frame is clearly that average
     # outside the redaction ellipse nothing changed
     assert np.array_equal(out1[: max(0, rows.start - 2)], img[: max(0, rows.start - 2)])
 
