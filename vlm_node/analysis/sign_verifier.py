@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from vlm_node.analysis.gtsrb import CLASSIFIER_LABELS
+from vlm_node.analysis.logistic import fit_logistic
 from vlm_node.paths import ASSETS
 
 DEFAULT_VERIFIER = ASSETS / "models" / "sign_classifier" / "sign_verifier.json"
@@ -114,19 +115,8 @@ def fit_verifier(probs: np.ndarray, positive: np.ndarray, classifier_sha256: str
     positive = np.asarray(positive, bool)
     if positive.all() or not positive.any():
         raise ValueError("fitting a verifier needs both real signs and false readings")
-    x = centred_log_probs(probs)
-    mu, sd = x.mean(axis=0), x.std(axis=0) + 1e-6
-    z = (x - mu) / sd
-    y = positive.astype(np.float64)
-    weight = np.where(positive, 0.5 / y.mean(), 0.5 / (1.0 - y.mean()))
-    w, b = np.zeros(z.shape[1]), 0.0
-    for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(z @ w + b)))
-        g = (p - y) * weight
-        w -= learning_rate * (z.T @ g / len(y) + l2 * w / len(y))
-        b -= learning_rate * float(g.mean())
-    # fold the standardisation in: (x - mu) / sd @ w + b == x @ (w / sd) + (b - mu / sd @ w)
-    weights, bias = w / sd, b - float((mu / sd) @ w)
+    weights, bias = fit_logistic(centred_log_probs(probs), positive, l2, iterations,
+                                 learning_rate)
     unfitted = SignVerifier(weights, bias, 0.0, classifier_sha256)
     pos_scores = unfitted.scores(np.asarray(probs)[positive])
     threshold = float(np.quantile(pos_scores, 1.0 - keep)) if keep < 1.0 else \
