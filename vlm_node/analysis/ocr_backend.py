@@ -42,6 +42,8 @@ from vlm_node.analysis.sign_candidates import (CandidateConfig, ProposalConfig, 
                                                proposal_masks)
 from vlm_node.analysis.sign_classifier import (SHIPPED_MODELS, SignClass, SignClassifier,
                                                prepare_crops)
+from vlm_node.analysis import proposal_ranker
+from vlm_node.analysis.proposal_ranker import DEFAULT_RANKER, ProposalRanker
 from vlm_node.analysis.sign_verifier import DEFAULT_VERIFIER, SignVerifier
 from vlm_node.analysis.sign_text import (TextRead, digit_count, letters, parse_number, plausible,
                                          reads_letters, says)
@@ -271,6 +273,17 @@ class OcrConfig:
                                       "the shipped one, which belongs to the shipped classifier "
                                       "(with classifier_model set, no verifier runs unless this "
                                       "names one fitted for it).")
+    ranked_proposals: int = setting(150, "At most this many colour proposals a frame reach "
+                                         "the classifier, the most sign-like first by the "
+                                         "proposal ranker (vlm_node/analysis/"
+                                         "proposal_ranker.py, `vlm-node fit-ranker`); a 1080p "
+                                         "frame has ~300. GTSDB 00300-00599 at 1080p: stage "
+                                         "0.88x, 120/138 values either way, 273 instead of "
+                                         "274 of 347 classes, readings on no labelled sign "
+                                         "58 -> 34. 0 = every proposal.",
+                                    min=0, max=1000, dynamic=True)
+    ranker_model: str = setting("", "Proposal ranker file (`vlm-node fit-ranker`); empty = "
+                                    "the shipped one.")
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
 
     def runtime(self) -> Runtime:
@@ -637,6 +650,7 @@ class OcrBackend(AnalysisBackend):
         self._engine: Any = None
         self._classifier: SignClassifier | None = None
         self._verifier: SignVerifier | None = None
+        self._ranker: ProposalRanker | None = None
         self._model_id = ""
         # the round-outline search (a Hough pass, ~60 ms on a 960 px frame, GIL released)
         # runs beside the colour search, which needs nothing from it
@@ -674,12 +688,20 @@ class OcrBackend(AnalysisBackend):
             self._verifier = self._load_verifier()
             if self._verifier is not None:
                 self._model_id += " + verifier"
+        if self.config.ranked_proposals > 0:
+            self._ranker = self._load_ranker()
         if self.config.circle_proposals:
             self._outline_pool = ThreadPoolExecutor(1, thread_name_prefix="sign-outlines")
         # Warm-up: the first onnxruntime run allocates and picks kernels (~100 ms).
         probe = np.full((48, 96, 3), 255, np.uint8)
         cv2.putText(probe, "50", (14, 38), cv2.FONT_HERSHEY_SIMPLEX, 1.3, (0, 0, 0), 3)
         self._recognize([probe])
+
+    def _load_ranker(self) -> ProposalRanker:
+        """The proposal ranker (`ranker_model`, else the shipped one); a missing or broken
+        file is an error, as a missing classifier is."""
+        return ProposalRanker.load(Path(self.config.ranker_model) if self.config.ranker_model
+                                   else DEFAULT_RANKER)
 
     def _load_verifier(self) -> SignVerifier | None:
         """The sign verifier for the loaded classifier (`verifier`, `verifier_model`). A
@@ -703,6 +725,7 @@ class OcrBackend(AnalysisBackend):
         self._engine = None
         self._classifier = None
         self._verifier = None
+        self._ranker = None
         if self._outline_pool is not None:
             self._outline_pool.shutdown(wait=True)
             self._outline_pool = None
@@ -780,7 +803,16 @@ class OcrBackend(AnalysisBackend):
                 readings.append(reading)
         return readings
 
-    def _search(self, bgr: np.ndarray) -> _Search:
+    def proposal_features(self, bgr: np.ndarray) -> tuple[list[Box], np.ndarray]:
+        """Every colour proposal of `bgr` (frame coordinates, none held back by the ranker)
+        and its ranker features (`proposal_ranker.features`): what `vlm-node fit-ranker`
+        fits on, computed exactly as the search ranks them."""
+        found = self._search(bgr, rank=False)
+        boxes = [b.scaled(found.scale) for b in found.proposals]
+        return found.proposals, (proposal_ranker.features(boxes, found.masks, found.scale)
+                                 if boxes else np.zeros((0, len(proposal_ranker.BASE_FEATURES))))
+
+    def _search(self, bgr: np.ndarray, rank: bool = True) -> _Search:
         """Where to look (`_Search`), in full-frame coordinates. The search runs on
         the frame shrunk so its longer side is at most `search_max_side`: its cost grows with
         the pixel count, and a sign big enough to classify (12 px at full size) is still a
@@ -830,6 +862,10 @@ class OcrBackend(AnalysisBackend):
                 shares = max_paint_shares(masks, proposals)
                 proposals = [b for b, share in zip(proposals, shares)
                              if share >= pcfg.min_paint]
+            if rank and cfg.ranked_proposals > 0:
+                if self._ranker is None:  # the setting was raised from 0 at run time
+                    self._ranker = self._load_ranker()
+                proposals = self._ranker.best(proposals, masks, scale, cfg.ranked_proposals)
         # outlines that are already a region's box add nothing
         known = box_array([c.box for c in cands] + proposals)
         with timed("search.shapes"):

@@ -13,7 +13,7 @@ from vlm_node.errors import VlmNodeError
 
 # Subcommand modules, in the order `--help` lists them.
 SUBCOMMANDS = ("demo", "run", "anonymize", "analyze", "sample_bag", "anonymize_bag", "eval",
-               "import_labels", "bench", "params", "train_signs", "fit_verifier",
+               "import_labels", "bench", "params", "train_signs", "fit_verifier", "fit_ranker",
                "face_identity")
 
 
