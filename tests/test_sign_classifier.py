@@ -630,7 +630,9 @@ def test_a_shrunk_search_proposes_no_region_under_its_floor():
 
     bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00314.jpg")  # 816x480
     big = cv2.resize(bgr, (1920, 1080), interpolation=cv2.INTER_LINEAR)
-    with OcrBackend(OcrConfig()) as default, OcrBackend(OcrConfig(search_min_px=6)) as loose:
+    # every proposal (the ranker off): this is about what the search proposes at all
+    with OcrBackend(OcrConfig(ranked_proposals=0)) as default, \
+            OcrBackend(OcrConfig(search_min_px=6, ranked_proposals=0)) as loose:
         floored, unfloored = default._search(big), loose._search(big)
         native, native_loose = default._search(bgr), loose._search(bgr)
     side = [max(b.w, b.h) for b in floored.proposals]
