@@ -278,9 +278,9 @@ class OcrConfig:
                                          "proposal ranker (vlm_node/analysis/"
                                          "proposal_ranker.py, `vlm-node fit-ranker`); a 1080p "
                                          "frame has ~300. GTSDB 00300-00599 at 1080p: stage "
-                                         "0.88x, 120/138 values either way, 273 instead of "
-                                         "274 of 347 classes, readings on no labelled sign "
-                                         "58 -> 34. 0 = every proposal.",
+                                         "0.88x, 274/347 classes and 120/138 values either "
+                                         "way, readings on no labelled sign 58 -> 29. 0 = "
+                                         "every proposal.",
                                     min=0, max=1000, dynamic=True)
     ranker_model: str = setting("", "Proposal ranker file (`vlm-node fit-ranker`); empty = "
                                     "the shipped one.")
