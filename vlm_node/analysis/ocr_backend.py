@@ -38,12 +38,12 @@ from vlm_node.analysis.diamond_proposals import find_diamonds
 from vlm_node.analysis.gtsrb import GTSRB_CLASSES, speed_limit_id
 from vlm_node.analysis.sign_candidates import (CandidateConfig, ProposalConfig, Shape,
                                                SignCandidate, end_squares, find_candidates,
-                                               find_proposals, max_paint_shares, paint_share,
-                                               proposal_masks)
+                                               find_proposals, max_paint_shares,
+                                               paint_integrals, paint_share, proposal_masks)
 from vlm_node.analysis.sign_classifier import (SHIPPED_MODELS, SignClass, SignClassifier,
                                                prepare_crops)
-from vlm_node.analysis import proposal_ranker
 from vlm_node.analysis.proposal_ranker import DEFAULT_RANKER, ProposalRanker
+from vlm_node.analysis.proposal_ranker import features as ranker_features
 from vlm_node.analysis.sign_verifier import DEFAULT_VERIFIER, SignVerifier
 from vlm_node.analysis.sign_text import (TextRead, digit_count, letters, parse_number, plausible,
                                          reads_letters, says)
@@ -809,8 +809,7 @@ class OcrBackend(AnalysisBackend):
         fits on, computed exactly as the search ranks them."""
         found = self._search(bgr, rank=False)
         boxes = [b.scaled(found.scale) for b in found.proposals]
-        return found.proposals, (proposal_ranker.features(boxes, found.masks, found.scale)
-                                 if boxes else np.zeros((0, len(proposal_ranker.BASE_FEATURES))))
+        return found.proposals, ranker_features(boxes, found.masks, found.scale)
 
     def _search(self, bgr: np.ndarray, rank: bool = True) -> _Search:
         """Where to look (`_Search`), in full-frame coordinates. The search runs on
@@ -856,16 +855,19 @@ class OcrBackend(AnalysisBackend):
         with timed("search.proposals"):
             masks = proposal_masks(small, pcfg)
             proposals = find_proposals(small, pcfg, masks)
+            # the paint shares of boxes, for the pre-filter and the ranker: made once
+            integrals = paint_integrals(masks)
             if pcfg.min_paint > 0:
                 # a proposal without any sign paint could only pass as a grey end-of-limit
                 # sign, which the finder's white candidates cover: not worth a classifier crop
-                shares = max_paint_shares(masks, proposals)
+                shares = max_paint_shares(masks, proposals, integrals)
                 proposals = [b for b, share in zip(proposals, shares)
                              if share >= pcfg.min_paint]
             if rank and cfg.ranked_proposals > 0:
                 if self._ranker is None:  # the setting was raised from 0 at run time
                     self._ranker = self._load_ranker()
-                proposals = self._ranker.best(proposals, masks, scale, cfg.ranked_proposals)
+                proposals = self._ranker.best(proposals, masks, scale, cfg.ranked_proposals,
+                                              integrals)
         # outlines that are already a region's box add nothing
         known = box_array([c.box for c in cands] + proposals)
         with timed("search.shapes"):

@@ -17,48 +17,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
 
 from vlm_node.analysis.logistic import fit_logistic
+from vlm_node.analysis.sign_candidates import (PAINT_COLOURS, paint_integrals, pixel_rects,
+                                               rect_shares)
 from vlm_node.geometry import Box, box_array
 from vlm_node.paths import ASSETS
 
 DEFAULT_RANKER = ASSETS / "models" / "sign_classifier" / "proposal_ranker.json"
 FORMAT = "vlm_node proposal ranker 1"
-PAINTS = ("red", "blue", "yellow")
-BASE_FEATURES = tuple(f"{p}_{where}" for p in PAINTS for where in ("box", "middle")) + (
+BASE_FEATURES = tuple(f"{p}_{where}" for p in PAINT_COLOURS for where in ("box", "middle")) + (
     "log_side_px", "log_aspect", "centre_y", "centre_x_off")
 MIDDLE = 0.6
 """The middle of a box: its central 60 % in each direction (a ring sign's face, a triangle's
 field); the rest is where a rim's paint is."""
 
 
-def _paint_integrals(masks: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Integral images of the paint masks, red from the loose red mask when there is one (as
-    `paint_share` reads it)."""
-    out = []
-    for paint in PAINTS:
-        mask = masks.get("red_loose", masks["red"]) if paint == "red" else masks[paint]
-        out.append(cv2.integral((mask > 0).astype(np.uint8)))
-    return out
-
-
-def _shares(ii: np.ndarray, xyxy: np.ndarray) -> np.ndarray:
-    x1, y1, x2, y2 = (xyxy[:, i] for i in range(4))
-    inside = ii[y2, x2] - ii[y1, x2] - ii[y2, x1] + ii[y1, x1]
-    return inside / np.maximum((x2 - x1) * (y2 - y1), 1)
-
-
-def features(boxes: Sequence[Box], masks: dict[str, np.ndarray], scale: float) -> np.ndarray:
+def features(boxes: Sequence[Box], masks: dict[str, np.ndarray], scale: float,
+             integrals: list[np.ndarray] | None = None) -> np.ndarray:
     """N x len(BASE_FEATURES) features of proposal `boxes` in the search image (the frame
-    scaled by `scale`, the size of `masks`): sizes in frame pixels, places as shares of the
-    search image, so a ranker fitted at one frame size reads another."""
+    scaled by `scale`, the size of `masks`; `integrals`: their `paint_integrals`, made here
+    unless given): sizes in frame pixels, places as shares of the search image, so a ranker
+    fitted at one frame size reads another."""
     b = box_array(boxes)
     h, w = masks["red"].shape[:2]
-    xyxy = np.stack([np.clip(np.floor(b[:, 0]), 0, w), np.clip(np.floor(b[:, 1]), 0, h),
-                     np.clip(np.ceil(b[:, 0] + b[:, 2]), 0, w),
-                     np.clip(np.ceil(b[:, 1] + b[:, 3]), 0, h)], 1).astype(int)
+    xyxy = pixel_rects(b, w, h)
     cx, cy = (xyxy[:, 0] + xyxy[:, 2]) / 2, (xyxy[:, 1] + xyxy[:, 3]) / 2
     hw, hh = (xyxy[:, 2] - xyxy[:, 0]) * MIDDLE / 2, (xyxy[:, 3] - xyxy[:, 1]) * MIDDLE / 2
     middle = np.stack([np.floor(cx - hw), np.floor(cy - hh), np.ceil(cx + hw),
@@ -66,8 +50,8 @@ def features(boxes: Sequence[Box], masks: dict[str, np.ndarray], scale: float) -
     middle[:, 2] = np.maximum(middle[:, 2], middle[:, 0] + 1)
     middle[:, 3] = np.maximum(middle[:, 3], middle[:, 1] + 1)
     cols = []
-    for ii in _paint_integrals(masks):
-        cols += [_shares(ii, xyxy), _shares(ii, middle)]
+    for ii in integrals or paint_integrals(masks):
+        cols += [rect_shares(ii, xyxy), rect_shares(ii, middle)]
     side = np.maximum(b[:, 2], b[:, 3]) / scale
     cols += [np.log(np.maximum(side, 1.0)),
              np.log(np.maximum(b[:, 2], 1.0) / np.maximum(b[:, 3], 1.0)),
@@ -93,23 +77,22 @@ class ProposalRanker:
     bias: float
     training: dict[str, Any] = field(default_factory=dict)
 
-    def scores(self, boxes: Sequence[Box], masks: dict[str, np.ndarray], scale: float
-               ) -> np.ndarray:
+    def scores(self, boxes: Sequence[Box], masks: dict[str, np.ndarray], scale: float,
+               integrals: list[np.ndarray] | None = None) -> np.ndarray:
         """Scores of proposal `boxes` of a search image (see `features`)."""
-        if not boxes:
-            return np.zeros(0)
-        return self.scores_of(features(boxes, masks, scale))
+        return self.scores_of(features(boxes, masks, scale, integrals))
 
     def scores_of(self, x: np.ndarray) -> np.ndarray:
         """Scores of rows of `features`."""
         return expanded(np.asarray(x, np.float64)) @ self.weights + self.bias
 
     def best(self, boxes: Sequence[Box], masks: dict[str, np.ndarray], scale: float,
-             keep: int) -> list[Box]:
+             keep: int, integrals: list[np.ndarray] | None = None) -> list[Box]:
         """The `keep` highest-scoring `boxes`, in their given order (ties: the earlier)."""
         if len(boxes) <= keep:
             return list(boxes)
-        order = np.argsort(-self.scores(boxes, masks, scale), kind="stable")[:keep]
+        order = np.argsort(-self.scores(boxes, masks, scale, integrals),
+                           kind="stable")[:keep]
         return [boxes[i] for i in sorted(order.tolist())]
 
     def to_json(self) -> dict[str, Any]:

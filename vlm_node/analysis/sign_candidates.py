@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from vlm_node.analysis.diamond_proposals import diamond_masks
-from vlm_node.geometry import Box, nms
+from vlm_node.geometry import Box, box_array, nms
 from vlm_node.params import setting
 
 
@@ -959,26 +959,45 @@ def paint_share(masks: dict[str, np.ndarray], box: Box, colour: str) -> float:
     return float(np.count_nonzero(region)) / region.size if region.size else 0.0
 
 
-def max_paint_shares(masks: dict[str, np.ndarray], boxes: list[Box]) -> np.ndarray:
+PAINT_COLOURS = ("red", "blue", "yellow")
+
+
+def paint_integrals(masks: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Integral images of the paint masks in PAINT_COLOURS order (red: the loose mask when
+    there is one, as `paint_share` reads it): made once a frame, they give any box's paint
+    share in four lookups (`max_paint_shares`, the proposal ranker's features)."""
+    return [cv2.integral(cv2.threshold(masks.get("red_loose", masks["red"]) if colour == "red"
+                                       else masks[colour], 0, 1, cv2.THRESH_BINARY)[1])
+            for colour in PAINT_COLOURS]
+
+
+def pixel_rects(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """N x 4 int x1, y1, x2, y2 of boxes (rows of x y w h, `box_array`) grown to whole pixels
+    and clipped to a width x height image."""
+    return np.stack([np.clip(np.floor(boxes[:, 0]), 0, width),
+                     np.clip(np.floor(boxes[:, 1]), 0, height),
+                     np.clip(np.ceil(boxes[:, 0] + boxes[:, 2]), 0, width),
+                     np.clip(np.ceil(boxes[:, 1] + boxes[:, 3]), 0, height)], 1).astype(int)
+
+
+def rect_shares(integral: np.ndarray, rects: np.ndarray) -> np.ndarray:
+    """Share of each of `rects` (`pixel_rects`) that is set in the mask of `integral`."""
+    x1, y1, x2, y2 = (rects[:, i] for i in range(4))
+    count = integral[y2, x2] - integral[y1, x2] - integral[y2, x1] + integral[y1, x1]
+    return count / np.maximum((x2 - x1) * (y2 - y1), 1)
+
+
+def max_paint_shares(masks: dict[str, np.ndarray], boxes: list[Box],
+                     integrals: list[np.ndarray] | None = None) -> np.ndarray:
     """For each box, the largest share of its pixels that one paint colour (red, blue,
-    yellow; `paint_share`'s masks) covers, from integral images: one pass per colour for all
-    boxes."""
+    yellow; `paint_share`'s masks) covers, from integral images (`paint_integrals`, made here
+    unless given): one pass per colour for all boxes."""
     if not boxes:
         return np.zeros(0)
-    red = masks.get("red_loose", masks["red"])
-    height, width = red.shape[:2]
-    xyxy = np.array([(b.x, b.y, b.x2, b.y2) for b in boxes], np.float64)
-    x1 = np.clip(np.floor(np.maximum(xyxy[:, 0], 0)), 0, width).astype(int)
-    y1 = np.clip(np.floor(np.maximum(xyxy[:, 1], 0)), 0, height).astype(int)
-    x2 = np.clip(np.ceil(xyxy[:, 2]), 0, width).astype(int)
-    y2 = np.clip(np.ceil(xyxy[:, 3]), 0, height).astype(int)
-    area = np.maximum((x2 - x1) * (y2 - y1), 1)
-    best = np.zeros(len(boxes))
-    for mask in (red, masks["blue"], masks["yellow"]):
-        ii = cv2.integral(cv2.threshold(mask, 0, 1, cv2.THRESH_BINARY)[1])
-        count = ii[y2, x2] - ii[y1, x2] - ii[y2, x1] + ii[y1, x1]
-        best = np.maximum(best, count / area)
-    return best
+    height, width = masks["red"].shape[:2]
+    rects = pixel_rects(box_array(boxes), width, height)
+    return np.max([rect_shares(ii, rects)
+                   for ii in (integrals or paint_integrals(masks))], axis=0)
 
 
 BLUE_RIM = 0.1
