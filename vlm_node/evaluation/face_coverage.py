@@ -138,11 +138,24 @@ def score_faces(faces: Sequence[Box], ignore: Sequence[Box], detections: Iterabl
     """FaceCoverage of one image: `faces` and `ignore` label boxes, the anonymizer's face
     `detections` (before margins; head-backstop regions included) redacted with `margin`."""
     dets = [d for d in detections if d.kind == "face"]
-    mask = region_mask(width, height, [redaction_region(d, margin, width, height) for d in dets])
     boxes = [d for d in dets if d.detector != HEAD_DETECTOR]
     out = FaceCoverage(head_regions=len(dets) - len(boxes))
     pairs = greedy_pairs(list(faces), [d.box for d in boxes], MATCH_IOU)
     matched = {li for li, _ in pairs}
+    paired = {di for _, di in pairs}
+    free = [di for di in range(len(boxes)) if di not in paired]
+    free_boxes = [boxes[di].box for di in free]
+    on_ignored = {free[fi] for _, fi in greedy_pairs(list(ignore), free_boxes, MATCH_IOU)}
+    out.detections = len(boxes) - len(on_ignored)
+    out.true_detections = len(paired)
+    # what each group redacts, in COLLATERAL_PARTS order; together, everything redacted
+    on_faces = paired | on_ignored
+    groups = ([boxes[i] for i in range(len(boxes)) if i in on_faces],
+              [boxes[i] for i in range(len(boxes)) if i not in on_faces],
+              [d for d in dets if d.detector == HEAD_DETECTOR])
+    parts = [region_mask(width, height, [redaction_region(d, margin, width, height)
+                                         for d in group]) for group in groups]
+    mask = parts[0] | parts[1] | parts[2]
     for li, b in enumerate(faces):
         k = size_bucket(b)
         rows, cols = b.clipped(width, height).int_slices(width, height)
@@ -153,26 +166,14 @@ def score_faces(faces: Sequence[Box], ignore: Sequence[Box], detections: Iterabl
         out.covered[k] += cov >= COVERED
         if cov < COVERED and min(b.w, b.h) >= MISS_MIN_SIDE:
             out.misses.append(Miss(file, b, round(cov, 3)))
-    paired = {di for _, di in pairs}
-    free = [di for di in range(len(boxes)) if di not in paired]
-    free_boxes = [boxes[di].box for di in free]
-    on_ignored = {free[fi] for _, fi in greedy_pairs(list(ignore), free_boxes, MATCH_IOU)}
-    out.detections = len(boxes) - len(on_ignored)
-    out.true_detections = len(paired)
     labelled = np.zeros((height, width), bool)
     for b in list(faces) + list(ignore):
         rows, cols = b.clipped(width, height).int_slices(width, height)
         labelled[rows, cols] = True
     out.outside_px = int((~labelled).sum())
-    # the parts of the collateral, in COLLATERAL_PARTS order; a pixel counts for the first
-    on_faces = paired | on_ignored
-    groups = ([boxes[i] for i in range(len(boxes)) if i in on_faces],
-              [boxes[i] for i in range(len(boxes)) if i not in on_faces],
-              [d for d in dets if d.detector == HEAD_DETECTOR])
+    # a pixel outside the labels counts for the first group that redacts it
     claimed = labelled.copy()
-    for i, group in enumerate(groups):
-        part = region_mask(width, height,
-                           [redaction_region(d, margin, width, height) for d in group])
+    for i, part in enumerate(parts):
         out.changed_by[i] = int((part & ~claimed).sum())
         claimed |= part
     out.changed_outside_px = sum(out.changed_by)
