@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
-    from vlm_node.analysis.ocr_backend import OcrBackend
+    from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
     from vlm_node.analysis.proposal_ranker import fit_ranker
     from vlm_node.cli.analyze import load_sign_labels
     from vlm_node.config import resolve
@@ -61,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
               or any(fnmatch.fnmatch(Path(path).name, g) for g in args.include)]
     if not photos:
         raise ConfigError("no labelled photos: check LABELS and --include")
-    # every proposal, none held back by a ranker (the one being replaced, or none yet)
+    # the cap the fitted ranker will serve (reported below; the default cap when the
+    # configuration turns ranking off), then every proposal read, none held back by a ranker
+    # (the one being replaced, or none yet)
+    cap = resolve(args.config).analysis.ocr.ranked_proposals or OcrConfig().ranked_proposals
     config = resolve(args.config, {"analysis.backend": "ocr",
                                    "analysis.ocr.ranked_proposals": 0})
     reader = OcrBackend(config.analysis.ocr)
@@ -103,8 +106,8 @@ def run(args: argparse.Namespace) -> int:
     ranker.save(output)
     scores = ranker.scores_of(x)
     print(f"{read} photos: {len(positive)} proposals, {int(positive.sum())} on labelled signs; "
-          f"ranked in the top 150 of their photo's proposals, on these photos: "
-          f"{_kept(scores, positive, rows, 150):.3f} of those on signs; wrote {output}")
+          f"ranked in the top {cap} of their photo's proposals, on these photos: "
+          f"{_kept(scores, positive, rows, cap):.3f} of those on signs; wrote {output}")
     return 0
 
 
