@@ -10,6 +10,7 @@ the node would be (`vlm_node.config.resolve`: config/default.yaml, then each `--
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import sys
 from pathlib import Path
@@ -126,6 +127,15 @@ def load_sign_labels(path: Path) -> dict[str, tuple[dict[str, Any], ...]]:
         raise ConfigError(f"--labels {path}: cannot read: {exc}") from exc
     return {str(lb.path.resolve()): lb.signs for lb in labels
             if lb.path is not None and lb.signs is not None}
+
+
+def included_sign_photos(path: Path, include: Sequence[str]
+                         ) -> list[tuple[Path, tuple[dict[str, Any], ...]]]:
+    """(photo, labelled signs) of `load_sign_labels`, sorted by path, only the photos whose
+    file name matches one of the `include` globs (every photo when there are none): the
+    training photos the fit commands read."""
+    return [(Path(photo), signs) for photo, signs in sorted(load_sign_labels(path).items())
+            if not include or any(fnmatch.fnmatch(Path(photo).name, g) for g in include)]
 
 
 # --------------------------------------------------------------------------------- command

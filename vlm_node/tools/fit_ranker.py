@@ -12,7 +12,6 @@ development range 00300-00599 stays a fair check.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import sys
 from pathlib import Path
 
@@ -48,17 +47,14 @@ def run(args: argparse.Namespace) -> int:
 
     from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
     from vlm_node.analysis.proposal_ranker import fit_ranker
-    from vlm_node.cli.analyze import load_sign_labels
+    from vlm_node.cli.analyze import included_sign_photos
     from vlm_node.config import resolve
     from vlm_node.geometry import box_array, iou_matrix
     from vlm_node.tools.bench_signs import as_frame
 
     if not args.labels.is_file():
         raise ConfigError(f"LABELS {args.labels}: no such file")
-    labelled = load_sign_labels(args.labels)
-    photos = [(Path(path), signs) for path, signs in sorted(labelled.items())
-              if not args.include
-              or any(fnmatch.fnmatch(Path(path).name, g) for g in args.include)]
+    photos = included_sign_photos(args.labels, args.include)
     if not photos:
         raise ConfigError("no labelled photos: check LABELS and --include")
     # the cap the fitted ranker will serve (reported below; the default cap when the

@@ -12,7 +12,6 @@ development range, the Kaggle road photos and the WIDER check half stay a fair c
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from vlm_node.analysis.ocr_backend import OcrBackend
     from vlm_node.analysis.sign_classifier import prepare_crops
     from vlm_node.analysis.sign_verifier import fit_verifier
-    from vlm_node.cli.analyze import load_sign_labels
+    from vlm_node.cli.analyze import included_sign_photos
     from vlm_node.config import resolve
     from vlm_node.errors import AnonymizationError
     from vlm_node.frames import FrameMeta
@@ -121,10 +120,8 @@ def run(args: argparse.Namespace) -> int:
     for folder in args.negatives:
         if not folder.is_dir():
             raise ConfigError(f"--negatives {folder}: not a directory")
-    labelled = load_sign_labels(args.labels)
-    photos: list[tuple[Path, tuple[dict[str, Any], ...] | None]] = [
-        (Path(path), signs) for path, signs in sorted(labelled.items())
-        if not args.include or any(fnmatch.fnmatch(Path(path).name, g) for g in args.include)]
+    photos: list[tuple[Path, tuple[dict[str, Any], ...] | None]] = list(
+        included_sign_photos(args.labels, args.include))
     for folder in args.negatives:
         photos += [(p, None) for p in half(_images(folder), args.negatives_half)]
     if not photos:
