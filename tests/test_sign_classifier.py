@@ -773,6 +773,41 @@ def test_the_outline_search_can_run_smaller_and_answers_in_full_frame_pixels(mon
     assert seen == [((480, 816), (5, 41, 168))]
 
 
+def test_the_shape_finder_looks_at_a_large_frame_at_half_the_search_scale(monkeypatch):
+    """`finder_scale`: on a frame larger than the search image the shape finder gets a copy
+    of it at half size (480x270 for 1080p), and its candidates come back in the frame's own
+    pixels: both no-entry signs of gtsdb_00307 (45-47 px at 1080p) are still found with their
+    shape-fitted boxes. A frame no larger than the search (the 816x480 photo) is searched by
+    the finder at its own size, and `finder_scale: 1` restores the search image."""
+    from vlm_node.analysis import ocr_backend
+    from vlm_node.analysis.ocr_backend import OcrConfig
+
+    seen = []
+    real = ocr_backend.find_candidates
+
+    def spy(image, cfg):
+        seen.append((image.shape[:2], cfg.min_size_px))
+        return real(image, cfg)
+
+    monkeypatch.setattr(ocr_backend, "find_candidates", spy)
+    bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00307.jpg")  # 816x480
+    big = cv2.resize(bgr, (1920, 1080), interpolation=cv2.INTER_LINEAR)
+    signs = [Box(645, 639, 45, 45), Box(1122, 612, 47, 47)]
+    with OcrBackend(OcrConfig()) as default, OcrBackend(OcrConfig(finder_scale=1.0)) as whole:
+        half = default._search(big)
+        assert seen == [((270, 480), 9)]  # the floor: search_min_px of its own pixels
+        seen.clear()
+        whole._search(big)
+        assert seen == [((540, 960), 9)]
+        seen.clear()
+        default._search(bgr)
+        assert seen == [((480, 816), 14)]
+    for sign in signs:
+        match = max(half.candidates, key=lambda c: c.box.iou(sign))
+        assert match.box.iou(sign) >= 0.6 and match.found_by != ""
+        assert match.legend.coverage_by(match.box) > 0.9  # the legend moved with its box
+
+
 # --------------------------------------------------------------------------- training tool
 def _kaggle_layout(root, keep):
     """The sample's crops for which `keep(row)` holds, written in GTSRB's Kaggle layout
