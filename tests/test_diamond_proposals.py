@@ -124,7 +124,7 @@ def test_a_grown_field_is_read_as_priority_road_only(readers, monkeypatch):
     assert found.diamonds, "the sign's field gives a diamond box"
     stripped = dataclasses.replace(found, candidates=[], proposals=[], squares=[], circles=[],
                                    triangles=[])
-    monkeypatch.setattr(backend, "_search", lambda _bgr: stripped)
+    monkeypatch.setattr(backend, "_start_search", lambda _bgr: (stripped, list))
     monkeypatch.setattr(backend, "_verifier", None)
     monkeypatch.setattr(backend, "config", dataclasses.replace(backend.config,
                                                                stacked_proposals=False))
@@ -133,8 +133,8 @@ def test_a_grown_field_is_read_as_priority_road_only(readers, monkeypatch):
     end_80 = GTSRB_CLASSES[6]
     assert end_80.paint == "" and not end_80.is_diamond
 
-    def as_end_80(rgb, boxes, n):
-        moved, results = real(rgb, boxes, n)
+    def as_end_80(rgb, boxes, n, **kw):
+        moved, results = real(rgb, boxes, n, **kw)
         return moved, [dataclasses.replace(r, label=end_80.name, gtsrb=end_80) for r in results]
 
     monkeypatch.setattr(backend._classifier, "classify_refined", as_end_80)

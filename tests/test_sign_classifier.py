@@ -595,6 +595,27 @@ def test_a_grown_look_rejects_a_small_value_on_no_sign(clf):
     assert grown.center == pytest.approx(sign.center)
 
 
+def test_a_second_look_on_probabilities_computed_in_parts_answers_the_same(backend):
+    """The reader classifies a frame's boxes in two batches (all but the round outlines while
+    the outline thread runs, then the outlines) and hands the joined probabilities to
+    `classify_refined`: the same boxes and answers as one batch, second looks included."""
+    from vlm_node.analysis.sign_classifier import prepare_crops
+
+    clf = backend._classifier
+    bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00363.jpg")
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    found = backend._search(bgr)
+    boxes = found.proposals + found.circles
+    assert found.circles and len(boxes) > 20
+    k = len(found.proposals)
+    parts = np.concatenate([clf.probabilities(prepare_crops(rgb, boxes[:k])),
+                            clf.probabilities(prepare_crops(rgb, boxes[k:]))])
+    whole_boxes, whole = clf.classify_refined(rgb, boxes, 12)
+    part_boxes, part = clf.classify_refined(rgb, boxes, 12, probs=parts)
+    assert part_boxes == whole_boxes and part == whole
+    assert any(b is not a for a, b in zip(boxes, whole_boxes)), "a second look moved a box"
+
+
 def test_refine_boxes_shift_and_scale_about_the_centre():
     from vlm_node.analysis.sign_classifier import refine_boxes
 

@@ -822,10 +822,21 @@ class OcrBackend(AnalysisBackend):
         return found.proposals, ranker_features(boxes, found.masks, found.scale)
 
     def _search(self, bgr: np.ndarray, rank: bool = True) -> _Search:
-        """Where to look (`_Search`), in full-frame coordinates. The search runs on
-        the frame shrunk so its longer side is at most `search_max_side`: its cost grows with
-        the pixel count, and a sign big enough to classify (12 px at full size) is still a
-        6 px region at half size; crops and OCR then use the full-resolution frame."""
+        """Where to look (`_Search`), in full-frame coordinates, round outlines included
+        (`_start_search`, then its outlines awaited)."""
+        found, outlines = self._start_search(bgr, rank)
+        return dataclasses.replace(found, circles=outlines())
+
+    def _start_search(self, bgr: np.ndarray, rank: bool = True
+                      ) -> tuple[_Search, Callable[[], list[Box]]]:
+        """Where to look (`_Search`, its `circles` still empty), in full-frame coordinates,
+        and a call that returns the round outlines (`circle_proposals`) once the outline
+        thread has them. Why two steps: the Hough pass runs on the second core beside the
+        colour search and often outlasts it; the caller classifies the other boxes meanwhile
+        instead of waiting. The search runs on the frame shrunk so its longer side is at most
+        `search_max_side`: its cost grows with the pixel count, and a sign big enough to
+        classify (12 px at full size) is still a 6 px region at half size; crops and OCR then
+        use the full-resolution frame."""
         cfg = self.config
         pcfg = cfg.proposals
         h, w = bgr.shape[:2]
@@ -899,23 +910,33 @@ class OcrBackend(AnalysisBackend):
             diamonds = _not_known(find_diamonds(masks, pcfg.min_size_px,
                                                 0.6 * min(small.shape[:2])), known,
                                   SHAPE_KNOWN_IOU) if cfg.diamond_proposals else []
-        circles: list[Box] = []
-        if args is not None:
-            with timed("search.outlines"):
+        up = 1.0 / scale
+
+        def full_size(boxes: list[Box]) -> list[Box]:
+            """Search-image boxes in frame pixels; under the full-size floor dropped: the
+            shrunk search's 6 px floor admits regions under `min_size_px` at full size (~15 %
+            of the classifier's crops at 1080p, and on the development photos only two
+            non-speed readings), not worth classifying."""
+            if scale >= 1.0:
+                return boxes
+            return [b.scaled(up) for b in boxes if max(b.w, b.h) * up >= pcfg_full.min_size_px]
+
+        pcfg_full = cfg.proposals
+
+        def outlines_found() -> list[Box]:
+            """The round outlines no candidate or proposal already boxes, in frame pixels."""
+            if args is None:
+                return []
+            with timed("classify.wait"):  # the caller's wait for the outline thread
                 found = outlines.result() if outlines is not None else find_circles(*args)
             if cscale < 1.0:
                 found = [b.scaled(1.0 / cscale) for b in found]
-            circles = _not_known(found, known, 0.5)
+            return full_size(_not_known(found, known, 0.5))
+
         if scale < 1.0:
-            up = 1.0 / scale
             cands = [dataclasses.replace(c, box=c.box.scaled(up), legend=c.legend.scaled(up))
                      for c in cands]
-            # the shrunk search's 6 px floor admits regions under `min_size_px` at full size:
-            # ~15 % of the classifier's crops at 1080p, and on the development photos only two
-            # non-speed readings, so they are not worth classifying
-            proposals, circles, triangles, diamonds = (
-                [b.scaled(up) for b in boxes if max(b.w, b.h) * up >= cfg.proposals.min_size_px]
-                for boxes in (proposals, circles, triangles, diamonds))
+        proposals, triangles, diamonds = (full_size(b) for b in (proposals, triangles, diamonds))
         squares = end_squares(proposals, cfg.square_ends, cfg.proposals.min_size_px)
         tops = 0
         if cfg.square_tops_any_class:
@@ -925,8 +946,8 @@ class OcrBackend(AnalysisBackend):
             squares = [sq for sq, t in zip(squares, top) if t] + \
                 [sq for sq, t in zip(squares, top) if not t]
             tops = sum(top)
-        return _Search(cands, proposals, squares, circles, masks, scale, whole_frame(w, h, cfg),
-                       tops, triangles, diamonds)
+        return (_Search(cands, proposals, squares, [], masks, scale, whole_frame(w, h, cfg),
+                        tops, triangles, diamonds), outlines_found)
 
     def _read_classified(self, bgr: np.ndarray, hints: Sequence[TextHint] = (),
                          people: Sequence[Box] = ()) -> list[SignReading]:
@@ -938,15 +959,33 @@ class OcrBackend(AnalysisBackend):
         pcfg = self.config.proposals
         timed = self.part_times.part
         with timed("search"):
-            found = self._search(bgr)
+            found, outlines = self._start_search(bgr)
         masks, scale = found.masks, found.scale
         cands = found.candidates + hint_candidates(hints, found.candidates, bgr.shape[1],
                                                    bgr.shape[0], stop_signs=True)
-        # a round outline on a person is a hat, a badge or a face, not a dusk speed limit
-        circles = [b for b in found.circles if not on_people(b, people)]
         whole = found.whole
-        boxes = ([c.box for c in cands] + found.proposals + whole + found.squares + circles
-                 + found.triangles + found.diamonds)
+        # cv2 rather than a numpy copy of bgr[..., ::-1] (negative stride): 1.8 vs 29.6 ms at
+        # 1080p, the same pixels
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        classifier = self._classifier
+        before = [c.box for c in cands] + found.proposals + whole + found.squares
+        after = found.triangles + found.diamonds
+        with timed("classify"):
+            # every box but the round outlines is classified while the outline thread may
+            # still run (a crop's answer does not depend on the rest of its batch)
+            early = classifier.probabilities(prepare_crops(rgb, before + after))
+            # a round outline on a person is a hat, a badge or a face, not a dusk speed limit
+            circles = [b for b in outlines() if not on_people(b, people)]
+            probs = np.concatenate([early[:len(before)],
+                                    classifier.probabilities(prepare_crops(rgb, circles)),
+                                    early[len(before):]])
+            boxes = first_boxes = before + circles + after
+            if self.config.refine_max > 0:
+                boxes, results = classifier.classify_refined(
+                    rgb, boxes, self.config.refine_max, probs=probs)
+            else:
+                results = classifier.results(probs)
+        self.part_times.count("classify", len(boxes))
         # boxes[:finder] are the finder's, boxes[speed_only:triangle] may only be speed limits
         # (squares and outlines) except the first `top_squares`, boxes[outline:triangle] are
         # the round outlines, boxes[triangle:diamond] the triangular ones (triangular classes
@@ -958,17 +997,6 @@ class OcrBackend(AnalysisBackend):
         triangle = outline + len(circles)
         diamond = triangle + len(found.triangles)
         unpainted = range(speed_only - len(whole), speed_only)
-        # cv2 rather than a numpy copy of bgr[..., ::-1] (negative stride): 1.8 vs 29.6 ms at
-        # 1080p, the same pixels
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        first_boxes = boxes
-        self.part_times.count("classify", len(boxes))
-        with timed("classify"):
-            if self.config.refine_max > 0:
-                boxes, results = self._classifier.classify_refined(rgb, boxes,
-                                                                   self.config.refine_max)
-            else:
-                results = self._classifier.classify(rgb, boxes)
         # boxes the second look moved: their answer is the shifted copy's
         moved = {i for i, (a, b) in enumerate(zip(first_boxes, boxes)) if a is not b}
         # a sign has its paint: white letters, lamps and faces the network takes for a sign

@@ -210,8 +210,8 @@ class SignClassifier:
         return self.results(self.probabilities(prepare_crops(rgb, boxes)))
 
     def classify_refined(self, rgb: np.ndarray, boxes: Sequence[Box], max_refined: int = 12,
-                         min_sign: float = 0.3, min_px: float = 20.0, max_px: float = 60.0
-                         ) -> tuple[list[Box], list[SignClass]]:
+                         min_sign: float = 0.3, min_px: float = 20.0, max_px: float = 60.0,
+                         probs: np.ndarray | None = None) -> tuple[list[Box], list[SignClass]]:
         """`classify`, then a second look at the boxes the network leaned towards a sign on
         without accepting a numbered class (at most `max_refined`, most sign-like first,
         non-background probability >= `min_sign`): each is classified again shifted and
@@ -220,8 +220,10 @@ class SignClassifier:
         region's box, often off-centre or too wide, and the crop through it reads far less
         surely than the crop through the sign's own box (on the GTSDB development frames most
         speed signs proposed but not read were read at >= 0.93 through their labelled box).
-        Returns the (possibly moved) boxes and the results, in order."""
-        probs = self.probabilities(prepare_crops(rgb, boxes))
+        Returns the (possibly moved) boxes and the results, in order. `probs`: the boxes'
+        `probabilities` when already computed (the caller classified them in parts)."""
+        if probs is None:
+            probs = self.probabilities(prepare_crops(rgb, boxes))
         results = self.results(probs)
         out_boxes = list(boxes)
         speed_p = probs[:, _SPEED_INDEX].sum(axis=1) if len(probs) else np.zeros(0)
