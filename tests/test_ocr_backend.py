@@ -415,3 +415,39 @@ def test_benchmark_writes_its_report_with_the_config(tmp_path):
     assert report["total"]["labelled"] == sum(
         t["labelled"] for t in report["by_class"].values())
     assert "| **all** |" in report["table"]
+
+
+def _whiten_by_sorting(crop, scale=1.0):
+    """`_whiten_outside_ellipse` as first written (numpy's percentile and median on the
+    pixels themselves): the reference its histogram version must match to the bit."""
+    h, w = crop.shape[:2]
+    mask = np.zeros((h, w), np.uint8)
+    axes = (max(1, int(w * scale) // 2), max(1, int(h * scale) // 2))
+    cv2.ellipse(mask, (w // 2, h // 2), axes, 0, 0, 360, 255, -1)
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    inside = gray[mask > 0]
+    white = np.percentile(inside, 90) if inside.size else 255
+    bg = crop[(mask > 0) & (gray >= white - 10)]
+    fill = np.median(bg, axis=0) if len(bg) else np.array([255, 255, 255])
+    out = crop.copy()
+    out[mask == 0] = fill.astype(np.uint8)
+    return out
+
+
+def test_whitening_outside_the_ellipse_from_histograms_matches_sorting():
+    """The ring reads' whitening takes its percentile and medians from histograms: the same
+    pixels as numpy's percentile and median on real road-photo crops of every size from a
+    1 px sliver to 150 px, even and odd pixel counts, flat crops included."""
+    rng = np.random.default_rng(7)
+    crops = [np.zeros((1, 1, 3), np.uint8), np.full((10, 10, 3), 7, np.uint8),
+             np.zeros((2, 9, 3), np.uint8)]
+    for path in sorted((SHARED_DATA / "signs_real_dev").glob("gtsdb_003*.jpg"))[:12]:
+        img = read_bgr(path)
+        for _ in range(20):
+            w, h = (int(v) for v in rng.integers(1, 150, 2))
+            y, x = int(rng.integers(0, img.shape[0] - h)), int(rng.integers(0, img.shape[1] - w))
+            crops.append(np.ascontiguousarray(img[y:y + h, x:x + w]))
+    for crop in crops:
+        for scale in (1.0, 0.92):
+            assert np.array_equal(ocr_backend._whiten_outside_ellipse(crop, scale),
+                                  _whiten_by_sorting(crop, scale))
