@@ -958,9 +958,8 @@ class OcrBackend(AnalysisBackend):
             non-speed readings), not worth classifying."""
             if scale >= 1.0:
                 return boxes
-            return [b.scaled(up) for b in boxes if max(b.w, b.h) * up >= pcfg_full.min_size_px]
-
-        pcfg_full = cfg.proposals
+            return [b.scaled(up) for b in boxes
+                    if max(b.w, b.h) * up >= cfg.proposals.min_size_px]
 
         def outlines_found() -> list[Box]:
             """The round outlines no candidate or proposal already boxes, in frame pixels."""
