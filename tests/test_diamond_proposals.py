@@ -124,7 +124,7 @@ def test_a_grown_field_is_read_as_priority_road_only(readers, monkeypatch):
     assert found.diamonds, "the sign's field gives a diamond box"
     stripped = dataclasses.replace(found, candidates=[], proposals=[], squares=[], circles=[],
                                    triangles=[])
-    monkeypatch.setattr(backend, "_start_search", lambda _bgr: (stripped, lambda: ([], [])))
+    monkeypatch.setattr(backend, "_start_search", lambda _bgr: (stripped, list))
     monkeypatch.setattr(backend, "_verifier", None)
     monkeypatch.setattr(backend, "config", dataclasses.replace(backend.config,
                                                                stacked_proposals=False))

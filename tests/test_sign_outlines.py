@@ -78,9 +78,7 @@ def readers():
            "no_triangles": make(triangle_proposals=False, stacked_proposals=False),
            "neither": make(triangle_proposals=False, square_tops_any_class=False,
                            stacked_proposals=False),
-           "speed_circles": make(circle_round_classes=False, stacked_proposals=False),
-           # no outline thread: the triangles run in the reader's own thread
-           "no_circles": make(circle_proposals=False)}
+           "speed_circles": make(circle_round_classes=False, stacked_proposals=False)}
     yield out
     for backend in out.values():
         backend.close()
@@ -92,10 +90,7 @@ def readers():
     ("gtsdb_00443.jpg", Box(490, 330, 19, 17), "general_caution"),  # above a speed limit
 ])
 def test_backlit_warning_signs_are_read_through_their_outline(readers, file, box, sign_class):
-    """The triangle pass runs on the outline thread after the Hough pass, or in the reader's
-    own thread when there are no round outlines to look for: the same sign either way."""
     assert sign_classes_near(readers["default"], file, box) == [sign_class]
-    assert sign_classes_near(readers["no_circles"], file, box) == [sign_class]
     assert sign_class not in sign_classes_near(readers["no_triangles"], file, box)
 
 

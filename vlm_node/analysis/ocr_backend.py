@@ -864,12 +864,10 @@ class OcrBackend(AnalysisBackend):
         """Where to look (`_Search`), in full-frame coordinates, round outlines included
         (`_start_search`, then its outlines awaited)."""
         found, outlines = self._start_search(bgr, rank)
-        circles, triangles = outlines()
-        return dataclasses.replace(found, circles=circles,
-                                   triangles=found.triangles + triangles)
+        return dataclasses.replace(found, circles=outlines())
 
     def _start_search(self, bgr: np.ndarray, rank: bool = True
-                      ) -> tuple[_Search, Callable[[], tuple[list[Box], list[Box]]]]:
+                      ) -> tuple[_Search, Callable[[], list[Box]]]:
         """Where to look (`_Search`, its `circles` still empty), in full-frame coordinates,
         and a call that returns the round outlines (`circle_proposals`) once the outline
         thread has them. Why two steps: the Hough pass runs on the second core beside the
@@ -892,7 +890,7 @@ class OcrBackend(AnalysisBackend):
             pcfg = dataclasses.replace(
                 pcfg, min_size_px=max(cfg.search_min_px, round(pcfg.min_size_px * scale)))
         args: tuple[Any, ...] | None = None
-        outlines: Future[tuple[list[Box], list[Box]]] | None = None
+        outlines: Future[list[Box]] | None = None
         cscale = 1.0
         if cfg.circle_proposals:
             # radius from the smallest proposal (12 px a side at full size: ~5 px with the rim
@@ -909,10 +907,8 @@ class OcrBackend(AnalysisBackend):
             short = min(outline_image.shape[:2])
             args = (outline_image, max(3, round(pcfg.min_size_px * cscale / 2.2)),
                     round(0.085 * short), round(0.35 * short))
-        # the triangles run on the outline thread after the Hough pass when there is one
-        tri_min = pcfg.min_size_px if cfg.triangle_proposals else 0
-        if args is not None and self._outline_pool is not None:
-            outlines = self._outline_pool.submit(_outline_shapes, args, small, tri_min)
+            if self._outline_pool is not None:
+                outlines = self._outline_pool.submit(find_circles, *args)
         timed = self.part_times.part
         with timed("search.finder"):
             if scale < 1.0 and cfg.finder_scale < 1.0:
@@ -948,8 +944,8 @@ class OcrBackend(AnalysisBackend):
         # outlines that are already a region's box add nothing
         known = box_array([c.box for c in cands] + proposals)
         with timed("search.shapes"):
-            triangles = _not_known(find_triangles(small, tri_min), known, SHAPE_KNOWN_IOU) \
-                if tri_min and outlines is None else []
+            triangles = _not_known(find_triangles(small, pcfg.min_size_px), known,
+                                   SHAPE_KNOWN_IOU) if cfg.triangle_proposals else []
             diamonds = _not_known(find_diamonds(masks, pcfg.min_size_px,
                                                 0.6 * min(small.shape[:2])), known,
                                   SHAPE_KNOWN_IOU) if cfg.diamond_proposals else []
@@ -965,18 +961,15 @@ class OcrBackend(AnalysisBackend):
             return [b.scaled(up) for b in boxes
                     if max(b.w, b.h) * up >= cfg.proposals.min_size_px]
 
-        def outlines_found() -> tuple[list[Box], list[Box]]:
-            """The round outlines and, when they ran beside them, the triangles no candidate
-            or proposal already boxes, in frame pixels."""
+        def outlines_found() -> list[Box]:
+            """The round outlines no candidate or proposal already boxes, in frame pixels."""
             if args is None:
-                return [], []
+                return []
             with timed("classify.wait"):  # the caller's wait for the outline thread
-                found, tri = outlines.result() if outlines is not None else \
-                    (find_circles(*args), [])
+                found = outlines.result() if outlines is not None else find_circles(*args)
             if cscale < 1.0:
                 found = [b.scaled(1.0 / cscale) for b in found]
-            return (full_size(_not_known(found, known, 0.5)),
-                    full_size(_not_known(tri, known, SHAPE_KNOWN_IOU)))
+            return full_size(_not_known(found, known, 0.5))
 
         if scale < 1.0:
             cands = [dataclasses.replace(c, box=c.box.scaled(up), legend=c.legend.scaled(up))
@@ -1014,20 +1007,17 @@ class OcrBackend(AnalysisBackend):
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         classifier = self._classifier
         before = [c.box for c in cands] + found.proposals + whole + found.squares
+        after = found.triangles + found.diamonds
         with timed("classify"):
-            # every box but the outline thread's is classified while that thread may still
-            # run (a crop's answer does not depend on the rest of its batch)
-            early = classifier.probabilities(
-                prepare_crops(rgb, before + found.triangles + found.diamonds))
-            circles, late_triangles = outlines()
+            # every box but the round outlines is classified while the outline thread may
+            # still run (a crop's answer does not depend on the rest of its batch)
+            early = classifier.probabilities(prepare_crops(rgb, before + after))
             # a round outline on a person is a hat, a badge or a face, not a dusk speed limit
-            circles = [b for b in circles if not on_people(b, people)]
-            late = circles + late_triangles
+            circles = [b for b in outlines() if not on_people(b, people)]
             probs = np.concatenate([early[:len(before)],
-                                    classifier.probabilities(prepare_crops(rgb, late)),
+                                    classifier.probabilities(prepare_crops(rgb, circles)),
                                     early[len(before):]])
-            triangles = found.triangles + late_triangles
-            boxes = first_boxes = before + circles + triangles + found.diamonds
+            boxes = first_boxes = before + circles + after
             if self.config.refine_max > 0:
                 boxes, results = classifier.classify_refined(
                     rgb, boxes, self.config.refine_max, probs=probs)
@@ -1043,7 +1033,7 @@ class OcrBackend(AnalysisBackend):
         speed_only = finder + len(found.proposals) + len(whole)
         outline = speed_only + len(found.squares)
         triangle = outline + len(circles)
-        diamond = triangle + len(triangles)
+        diamond = triangle + len(found.triangles)
         unpainted = range(speed_only - len(whole), speed_only)
         # boxes the second look moved: their answer is the shifted copy's
         moved = {i for i, (a, b) in enumerate(zip(first_boxes, boxes)) if a is not b}
@@ -1548,14 +1538,6 @@ class OcrBackend(AnalysisBackend):
 # least this share of that box's area: a value read on a smaller box inside it (an inner disc)
 # published wrong values on sign crops (120 read as 100 three times).
 FAMILY_YIELD_AREA = 0.8
-
-
-def _outline_shapes(circle_args: tuple[Any, ...], image: np.ndarray, triangle_min: int
-                    ) -> tuple[list[Box], list[Box]]:
-    """The outline thread's work: the round outlines (`find_circles(*circle_args)`), then
-    the triangular ones when `triangle_min` > 0, both in the search image's pixels."""
-    circles = find_circles(*circle_args)
-    return circles, find_triangles(image, triangle_min) if triangle_min > 0 else []
 
 
 def _not_known(boxes: Sequence[Box], known: np.ndarray, iou: float) -> list[Box]:
