@@ -259,7 +259,8 @@ class OcrConfig:
              "fast path): its smallest sign is then 36 px of the frame, ~1.9 % of its width, "
              "where 14 px of the 816 px development photos is 1.7 %; smaller signs are the "
              "proposals' and the classifier's. GTSDB development photos resized to 1080p: "
-             "the same signs and values read, the finder 26 -> 9 ms a frame.",
+             "the same signs with their class and two more values, the finder 26 -> 9 ms "
+             "a frame.",
         min=0.1, max=1.0)
     circle_read_px: int = setting(40, "With circle_proposals: round outlines at least this "
                                       "big (box side, px) that no sign or candidate covers "
@@ -705,13 +706,13 @@ class OcrBackend(AnalysisBackend):
         # runs beside the colour search, which needs nothing from it
         self._outline_pool: ThreadPoolExecutor | None = None
         # wall ms of the reader's parts, summed over frames (`vlm-node bench signs` prints
-        # them a frame): "search" (colour/shape search, waiting on the outline thread
-        # included), "classify" (the first classifier batch: every proposal, and the second
-        # look), "recognise" (PP-OCR model calls); the rest of a frame is the caller's total
-        # less these. Inside "search": "search.finder" (the shape finder's candidates),
-        # "search.proposals" (colour masks and regions), "search.shapes" (triangles and
-        # diamonds), "search.outlines" (the main thread's wait for the Hough thread, or the
-        # pass itself without it)
+        # them a frame): "search" (the colour/shape search in the reader's thread),
+        # "classify" (the first classifier batches: every box but the round outlines, the
+        # wait for the outline thread, the outlines, and the second look), "recognise"
+        # (PP-OCR model calls); the rest of a frame is the caller's total less these. Inside
+        # "search": "search.finder" (the shape finder's candidates), "search.proposals"
+        # (colour masks and regions), "search.shapes" (triangles and diamonds); inside
+        # "classify": "classify.wait" (the wait for the Hough thread)
         self.part_times = PartTimes()
 
     @property
