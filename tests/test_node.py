@@ -153,6 +153,22 @@ def test_lifecycle_deactivate_stops_io_and_activate_resumes_it(running) -> None:
     assert [m.header.stamp.sec for m in images] == [1, 3]  # nothing while inactive
 
 
+def test_a_frame_arriving_without_a_pipeline_is_dropped_and_counted(running) -> None:
+    """Every received frame is accounted for: one that arrives while the node has no
+    pipeline (in the middle of a cleanup) is neither published nor lost from the counts."""
+    _, node = running
+    before = node.stats[CAM].snapshot()
+    pipeline, node.pipeline = node.pipeline, None
+    try:
+        node.image_callback(_frame(stamp_sec=9), CAM)
+    finally:
+        node.pipeline = pipeline
+    after = node.stats[CAM].snapshot()
+    assert after["frames_received"] == before["frames_received"] + 1
+    assert after["dropped_anonymizer_failure"] == before["dropped_anonymizer_failure"] + 1
+    assert after["frames_anonymized"] == before["frames_anonymized"]
+
+
 def test_compressed_output_and_latency_percentiles_in_diagnostics() -> None:
     harness = Harness("compressed_probe")
     node = VlmNode(context=harness.context, parameter_overrides=[

@@ -70,6 +70,23 @@ def _close(harness: Harness, node: VlmNode) -> None:
     harness.close()
 
 
+INPUT_DROPS = ("stale_input", "decode_error", "anonymizer_failure")
+"""The drop reasons of a received camera frame that was not anonymized (`vlm_node.stats`)."""
+
+
+def _camera_counts(msg: DiagnosticArray) -> dict[str, dict[str, str]]:
+    """Each camera's diagnostics key/values of one DiagnosticArray, by hardware id (the
+    statuses that count frames; the node's others do not)."""
+    statuses = {s.hardware_id: {kv.key: kv.value for kv in s.values} for s in msg.status}
+    return {k: v for k, v in statuses.items() if "frames_received" in v}
+
+
+def _accounted(counts: dict[str, str]) -> bool:
+    """Every frame the camera's counts say was received is anonymized or dropped."""
+    return int(counts["frames_received"]) == int(counts["frames_anonymized"]) + sum(
+        int(counts[f"dropped_{r}"]) for r in INPUT_DROPS)
+
+
 def _rss_of(pid: int) -> float:
     with open(f"/proc/{pid}/status", encoding="ascii") as f:
         for line in f:
@@ -122,11 +139,18 @@ def test_two_cameras_at_20hz_with_slow_backend_keep_rate_and_freshness(
         # CI machine none had reached the probe by then in one run (the node's 1 s timer and
         # discovery run late there), so wait for one instead of reading an empty list
         wait_for(lambda: len(diags) > streamed, 20, "diagnostics published after the stream")
+        # nothing lost: every frame the node received is anonymized or dropped and counted. A
+        # frame still being anonymized when a diagnostics message went out is neither yet (a
+        # fresh-clone CI run on 2026-12-06 read 65 + 0 of 66), so wait for a message in which
+        # the counts balance; a frame the node really lost never balances them
+        wait_for(lambda: set(_camera_counts(diags[-1])) == {"a", "b"} and all(
+            _accounted(c) for c in _camera_counts(diags[-1]).values()), 20,
+                 "diagnostics in which every received frame is anonymized or dropped")
     finally:
         harness.close()
         proc.stop()
 
-    last = {s.hardware_id: {kv.key: kv.value for kv in s.values} for s in diags[-1].status}
+    last = _camera_counts(diags[-1])
     batches = [line.split()[1].split(",") for line in proc.output().splitlines()
                if line.startswith("batch ")]
     # a batch about every MODEL_S at most, most with the latest frame of both cameras. The upper
@@ -151,8 +175,9 @@ def test_two_cameras_at_20hz_with_slow_backend_keep_rate_and_freshness(
         # the probe.
         anonymized = int(last[c]["frames_anonymized"])
         assert anonymized >= max(10, 2 * len(batches)), (c, len(batches), last[c])
-        assert anonymized + int(last[c]["dropped_stale_input"]) == \
-            int(last[c]["frames_received"])
+        assert _accounted(last[c]), last[c]
+        # dropped as it came in (waited too long in the queue) or failed closed: rare here
+        assert int(last[c]["dropped_anonymizer_failure"]) <= 0.1 * anonymized, last[c]
         got = [convert.stamp_ns(m.header.stamp) for m in outs[c]]
         assert len(got) >= 0.5 * anonymized, (c, len(got), last[c])
         assert got == sorted(got) and set(got) <= set(sent[c])

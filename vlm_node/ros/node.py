@@ -249,6 +249,9 @@ class VlmNode(LifecycleNode):
         stats.on_received()
         pipeline, scheduler = self.pipeline, self.scheduler
         if pipeline is None or scheduler is None:
+            # a frame in the middle of a cleanup: never published, and counted like any
+            # frame that could not be anonymized (every received frame is accounted for)
+            stats.on_drop("anonymizer_failure")
             return
         if now - received > self.config.max_frame_age:
             stats.on_drop("stale_input")
