@@ -794,9 +794,9 @@ def test_the_outline_search_can_run_smaller_and_answers_in_full_frame_pixels(mon
     assert seen == [((480, 816), (5, 41, 168))]
 
 
-def test_the_shape_finder_looks_at_a_large_frame_at_half_the_search_scale(monkeypatch):
+def test_the_shape_finder_looks_at_a_large_frame_at_a_smaller_scale(monkeypatch):
     """`finder_scale`: on a frame larger than the search image the shape finder gets a copy
-    of it at half size (480x270 for 1080p), and its candidates come back in the frame's own
+    of it at 0.75 (720x405 for 1080p), and its candidates come back in the frame's own
     pixels: both no-entry signs of gtsdb_00307 (45-47 px at 1080p) are still found with their
     shape-fitted boxes. A frame no larger than the search (the 816x480 photo) is searched by
     the finder at its own size, and `finder_scale: 1` restores the search image."""
@@ -816,7 +816,7 @@ def test_the_shape_finder_looks_at_a_large_frame_at_half_the_search_scale(monkey
     signs = [Box(645, 639, 45, 45), Box(1122, 612, 47, 47)]
     with OcrBackend(OcrConfig()) as default, OcrBackend(OcrConfig(finder_scale=1.0)) as whole:
         half = default._search(big)
-        assert seen == [((270, 480), 9)]  # the floor: search_min_px of its own pixels
+        assert seen == [((405, 720), 9)]  # the floor: search_min_px of its own pixels
         seen.clear()
         whole._search(big)
         assert seen == [((540, 960), 9)]
@@ -827,6 +827,26 @@ def test_the_shape_finder_looks_at_a_large_frame_at_half_the_search_scale(monkey
         match = max(half.candidates, key=lambda c: c.box.iou(sign))
         assert match.box.iou(sign) >= 0.6 and match.found_by != ""
         assert match.legend.coverage_by(match.box) > 0.9  # the legend moved with its box
+
+
+def test_a_thin_rimmed_ring_of_a_large_frame_keeps_its_ocr_value():
+    """Why `finder_scale` is 0.75 and not 0.5: the Kaggle photo road197 letterboxed to 1080p
+    holds a clear speed limit 5 (88 px), a value GTSRB has no class for, read only through the
+    finder's red ring and OCR; at 0.5 its thin rim is gone in the finder's 480x270 image."""
+    import dataclasses
+
+    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.tools.bench_signs import as_frame
+
+    frame, _ = as_frame(read_bgr(shared("signs_real_dev") / "andrewmvd_road197.jpg"),
+                        (1920, 1080), fit=True)
+    sign = Box(1122, 358, 88, 88)
+    with OcrBackend(OcrConfig()) as default, \
+            OcrBackend(dataclasses.replace(OcrConfig(), finder_scale=0.5)) as half:
+        read = [(r.sign_class, r.value) for r in default.read_signs(frame)
+                if r.box.iou(sign) >= 0.5]
+        assert read == [("speed_limit", 5.0)]
+        assert not any(r.value == 5.0 for r in half.read_signs(frame))
 
 
 # --------------------------------------------------------------------------- training tool

@@ -252,15 +252,17 @@ class OcrConfig:
                                       "the stage ~0.85x, but reads 2 fewer development-photo "
                                       "values (640: 4 fewer).", min=0, max=8192)
     finder_scale: float = setting(
-        0.5, "On a frame larger than the search image (search_max_side), the shape finder "
-             "(shape-fitted rings, discs, white signs; not the colour proposals, outlines or "
-             "the classifier) runs on the search image scaled by this; 1 = the search image "
-             "itself. At 0.5 a 1080p frame's finder sees 480x270 (an exact halving, OpenCV's "
-             "fast path): its smallest sign is then 36 px of the frame, ~1.9 % of its width, "
-             "where 14 px of the 816 px development photos is 1.7 %; smaller signs are the "
-             "proposals' and the classifier's. GTSDB development photos resized to 1080p: "
-             "the same signs with their class and two more values, the finder 26 -> 9 ms "
-             "a frame.",
+        0.75, "On a frame larger than the search image (search_max_side), the shape finder "
+              "(shape-fitted rings, discs, white signs; not the colour proposals, outlines or "
+              "the classifier) runs on the search image scaled by this; 1 = the search image "
+              "itself. At 0.75 a 1080p frame's finder sees 720x405: its smallest sign is 24 "
+              "px of the frame, ~1.25 % of its width (14 px of the 816 px development photos "
+              "is 1.7 %); smaller signs are the proposals' and the classifier's. GTSDB "
+              "development photos resized to 1080p: 272 instead of 273 of 347 classes, 123 "
+              "instead of 120 of 138 values, the finder 21 -> 16 ms a frame. 0.5 (480x270, "
+              "9 ms) lost a clear 88 px speed limit 5 of a Kaggle photo letterboxed to 1080p "
+              "(its thin rim gone at 22 px; GTSRB has no 5, so only the finder's ring and OCR "
+              "read it).",
         min=0.1, max=1.0)
     circle_read_px: int = setting(40, "With circle_proposals: round outlines at least this "
                                       "big (box side, px) that no sign or candidate covers "
