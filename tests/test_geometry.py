@@ -1,6 +1,8 @@
+import cv2
+import numpy as np
 import pytest
 
-from vlm_node.geometry import Box, nms
+from vlm_node.geometry import Box, contour_rects, nms
 
 
 def test_iou_and_coverage():
@@ -26,3 +28,19 @@ def test_nms():
     assert nms(boxes, [0.5, 0.9, 0.3], 0.3) == [1, 2]
     with pytest.raises(ValueError):
         Box.from_list([1, 2, 3])
+
+
+def test_contour_rects_equal_opencvs_bounding_rects():
+    """All contours of a speckled threshold (specks, holes, one-point contours) at once give
+    exactly cv2.boundingRect's rectangles, in order; none gives an empty 0 x 4 array."""
+    rng = np.random.default_rng(3)
+    image = (rng.random((120, 160)) > 0.6).astype(np.uint8) * 255
+    cv2.rectangle(image, (20, 30), (90, 100), 255, 3)  # a ring with a hole
+    contours, _ = cv2.findContours(image, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    assert len(contours) > 100
+    assert min(len(c) for c in contours) == 1
+    expected = np.array([cv2.boundingRect(c) for c in contours])
+    got = contour_rects(contours)
+    assert got.dtype == np.int64 and got.shape == (len(contours), 4)
+    np.testing.assert_array_equal(got, expected)
+    assert contour_rects([]).shape == (0, 4)

@@ -105,6 +105,24 @@ def box_array(boxes: Sequence[Box]) -> np.ndarray:
     return np.array([(b.x, b.y, b.w, b.h) for b in boxes], dtype=np.float64).reshape(-1, 4)
 
 
+def contour_rects(contours: Sequence[np.ndarray]) -> np.ndarray:
+    """The bounding rectangles of OpenCV contours as an N x 4 int64 array of x, y, w, h, the
+    values `cv2.boundingRect` gives each one. Why at once: a thresholded 1080p search image
+    has thousands of contours, nearly all specks a size check drops (the triangle pass's
+    busiest development frame: 5,000 contours, 5.6 ms one call each against 1.7 ms at once;
+    0.7 ms of its ~8 ms a frame on average)."""
+    n = len(contours)
+    if n == 0:
+        return np.empty((0, 4), np.int64)
+    lengths = np.fromiter(map(len, contours), np.int64, n)
+    points = np.concatenate(contours).reshape(-1, 2).astype(np.int64, copy=False)
+    starts = np.zeros(n, np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    low = np.minimum.reduceat(points, starts, axis=0)
+    high = np.maximum.reduceat(points, starts, axis=0)
+    return np.concatenate([low, high - low + 1], axis=1)
+
+
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box of `a` (rows of x y w h, `box_array`) with every box of `b`, computed
     with the same float operations in the same order as `Box.iou`, so the values are

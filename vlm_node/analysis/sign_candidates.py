@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from vlm_node.analysis.diamond_proposals import diamond_masks
-from vlm_node.geometry import Box, box_array, nms
+from vlm_node.geometry import Box, box_array, contour_rects, nms
 from vlm_node.params import setting
 
 
@@ -1014,7 +1014,7 @@ def _region_boxes(contours: Sequence[np.ndarray], holes: np.ndarray, colour: str
     rim's width, a region's own box, and the squares of a stacked pair. A 1080p frame has
     about a thousand regions, nearly all specks: sizes are checked for all at once, and only
     the few that can give a box are looked at one by one."""
-    rects = np.array([cv2.boundingRect(c) for c in contours], np.int64).reshape(-1, 4)
+    rects = contour_rects(contours)
     x, y, w, h = (rects[:, i].astype(np.float64) for i in range(4))
     side = np.maximum(w, h)
     grow = 0.22 * side + 1  # a ring's rim is ~1/5 of its inner diameter

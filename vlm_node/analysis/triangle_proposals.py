@@ -21,7 +21,7 @@ import math
 import cv2
 import numpy as np
 
-from vlm_node.geometry import Box
+from vlm_node.geometry import Box, contour_rects
 
 BLOCK = 11
 """Side (px of the search image) of the window whose mean a pixel is compared with: about the
@@ -64,12 +64,12 @@ def find_triangles(bgr: np.ndarray, min_side: int, max_share: float = 0.4) -> li
                                 BLOCK, OFFSET)
     contours, _ = cv2.findContours(rim, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
     largest = max_share * min(grey.shape[:2])
-    out = []
-    for contour in contours:
-        x, y, w, h = cv2.boundingRect(contour)
-        if not min_side <= max(w, h) <= largest or not 0.7 <= w / h <= 1.6:
-            continue
-        if _triangle(contour):
-            out.append(Box(float(x), float(y), float(w), float(h)))
+    # the size and aspect checks for all contours at once: ~98 % are specks of the threshold
+    rects = contour_rects(contours)
+    w, h = rects[:, 2], rects[:, 3]
+    side, aspect = np.maximum(w, h), w / h
+    fits = (min_side <= side) & (side <= largest) & (0.7 <= aspect) & (aspect <= 1.6)
+    out = [Box(*(float(v) for v in rects[i])) for i in np.flatnonzero(fits).tolist()
+           if _triangle(contours[i])]
     keep = box_nms(out, [b.area for b in out], 0.7)
     return [out[i] for i in keep]
