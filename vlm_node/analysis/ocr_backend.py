@@ -916,12 +916,14 @@ class OcrBackend(AnalysisBackend):
         with timed("search.finder"):
             if scale < 1.0 and cfg.finder_scale < 1.0:
                 # a frame larger than the search holds larger signs too (see the setting);
-                # the finder's floor stays search_min_px of its own pixels
+                # the finder's floor stays search_min_px of its own pixels. Bilinear, not
+                # area: 0.6 vs 2.5 ms at 0.75 of 960x540 (area's non-integer path), the same
+                # readings on the 1080p development frames (at 0.75 little aliases)
                 fscale = cfg.finder_scale
                 finder_image = cv2.resize(
                     small, (max(1, round(small.shape[1] * fscale)),
                             max(1, round(small.shape[0] * fscale))),
-                    interpolation=cv2.INTER_AREA)
+                    interpolation=cv2.INTER_LINEAR)
                 cands = [dataclasses.replace(c, box=c.box.scaled(1 / fscale),
                                              legend=c.legend.scaled(1 / fscale))
                          for c in find_candidates(finder_image, dataclasses.replace(
