@@ -292,3 +292,26 @@ def test_fit_verifier_refuses_bad_input_with_a_clear_message(tmp_path, capsys):
         assert exit_info.value.code == 2
         assert "--sizes" in capsys.readouterr().err
     assert not (tmp_path / "v.json").exists()
+
+
+def test_a_reading_on_the_shape_finders_outline_is_not_judged_by_the_verifier():
+    """gtsdb_00470 (development range, not among the fit's photos): a 68 px priority-road sign
+    the shape finder fits as a yellow diamond and the classifier reads at 0.997, which the
+    verifier scores 0.04 (flags and diamond patterns taught it to doubt priority roads). A
+    painted outline of the class's colours is what its false readings lack, so the reading
+    stands; with `verifier_spares_fitted` off it is dropped, and the photo's other readings
+    are the same either way."""
+    bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00470.jpg")
+    label = Box(681, 131, 68, 68)
+    spared, judged = OcrBackend(OcrConfig()), OcrBackend(OcrConfig(verifier_spares_fitted=False))
+    spared.load()
+    judged.load()
+    with_rule, without = spared.read_signs(bgr.copy()), judged.read_signs(bgr.copy())
+    on_label = [r for r in with_rule if r.box is not None and r.box.iou(label) >= 0.3]
+    assert [r.sign_class for r in on_label] == ["priority_road"]
+    assert on_label[0].confidence > 0.99
+    assert not any(r.box is not None and r.box.iou(label) >= 0.3 for r in without)
+    assert [(r.sign_class, r.value) for r in with_rule if r not in on_label] == \
+        [(r.sign_class, r.value) for r in without]
+    spared.close()
+    judged.close()
