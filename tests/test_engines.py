@@ -404,3 +404,65 @@ def test_offline_settings_and_frames_in_flight_keep_shape_reuse_off():
     with pytest.raises(ConfigError):
         from vlm_node.anonymize.anonymizer import validate
         validate(AnonymizerConfig(shape_reuse=0.5))
+
+
+def test_a_shape_cover_covers_every_input_shape_as_shape_reuse_pads():
+    """`shape_cover`: every wanted shape has a cover shape at least as large in every dimension
+    with at most `reuse` times its elements (the rule `shape_reuse` pads by), far fewer shapes
+    than wanted, the same answer every time; at reuse 1 only each shape covers itself."""
+    from vlm_node.anonymize.openvino_session import shape_cover
+
+    wants = [(1, 3, h, w) for h in range(64, 385, 64) for w in range(64, 961, 64)]
+    cover = shape_cover(wants, 1.5)
+    assert len(cover) <= len(wants) // 3
+    for want in wants:
+        assert any(all(c >= v for c, v in zip(shape, want))
+                   and np.prod(shape) <= 1.5 * np.prod(want) for shape in cover), want
+    assert shape_cover(list(reversed(wants)), 1.5) == cover
+    assert sorted(shape_cover(wants, 1.0)) == sorted(wants)
+    assert shape_cover([], 1.5) == []
+
+
+def test_a_camera_set_up_prepares_the_plate_text_models_for_its_vehicle_regions():
+    """`Anonymizer.prepare` (the node's configure step, `prepare_shapes`): the plate text
+    detector and recogniser have run a cover of the shapes vehicle regions and text lines
+    bring, so a region's padded shape is padded further to one of them (`reused`) instead of
+    being prepared on a camera frame; a second camera of the process runs nothing again but
+    knows the shapes; offline settings and `prepare_shapes: false` prepare nothing; stages
+    rebuilt by a new setting are prepared again."""
+    from vlm_node.anonymize.anonymizer import PlateStage
+    from vlm_node.anonymize.config import for_recordings
+
+    def text_sessions(anon: Anonymizer) -> tuple[OpenVinoSession, OpenVinoSession]:
+        plates = next(s.detector for s in anon.detectors if isinstance(s, PlateStage))
+        return plates.text.session, plates.recognizer.session
+
+    anon = Anonymizer(AnonymizerConfig())
+    det, rec = text_sessions(anon)
+    assert not det._shapes_run and not rec._shapes_run
+    ran = anon.prepare()
+    assert 20 <= len(det._shapes_run) <= 30 and 10 <= len(rec._shapes_run) <= 20
+    assert ran in (0, len(det._shapes_run) + len(rec._shapes_run))  # 0: prepared by a test before
+    assert all(s[2] <= 384 and s[3] <= 960 for s in det._shapes_run)
+    assert all(s[0] <= 4 and s[2] == 48 and s[3] <= 320 for s in rec._shapes_run)
+    img = read_bgr(shared("plates/images/Cars0.jpg"))
+    plates = next(s.detector for s in anon.detectors if isinstance(s, PlateStage))
+    held = set(det._shapes_run)
+
+    def padded(region: np.ndarray) -> tuple[int, ...]:
+        return (1, 3) + tuple(-(-v // 64) * 64 for v in region.shape[:2])
+
+    regions = [img[:h, :w] for h in (60, 130, 250) for w in (100, 190, 300, 420)]
+    new_shapes = [r for r in regions if padded(r) not in held]
+    assert len(new_shapes) >= 4
+    for region in regions:
+        assert plates.text.probability(region).shape == region.shape[:2]
+    assert det.reused == len(new_shapes) and det._shapes_run == held
+    second = Anonymizer(AnonymizerConfig())
+    assert second.prepare() == 0
+    assert text_sessions(second)[0]._shapes_run == held
+    for config in (for_recordings(AnonymizerConfig()), AnonymizerConfig(prepare_shapes=False)):
+        other = Anonymizer(config)
+        assert other.prepare() == 0 and not text_sessions(other)[0]._shapes_run
+    anon.reconfigure(AnonymizerConfig(plate_text_threshold=0.31))  # rebuilds the stages
+    assert text_sessions(anon)[0] is not det and text_sessions(anon)[0]._shapes_run == held

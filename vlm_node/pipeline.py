@@ -103,10 +103,12 @@ class Pipeline:
             anon = self._anonymizers.get(stream)
         return anon.stats if anon is not None else None
 
-    def add_camera(self, stream: str) -> None:
+    def add_camera(self, stream: str) -> int:
         """Load the stream's anonymizer now (at configure time) rather than on its first
-        frame; `stream`: a camera name, or the key a tool passes for its streams."""
-        self._anonymizer(stream)
+        frame, and prepare its models for the shapes the stream will bring
+        (`Anonymizer.prepare`); `stream`: a camera name, or the key a tool passes for its
+        streams. How many shapes were prepared."""
+        return self._anonymizer(stream).prepare()
 
     def reset(self, stream: str) -> None:
         """Forget the stream's carried regions: its next frame is unrelated to the last."""

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -231,6 +231,15 @@ class PlateStage:
                              scan=scan)
 
 
+def _prepare(stages: Sequence[Any], config: AnonymizerConfig) -> int:
+    """`Anonymizer.prepare` for `stages`: the text plate detector's models (the face and
+    person models see the frame's own shape, compiled per shape on the first frame)."""
+    if not (config.prepare_shapes and config.engine == "openvino" and config.shape_reuse > 1.0):
+        return 0
+    return sum(stage.detector.prepare(config.shape_reuse) for stage in stages
+               if isinstance(stage, PlateStage) and isinstance(stage.detector, TextPlateDetector))
+
+
 def _geometry(config: AnonymizerConfig) -> PlateGeometry:
     return PlateGeometry(min_height=config.plate_min_height, min_aspect=config.plate_min_aspect,
                          sure_aspect=config.plate_sure_aspect, min_chars=config.plate_min_chars,
@@ -351,6 +360,7 @@ class Anonymizer:
         self._released = 0  # frames released since the last restart
         self._band_hints: dict[int, list[TextHint]] = {}
         self.scan_completions = 0  # partial scans completed at release (stream restarted)
+        self._prepared = False  # `prepare` was asked for: stages rebuilt later are prepared too
 
     def reconfigure(self, config: AnonymizerConfig) -> None:
         """Apply new settings. Model choices rebuild the detectors (loaded before the swap, so
@@ -359,6 +369,8 @@ class Anonymizer:
         validate(config)
         rebuild = any(getattr(config, n) != getattr(self.config, n) for n in _STRUCTURAL)
         stages = build_stages(config) if rebuild else None
+        if stages is not None and self._prepared:
+            _prepare(stages, config)
         replacer = _replacer_for(config, self._replacer)
         with self._lock:
             self._replacer = replacer
@@ -368,6 +380,17 @@ class Anonymizer:
             self._carry.frames = config.carry_frames
             self._carry.iou_threshold = config.carry_iou
             self._carry.growth = config.carry_growth
+
+    def prepare(self) -> int:
+        """Before a stream's first frame (the node's configure step): prepare the models whose
+        input shape varies from frame to frame for the shapes that stream will bring
+        (`prepare_shapes`; OpenVINO with `shape_reuse` only), so that no camera frame waits
+        while OpenVINO prepares one. How many shapes were run (0 when off, or when another
+        camera of this process prepared them already)."""
+        with self._lock:
+            stages, config = self.detectors, self.config
+            self._prepared = True
+        return _prepare(stages, config)
 
     def _stage_pool(self) -> cf.ThreadPoolExecutor:
         if self._pool is None:

@@ -92,7 +92,8 @@ class OpenVinoSession:
                 "install it or use engine 'onnxruntime'") from exc
         if precision not in PRECISIONS:
             raise ConfigError(f"OpenVINO precision must be one of {PRECISIONS}, not {precision!r}")
-        model, self._compiled = _compiled(str(path), _stamp(path), int(threads), precision)
+        self._key = (str(path), _stamp(path), int(threads), precision)
+        model, self._compiled = _compiled(*self._key)
         self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.path = Path(path)
         self._inputs = [NodeArg(p.get_any_name(), _shape(p.get_partial_shape()))
@@ -145,6 +146,38 @@ class OpenVinoSession:
         grown = n is not None and any(len(x) != n for x in padded.values())
         return [(o[:n] if grown and np.ndim(o) and len(o) > n else o).copy() for o in outs]
 
+    def prepare(self, shapes: Sequence[Sequence[int]]) -> int:
+        """Run the model once on zeros of each input shape of `shapes` (a single-input model),
+        smallest first, and remember them as run, so that OpenVINO has prepared them before a
+        camera's frames need them and `shape_reuse` pads later inputs to them. Why: OpenVINO
+        prepares each new input shape of an any-shape model on its first call (the text
+        detector 41-75 instead of 7-13 ms), and in a node's first minute the frames that met a
+        new shape took a median 121 against 57 ms (docs/anonymizer.md, "Shapes prepared at
+        set-up"). A shape this process has already prepared for the same compiled
+        model (another camera's session) is only remembered, not run again. Returns how many
+        shapes were run."""
+        if self._compiled is None:
+            raise RuntimeError(f"{self.path.name}: OpenVINO session used after release_all()")
+        if len(self._inputs) != 1:
+            raise ValueError(f"{self.path.name}: prepare() takes single-input models")
+        name = self._inputs[0].name
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        ran = 0
+        for shape in sorted({tuple(int(v) for v in s) for s in shapes},
+                            key=lambda s: (math.prod(s), s)):
+            with _PREPARED_LOCK:
+                done = shape in _PREPARED.setdefault(self._key, set())
+            if not done:
+                request.infer({name: np.zeros(shape, np.float32)})
+                ran += 1
+                with _PREPARED_LOCK:
+                    _PREPARED[self._key].add(shape)
+            with self._shapes_lock:
+                self._shapes_run.add(shape)
+        return ran
+
     def _run_shape(self, want: list[int]) -> list[int]:
         """`want`, or the smallest shape already run that covers it within `shape_reuse` times
         its elements (`__init__`); a shape not covered is remembered as run."""
@@ -186,6 +219,33 @@ class OpenVinoSession:
 
 _LIVE: "weakref.WeakSet[OpenVinoSession]" = weakref.WeakSet()
 
+# Input shapes run through `OpenVinoSession.prepare` in this process, per compiled model
+# (`_compiled`'s arguments): OpenVINO keeps what it prepared for a shape with the compiled model,
+# which every session of the same file and settings shares.
+_PREPARED: dict[tuple[str, tuple[int, int], int, str], set[tuple[int, ...]]] = {}
+_PREPARED_LOCK = threading.Lock()
+
+
+def shape_cover(wants: Sequence[Sequence[int]], reuse: float) -> list[tuple[int, ...]]:
+    """A few shapes that between them cover every shape of `wants` the way `shape_reuse`
+    covers an input: at least as large in every dimension, at most `reuse` times its elements
+    (greedy set cover: the shape covering the most uncovered wants first, the smaller on a tie;
+    deterministic). Why a cover and not every shape: the text detector's vehicle regions come
+    in ~135 padded shapes, each ~10 MB once prepared; 25 of them cover the common ones."""
+    left = {tuple(int(v) for v in w) for w in wants}
+    candidates = sorted(left, key=lambda s: (math.prod(s), s))
+
+    def covered_by(c: tuple[int, ...]) -> set[tuple[int, ...]]:
+        return {w for w in left if len(w) == len(c) and all(a >= b for a, b in zip(c, w))
+                and math.prod(c) <= reuse * math.prod(w)}
+
+    chosen: list[tuple[int, ...]] = []
+    while left:
+        best = max(candidates, key=lambda c: (len(covered_by(c)), -math.prod(c)))
+        left -= covered_by(best)
+        chosen.append(best)
+    return chosen
+
 
 def release_all() -> None:
     """Drop every OpenVINO object this module made: each live session's infer requests and
@@ -201,6 +261,8 @@ def release_all() -> None:
         session._exact = None
     _exact_models.cache_clear()
     _compiled.cache_clear()
+    with _PREPARED_LOCK:
+        _PREPARED.clear()
     _make_core.cache_clear()
     gc.collect()
 

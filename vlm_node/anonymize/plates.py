@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from vlm_node import vocab
+from vlm_node.anonymize.openvino_session import shape_cover
 from vlm_node.anonymize.multiscale import (RawDetections, check_finite, merge, plan_views,
                                            run_view, working_scale)
 from vlm_node.anonymize.plate_scan import ScanRect
@@ -44,6 +45,14 @@ VERIFY_MODES = ("none", "ambiguous", "all")
 DET_PAD = {2: 64, 3: 64}
 REC_PAD = {3: 32}
 
+# The input shapes a stream's text models are prepared for at configure time
+# (`TextPlateDetector.prepare`): those the vehicle regions and text lines of busy 1080p frames
+# brought (a 240-frame drive through 24 crowd, road and car photos: the detector 32 shapes,
+# all <= 576 px high and nearly all <= 384; the recogniser 33, all <= 320 px wide, batches of
+# 1-4); a larger one is prepared when it first comes, as before.
+PREPARED_DET_MAX_HEIGHT = 384
+PREPARED_REC_MAX_WIDTH = 320
+
 
 class TextDetector:
     """PP-OCRv4 DBNet text detection: a per-pixel text probability map, thresholded into
@@ -63,6 +72,18 @@ class TextDetector:
         self.bin_threshold = bin_threshold
         self.unclip_ratio = unclip_ratio
         self._kernel = np.ones((2, 2), np.uint8)
+
+    def prepare(self, max_height: int, max_width: int, reuse: float) -> int:
+        """Prepare the any-shape model for every padded input up to `max_height` x `max_width`
+        (a cover of them, `shape_cover` at `reuse`); how many shapes were run (0 on an engine
+        without `prepare`)."""
+        prepare = getattr(self.session, "prepare", None)
+        if prepare is None:
+            return 0
+        sh, sw = DET_PAD[2], DET_PAD[3]
+        wants = [(1, 3, h, w) for h in range(sh, max_height + 1, sh)
+                 for w in range(sw, -(-max_width // sw) * sw + 1, sw)]
+        return prepare(shape_cover(wants, reuse))
 
     def probability(self, image: np.ndarray) -> np.ndarray:
         """Text probability map of `image` (BGR, any size), same size as the input."""
@@ -131,6 +152,17 @@ class TextRecognizer:
             raise ValueError("PP-OCR recognition model carries no character list")
         # index 0 is the CTC blank; the list ends with a space (use_space_char)
         self.charset = ["", *meta["character"].splitlines(), " "]
+
+    def prepare(self, max_width: int, reuse: float) -> int:
+        """Prepare the model for batches of 1-READ_BATCH lines up to `max_width` px wide (a
+        cover, as `TextDetector.prepare`); how many shapes were run."""
+        prepare = getattr(self.session, "prepare", None)
+        if prepare is None:
+            return 0
+        step = REC_PAD[3]
+        wants = [(n, 3, 48, w) for n in range(1, READ_BATCH + 1)
+                 for w in range(step, max_width + 1, step)]
+        return prepare(shape_cover(wants, reuse))
 
     def crop(self, frame: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
         """The line inside `quad` (4x2 frame px) straightened to height 48, or None when too
@@ -486,6 +518,17 @@ class TextPlateDetector:
         self.max_upscale = max_upscale
         self.geometry = geometry
         self.verify = verify
+
+    def prepare(self, reuse: float) -> int:
+        """Prepare the text models for the shapes a stream's vehicle regions and text lines
+        bring (PREPARED_DET_MAX_HEIGHT x the pixel budget, PREPARED_REC_MAX_WIDTH), so that
+        `shape_reuse` (`reuse`) pads them to a prepared shape instead of preparing one on a
+        camera frame; how many shapes were run."""
+        width = self.max_side if self.max_side > 0 else 1920
+        ran = self.text.prepare(min(PREPARED_DET_MAX_HEIGHT, width), width, reuse)
+        if self.recognizer is not None:
+            ran += self.recognizer.prepare(PREPARED_REC_MAX_WIDTH, reuse)
+        return ran
 
     def lines(self, frame: np.ndarray, scale: float | None = None, recurring: bool = True
               ) -> RawDetections:

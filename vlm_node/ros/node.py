@@ -112,8 +112,12 @@ class VlmNode(LifecycleNode):
                 from vlm_node.analysis.engine import tracker_factory_from_config
                 trackers = tracker_factory_from_config(self.config)
             pipeline = Pipeline(self._anonymizer_config(), analyzer, trackers)
-            for cam in self.config.cameras:
-                pipeline.add_camera(cam)
+            t0 = time.monotonic()
+            prepared = sum(pipeline.add_camera(cam) for cam in self.config.cameras)
+            if prepared:
+                self.get_logger().info(
+                    f"prepared the plate text models for {prepared} input shapes in "
+                    f"{time.monotonic() - t0:.1f} s (anonymizer.prepare_shapes)")
         except (VlmNodeError, FileNotFoundError, OSError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
