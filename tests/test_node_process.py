@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -159,6 +160,9 @@ def test_node_shuts_down_cleanly_on_signal(sig: int) -> None:
     log = node.output()
     assert "shut down" in log  # the lifecycle shutdown transition ran, in order
     assert "Traceback" not in log and "ERROR" not in log, log
+    # its camera was set up before activation, the plate text models prepared (a fresh process)
+    prepared = re.search(r"plate text models prepared for (\d+) input shapes", log)
+    assert prepared is not None and int(prepared.group(1)) >= 30, log
 
 
 def test_bad_parameter_fails_at_start_with_the_reason() -> None:

@@ -116,8 +116,8 @@ class VlmNode(LifecycleNode):
             prepared = sum(pipeline.add_camera(cam) for cam in self.config.cameras)
             if prepared:
                 self.get_logger().info(
-                    f"prepared the plate text models for {prepared} input shapes in "
-                    f"{time.monotonic() - t0:.1f} s (anonymizer.prepare_shapes)")
+                    f"anonymizers set up in {time.monotonic() - t0:.1f} s, the plate text "
+                    f"models prepared for {prepared} input shapes (anonymizer.prepare_shapes)")
         except (VlmNodeError, FileNotFoundError, OSError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
