@@ -464,5 +464,6 @@ def test_a_camera_set_up_prepares_the_plate_text_models_for_its_vehicle_regions(
     for config in (for_recordings(AnonymizerConfig()), AnonymizerConfig(prepare_shapes=False)):
         other = Anonymizer(config)
         assert other.prepare() == 0 and not text_sessions(other)[0]._shapes_run
+    assert Anonymizer(AnonymizerConfig(engine="onnxruntime")).prepare() == 0  # no such step
     anon.reconfigure(AnonymizerConfig(plate_text_threshold=0.31))  # rebuilds the stages
     assert text_sessions(anon)[0] is not det and text_sessions(anon)[0]._shapes_run == held
