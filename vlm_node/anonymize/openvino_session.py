@@ -137,14 +137,20 @@ class OpenVinoSession:
         if exact:
             request = self._exact.request(padded)
         else:
-            request = getattr(self._local, "request", None)
-            if request is None:
-                request = self._local.request = self._compiled.create_infer_request()
+            request = self._thread_request()
         request.infer(padded)
         names = output_names or [o.name for o in self._outputs]
         outs = [request.get_tensor(name).data for name in names]
         grown = n is not None and any(len(x) != n for x in padded.values())
         return [(o[:n] if grown and np.ndim(o) and len(o) > n else o).copy() for o in outs]
+
+    def _thread_request(self) -> Any:  # noqa: ANN401
+        """This thread's infer request on the model compiled for any shape (made on first use:
+        requests are not shared between threads)."""
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self._compiled.create_infer_request()
+        return request
 
     def prepare(self, shapes: Sequence[Sequence[int]]) -> int:
         """Run the model once on zeros of each input shape of `shapes` (a single-input model),
@@ -161,9 +167,7 @@ class OpenVinoSession:
         if len(self._inputs) != 1:
             raise ValueError(f"{self.path.name}: prepare() takes single-input models")
         name = self._inputs[0].name
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self._compiled.create_infer_request()
+        request = self._thread_request()
         ran = 0
         for shape in sorted({tuple(int(v) for v in s) for s in shapes},
                             key=lambda s: (math.prod(s), s)):
