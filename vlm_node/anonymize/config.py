@@ -251,7 +251,7 @@ class AnonymizerConfig:
     prepare_shapes: bool = setting(
         True, "With engine `openvino` and shape_reuse > 1 (the node): when a camera is set up, "
               "run the plate text models once on a cover of the input shapes vehicle regions "
-              "and text lines bring (25 + 14 shapes, ~2 s and ~400 MB once per process), so "
+              "and text lines bring (25 + 17 shapes, ~2 s and ~400 MB once per process), so "
               "that no camera frame waits while OpenVINO prepares a new shape (41-75 instead "
               "of 7-13 ms a call). Busy 1080p frames in a node's first minute, in-process, "
               "three runs each: p95 107-117 instead of 138-174 ms with a new still every "
