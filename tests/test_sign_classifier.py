@@ -368,7 +368,8 @@ def test_speed_limit_ids_are_looked_up_by_value_and_unit():
 
 # Development photos whose speed limit is proposed only through a box run on past the sign:
 # 00322's white face into the sky beside it (wide), 00373's and road410's into what hangs below
-# (tall); each is read through an end square of that box, and through nothing else.
+# (tall); each is read through an end square of that box, and through nothing else but the
+# ring fitted inside that box (`fit_rings`, a second route since 2026-12-06) where it reads.
 SQUARED = [("gtsdb_00322.jpg", Box(700, 196, 26, 27), 80),
            ("gtsdb_00373.jpg", Box(98, 310, 20, 19), 70),
            ("andrewmvd_road410.jpg", Box(145, 112, 32, 31), 100)]
@@ -379,8 +380,11 @@ def test_an_end_square_reads_a_sign_its_region_ran_past(backend, file, box, valu
     from vlm_node.analysis.ocr_backend import OcrConfig
 
     bgr = read_bgr(shared("signs_real_dev") / file)
-    with OcrBackend(OcrConfig(square_ends=0)) as plain:
+    with OcrBackend(OcrConfig(square_ends=0, fit_rings=False)) as plain:
         assert not [r for r in plain.read_signs(bgr) if r.box is not None and r.box.iou(box) > 0.1]
+    with OcrBackend(OcrConfig(square_ends=0)) as fitted:
+        assert all(r.value in (None, value) for r in fitted.read_signs(bgr)
+                   if r.box is not None and r.box.iou(box) > 0.1)
     hits = _near(backend.read_signs(bgr), box)
     assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", value)]
     assert hits[0].box.w == pytest.approx(hits[0].box.h)  # the square, not the region
@@ -684,7 +688,9 @@ def crops_off():
 
     # round outlines read as round classes would find some crops' grey end-of signs by their
     # outline; off, so that this reader shows what the colour search alone makes of a crop
-    with OcrBackend(OcrConfig(whole_frame_px=0, circle_round_classes=False)) as b:
+    # (and no OCR read of proposals: since they are read from 20 px, a crop's 23 px legend is)
+    with OcrBackend(OcrConfig(whole_frame_px=0, circle_round_classes=False,
+                              speed_proposals=0)) as b:
         yield b
 
 
@@ -832,7 +838,9 @@ def test_the_shape_finder_looks_at_a_large_frame_at_a_smaller_scale(monkeypatch)
 def test_a_thin_rimmed_ring_of_a_large_frame_keeps_its_ocr_value():
     """Why `finder_scale` is 0.75 and not 0.5: the Kaggle photo road197 letterboxed to 1080p
     holds a clear speed limit 5 (88 px), a value GTSRB has no class for, read only through the
-    finder's red ring and OCR; at 0.5 its thin rim is gone in the finder's 480x270 image."""
+    finder's red ring and OCR; at 0.5 its thin rim is gone in the finder's 480x270 image.
+    (Since 2026-12-06 a proposal's OCR read, its ring refitted, reads it as well: the finder's
+    part is shown with those reads off.)"""
     import dataclasses
 
     from vlm_node.analysis.ocr_backend import OcrConfig
@@ -842,7 +850,8 @@ def test_a_thin_rimmed_ring_of_a_large_frame_keeps_its_ocr_value():
                         (1920, 1080), fit=True)
     sign = Box(1122, 358, 88, 88)
     with OcrBackend(OcrConfig()) as default, \
-            OcrBackend(dataclasses.replace(OcrConfig(), finder_scale=0.5)) as half:
+            OcrBackend(dataclasses.replace(OcrConfig(), finder_scale=0.5,
+                                           speed_proposals=0)) as half:
         read = [(r.sign_class, r.value) for r in default.read_signs(frame)
                 if r.box.iou(sign) >= 0.5]
         assert read == [("speed_limit", 5.0)]
@@ -1020,8 +1029,9 @@ def test_big_round_outlines_are_read_by_ocr_alone(backend, colour_backend, file,
     bgr = read_bgr(shared("signs_real_dev") / file)
     near = _near(backend.read_signs(bgr), box)
     assert [(r.sign_class, r.value, r.source) for r in near] == [("speed_limit", value, "ocr")]
-    # neither the colour search nor circles without OCR's own read find it
-    with OcrBackend(OcrConfig(circle_read_px=0)) as without:
+    # neither the colour search nor circles without OCR's own read find it (nor, since round
+    # outlines join the speed proposals, those reads: off here)
+    with OcrBackend(OcrConfig(circle_read_px=0, speed_proposals=0)) as without:
         for other in (colour_backend, without):
             assert not [r for r in other.read_signs(bgr) if r.sign_class == "speed_limit"
                         and r.value is not None and r.box is not None

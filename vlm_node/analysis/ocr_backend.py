@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from vlm_node.analysis.base import AnalysisBackend
-from vlm_node.analysis.circle_proposals import find_circles
+from vlm_node.analysis.circle_proposals import find_circles, fit_ring
 from vlm_node.analysis.diamond_proposals import find_diamonds
 from vlm_node.analysis.gtsrb import GTSRB_CLASSES, speed_limit_id
 from vlm_node.analysis.sign_candidates import (CandidateConfig, ProposalConfig, Shape,
@@ -143,11 +143,30 @@ class OcrConfig:
                                          "have at least this probability (1.0 = never); OCR's "
                                          "own number rules then decide.",
                                     min=0.0, max=1.0, dynamic=True)
-    speed_proposals: int = setting(3, "At most this many colour proposals per frame that the "
-                                      "classifier leaned to a speed limit on (see "
-                                      "ocr_speed_mass) get an OCR read; each costs a "
+    speed_proposals: int = setting(3, "At most this many colour proposals or round outlines "
+                                      "per frame that the classifier leaned to a speed limit "
+                                      "on (see ocr_speed_mass) get an OCR read; each costs a "
                                       "recogniser call. 0 = only the shape finder's rings.",
                                    min=0, max=64, dynamic=True)
+    speed_proposal_px: int = setting(20, "Smallest such proposal OCR reads (box side, in "
+                                         "pixels of the search image, so 40 px of a 1080p "
+                                         "frame); legends under confirm_below_px must read "
+                                         "the same twice. Was 35 frame px (one-pass legends "
+                                         "only): on the Kaggle photos road0-437 20 reads 8 "
+                                         "more values, 0 more wrong (docs/sign_classifier.md).",
+                                     min=0, max=4096, dynamic=True)
+    fit_rings: bool = setting(True, "Before OCR reads a colour proposal or round outline as a "
+                                    "speed sign, fit the ring inside it (a small Hough pass on "
+                                    "the box): a colour region's box often holds the post or "
+                                    "a plate too, and the legend cut from it then holds the "
+                                    "rim, read as '(40)'. Kaggle photos road0-437: 21 more "
+                                    "values, 0 more wrong.", dynamic=True)
+    ocr_unknown_values: bool = setting(True, "OCR's sure read (>= 0.9) of a speed value GTSRB "
+                                             "has no class for (40, 90, 5, 110, ...) wins over "
+                                             "the classifier's value, which cannot be one of "
+                                             "those; read in only one of two passes it still "
+                                             "drops the classifier's value. false: any "
+                                             "disagreement drops the value.", dynamic=True)
     search_max_side: int = setting(960, "The colour/shape search (not the classifier's "
                                         "crops, not OCR) runs on the frame shrunk to at "
                                         "most this longer side; 0 = full resolution. 960 "
@@ -330,6 +349,9 @@ _CIRCLE_READ_SCORE = 0.9
 # Round outlines a frame that get such a read (largest first): each is a recogniser call, and
 # on the development photos a third one added no value (a first-only cap lost one).
 _CIRCLE_READS_PER_FRAME = 2
+# A ring fitted inside a speed proposal is read beside the proposal's own box when the two
+# overlap less than this (IoU); nearly the same box would read the same.
+_REFIT_IOU = 0.8
 _RED_HUE_MAX = 15  # OpenCV hue (0-180) within this of 0 is the rim's red (and orange-red)
 
 
@@ -621,6 +643,9 @@ class _Job:
     # Separate glyphs (full-height ink blobs) in the main text row: more glyphs than the
     # recogniser returned characters means it dropped one ("1000" read as "100").
     glyphs: int = 0
+    # The same place read through another box (a speed proposal's own box beside the ring
+    # fitted in it): used when this job reads nothing, and none when the two disagree.
+    fallback: "_Job | None" = None
 
 
 PEOPLE_MIN_SCORES = {"face": 0.5, "person": 0.7}
@@ -1140,22 +1165,30 @@ class OcrBackend(AnalysisBackend):
             j.kind in ("us", "blue", "ring") or (j.kind == "stop" and j.cand.found_by == _HINT))]
         budget = max(0, self.config.max_reads - len(checks))
         pending = pending[:budget]
-        pending += self._speed_proposals(bgr, boxes[finder:outline], results[finder:outline],
-                                         taken + [c.box for c in cands], budget - len(pending))
+        # big outlines first: their strict read (as many digits as glyphs) decides a sign the
+        # looser speed-proposal read of the same place (its box refitted) might not
         pending += self._circle_reads(
             bgr, boxes[outline:triangle], results[outline:triangle],
             taken + [c.box for c in cands] + [j.cand.box for _, j in pending],
             budget - len(pending))
+        pending += self._speed_proposals(
+            bgr, boxes[finder:triangle], results[finder:triangle],
+            taken + [c.box for c in cands] + [j.cand.box for _, j in pending],
+            budget - len(pending), outline - finder, scale)
         jobs = [j for _, j in pending]
-        everything = [j for _, j in checks] + jobs
+        everything = [j for _, j in checks] + jobs + [j.fallback for j in jobs if j.fallback]
         self._run(everything, [j.crops for j in everything])
         small = [j for j in everything if self._is_small(j)]
         self._run(small, [[_binarized(c, j.light_legend) for c in j.crops] for j in small],
                   alt=True)
         for index, job in checks:
             ocr = self._reading(bgr, job)
-            reading = second_opinion(readings[index], ocr, self.config.min_confidence)
+            reading = second_opinion(readings[index], ocr, self.config.min_confidence,
+                                     self.config.ocr_unknown_values)
             if ocr is None and reading.value is not None and reads_letters(job.reads):
+                reading = dataclasses.replace(reading, value=None, unit="")
+            if ocr is None and reading.value is not None and self.config.ocr_unknown_values \
+                    and self._unknown_value_read(bgr, job, reading):
                 reading = dataclasses.replace(reading, value=None, unit="")
             if reading.value is None and readings[index].value is not None:
                 reading = self._settled(rgb, reading, ocr)
@@ -1173,6 +1206,13 @@ class OcrBackend(AnalysisBackend):
             readings[index] = reading
         for mass, job in pending:
             reading = self._reading(bgr, job)
+            if job.fallback is not None:
+                if len(self._pass_values(bgr, [job, job.fallback])) > 1:
+                    continue  # the fitted ring and the proposal's box read different numbers
+                other = self._reading(bgr, job.fallback)
+                if reading is None or (other is not None and
+                                       other.confidence > reading.confidence):
+                    reading = other
             if reading is None or reading.confidence < self.config.min_confidence:
                 continue
             if ocr_only(reading) and job.cand.found_by != _SPEED_PROPOSAL:
@@ -1265,7 +1305,8 @@ class OcrBackend(AnalysisBackend):
                                    confidence=min(reading.confidence, ocr.confidence))
 
     def _speed_proposals(self, bgr: np.ndarray, boxes: Sequence[Box],
-                         results: Sequence[SignClass], taken: Sequence[Box], budget: int
+                         results: Sequence[SignClass], taken: Sequence[Box], budget: int,
+                         outlines_from: int | None = None, scale: float = 1.0
                          ) -> list[tuple[float, _Job]]:
         """Ring jobs for proposals the classifier rejected but leaned towards a speed limit on
         (its speed classes together >= `ocr_speed_mass`), most speed-like first, one per
@@ -1274,14 +1315,17 @@ class OcrBackend(AnalysisBackend):
         by colour but not always found as a ring by the shape finder, and the classifier only
         says "some speed limit"; OCR's strict reading of the number (glyph count, text height,
         plausible value) then decides, as for the finder's rings. At most `budget` jobs
-        (the frame's OCR reads left): the crops are only prepared for those."""
+        (the frame's OCR reads left): the crops are only prepared for those. `boxes` from
+        `outlines_from` on are round outlines (Hough circles); the others, colour regions'
+        boxes, are refitted to the ring inside them first (`fit_rings`). `scale`: the search
+        image's pixels per frame pixel (`speed_proposal_px` counts search pixels)."""
         cfg = self.config
         budget = min(budget, cfg.speed_proposals)
         if cfg.ocr_speed_mass >= 1.0 or budget <= 0:
             return []
         # the legend (inner 70 %) must be big enough to be read in one pass: smaller ones need
         # two agreeing reads (`confirm_below_px`), which these uncertain boxes do not earn
-        min_side = max(cfg.min_value_px, cfg.confirm_below_px / 0.7)
+        min_side = max(cfg.min_value_px, cfg.speed_proposal_px / scale)
         order = sorted((i for i, r in enumerate(results) if r.speed_mass >= cfg.ocr_speed_mass
                         and min(boxes[i].w, boxes[i].h) >= min_side),
                        key=lambda i: -results[i].speed_mass)
@@ -1292,14 +1336,26 @@ class OcrBackend(AnalysisBackend):
             if any(box.iou(b) > 0.3 for b in used):
                 continue
             used.append(box)
-            ring = self._ring_candidate(box, res, [])
-            job = self._job(bgr, dataclasses.replace(ring, score=res.speed_mass,
-                                                     found_by=_SPEED_PROPOSAL))
+            job = self._speed_job(bgr, box, res)
+            if cfg.fit_rings and (outlines_from is None or i < outlines_from):
+                # (a round outline is a fitted circle already)
+                fitted = fit_ring(bgr, box)
+                if fitted.iou(box) < _REFIT_IOU:
+                    job_fitted = self._speed_job(bgr, fitted, res)
+                    if job_fitted is not None and job_fitted.kind == "ring":
+                        job_fitted.fallback = job if job is not None and job.kind == "ring" \
+                            else None
+                        job = job_fitted
             if job is not None and job.kind == "ring":
                 out.append((res.speed_mass, job))
                 if len(out) >= budget:
                     break
         return out
+
+    def _speed_job(self, bgr: np.ndarray, box: Box, res: SignClass) -> _Job | None:
+        ring = self._ring_candidate(box, res, [])
+        return self._job(bgr, dataclasses.replace(ring, score=res.speed_mass,
+                                                  found_by=_SPEED_PROPOSAL))
 
     def _circle_reads(self, bgr: np.ndarray, circles: Sequence[Box],
                       results: Sequence[SignClass], taken: Sequence[Box], budget: int
@@ -1320,13 +1376,15 @@ class OcrBackend(AnalysisBackend):
             if min(box.w, box.h) < min_px or \
                     any(box.iou(u) > 0.3 or box.coverage_by(u) > 0.5 for u in used):
                 continue  # (a circle inside a sign is one of its digits or its inner edge)
-            used.append(box)
             ring = self._ring_candidate(box, res, [])
             job = self._job(bgr, dataclasses.replace(ring, score=1.0, found_by=_CIRCLE_READ))
             # a speed number here has two or three glyphs (circle_read_ok wants as many digits
             # read): on the development photos 237 of 258 outlines read in vain held one blob
             # (a wheel's hub, a lamp), skipped before the recogniser runs
             if job is not None and job.kind == "ring" and job.glyphs in (2, 3):
+                # only an outline that is read hides the circles inside it: a large false
+                # outline (around a sign and its post) must not hide the sign's own rim
+                used.append(box)
                 out.append((res.speed_mass, job))
                 if len(out) >= budget:
                     break
@@ -1366,6 +1424,29 @@ class OcrBackend(AnalysisBackend):
             else:
                 job.reads = reads[i:i + len(cs)]
             i += len(cs)
+
+    def _unknown_value_read(self, bgr: np.ndarray, job: _Job, reading: SignReading) -> bool:
+        """Whether one of the job's passes alone surely reads a speed value GTSRB has no class
+        for, other than the classifier's `reading`. Why: a small legend needs both passes to
+        agree before OCR's value is published, but one sure read of a 90 is evidence enough
+        that the classifier's 80 is the nearest class it knows, not the sign (Kaggle road422).
+        Values GTSRB has are left to the agreement rule: on the GTSDB photos a single pass
+        contradicted 13 right classifier values of 15-30 px signs."""
+        for reads in (job.reads, job.alt_reads):
+            one = self._interpret(bgr, job, reads) if reads else None
+            if one is not None and unknown_value(one) and one.value != reading.value:
+                return True
+        return False
+
+    def _pass_values(self, bgr: np.ndarray, jobs: Sequence[_Job]) -> set[tuple[str, float]]:
+        """The (class, value) pairs that any single pass of `jobs` reads."""
+        out = set()
+        for job in jobs:
+            for reads in (job.reads, job.alt_reads):
+                one = self._interpret(bgr, job, reads) if reads else None
+                if one is not None and one.value is not None:
+                    out.add((one.sign_class, one.value))
+        return out
 
     def _is_small(self, job: _Job) -> bool:
         return job.kind != "us" and job.cand.legend.h < self.config.confirm_below_px
@@ -1634,13 +1715,15 @@ def ocr_only(reading: SignReading) -> bool:
     return reading.sign_class not in _CLASSIFIER_CLASSES
 
 
-def second_opinion(reading: SignReading, ocr: SignReading | None, min_confidence: float
-                   ) -> SignReading:
+def second_opinion(reading: SignReading, ocr: SignReading | None, min_confidence: float,
+                   unknown_values: bool = True) -> SignReading:
     """The classifier's numbered reading checked against OCR's read of the same legend. When
     OCR reads a plausible number (or another numbered class) that differs, the value is
     dropped: the sign is still reported, but a wrong speed limit is worse than none. When OCR
     agrees, its text is kept; when it reads nothing usable, the classifier stands alone. A
-    speed limit the classifier could not give a value fills it from OCR."""
+    speed limit the classifier could not give a value fills it from OCR, and with
+    `unknown_values` so does OCR's sure read of a value GTSRB has no class for (the classifier
+    answers a 40 or a 90 with the nearest class it knows: Kaggle road0-437, 5 more values)."""
     if ocr is None or ocr.confidence < min_confidence or ocr.value is None:
         return reading
     if reading.value is None:
@@ -1653,7 +1736,23 @@ def second_opinion(reading: SignReading, ocr: SignReading | None, min_confidence
     if ocr.sign_class == reading.sign_class and ocr.value == reading.value and \
             ocr.unit == reading.unit:
         return dataclasses.replace(reading, text=ocr.text)
+    if unknown_values and reading.sign_class == "speed_limit" and unknown_value(ocr):
+        # the classifier's value is the nearest GTSRB class to a sign it has no class for
+        return dataclasses.replace(reading, value=ocr.value, unit=ocr.unit, text=ocr.text,
+                                   confidence=min(reading.confidence, ocr.confidence))
     return dataclasses.replace(reading, value=None, unit="", text=ocr.text)
+
+
+UNKNOWN_VALUE_SCORE = 0.9
+"""OCR confidence at which its read of a speed value GTSRB lacks overrules the classifier."""
+
+
+def unknown_value(ocr: SignReading) -> bool:
+    """Whether OCR surely read a speed limit whose value no GTSRB class carries (a 40, a 90, a
+    5, or any mph value): the classifier cannot answer such a sign right."""
+    return (ocr.sign_class == "speed_limit" and ocr.value is not None
+            and ocr.confidence >= UNKNOWN_VALUE_SCORE
+            and speed_limit_id(ocr.value, ocr.unit) is None)
 
 
 def circle_read_ok(reading: SignReading, glyphs: int) -> bool:
