@@ -2,6 +2,8 @@
 (`vlm_node.evaluation.redaction`): the shared data sets in their three layouts, path
 resolution, `faces_ignore`, and exact counts on hand-made boxes."""
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +92,18 @@ def test_counts_add_and_the_greedy_pairs_take_the_best_first():
     found = [Box(2, 0, 10, 10), Box(0, 0, 9, 10)]
     assert sorted(greedy_pairs(labels, found, 0.3)) == [(0, 1), (1, 0)]
     assert greedy_pairs([None], found, 0.0) == []
+
+
+def test_the_shipped_kaggle_development_labels_hold_only_the_development_range():
+    """docs/data/kaggle_road0-437_labels.json: speed values read by eye for the Kaggle
+    road-sign photos road0-road437 (the figures of docs/sign_classifier.md); road438-road876
+    are reserved for independent evaluation and must never appear in it."""
+    path = Path(__file__).resolve().parents[1] / "docs/data/kaggle_road0-437_labels.json"
+    images = load_labels(path, root=path.parent)
+    numbers = [int(re.search(r"road(\d+)\.png$", str(i.path)).group(1)) for i in images]
+    assert sorted(numbers) == list(range(438))
+    speed = [s for i in images for s in i.signs or [] if s["class"] == "speed_limit"]
+    assert len(speed) == 291
+    valued = [s["value"] for s in speed if s.get("value") is not None]
+    assert len(valued) == 287 and {40, 90, 100}.issubset(valued)
+    assert all(5 <= v <= 130 for v in valued)
