@@ -644,7 +644,8 @@ class _Job:
     # recogniser returned characters means it dropped one ("1000" read as "100").
     glyphs: int = 0
     # The same place read through another box (a speed proposal's own box beside the ring
-    # fitted in it): used when this job reads nothing, and none when the two disagree.
+    # fitted in it): the surer of the two readings is used, none when any pass of either
+    # reads another number.
     fallback: "_Job | None" = None
 
 
@@ -1323,8 +1324,7 @@ class OcrBackend(AnalysisBackend):
         budget = min(budget, cfg.speed_proposals)
         if cfg.ocr_speed_mass >= 1.0 or budget <= 0:
             return []
-        # the legend (inner 70 %) must be big enough to be read in one pass: smaller ones need
-        # two agreeing reads (`confirm_below_px`), which these uncertain boxes do not earn
+        # a legend under `confirm_below_px` must read the same in both passes (`_reading`)
         min_side = max(cfg.min_value_px, cfg.speed_proposal_px / scale)
         order = sorted((i for i, r in enumerate(results) if r.speed_mass >= cfg.ocr_speed_mass
                         and min(boxes[i].w, boxes[i].h) >= min_side),
@@ -1353,6 +1353,7 @@ class OcrBackend(AnalysisBackend):
         return out
 
     def _speed_job(self, bgr: np.ndarray, box: Box, res: SignClass) -> _Job | None:
+        """OCR's ring job for a speed proposal's `box`, scored by the classifier's speed mass."""
         ring = self._ring_candidate(box, res, [])
         return self._job(bgr, dataclasses.replace(ring, score=res.speed_mass,
                                                   found_by=_SPEED_PROPOSAL))
@@ -1432,20 +1433,23 @@ class OcrBackend(AnalysisBackend):
         that the classifier's 80 is the nearest class it knows, not the sign (Kaggle road422).
         Values GTSRB has are left to the agreement rule: on the GTSDB photos a single pass
         contradicted 13 right classifier values of 15-30 px signs."""
-        for reads in (job.reads, job.alt_reads):
-            one = self._interpret(bgr, job, reads) if reads else None
-            if one is not None and unknown_value(one) and one.value != reading.value:
-                return True
-        return False
+        return any(unknown_value(one) and one.value != reading.value
+                   for one in self._pass_readings(bgr, [job]))
 
     def _pass_values(self, bgr: np.ndarray, jobs: Sequence[_Job]) -> set[tuple[str, float]]:
         """The (class, value) pairs that any single pass of `jobs` reads."""
-        out = set()
+        return {(one.sign_class, one.value) for one in self._pass_readings(bgr, jobs)
+                if one.value is not None}
+
+    def _pass_readings(self, bgr: np.ndarray, jobs: Sequence[_Job]) -> list[SignReading]:
+        """Each pass of each of `jobs` (colour, then binarized when it ran) interpreted on its
+        own, without the two-pass agreement `_reading` asks of small legends."""
+        out = []
         for job in jobs:
             for reads in (job.reads, job.alt_reads):
                 one = self._interpret(bgr, job, reads) if reads else None
-                if one is not None and one.value is not None:
-                    out.add((one.sign_class, one.value))
+                if one is not None:
+                    out.append(one)
         return out
 
     def _is_small(self, job: _Job) -> bool:
