@@ -17,7 +17,7 @@ def test_vocabularies_are_complete_and_unique():
     for group in (vocab.SIGN_CLASSES, vocab.UNITS, vocab.WEATHER, vocab.LIGHTING,
                   vocab.ROAD_TYPES, vocab.HAZARDS, vocab.SOURCES, vocab.TRACK_STATES):
         assert len(group) == len(set(group))
-    assert set(vocab.SOURCES) == {"vlm", "ocr", "fused", "clip", "classifier"}
+    assert set(vocab.SOURCES) == {"vlm", "ocr", "fused", "clip", "classifier", "shape"}
     assert vocab.UNITS == ("", "km/h", "mph", "t", "m")
     for cls, (units, lo, hi) in vocab.VALUE_RULES.items():
         assert set(units) <= set(vocab.UNITS) and lo < hi

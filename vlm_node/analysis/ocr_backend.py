@@ -35,6 +35,9 @@ import numpy as np
 
 from vlm_node.analysis.base import AnalysisBackend
 from vlm_node.analysis.circle_proposals import find_circles, fit_ring
+from vlm_node.analysis.crossing_signs import MIN_BLUE_SHARE as CROSSING_MIN_BLUE
+from vlm_node.analysis.crossing_signs import MIN_SIDE_PX as CROSSING_MIN_SIDE
+from vlm_node.analysis.crossing_signs import crossing_score
 from vlm_node.analysis.diamond_proposals import find_diamonds
 from vlm_node.analysis.gtsrb import GTSRB_CLASSES, speed_limit_id
 from vlm_node.analysis.sign_candidates import (CandidateConfig, ProposalConfig, Shape,
@@ -167,6 +170,10 @@ class OcrConfig:
                                              "those; read in only one of two passes it still "
                                              "drops the classifier's value. false: any "
                                              "disagreement drops the value.", dynamic=True)
+    crossing_signs: bool = setting(True, "Read blue squares holding a white apex-up triangle "
+                                         "as pedestrian crossings (source 'shape'): the sign "
+                                         "of most of Europe that GTSRB has no class for "
+                                         "(vlm_node/analysis/crossing_signs.py).", dynamic=True)
     search_max_side: int = setting(960, "The colour/shape search (not the classifier's "
                                         "crops, not OCR) runs on the frame shrunk to at "
                                         "most this longer side; 0 = full resolution. 960 "
@@ -352,6 +359,12 @@ _CIRCLE_READS_PER_FRAME = 2
 # A ring fitted inside a speed proposal is read beside the proposal's own box when the two
 # overlap less than this (IoU); nearly the same box would read the same.
 _REFIT_IOU = 0.8
+# Crossing-sign tests (`crossing_signs`): boxes of blue paint >= this share, side ratio within
+# this, at most this many a frame; the confidence of a reading is its measured precision.
+_CROSSING_PAINT = 0.2
+_CROSSING_ASPECT = 1.4
+_CROSSING_TESTS = 12
+CROSSING_CONFIDENCE = 0.9
 _RED_HUE_MAX = 15  # OpenCV hue (0-180) within this of 0 is the rim's red (and orange-red)
 
 
@@ -1234,7 +1247,36 @@ class OcrBackend(AnalysisBackend):
                 # foreign font): OCR's strict reading of the number decides
                 readings.append(dataclasses.replace(
                     reading, confidence=min(reading.confidence, mass)))
+        if self.config.crossing_signs:
+            readings += self._crossings(bgr, cands, boxes[finder:outline], readings, masks,
+                                        scale)
         return self._verified(rgb, readings, unjudged)
+
+    def _crossings(self, bgr: np.ndarray, cands: Sequence[SignCandidate], boxes: Sequence[Box],
+                   readings: Sequence[SignReading], masks: dict[str, np.ndarray], scale: float
+                   ) -> list[SignReading]:
+        """Pedestrian-crossing readings (`crossing_signs`) on the finder's blue candidates and
+        the squarish proposals with blue paint, where no reading is yet, at most
+        `_CROSSING_TESTS` boxes a frame, the bluest first."""
+        tried = [(1.0, c.box) for c in cands if c.border == "blue"]
+        tried += [(share, b) for b in boxes
+                  if (share := paint_share(masks, b.scaled(scale), "blue")) >= _CROSSING_PAINT]
+        out: list[SignReading] = []
+        taken = [r.box for r in readings if r.box is not None]
+        tests = 0
+        for _, box in sorted(tried, key=lambda sb: -sb[0]):
+            if tests >= _CROSSING_TESTS:
+                break
+            if not 1 / _CROSSING_ASPECT <= box.w / max(box.h, 1e-6) <= _CROSSING_ASPECT or \
+                    min(box.w, box.h) < CROSSING_MIN_SIDE or \
+                    any(box.iou(t) > 0.3 for t in taken):
+                continue
+            tests += 1
+            if crossing_score(bgr, box) >= CROSSING_MIN_BLUE:
+                out.append(SignReading("pedestrian_crossing", CROSSING_CONFIDENCE, "shape",
+                                       box=box))
+                taken.append(box)
+        return out
 
     def _verified(self, rgb: np.ndarray, readings: list[SignReading],
                   unjudged: Collection[int] = ()) -> list[SignReading]:
