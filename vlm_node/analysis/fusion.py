@@ -10,7 +10,7 @@ VLM (or CLIP) reading keeps its class, and OCR grounds the number, the text and 
   confidence down (min of the two times `conflict_factor`);
 - VLM without a number, OCR with one: filled in, confidence = the smaller of the two;
 - OCR readings nobody matched are added with their own source ("ocr", or "classifier" for the
-  OCR backend's sign classifier).
+  OCR backend's sign classifier, "shape" for its crossing-sign test).
 """
 from __future__ import annotations
 
@@ -104,7 +104,8 @@ def fuse_readings(primary: list[SignReading], ocr: list[SignReading], config: Fu
            for i, p in enumerate(primary)]
     for j, o in enumerate(ocr):
         if j not in matched_ocr:
-            # keeps "classifier" for the sign classifier's readings; plain OCR ones are "ocr"
+            # keeps "classifier" (the sign classifier) and "shape" (the crossing-sign test);
+            # plain OCR ones are "ocr"
             out.append(dataclasses.replace(o, source=o.source or "ocr"))
             stats.added += 1
     return out, stats
