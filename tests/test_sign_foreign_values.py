@@ -149,3 +149,26 @@ def test_a_big_outline_read_in_vain_does_not_hide_the_sign_inside(backend, monke
     assert jobs[0][1].kind == "ring"
     monkeypatch.undo()
     assert real_job(bgr, backend._ring_candidate(ring, results[1], [])).glyphs == 2
+
+
+def test_a_finder_ring_off_its_sign_gets_the_fitted_ring_as_a_second_read(backend):
+    """Kaggle road173/road184 (not in the shared photos): the finder's ellipse on a tilted 5
+    sat off its ring, the legend cut from it held the rim, and OCR read 15. The finder's ring
+    jobs now carry a job on the ring fitted inside their box, and the two must not read
+    different numbers (the same rule as for speed proposals, tested on road247 above)."""
+    from vlm_node.analysis.sign_candidates import SignCandidate as Cand
+
+    file = "andrewmvd_road317.jpg"
+    sign = _label(file, 5)
+    bgr = read_bgr(shared("signs_real_dev") / file)
+
+    def ring_job(box):
+        inner = Box(box.x + 0.15 * box.w, box.y + 0.15 * box.h, 0.7 * box.w, 0.7 * box.h)
+        return backend._job(bgr, Cand(box, Shape.CIRCLE, "red", "white", False, 0.9, inner,
+                                      found_by="rim"))
+
+    off = Box(sign.x - 0.25 * sign.w, sign.y - 0.1 * sign.h, sign.w, 1.1 * sign.h)
+    fitted = backend._fitted_job(bgr, ring_job(off))
+    assert fitted is not None and fitted.kind == "ring"
+    assert fitted.cand.box.iou(sign) >= 0.85 and fitted.cand.found_by == "rim"
+    assert backend._fitted_job(bgr, ring_job(fitted.cand.box)) is None  # already on the ring
