@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import cv2
 import numpy as np
@@ -54,6 +54,13 @@ PREPARED_DET_MAX_HEIGHT = 384
 PREPARED_REC_MAX_WIDTH = 320
 
 
+def _prepare_cover(session: Any, wants: list[tuple[int, ...]], reuse: float) -> int:
+    """Run `session` once on a cover of the input shapes `wants` (`shape_cover` at `reuse`);
+    how many shapes were run (0 on an engine whose sessions have no `prepare`)."""
+    prepare = getattr(session, "prepare", None)
+    return 0 if prepare is None else prepare(shape_cover(wants, reuse))
+
+
 class TextDetector:
     """PP-OCRv4 DBNet text detection: a per-pixel text probability map, thresholded into
     regions whose minimum-area rectangles are grown back to the full line ("unclip", the DB
@@ -77,13 +84,10 @@ class TextDetector:
         """Prepare the any-shape model for every padded input up to `max_height` x `max_width`
         (a cover of them, `shape_cover` at `reuse`); how many shapes were run (0 on an engine
         without `prepare`)."""
-        prepare = getattr(self.session, "prepare", None)
-        if prepare is None:
-            return 0
         sh, sw = DET_PAD[2], DET_PAD[3]
         wants = [(1, 3, h, w) for h in range(sh, max_height + 1, sh)
                  for w in range(sw, -(-max_width // sw) * sw + 1, sw)]
-        return prepare(shape_cover(wants, reuse))
+        return _prepare_cover(self.session, wants, reuse)
 
     def probability(self, image: np.ndarray) -> np.ndarray:
         """Text probability map of `image` (BGR, any size), same size as the input."""
@@ -156,13 +160,10 @@ class TextRecognizer:
     def prepare(self, max_width: int, reuse: float) -> int:
         """Prepare the model for batches of 1-READ_BATCH lines up to `max_width` px wide (a
         cover, as `TextDetector.prepare`); how many shapes were run."""
-        prepare = getattr(self.session, "prepare", None)
-        if prepare is None:
-            return 0
         step = REC_PAD[3]
         wants = [(n, 3, 48, w) for n in range(1, READ_BATCH + 1)
                  for w in range(step, max_width + 1, step)]
-        return prepare(shape_cover(wants, reuse))
+        return _prepare_cover(self.session, wants, reuse)
 
     def crop(self, frame: np.ndarray, quad: np.ndarray) -> np.ndarray | None:
         """The line inside `quad` (4x2 frame px) straightened to height 48, or None when too
