@@ -168,7 +168,7 @@ def test_a_finder_ring_off_its_sign_gets_the_fitted_ring_as_a_second_read(backen
                                       found_by="rim"))
 
     off = Box(sign.x - 0.25 * sign.w, sign.y - 0.1 * sign.h, sign.w, 1.1 * sign.h)
-    fitted = backend._fitted_job(bgr, ring_job(off))
+    fitted = backend._fitted_job(bgr, ring_job(off).cand)
     assert fitted is not None and fitted.kind == "ring"
     assert fitted.cand.box.iou(sign) >= 0.85 and fitted.cand.found_by == "rim"
-    assert backend._fitted_job(bgr, ring_job(fitted.cand.box)) is None  # already on the ring
+    assert backend._fitted_job(bgr, ring_job(fitted.cand.box).cand) is None  # on the ring

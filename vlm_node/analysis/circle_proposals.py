@@ -70,8 +70,8 @@ _FIT_RADII = (0.3, 0.6)
 
 
 def fit_ring(bgr: np.ndarray, box: Box) -> Box:
-    """The box of the most circular outline inside `box` (a colour proposal or a Hough
-    outline that OCR is about to read as a speed sign), or `box` when none is found. Why: a
+    """The box of the most circular outline inside `box` (a colour proposal, or the shape
+    finder's ring, that OCR is about to read as a speed sign), or `box` when none is found. Why: a
     colour region's box often spans the sign with its post, a plate below or the rim of a
     second sign, and the legend cut from its middle then holds part of the rim, which the
     recogniser reads as a bracket or a "1" ("(40)", "40)"); on the Kaggle development photos

@@ -1189,7 +1189,7 @@ class OcrBackend(AnalysisBackend):
             # rim then reads as a "1" (a 5 as 15): its own fitted ring must not read otherwise
             for _, job in pending:
                 if job.kind == "ring":
-                    job.fallback = self._fitted_job(bgr, job)
+                    job.fallback = self._fitted_job(bgr, job.cand)
         # big outlines first: their strict read (as many digits as glyphs) decides a sign the
         # looser speed-proposal read of the same place (its box refitted) might not
         pending += self._circle_reads(
@@ -1389,39 +1389,30 @@ class OcrBackend(AnalysisBackend):
             if any(box.iou(b) > 0.3 for b in used):
                 continue
             used.append(box)
-            job = self._speed_job(bgr, box, res)
-            if cfg.fit_rings and (outlines_from is None or i < outlines_from):
-                # (a round outline is a fitted circle already)
-                fitted = fit_ring(bgr, box)
-                if fitted.iou(box) < _REFIT_IOU:
-                    job_fitted = self._speed_job(bgr, fitted, res)
-                    if job_fitted is not None and job_fitted.kind == "ring":
-                        job_fitted.fallback = job if job is not None and job.kind == "ring" \
-                            else None
-                        job = job_fitted
+            cand = dataclasses.replace(self._ring_candidate(box, res, []), score=res.speed_mass,
+                                       found_by=_SPEED_PROPOSAL)
+            job = self._job(bgr, cand)
+            # (a round outline is a fitted circle already)
+            fitted = self._fitted_job(bgr, cand) if cfg.fit_rings and (
+                outlines_from is None or i < outlines_from) else None
+            if fitted is not None:
+                fitted.fallback = job if job is not None and job.kind == "ring" else None
+                job = fitted
             if job is not None and job.kind == "ring":
                 out.append((res.speed_mass, job))
                 if len(out) >= budget:
                     break
         return out
 
-    def _fitted_job(self, bgr: np.ndarray, job: _Job) -> _Job | None:
-        """A ring job for the ring fitted inside `job`'s candidate box (`fit_ring`), when
-        that ring differs from the box (IoU < `_REFIT_IOU`); None otherwise."""
-        box = job.cand.box
-        fitted = fit_ring(bgr, box)
-        if fitted.iou(box) >= _REFIT_IOU:
+    def _fitted_job(self, bgr: np.ndarray, cand: SignCandidate) -> _Job | None:
+        """A ring job for the ring fitted inside `cand`'s box (`fit_ring`), the candidate
+        otherwise unchanged, when that ring differs from the box (IoU < `_REFIT_IOU`); None
+        otherwise, or when the fitted legend gives no ring job."""
+        fitted = fit_ring(bgr, cand.box)
+        if fitted.iou(cand.box) >= _REFIT_IOU:
             return None
-        inner = Box(fitted.x + 0.15 * fitted.w, fitted.y + 0.15 * fitted.h, 0.7 * fitted.w,
-                    0.7 * fitted.h)
-        other = self._job(bgr, dataclasses.replace(job.cand, box=fitted, legend=inner))
-        return other if other is not None and other.kind == "ring" else None
-
-    def _speed_job(self, bgr: np.ndarray, box: Box, res: SignClass) -> _Job | None:
-        """OCR's ring job for a speed proposal's `box`, scored by the classifier's speed mass."""
-        ring = self._ring_candidate(box, res, [])
-        return self._job(bgr, dataclasses.replace(ring, score=res.speed_mass,
-                                                  found_by=_SPEED_PROPOSAL))
+        job = self._job(bgr, dataclasses.replace(cand, box=fitted, legend=_ring_legend(fitted)))
+        return job if job is not None and job.kind == "ring" else None
 
     def _circle_reads(self, bgr: np.ndarray, circles: Sequence[Box],
                       results: Sequence[SignClass], taken: Sequence[Box], budget: int
@@ -1464,10 +1455,9 @@ class OcrBackend(AnalysisBackend):
                  and c.shape == Shape.CIRCLE and c.box.iou(box) > 0.5]
         if rings:
             return max(rings, key=lambda c: c.box.iou(box))
-        inner = Box(box.x + 0.15 * box.w, box.y + 0.15 * box.h, 0.7 * box.w, 0.7 * box.h)
         border = "white" if res.sign_class == "end_speed_limit" else "red"
-        return SignCandidate(box, Shape.CIRCLE, border, "white", False, res.probability, inner,
-                             found_by="classifier")
+        return SignCandidate(box, Shape.CIRCLE, border, "white", False, res.probability,
+                             _ring_legend(box), found_by="classifier")
 
     def _recognize(self, crops: list[np.ndarray]) -> list[TextRead]:
         if not crops:
@@ -1706,6 +1696,11 @@ class OcrBackend(AnalysisBackend):
 # least this share of that box's area: a value read on a smaller box inside it (an inner disc)
 # published wrong values on sign crops (120 read as 100 three times).
 FAMILY_YIELD_AREA = 0.8
+
+
+def _ring_legend(box: Box) -> Box:
+    """A speed sign's legend inside its ring's box: the inner ~70 % of the disc."""
+    return Box(box.x + 0.15 * box.w, box.y + 0.15 * box.h, 0.7 * box.w, 0.7 * box.h)
 
 
 def _not_known(boxes: Sequence[Box], known: np.ndarray, iou: float) -> list[Box]:
