@@ -250,7 +250,9 @@ def test_ocr_reads_foreign_speed_signs_the_classifier_only_leans_to(
     assert hits[0].confidence <= 1
     if proposal:
         # with the speed-mass gate shut, or no proposal reads allowed, nothing reads them
-        for off in (OcrConfig(ocr_speed_mass=1.0), OcrConfig(speed_proposals=0)):
+        # (the rings inside red proposals, read whatever the classifier said, switched off too)
+        for off in (OcrConfig(ocr_speed_mass=1.0, proposal_ring_reads=0),
+                    OcrConfig(speed_proposals=0, proposal_ring_reads=0)):
             with OcrBackend(off) as plain:
                 assert not [r for r in plain.read_signs(bgr) if r.box is not None
                             and r.box.iou(box) >= 0.3 and r.value is not None]
@@ -270,9 +272,16 @@ def test_a_second_look_reads_the_value_through_a_misfit_box(backend, file, box, 
     from vlm_node.analysis.ocr_backend import OcrConfig
 
     bgr = read_bgr(shared("signs_real_dev") / file)
-    with OcrBackend(OcrConfig(refine_max=0)) as plain:
+    # (since 2026-12-06 OCR reads the value through the ring fitted inside the classifier's
+    # box as well, `fit_rings`: off here, to show what the second look alone does)
+    with OcrBackend(OcrConfig(refine_max=0, fit_rings=False)) as plain, \
+            OcrBackend(OcrConfig(fit_rings=False)) as looks:
         hits = _near(plain.read_signs(bgr), box)
-    assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", None)]
+        assert [(r.sign_class, r.value) for r in hits] == [("speed_limit", None)]
+        hits = _near(looks.read_signs(bgr), box)
+        found = [(r.sign_class, r.value, r.source) for r in hits]
+        assert found == [("speed_limit", value, "classifier")]
+        assert hits[0].confidence >= looks._classifier.info.min_probability
     hits = _near(backend.read_signs(bgr), box)
     found = [(r.sign_class, r.value, r.source) for r in hits]
     assert found == [("speed_limit", value, "classifier")]
@@ -839,8 +848,8 @@ def test_a_thin_rimmed_ring_of_a_large_frame_keeps_its_ocr_value():
     """Why `finder_scale` is 0.75 and not 0.5: the Kaggle photo road197 letterboxed to 1080p
     holds a clear speed limit 5 (88 px), a value GTSRB has no class for, read only through the
     finder's red ring and OCR; at 0.5 its thin rim is gone in the finder's 480x270 image.
-    (Since 2026-12-06 a proposal's OCR read, its ring refitted, reads it as well: the finder's
-    part is shown with those reads off.)"""
+    (Since 2026-12-06 a proposal's OCR read, its ring refitted, and the ring read inside a red
+    proposal, read it as well: the finder's part is shown with those reads off.)"""
     import dataclasses
 
     from vlm_node.analysis.ocr_backend import OcrConfig
@@ -850,8 +859,8 @@ def test_a_thin_rimmed_ring_of_a_large_frame_keeps_its_ocr_value():
                         (1920, 1080), fit=True)
     sign = Box(1122, 358, 88, 88)
     with OcrBackend(OcrConfig()) as default, \
-            OcrBackend(dataclasses.replace(OcrConfig(), finder_scale=0.5,
-                                           speed_proposals=0)) as half:
+            OcrBackend(dataclasses.replace(OcrConfig(), finder_scale=0.5, speed_proposals=0,
+                                           proposal_ring_reads=0)) as half:
         read = [(r.sign_class, r.value) for r in default.read_signs(frame)
                 if r.box.iou(sign) >= 0.5]
         assert read == [("speed_limit", 5.0)]

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from vlm_node.analysis.base import AnalysisBackend
-from vlm_node.analysis.circle_proposals import find_circles, fit_ring
+from vlm_node.analysis.circle_proposals import find_circles, fit_ring, ring_in
 from vlm_node.analysis.crossing_signs import MIN_BLUE_SHARE as CROSSING_MIN_BLUE
 from vlm_node.analysis.crossing_signs import MIN_SIDE_PX as CROSSING_MIN_SIDE
 from vlm_node.analysis.crossing_signs import crossing_score
@@ -172,6 +172,12 @@ class OcrConfig:
                                              "those; read in only one of two passes it still "
                                              "drops the classifier's value. false: any "
                                              "disagreement drops the value.", dynamic=True)
+    ocr_digit_counts: bool = setting(True, "OCR's sure read (>= 0.9) of a speed value whose "
+                                           "digits are the glyphs counted on the ring wins "
+                                           "over a classifier value with fewer digits (a "
+                                           "100 in a foreign font that the "
+                                           "classifier calls 80). false: the value is "
+                                           "dropped, as for any disagreement.", dynamic=True)
     crossing_signs: bool = setting(True, "Read blue squares holding a white apex-up triangle "
                                          "as pedestrian crossings (source 'shape'): the sign "
                                          "of most of Europe that GTSRB has no class for "
@@ -304,6 +310,16 @@ class OcrConfig:
                                       "3 more Kaggle road0-437 values, nothing else changed "
                                       "on the development photos. 0 = off.",
                                   min=0, max=4096, dynamic=True)
+    proposal_ring_reads: int = setting(2, "Colour proposals with red paint, at least "
+                                          "circle_read_px a side, no sign or candidate on "
+                                          "them, whose box holds a round outline (a Hough "
+                                          "pass on the box): this many a frame, largest "
+                                          "first, get the ring read of circle_read_px on that "
+                                          "outline whatever the classifier said. Why: a "
+                                          "washed-out rim (pink at dusk, S ~75) is no ring "
+                                          "to the colour finder and a 40 or a 5 is no GTSRB "
+                                          "class. 0 = off.",
+                                       min=0, max=64, dynamic=True)
     verifier: bool = setting(True, "Drop the classifier's readings that the sign verifier "
                                    "(a logistic regression on the classifier's 44 outputs, "
                                    "fitted on readings of training photos: "
@@ -361,6 +377,21 @@ _CIRCLE_READ_SCORE = 0.9
 # Round outlines a frame that get such a read (largest first): each is a recogniser call, and
 # on the development photos a third one added no value (a first-only cap lost one).
 _CIRCLE_READS_PER_FRAME = 2
+# A colour proposal whose round outline gets a ring read (`proposal_ring_reads`): red paint on
+# at least this share of its box (a saturated rim covers a fifth or more; a pale one, only
+# partly in the loose red mask, 0.13-0.27 on the Kaggle development photos), 1-3 glyphs (a 5
+# km/h sign has one; the red paint and the ring found vouch for it), and a side of at most
+# this share of the frame's short side (the frame Hough pass's largest circle) ...
+_RING_READ_RED = 0.1
+_RING_READ_GLYPHS = (1, 2, 3)
+_RING_READ_MAX_SHARE = 0.7
+# ... and the middle half of its (top) square holds at most this share of the box's red: a
+# ring's red is at its edge, a red car's or a brick wall's all over (at 1080p half the Hough
+# passes saved).
+_RING_MIDDLE_RED = 0.5
+# The finder's ring boxes a circle can be fitted in (`fit_rings`): a sign seen at an angle is an
+# ellipse the finder fits and a circle does not.
+_ROUNDISH_ASPECT = 1.25
 # A ring fitted inside a speed proposal is read beside the proposal's own box when the two
 # overlap less than this (IoU); nearly the same box would read the same.
 _REFIT_IOU = 0.8
@@ -1166,6 +1197,9 @@ class OcrBackend(AnalysisBackend):
                     and id(res) not in crop_values:
                 job = self._job(bgr, self._ring_candidate(box, res, cands))
                 if job is not None:
+                    if self.config.fit_rings and job.kind == "ring" and _circle_fits(job.cand):
+                        # a classifier box wider than the ring puts the rim in the legend
+                        job.fallback = self._fitted_job(bgr, job.cand)
                     checks.append((len(readings), job))
                 if id(res) in second_looks:
                     shifted.add(len(readings))
@@ -1186,9 +1220,11 @@ class OcrBackend(AnalysisBackend):
         pending = pending[:budget]
         if self.config.fit_rings:
             # the finder's ellipse on a tilted or half-shaded sign can sit off its ring, and the
-            # rim then reads as a "1" (a 5 as 15): its own fitted ring must not read otherwise
+            # rim then reads as a "1" (a 5 as 15): its own fitted ring must not read otherwise.
+            # Not for an ellipse far from round: a sign seen from the side is one, the finder
+            # fitted it, and no circle does (Kaggle road120: a 151 x 209 px 30 lost that way)
             for _, job in pending:
-                if job.kind == "ring":
+                if job.kind == "ring" and _circle_fits(job.cand):
                     job.fallback = self._fitted_job(bgr, job.cand)
         # big outlines first: their strict read (as many digits as glyphs) decides a sign the
         # looser speed-proposal read of the same place (its box refitted) might not
@@ -1200,16 +1236,23 @@ class OcrBackend(AnalysisBackend):
             bgr, boxes[finder:triangle], results[finder:triangle],
             taken + [c.box for c in cands] + [j.cand.box for _, j in pending],
             budget - len(pending), outline - finder, scale)
-        jobs = [j for _, j in pending]
-        everything = [j for _, j in checks] + jobs + [j.fallback for j in jobs if j.fallback]
+        # last: the classifier vouched for none of these
+        pending += self._proposal_rings(
+            bgr, boxes[finder:speed_only - len(whole)], results[finder:speed_only - len(whole)],
+            masks, scale, taken + [c.box for c in cands] + [j.cand.box for _, j in pending],
+            budget - len(pending))
+        jobs = [j for _, j in checks] + [j for _, j in pending]
+        everything = jobs + [j.fallback for j in jobs if j.fallback]
         self._run(everything, [j.crops for j in everything])
         small = [j for j in everything if self._is_small(j)]
         self._run(small, [[_binarized(c, j.light_legend) for c in j.crops] for j in small],
                   alt=True)
         for index, job in checks:
-            ocr = self._reading(bgr, job)
-            reading = second_opinion(readings[index], ocr, self.config.min_confidence,
-                                     self.config.ocr_unknown_values)
+            ocr = self._check_read(bgr, job, readings[index])
+            reading = second_opinion(
+                readings[index], ocr, self.config.min_confidence,
+                self.config.ocr_unknown_values,
+                job.glyphs if self.config.ocr_digit_counts and job.kind == "ring" else 0)
             if ocr is None and reading.value is not None and reads_letters(job.reads):
                 reading = dataclasses.replace(reading, value=None, unit="")
             if ocr is None and reading.value is not None and self.config.ocr_unknown_values \
@@ -1415,8 +1458,8 @@ class OcrBackend(AnalysisBackend):
         return job if job is not None and job.kind == "ring" else None
 
     def _circle_reads(self, bgr: np.ndarray, circles: Sequence[Box],
-                      results: Sequence[SignClass], taken: Sequence[Box], budget: int
-                      ) -> list[tuple[float, _Job]]:
+                      results: Sequence[SignClass], taken: Sequence[Box], budget: int,
+                      glyphs: tuple[int, ...] = (2, 3)) -> list[tuple[float, _Job]]:
         """Ring jobs for big round outlines no sign, candidate or other job covers, largest
         first, at most `budget` and _CIRCLE_READS_PER_FRAME. Why without the classifier's
         vote: a speed limit of another country seen from near (a thin maroon rim against the
@@ -1438,7 +1481,7 @@ class OcrBackend(AnalysisBackend):
             # a speed number here has two or three glyphs (circle_read_ok wants as many digits
             # read): on the development photos 237 of 258 outlines read in vain held one blob
             # (a wheel's hub, a lamp), skipped before the recogniser runs
-            if job is not None and job.kind == "ring" and job.glyphs in (2, 3):
+            if job is not None and job.kind == "ring" and job.glyphs in glyphs:
                 # only an outline that is read hides the circles inside it: a large false
                 # outline (around a sign and its post) must not hide the sign's own rim
                 used.append(box)
@@ -1446,6 +1489,44 @@ class OcrBackend(AnalysisBackend):
                 if len(out) >= budget:
                     break
         return out
+
+    def _proposal_rings(self, bgr: np.ndarray, boxes: Sequence[Box],
+                        results: Sequence[SignClass], masks: dict[str, np.ndarray],
+                        scale: float, taken: Sequence[Box], budget: int
+                        ) -> list[tuple[float, _Job]]:
+        """Ring jobs (`_circle_reads`) on the round outlines found inside the largest colour
+        proposals with red paint (`proposal_ring_reads`, `ring_in`). Why: a pale rim is too
+        unsaturated for the finder's ring and too faint an edge against the sky for the
+        frame's Hough pass, yet the proposal's box holds it, and one Hough pass on that box
+        finds it; the classifier, trained on GTSRB, calls a 40 or a 5 background."""
+        n = self.config.proposal_ring_reads
+        min_px = self.config.circle_read_px
+        if n <= 0 or min_px <= 0 or budget <= 0:
+            return []
+        max_px = _RING_READ_MAX_SHARE * min(bgr.shape[:2])
+        order = sorted((i for i, b in enumerate(boxes) if min_px <= min(b.w, b.h)
+                        and max(b.w, b.h) <= max_px), key=lambda i: -boxes[i].area)
+        rings: list[Box] = []
+        ring_results: list[SignClass] = []
+        tried = 0
+        for i in order:
+            box = boxes[i]
+            if any(box.iou(t) > 0.3 for t in taken):
+                continue
+            red = paint_share(masks, box.scaled(scale), "red")
+            side = min(box.w, box.h)  # a tall box is a sign on its post: the top square
+            middle = Box(box.x + box.w / 2 - side / 4, box.y + side / 4, side / 2, side / 2)
+            if red < _RING_READ_RED or \
+                    paint_share(masks, middle.scaled(scale), "red") > _RING_MIDDLE_RED * red:
+                continue
+            tried += 1
+            ring = ring_in(bgr, box)
+            if ring is not None:
+                rings.append(ring)
+                ring_results.append(results[i])
+            if tried >= n:
+                break
+        return self._circle_reads(bgr, rings, ring_results, taken, budget, _RING_READ_GLYPHS)
 
     @staticmethod
     def _ring_candidate(box: Box, res: SignClass, cands: list[SignCandidate]) -> SignCandidate:
@@ -1506,6 +1587,26 @@ class OcrBackend(AnalysisBackend):
                 if one is not None:
                     out.append(one)
         return out
+
+    def _check_read(self, bgr: np.ndarray, job: _Job, classified: SignReading
+                    ) -> SignReading | None:
+        """OCR's reading of the legend of a sign the classifier `classified`, its second
+        opinion: through the sign's box, or through the ring fitted inside it (`fit_rings`,
+        `job.fallback`) when that reads surer, no pass of either reads another number, and it
+        has no fewer digits than the classifier's value; otherwise the box's own reading, as
+        without the fit. Why: a classifier box wider than the ring puts the rim in the legend,
+        and OCR then reads nothing or a bracket, so a classifier value of the wrong class (a
+        foreign 100 taken for 80) stood unchecked (Kaggle road0-437: 6 more values, 1 wrong
+        fewer). Not with fewer digits: a ring fitted to the rim's inner edge cuts off the "1"
+        of a 120 (GTSDB at 1080p: three right values dropped over a "20" or a "10")."""
+        ocr = self._reading(bgr, job)
+        if job.fallback is None or len(self._pass_values(bgr, [job, job.fallback])) > 1:
+            return ocr
+        other = self._reading(bgr, job.fallback)
+        if other is None or (classified.value is not None and
+                             digit_count(other.text) < len(f"{classified.value:g}")):
+            return ocr
+        return other if ocr is None or other.confidence > ocr.confidence else ocr
 
     def _is_small(self, job: _Job) -> bool:
         return job.kind != "us" and job.cand.legend.h < self.config.confirm_below_px
@@ -1703,6 +1804,15 @@ def _ring_legend(box: Box) -> Box:
     return Box(box.x + 0.15 * box.w, box.y + 0.15 * box.h, 0.7 * box.w, 0.7 * box.h)
 
 
+def _circle_fits(cand: SignCandidate) -> bool:
+    """Whether a ring job's box may be refitted to a circle (`fit_rings`): any box but the
+    finder's own ellipse fit far from round (sides more than _ROUNDISH_ASPECT apart), a sign
+    seen at an angle that no circle fits."""
+    box = cand.box
+    return cand.found_by == "classifier" or \
+        max(box.w, box.h) <= _ROUNDISH_ASPECT * min(box.w, box.h)
+
+
 def _not_known(boxes: Sequence[Box], known: np.ndarray, iou: float) -> list[Box]:
     """`boxes` less those overlapping a `known` box (N x 4 `box_array`) by IoU > `iou`; one
     matrix, not ~1,600 Box.iou calls in Python (22 ms a 1080p frame)."""
@@ -1780,14 +1890,17 @@ def ocr_only(reading: SignReading) -> bool:
 
 
 def second_opinion(reading: SignReading, ocr: SignReading | None, min_confidence: float,
-                   unknown_values: bool = True) -> SignReading:
+                   unknown_values: bool = True, glyphs: int = 0) -> SignReading:
     """The classifier's numbered reading checked against OCR's read of the same legend. When
     OCR reads a plausible number (or another numbered class) that differs, the value is
     dropped: the sign is still reported, but a wrong speed limit is worse than none. When OCR
     agrees, its text is kept; when it reads nothing usable, the classifier stands alone. A
     speed limit the classifier could not give a value fills it from OCR, and with
     `unknown_values` so does OCR's sure read of a value GTSRB has no class for (the classifier
-    answers a 40 or a 90 with the nearest class it knows: Kaggle road0-437, 5 more values)."""
+    answers a 40 or a 90 with the nearest class it knows: Kaggle road0-437, 5 more values).
+    With `glyphs` (the ring's counted glyphs; 0 = not counted), OCR's sure read whose digits
+    are those glyphs also wins over a classifier value with fewer digits
+    (`other_digit_count`)."""
     if ocr is None or ocr.confidence < min_confidence or ocr.value is None:
         return reading
     if reading.value is None:
@@ -1804,7 +1917,24 @@ def second_opinion(reading: SignReading, ocr: SignReading | None, min_confidence
         # the classifier's value is the nearest GTSRB class to a sign it has no class for
         return dataclasses.replace(reading, value=ocr.value, unit=ocr.unit, text=ocr.text,
                                    confidence=min(reading.confidence, ocr.confidence))
+    if glyphs and other_digit_count(reading, ocr, glyphs):
+        return dataclasses.replace(reading, value=ocr.value, unit=ocr.unit, text=ocr.text,
+                                   confidence=min(reading.confidence, ocr.confidence))
     return dataclasses.replace(reading, value=None, unit="", text=ocr.text)
+
+
+def other_digit_count(reading: SignReading, ocr: SignReading, glyphs: int) -> bool:
+    """Whether OCR surely (>= UNKNOWN_VALUE_SCORE) read a speed value whose digits are the
+    `glyphs` counted on the disc while the classifier's speed value has fewer digits. Why:
+    how many digits a sign holds is the one thing the blob count sees without reading them,
+    and a classifier trained on German signs maps a 100 in a narrower font to its 80 (Kaggle
+    road0-437: three 100s read as 80 or 50). Only more digits: the thin "1" of a 100 is
+    what a crop cut at the rim loses, for the recogniser and the blob count alike."""
+    if reading.sign_class != "speed_limit" or reading.value is None or \
+            ocr.sign_class != "speed_limit" or ocr.value is None or \
+            ocr.confidence < UNKNOWN_VALUE_SCORE:
+        return False
+    return digit_count(ocr.text) == glyphs > len(f"{reading.value:g}")
 
 
 UNKNOWN_VALUE_SCORE = 0.9
