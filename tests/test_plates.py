@@ -7,8 +7,8 @@ from helpers import paste_rgba, read_bgr, shared
 from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
 from vlm_node.anonymize.plates import (PlateGeometry, _group_lines, _judge_read,
-                                       in_red_disc, line_is_plate_text, registration_like,
-                                       sign_words_only)
+                                       in_red_disc, in_round_outline, line_is_plate_text,
+                                       registration_like, sign_words_only)
 from vlm_node.anonymize.runtime import Runtime
 from vlm_node.frames import FrameMeta
 from vlm_node.geometry import Box
@@ -143,6 +143,36 @@ def test_red_disc_rule_tells_a_sign_legend_from_a_plate_in_red_paint():
     # no red around at all
     assert not in_red_disc(np.full((100, 100, 3), 255, np.uint8),
                            np.array([30, 40, 70, 60], np.float32))
+
+
+def test_a_pale_pink_rim_still_makes_a_red_disc():
+    """A speed sign's rim at dusk (Kaggle road240-road285: HSV saturation ~75, hue 159-175) was
+    no red to the former mask (saturation > 90, hue >= 165): its "40" joined a line of text
+    beside it into a "plate" and the sign was redacted."""
+    canvas = np.full((200, 300, 3), (200, 170, 140), np.uint8)  # a pale sky
+    pink = cv2.cvtColor(np.uint8([[[170, 75, 200]]]), cv2.COLOR_HSV2BGR)[0, 0].tolist()
+    cv2.circle(canvas, (80, 100), 60, pink, -1)
+    cv2.circle(canvas, (80, 100), 47, (235, 235, 235), -1)
+    line = np.array([55, 85, 105, 115], np.float32)
+    assert in_red_disc(canvas, line)
+    greyish = cv2.cvtColor(np.uint8([[[170, 30, 200]]]), cv2.COLOR_HSV2BGR)[0, 0].tolist()
+    cv2.circle(canvas, (80, 100), 60, greyish, -1)  # a rim with no red left: the outline
+    cv2.circle(canvas, (80, 100), 47, (235, 235, 235), -1)
+    assert in_round_outline(canvas, line) and in_red_disc(canvas, line)
+
+
+def test_a_round_outline_must_ring_the_line():
+    canvas = np.full((200, 300, 3), 120, np.uint8)
+    cv2.circle(canvas, (80, 100), 55, (40, 40, 40), 6)
+    assert in_round_outline(canvas, np.array([55, 88, 105, 112], np.float32))
+    # off its centre (text beside a round lamp) or far smaller than the line: no ring
+    assert not in_round_outline(canvas, np.array([150, 88, 200, 112], np.float32))
+    assert not in_round_outline(canvas, np.array([20, 88, 140, 112], np.float32))
+    # a plate: a rectangle around its characters
+    plate = np.full((200, 300, 3), 120, np.uint8)
+    cv2.rectangle(plate, (40, 70), (200, 130), (245, 245, 245), -1)
+    cv2.rectangle(plate, (40, 70), (200, 130), (30, 30, 30), 3)
+    assert not in_round_outline(plate, np.array([60, 85, 180, 115], np.float32))
 
 
 @pytest.mark.parametrize("size", [(640, 480), (1280, 720)])

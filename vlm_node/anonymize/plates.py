@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from vlm_node import vocab
+from vlm_node.analysis.circle_proposals import ring_in
 from vlm_node.anonymize.openvino_session import shape_cover
 from vlm_node.anonymize.multiscale import (RawDetections, check_finite, merge, plan_views,
                                            run_view, working_scale)
@@ -381,12 +382,21 @@ def _mean_saturation(frame: np.ndarray, box: np.ndarray) -> float:
     return float(cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2HSV)[..., 1].mean())
 
 
+# The red of `in_red_disc`: hue <= 9 or >= 155, saturation > 40. A sign's rim at dusk or
+# against the light is pink (saturation ~75, hue down to 159 on the Kaggle development photos);
+# with the former > 90 and >= 165, four speed signs there were read as plates with a line of
+# text beside them and redacted. The hole must still be a round disc around the line.
+_DISC_HUE = (9, 155)
+_DISC_MIN_SATURATION = 40
+
+
 def in_red_disc(frame: np.ndarray, box: np.ndarray) -> bool:
     """Whether the text line `box` (x1 y1 x2 y2) sits inside the light disc of a red ring: the
-    legend of a prohibitory sign (speed or weight limit). Looks for a hole in the saturated-red
-    mask around the line that contains the line's centre, covers most of it and is round
-    (area over its enclosing circle's at least 0.75: a disc is ~0.9, the white rectangle of a
-    plate set into red paint at most ~0.64)."""
+    legend of a prohibitory sign (speed or weight limit). Looks for a hole in the red mask
+    around the line that contains the line's centre, covers most of it and is round (area
+    over its enclosing circle's at least 0.75: a disc is ~0.9, the white rectangle of a plate
+    set into red paint at most ~0.64); failing that, for a round outline around it
+    (`in_round_outline`)."""
     h, w = frame.shape[:2]
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     # the ring of a 2-3 digit legend lies within ~0.7 legend widths of its centre
@@ -397,7 +407,8 @@ def in_red_disc(frame: np.ndarray, box: np.ndarray) -> bool:
         return False
     hsv = cv2.cvtColor(frame[y1:y2, x1:x2], cv2.COLOR_BGR2HSV)
     hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
-    red = (((hue <= 9) | (hue >= 165)) & (sat > 90) & (val > 60)).astype(np.uint8)
+    red = (((hue <= _DISC_HUE[0]) | (hue >= _DISC_HUE[1])) & (sat > _DISC_MIN_SATURATION)
+           & (val > 60)).astype(np.uint8)
     contours, hierarchy = cv2.findContours(red, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     line_area = (box[2] - box[0]) * (box[3] - box[1])
     for contour, (_, _, _, parent) in zip(contours, hierarchy[0] if hierarchy is not None
@@ -412,7 +423,22 @@ def in_red_disc(frame: np.ndarray, box: np.ndarray) -> bool:
         _, radius = cv2.minEnclosingCircle(contour)
         if area >= 0.75 * np.pi * radius * radius:
             return True
-    return False
+    return in_round_outline(frame, box)
+
+
+def in_round_outline(frame: np.ndarray, box: np.ndarray) -> bool:
+    """Whether the text line `box` (x1 y1 x2 y2) sits at the centre of a round outline about
+    as wide as a speed sign's disc around such a legend (radius 0.6-1.3 line widths): the
+    sign whose rim kept too little red for `in_red_disc` (pink against a dusk sky). A plate
+    is a rectangle; its characters are never ringed."""
+    lw = float(max(box[2] - box[0], box[3] - box[1]))
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    side = 2.2 * lw
+    ring = ring_in(frame, Box(cx - side / 2, cy - side / 2, side, side))
+    if ring is None:
+        return False
+    rx, ry = ring.center
+    return bool(ring.w >= 1.2 * lw and np.hypot(rx - cx, ry - cy) <= 0.25 * lw)
 
 
 def registration_like(lines_text: list[str]) -> bool:
