@@ -310,9 +310,10 @@ class OcrConfig:
                                       "3 more Kaggle road0-437 values, nothing else changed "
                                       "on the development photos. 0 = off.",
                                   min=0, max=4096, dynamic=True)
-    proposal_ring_reads: int = setting(2, "Colour proposals with red paint, at least "
-                                          "circle_read_px a side, no sign or candidate on "
-                                          "them, whose box holds a round outline (a Hough "
+    proposal_ring_reads: int = setting(2, "Colour proposals with red paint at their edge, "
+                                          "at least circle_read_px a side, no sign or "
+                                          "candidate on them, whose box holds a round "
+                                          "outline (a Hough "
                                           "pass on the box): this many a frame, largest "
                                           "first, get the ring read of circle_read_px on that "
                                           "outline whatever the classifier said. Why: a "

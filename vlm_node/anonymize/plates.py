@@ -384,8 +384,9 @@ def _mean_saturation(frame: np.ndarray, box: np.ndarray) -> float:
 
 # The red of `in_red_disc`: hue <= 9 or >= 155, saturation > 40. A sign's rim at dusk or
 # against the light is pink (saturation ~75, hue down to 159 on the Kaggle development photos);
-# with the former > 90 and >= 165, four speed signs there were read as plates with a line of
-# text beside them and redacted. The hole must still be a round disc around the line.
+# with the former > 90 and >= 165, nine speed signs there were redacted as plates (a "40"
+# joined with a line of text beside it), with this red and `in_round_outline` three. The hole
+# must still be a round disc around the line.
 _DISC_HUE = (9, 155)
 _DISC_MIN_SATURATION = 40
 
