@@ -83,7 +83,10 @@ def test_a_17px_foreign_100_is_read_and_the_120_above_it_not_misread(backend):
     with OcrBackend(OcrConfig(fit_rings=False)) as unfitted:
         misread = [r for r in unfitted.read_signs(bgr) if r.box is not None
                    and r.box.iou(upper) >= 0.3 and r.value == 20]
-    assert misread  # why the ring is fitted and both boxes must agree
+    # without the fitted ring this read "20" (why the ring is fitted and both boxes must
+    # agree) until a lone glyph's row was cut to its own blob (`_tall_blob_columns`,
+    # 2026-12-06, sixth session); since then it reads no wrong value either
+    assert not misread
 
 
 # --------------------------------------------------------------------- values GTSRB has not
@@ -315,3 +318,23 @@ def test_the_finders_ellipse_far_from_round_is_not_refitted_to_a_circle():
     assert not _circle_fits(cand(151, 209, "rim"))
     assert _circle_fits(cand(80, 84, "rim"))
     assert _circle_fits(cand(151, 209, "classifier"))  # a box, not a fitted outline
+
+
+# ------------------------------------------------------------------ a lone digit, cut to itself
+def test_a_lone_digit_is_cut_without_the_rims_inner_edge():
+    """Kaggle road173/road184: the finder's ring sat off a tilted 5, so the row cut from its
+    disc held the rim's inner edge 15 % from the right end; cut to the ink it read "15)". Cut
+    to the digit's own blob it reads "5"."""
+    from vlm_node.analysis.ocr_backend import _ink_columns, _tall_blob_columns
+    dark = np.zeros((40, 100), bool)
+    dark[5:35, 40:58] = True   # the digit: 30 px tall, 18 wide
+    dark[0:40, 84:87] = True   # the rim's edge: tall but 3 px wide
+    assert _tall_blob_columns(dark, 30) == (40, 58)
+    row = np.full((40, 100, 3), 255, np.uint8)
+    cut = _ink_columns(row, dark, 30)
+    assert cut.shape[1] == (58 + 15) - (40 - 15)  # the digit and half a text height each side
+    # nothing tall enough: the former cut (the ink inside the outer tenths)
+    low = np.zeros((40, 100), bool)
+    low[15:25, 40:58] = True
+    assert _tall_blob_columns(low, 30) is None
+    assert _ink_columns(row, low, 30).shape[1] == (58 + 15) - (40 - 15)

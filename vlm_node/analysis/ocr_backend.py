@@ -572,13 +572,31 @@ def _ink_columns(row: np.ndarray, dark: np.ndarray, text_h: int) -> np.ndarray:
     the recogniser then scores it low or reads nothing; cut to its width it reads like any
     number. The rim's ends (outer 10 %) are not ink."""
     w = dark.shape[1]
+    margin = max(2, text_h // 2)
+    glyph = _tall_blob_columns(dark, text_h)
+    if glyph is not None:
+        left, right = max(0, glyph[0] - margin), min(w, glyph[1] + margin)
+        return row[:, left:right] if right - left < w else row
     mx = max(1, int(w * 0.1))
     cols = np.flatnonzero(dark[:, mx:w - mx].any(axis=0))
     if cols.size == 0:
         return row
-    margin = max(2, text_h // 2)
     left, right = max(0, mx + cols[0] - margin), min(w, mx + cols[-1] + 1 + margin)
     return row[:, left:right] if right - left < w else row
+
+
+def _tall_blob_columns(dark: np.ndarray, text_h: int) -> tuple[int, int] | None:
+    """The columns (first, past-last) of the ink blobs at least 0.6 text heights tall that
+    are not thin slivers (under a fifth of the text height wide): the digit, without the rim's
+    inner edge that an off-centre ring box leaves in the row, which the recogniser read as a
+    bracket or a "1" (Kaggle road173/road184: a 5 read "15)"). None when there is none."""
+    n, _, stats, _ = cv2.connectedComponentsWithStats(dark.astype(np.uint8))
+    tall = [st for st in stats[1:] if st[cv2.CC_STAT_HEIGHT] >= 0.6 * text_h
+            and st[cv2.CC_STAT_WIDTH] >= 0.2 * text_h]
+    if not tall:
+        return None
+    return (int(min(st[cv2.CC_STAT_LEFT] for st in tall)),
+            int(max(st[cv2.CC_STAT_LEFT] + st[cv2.CC_STAT_WIDTH] for st in tall)))
 
 
 def _row_bands(dark: np.ndarray, min_frac: float = 0.25) -> list[tuple[int, int]]:
