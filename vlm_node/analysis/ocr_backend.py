@@ -163,8 +163,10 @@ class OcrConfig:
                                     "and read both: a colour region's box often holds the "
                                     "post or a plate too, and the legend cut from it then "
                                     "holds the rim, read as '(40)'. The shape finder's rings "
-                                    "get the same second read (a tilted 5 read 15). Kaggle "
-                                    "photos road0-437: 20 more values, 2 fewer wrong.",
+                                    "(not an ellipse far from round) and the classifier's "
+                                    "OCR checks get the same second read (a tilted 5 read "
+                                    "15, a foreign 100 stood as 80). Kaggle photos "
+                                    "road0-437: 26 more values, 3 fewer wrong.",
                               dynamic=True)
     ocr_unknown_values: bool = setting(True, "OCR's sure read (>= 0.9) of a speed value GTSRB "
                                              "has no class for (40, 90, 5, 110, ...) wins over "
@@ -313,8 +315,8 @@ class OcrConfig:
     proposal_ring_reads: int = setting(2, "Colour proposals with red paint at their edge, "
                                           "at least circle_read_px a side, no sign or "
                                           "candidate on them, whose box holds a round "
-                                          "outline (a Hough "
-                                          "pass on the box): this many a frame, largest "
+                                          "outline (a Hough pass on the box): this many a "
+                                          "frame, largest "
                                           "first, get the ring read of circle_read_px on that "
                                           "outline whatever the classifier said. Why: a "
                                           "washed-out rim (pink at dusk, S ~75) is no ring "
@@ -365,6 +367,7 @@ _SPEED_PROPOSAL = "speed_proposal"  # found_by of a proposal OCR reads for a spe
 _CIRCLE_READ = "circle_read"  # found_by of a big round outline OCR alone reads (circle_read_px)
 SHAPE_KNOWN_IOU = 0.85  # a triangle or grown diamond overlapping a colour region's box this
 # much is that box
+_CLASSIFIER_BOX = "classifier"  # found_by of a ring made of the classifier's box (_ring_candidate)
 _HINT = "hint"  # found_by of a candidate placed on the anonymizer's sign text (`hint_candidates`)
 STOP_HINT_PAINT = 0.15
 """Share of a STOP hint's octagon box that must be red paint (the loose red mask): a stop sign's
@@ -590,7 +593,7 @@ def _tall_blob_columns(dark: np.ndarray, text_h: int) -> tuple[int, int] | None:
     are not thin slivers (under a fifth of the text height wide): the digit, without the rim's
     inner edge that an off-centre ring box leaves in the row, which the recogniser read as a
     bracket or a "1" (Kaggle road173/road184: a 5 read "15)"). None when there is none."""
-    n, _, stats, _ = cv2.connectedComponentsWithStats(dark.astype(np.uint8))
+    _, _, stats, _ = cv2.connectedComponentsWithStats(dark.astype(np.uint8))
     tall = [st for st in stats[1:] if st[cv2.CC_STAT_HEIGHT] >= 0.6 * text_h
             and st[cv2.CC_STAT_WIDTH] >= 0.2 * text_h]
     if not tall:
@@ -711,9 +714,10 @@ class _Job:
     # Separate glyphs (full-height ink blobs) in the main text row: more glyphs than the
     # recogniser returned characters means it dropped one ("1000" read as "100").
     glyphs: int = 0
-    # The same place read through another box (a speed proposal's own box beside the ring
-    # fitted in it): the surer of the two readings is used, none when any pass of either
-    # reads another number.
+    # The same place read through another box (`fit_rings`: a speed proposal's own box beside
+    # the ring fitted in it, the ring fitted in a finder ring's or a classifier sign's box):
+    # the surer of the two readings is used; when any pass of either reads another number, a
+    # pending read gives none and a classifier's check keeps its own box's (`_check_read`).
     fallback: "_Job | None" = None
 
 
@@ -1296,10 +1300,7 @@ class OcrBackend(AnalysisBackend):
             if job.fallback is not None:
                 if len(self._pass_values(bgr, [job, job.fallback])) > 1:
                     continue  # the fitted ring and the proposal's box read different numbers
-                other = self._reading(bgr, job.fallback)
-                if reading is None or (other is not None and
-                                       other.confidence > reading.confidence):
-                    reading = other
+                reading = _surer(reading, self._reading(bgr, job.fallback))
             if reading is None or reading.confidence < self.config.min_confidence:
                 continue
             if ocr_only(reading) and job.cand.found_by != _SPEED_PROPOSAL:
@@ -1557,7 +1558,7 @@ class OcrBackend(AnalysisBackend):
             return max(rings, key=lambda c: c.box.iou(box))
         border = "white" if res.sign_class == "end_speed_limit" else "red"
         return SignCandidate(box, Shape.CIRCLE, border, "white", False, res.probability,
-                             _ring_legend(box), found_by="classifier")
+                             _ring_legend(box), found_by=_CLASSIFIER_BOX)
 
     def _recognize(self, crops: list[np.ndarray]) -> list[TextRead]:
         if not crops:
@@ -1625,7 +1626,7 @@ class OcrBackend(AnalysisBackend):
         if other is None or (classified.value is not None and
                              digit_count(other.text) < len(f"{classified.value:g}")):
             return ocr
-        return other if ocr is None or other.confidence > ocr.confidence else ocr
+        return _surer(ocr, other)
 
     def _is_small(self, job: _Job) -> bool:
         return job.kind != "us" and job.cand.legend.h < self.config.confirm_below_px
@@ -1823,12 +1824,20 @@ def _ring_legend(box: Box) -> Box:
     return Box(box.x + 0.15 * box.w, box.y + 0.15 * box.h, 0.7 * box.w, 0.7 * box.h)
 
 
+def _surer(a: SignReading | None, b: SignReading | None) -> SignReading | None:
+    """The more confident of two readings of one place (a box and the ring fitted in it); `a`
+    on a tie, the other when one is None."""
+    if a is None or (b is not None and b.confidence > a.confidence):
+        return b
+    return a
+
+
 def _circle_fits(cand: SignCandidate) -> bool:
     """Whether a ring job's box may be refitted to a circle (`fit_rings`): any box but the
     finder's own ellipse fit far from round (sides more than _ROUNDISH_ASPECT apart), a sign
     seen at an angle that no circle fits."""
     box = cand.box
-    return cand.found_by == "classifier" or \
+    return cand.found_by == _CLASSIFIER_BOX or \
         max(box.w, box.h) <= _ROUNDISH_ASPECT * min(box.w, box.h)
 
 
