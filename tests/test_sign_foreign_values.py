@@ -2,8 +2,9 @@
 the ring fitted inside a colour proposal before OCR reads it, proposals down to 20 px read
 twice, OCR's sure read of a value GTSRB lacks, big outlines that do not hide the sign inside
 them, rings found inside red proposals, OCR's digits against the counted glyphs, and the
-classifier's checks read through the fitted ring. Real photos: the shared Kaggle development
-photos (road0-road437)."""
+classifier's checks read through the fitted ring, at the recogniser's own confidence, digits
+joined by a thin line counted apart, and a round outline's strict read through either its box or
+its fitted ring. Real photos: the shared Kaggle development photos (road0-road437)."""
 import dataclasses
 import json
 
@@ -14,8 +15,9 @@ import pytest
 from helpers import read_bgr, shared
 from vlm_node.analysis.circle_proposals import fit_ring, ring_in
 from vlm_node.analysis.ocr_backend import (UNKNOWN_VALUE_SCORE, OcrBackend, OcrConfig, _Job,
-                                           _circle_fits, circle_read_ok, other_digit_count,
-                                           second_opinion, unknown_value)
+                                           _circle_fits, _count_glyphs, _without_bridges,
+                                           circle_read_ok, other_digit_count, second_opinion,
+                                           surest_circle_read, unknown_value)
 from vlm_node.analysis.sign_candidates import Shape, SignCandidate
 from vlm_node.analysis.sign_classifier import prepare_crops
 from vlm_node.analysis.sign_text import TextRead
@@ -338,3 +340,86 @@ def test_a_lone_digit_is_cut_without_the_rims_inner_edge():
     low[15:25, 40:58] = True
     assert _tall_blob_columns(low, 30) is None
     assert _ink_columns(row, low, 30).shape[1] == (58 + 15) - (40 - 15)
+
+
+# ------------------------------------------------------- checks at the recogniser's confidence
+def test_a_check_reads_at_the_recognisers_confidence_not_the_shape_fit(backend):
+    """The classifier vouched for the sign, so OCR's second opinion is as sure as the
+    recogniser: through the finder's ring (shape fit 0.85) a 0.997 read of a foreign 100 on
+    three glyphs counted 0.85, under the 0.9 the digit rule asks, and the classifier's 80
+    lost its value instead of becoming 100 (Kaggle road117, the same photo as here)."""
+    file = "andrewmvd_road117.jpg"
+    sign = _label(file, 100)
+    bgr = read_bgr(shared("signs_real_dev") / file)
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    res = backend.classifier.results(backend.classifier.probabilities(
+        prepare_crops(rgb, [sign])))[0]
+    ring = SignCandidate(sign, Shape.CIRCLE, "red", "white", False, 0.85,
+                         Box(sign.x + 0.15 * sign.w, sign.y + 0.15 * sign.h, 0.7 * sign.w,
+                             0.7 * sign.h), found_by="rim")
+    check, shape_scored = backend._check_job(bgr, sign, res, [ring]), backend._job(bgr, ring)
+    assert check.cand.score == 1.0 and check.cand.box == sign and check.glyphs == 3
+    backend._run([check, shape_scored], [check.crops, shape_scored.crops])
+    sure, discounted = backend._reading(bgr, check), backend._reading(bgr, shape_scored)
+    assert sure.value == discounted.value == 100
+    assert sure.confidence >= 0.99 and discounted.confidence < UNKNOWN_VALUE_SCORE
+    assert second_opinion(_reading(80), sure, 0.35, glyphs=check.glyphs).value == 100
+    assert second_opinion(_reading(80), discounted, 0.35, glyphs=check.glyphs).value is None
+
+
+# ---------------------------------------------------------- digits joined by a thin line
+def test_digits_joined_by_a_thin_line_count_as_two_glyphs():
+    """Kaggle road281/282: a twig behind a pale 40 joins its digits by a line 1-2 px wide at
+    the legend's height; counted as one glyph, the strict reads rejected the right "40"."""
+    ink = np.zeros((40, 70), bool)
+    ink[4:36, 8:28] = True      # a "4": 32 px tall, 20 wide
+    ink[4:36, 38:60] = True     # a "0"
+    ink[10:30, 43:55] = False   # its hole
+    ink[18:20, 28:38] = True    # the twig: 2 px thick
+    assert _count_glyphs(ink) == 1
+    assert _count_glyphs(_without_bridges(ink)) == 2
+    # a digit's own stroke survives the opening: a "1" 5 px wide, beside a "0"
+    one = np.zeros((40, 70), bool)
+    one[4:36, 12:17] = True
+    one[4:36, 38:60] = True
+    one[10:30, 43:55] = False
+    assert _count_glyphs(_without_bridges(one)) == _count_glyphs(one) == 2
+
+
+def test_a_bridged_40_on_a_ring_is_counted_as_two_glyphs(backend, monkeypatch):
+    img = np.full((120, 120, 3), 235, np.uint8)
+    cv2.circle(img, (60, 60), 52, (40, 40, 200), 9)
+    cv2.putText(img, "40", (27, 78), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (30, 30, 30), 5)
+    cand = SignCandidate(Box(8, 8, 104, 104), Shape.CIRCLE, "red", "white", False, 1.0,
+                         Box(23.6, 23.6, 72.8, 72.8))
+    assert backend._job(img, cand).glyphs == 2
+    cv2.line(img, (20, 62), (100, 58), (30, 30, 30), 1)  # a cable across the legend
+    assert backend._job(img, cand).glyphs == 2
+    # counted on the plain ink, the cable makes the two digits one glyph
+    monkeypatch.setattr("vlm_node.analysis.ocr_backend._without_bridges",
+                        lambda ink: ink.astype(np.uint8))
+    assert backend._job(img, cand).glyphs == 1
+
+
+# ------------------------------------------------------- a round outline's box or fitted ring
+def test_the_round_outlines_strict_read_is_the_surest_crop_that_passes():
+    bracketed = _ocr(90, 0.89, "(90")   # the box's legend holds the rim
+    fitted = _ocr(90, 0.99, "90")
+    assert surest_circle_read([(bracketed, 2)]) is None
+    assert surest_circle_read([(bracketed, 2), (fitted, 2)]) is fitted
+    # the fitted ring's tighter crop merged the digits into one counted glyph: the box's
+    # read, on two glyphs, passes (Kaggle road269)
+    box_read, merged = _ocr(40, 0.99, "40"), _ocr(40, 1.0, "40")
+    assert surest_circle_read([(box_read, 2), (merged, 1)]) is box_read
+    assert surest_circle_read([(None, 2), (merged, 1)]) is None
+
+
+def test_a_big_outlines_fitted_ring_must_show_the_glyphs_asked_of_it(backend):
+    """Kaggle road323 (a STOP sign over a 5): the ring fitted inside a big outline read in
+    vain was the 5's own ring, one glyph; read as the outline's, it published the 5 a second
+    time beside its speed proposal. Big outlines ask two or three glyphs, and so does their
+    fitted ring."""
+    file = "andrewmvd_road323.jpg"
+    readings = backend.read_signs(read_bgr(shared("signs_real_dev") / file))
+    fives = [r for r in readings if r.sign_class == "speed_limit" and r.value == 5]
+    assert len(fives) == 1 and fives[0].box.iou(_label(file, 5)) >= 0.5
