@@ -423,3 +423,27 @@ def test_a_big_outlines_fitted_ring_must_show_the_glyphs_asked_of_it(backend):
     readings = backend.read_signs(read_bgr(shared("signs_real_dev") / file))
     fives = [r for r in readings if r.sign_class == "speed_limit" and r.value == 5]
     assert len(fives) == 1 and fives[0].box.iou(_label(file, 5)) >= 0.5
+
+
+# ------------------------------------------------------ two passes agreeing on more digits
+def test_two_passes_sharing_a_read_of_more_digits_replace_the_classifiers_value(backend):
+    """Kaggle road221/226/408: foreign 100s of 20-23 px that the classifier calls 80 or 50;
+    their digits touch, so the glyph count cannot vouch for three digits, but two passes of
+    OCR read "100" alike."""
+    bgr = np.full((60, 60, 3), 200, np.uint8)
+    eighty = _reading(80)
+
+    def agree(job, classified=eighty):
+        return backend._passes_agree_on_more_digits(bgr, job, classified,
+                                                    backend._reading(bgr, job))
+    both = _ring_job([TextRead("100", 1.0)], [TextRead("100", 0.86)])
+    assert agree(both)
+    fitted = _ring_job([TextRead("100", 0.99)], None)
+    fitted.fallback = _ring_job([TextRead("100", 0.9)], [TextRead("", 0.0)])
+    assert agree(fitted)  # the box's pass and the fitted ring's
+    assert not agree(_ring_job([TextRead("100", 1.0)], [TextRead("100", 0.8)]))  # one sure
+    assert not agree(_ring_job([TextRead("100", 1.0)], None))  # one pass
+    assert not agree(_ring_job([TextRead("100", 1.0)], [TextRead("80", 0.95)]))  # two numbers
+    assert not agree(both, _reading(120))  # as many digits
+    assert not agree(_ring_job([TextRead("20", 1.0)], [TextRead("20", 1.0)]), _reading(120))
+    assert not agree(both, _reading(None))  # no value to replace: second_opinion fills it
