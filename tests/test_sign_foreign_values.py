@@ -447,3 +447,16 @@ def test_two_passes_sharing_a_read_of_more_digits_replace_the_classifiers_value(
     assert not agree(both, _reading(120))  # as many digits
     assert not agree(_ring_job([TextRead("20", 1.0)], [TextRead("20", 1.0)]), _reading(120))
     assert not agree(both, _reading(None))  # no value to replace: second_opinion fills it
+
+
+def test_a_white_rectangle_does_not_keep_the_ring_reads_off_its_place():
+    """Kaggle road406: the white plate behind a 100 was found as a US-style rectangle; its job
+    reads an mph limit only under SPEED LIMIT and read nothing, and as a finder candidate it
+    kept the sign's own speed proposal (mass 0.88) from being read."""
+    from vlm_node.analysis.ocr_backend import _hides_rings
+    box = Box(0, 0, 30, 38)
+    plate = SignCandidate(box, Shape.RECTANGLE, "white", "white", False, 0.9, box)
+    ring = SignCandidate(box, Shape.CIRCLE, "red", "white", False, 0.9, box)
+    blue = SignCandidate(box, Shape.RECTANGLE, "blue", "white", True, 0.9, box)
+    assert not _hides_rings(plate)
+    assert _hides_rings(ring) and _hides_rings(blue)
