@@ -460,3 +460,35 @@ def test_a_white_rectangle_does_not_keep_the_ring_reads_off_its_place():
     blue = SignCandidate(box, Shape.RECTANGLE, "blue", "white", True, 0.9, box)
     assert not _hides_rings(plate)
     assert _hides_rings(ring) and _hides_rings(blue)
+
+
+# ------------------------------------------------------------- numbers on pictogram rings
+def test_a_speed_value_read_on_a_pictogram_ring_replaces_it():
+    """Kaggle road161/road181: a loose crop of a 40 (GTSRB has no 40) is "no trucks" at 0.96
+    to the classifier, while OCR's strict ring read of the tighter box reads 40."""
+    from vlm_node.analysis.ocr_backend import numbers_over_pictograms
+    sign = Box(100, 50, 52, 52)
+    pictogram = SignReading("no_trucks", 0.96, "classifier", box=Box(96, 45, 62, 62))
+    other = SignReading("priority_road", 0.99, "classifier", box=Box(10, 10, 30, 30))
+    forty = SignReading("speed_limit", 0.82, "ocr", value=40, unit="km/h", text="40", box=sign)
+    readings, unjudged = numbers_over_pictograms([other, pictogram, forty], {0, 2})
+    assert readings == [other, forty] and unjudged == {0, 1}
+    # no number on it, or a number elsewhere, or one the classifier gave: the pictogram stays
+    assert numbers_over_pictograms([other, pictogram], {1}) == ([other, pictogram], {1})
+    far = dataclasses.replace(forty, box=Box(300, 50, 52, 52))
+    assert numbers_over_pictograms([pictogram, far], set())[0] == [pictogram, far]
+    classified = dataclasses.replace(forty, source="classifier")
+    assert numbers_over_pictograms([pictogram, classified], set())[0] == [pictogram, classified]
+    unvalued = dataclasses.replace(forty, value=None, unit="", text="")
+    assert numbers_over_pictograms([pictogram, unvalued], set())[0] == [pictogram, unvalued]
+    # a ring with a number of its own (no entry for trucks over a weight) is not a pictogram
+    weight = SignReading("no_entry", 0.96, "classifier", box=Box(96, 45, 62, 62))
+    assert numbers_over_pictograms([weight, forty], set())[0] == [weight, forty]
+
+
+def test_pictogram_rings_are_gtsrb_classes_without_numbers():
+    from vlm_node.analysis.gtsrb import GTSRB_CLASSES
+    from vlm_node.analysis.ocr_backend import PICTOGRAM_RINGS
+    names = {c.sign_class: c for c in GTSRB_CLASSES}
+    assert PICTOGRAM_RINGS <= set(names)
+    assert all(names[n].value is None for n in PICTOGRAM_RINGS)

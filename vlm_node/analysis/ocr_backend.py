@@ -185,6 +185,16 @@ class OcrConfig:
                                            "(small signs, whose digits touch). false: the "
                                            "value is dropped, as for any disagreement.",
                                      dynamic=True)
+    ocr_on_pictograms: bool = setting(True, "Red rings the classifier calls a pictogram sign "
+                                            "(no trucks, no vehicles, no overtaking) still get "
+                                            "OCR's strict ring reads (the finder's rings, "
+                                            "speed proposals, round outlines), and a speed "
+                                            "value read there replaces the pictogram: a loose "
+                                            "crop of a 40 (a value GTSRB lacks) is 'no trucks' "
+                                            "at 0.96 to the classifier. Kaggle road0-437: 2 "
+                                            "more values; GTSDB unchanged. false: a "
+                                            "pictogram hides its place from OCR.",
+                                      dynamic=True)
     crossing_signs: bool = setting(True, "Read blue squares holding a white apex-up triangle "
                                          "as pedestrian crossings (source 'shape'): the sign "
                                          "of most of Europe that GTSRB has no class for "
@@ -1251,7 +1261,9 @@ class OcrBackend(AnalysisBackend):
                 unjudged.add(len(readings))
             readings.append(reading)
         # OCR for what the classifier cannot know, on the finder's candidates it rejected
-        taken = [b for b, _ in signs]
+        # (a pictogram ring may be a foreign speed number: `ocr_on_pictograms`)
+        taken = [b for b, r in signs if not (self.config.ocr_on_pictograms
+                                             and r.sign_class in PICTOGRAM_RINGS)]
         pending = [(results[i].speed_mass, self._job(bgr, c)) for i, c in enumerate(cands)
                    if not any(c.box.iou(b) > 0.3 for b in taken)]
         pending = [(m, j) for m, j in pending if j is not None and (
@@ -1350,6 +1362,8 @@ class OcrBackend(AnalysisBackend):
                 # foreign font): OCR's strict reading of the number decides
                 readings.append(dataclasses.replace(
                     reading, confidence=min(reading.confidence, mass)))
+        if self.config.ocr_on_pictograms:
+            readings, unjudged = numbers_over_pictograms(readings, unjudged)
         if self.config.crossing_signs:
             readings += self._crossings(bgr, cands, boxes[finder:outline], readings, masks,
                                         scale)
@@ -2074,6 +2088,35 @@ def circle_read_ok(reading: SignReading, glyphs: int) -> bool:
     blob, or a digit the recogniser invented, is not a sign's number)."""
     return (reading.sign_class == "speed_limit" and reading.value is not None
             and reading.confidence >= _CIRCLE_READ_SCORE and glyphs == digit_count(reading.text))
+
+
+PICTOGRAM_RINGS = frozenset({"no_trucks", "no_vehicles", "no_overtaking",
+                             "no_overtaking_trucks"})
+"""GTSRB's red rings on white with a pictogram and no number: the classes the classifier gives
+a speed sign it has no class for when the crop is loose (a 40 at 0.96 as no trucks, Kaggle
+road161/road181), so they do not keep OCR's ring reads off their place (`ocr_on_pictograms`)."""
+PICTOGRAM_NUMBER_IOU = 0.4
+"""A speed value OCR read on a box overlapping a pictogram reading by more than this replaces
+it (`numbers_over_pictograms`)."""
+
+
+def numbers_over_pictograms(readings: list[SignReading], unjudged: set[int]
+                            ) -> tuple[list[SignReading], set[int]]:
+    """`readings` without the classifier's pictogram rings (`PICTOGRAM_RINGS`) on which OCR's
+    strict ring read found a speed value, and `unjudged` (indices the verifier leaves alone)
+    renumbered to match. Why: a pictogram has no digits; a number read there at the strictness
+    of the ring reads (as many digits as glyphs, a plausible value) is the sign, and one sign
+    is published once."""
+    valued = [r.box for r in readings if r.source == "ocr" and r.sign_class == "speed_limit"
+              and r.value is not None and r.box is not None]
+    drop = {i for i, r in enumerate(readings)
+            if r.source == "classifier" and r.sign_class in PICTOGRAM_RINGS and r.box is not None
+            and any(v.iou(r.box) > PICTOGRAM_NUMBER_IOU for v in valued)}
+    if not drop:
+        return readings, unjudged
+    kept = [i for i in range(len(readings)) if i not in drop]
+    renumbered = {old: new for new, old in enumerate(kept)}
+    return [readings[i] for i in kept], {renumbered[i] for i in unjudged if i in renumbered}
 
 
 def surest_circle_read(reads: Sequence[tuple[SignReading | None, int]]
