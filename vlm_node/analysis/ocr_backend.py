@@ -1310,9 +1310,7 @@ class OcrBackend(AnalysisBackend):
                 job.glyphs if self.config.ocr_digit_counts and job.kind == "ring" else 0)
             if reading.value is None and self.config.ocr_digit_counts and \
                     self._passes_agree_on_more_digits(bgr, job, readings[index], ocr):
-                reading = dataclasses.replace(
-                    readings[index], value=ocr.value, unit=ocr.unit, text=ocr.text,
-                    confidence=min(readings[index].confidence, ocr.confidence))
+                reading = with_ocr_value(readings[index], ocr)
             if ocr is None and reading.value is not None and reads_letters(job.reads):
                 reading = dataclasses.replace(reading, value=None, unit="")
             if ocr is None and reading.value is not None and self.config.ocr_unknown_values \
@@ -1478,8 +1476,7 @@ class OcrBackend(AnalysisBackend):
         if class_id is None or self._classifier.grown_agrees(
                 rgb, reading.box, class_id, SETTLE_AGREEMENT) is None:
             return reading
-        return dataclasses.replace(reading, value=ocr.value, unit=ocr.unit, text=ocr.text,
-                                   confidence=min(reading.confidence, ocr.confidence))
+        return with_ocr_value(reading, ocr)
 
     def _speed_proposals(self, bgr: np.ndarray, boxes: Sequence[Box],
                          results: Sequence[SignClass], taken: Sequence[Box], budget: int,
@@ -1690,7 +1687,7 @@ class OcrBackend(AnalysisBackend):
             return ocr
         other = self._reading(bgr, job.fallback)
         if other is None or (classified.value is not None and
-                             digit_count(other.text) < len(f"{classified.value:g}")):
+                             digit_count(other.text) < value_digits(classified.value)):
             return ocr
         return _surer(ocr, other)
 
@@ -1706,7 +1703,7 @@ class OcrBackend(AnalysisBackend):
         common misread, an invented one is not."""
         if ocr is None or ocr.value is None or ocr.sign_class != "speed_limit" or \
                 classified.sign_class != "speed_limit" or classified.value is None or \
-                digit_count(ocr.text) <= len(f"{classified.value:g}"):
+                digit_count(ocr.text) <= value_digits(classified.value):
             return False
         passes = self._pass_readings(bgr, [j for j in (job, job.fallback) if j is not None])
         if {p.value for p in passes if p.value is not None} != {ocr.value}:
@@ -2033,20 +2030,29 @@ def second_opinion(reading: SignReading, ocr: SignReading | None, min_confidence
         # the classifier saw a speed limit but not which (a 40 or 90: GTSRB has no such class):
         # OCR's number, validated by its own rules, is the value
         if ocr.sign_class == reading.sign_class:
-            return dataclasses.replace(reading, value=ocr.value, unit=ocr.unit, text=ocr.text,
-                                       confidence=min(reading.confidence, ocr.confidence))
+            return with_ocr_value(reading, ocr)
         return reading
     if ocr.sign_class == reading.sign_class and ocr.value == reading.value and \
             ocr.unit == reading.unit:
         return dataclasses.replace(reading, text=ocr.text)
-    if unknown_values and reading.sign_class == "speed_limit" and unknown_value(ocr):
-        # the classifier's value is the nearest GTSRB class to a sign it has no class for
-        return dataclasses.replace(reading, value=ocr.value, unit=ocr.unit, text=ocr.text,
-                                   confidence=min(reading.confidence, ocr.confidence))
-    if glyphs and other_digit_count(reading, ocr, glyphs):
-        return dataclasses.replace(reading, value=ocr.value, unit=ocr.unit, text=ocr.text,
-                                   confidence=min(reading.confidence, ocr.confidence))
+    # the classifier's value is the nearest GTSRB class to a sign it has no class for, or has
+    # fewer digits than OCR's sure read on as many counted glyphs
+    if (unknown_values and reading.sign_class == "speed_limit" and unknown_value(ocr)) or \
+            (glyphs and other_digit_count(reading, ocr, glyphs)):
+        return with_ocr_value(reading, ocr)
     return dataclasses.replace(reading, value=None, unit="", text=ocr.text)
+
+
+def with_ocr_value(reading: SignReading, ocr: SignReading) -> SignReading:
+    """The classifier's `reading` with OCR's value, unit and text, as sure as the less sure of
+    the two: what every rule that lets OCR's number stand does."""
+    return dataclasses.replace(reading, value=ocr.value, unit=ocr.unit, text=ocr.text,
+                               confidence=min(reading.confidence, ocr.confidence))
+
+
+def value_digits(value: float) -> int:
+    """How many digits a speed value is written with (100 -> 3), for the digit rules."""
+    return len(f"{value:g}")
 
 
 def other_digit_count(reading: SignReading, ocr: SignReading, glyphs: int) -> bool:
@@ -2060,7 +2066,7 @@ def other_digit_count(reading: SignReading, ocr: SignReading, glyphs: int) -> bo
             ocr.sign_class != "speed_limit" or ocr.value is None or \
             ocr.confidence < UNKNOWN_VALUE_SCORE:
         return False
-    return digit_count(ocr.text) == glyphs > len(f"{reading.value:g}")
+    return digit_count(ocr.text) == glyphs > value_digits(reading.value)
 
 
 UNKNOWN_VALUE_SCORE = 0.9
