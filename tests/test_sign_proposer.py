@@ -1,0 +1,181 @@
+"""The learned sign proposer: decoding, the reserved-range guard, training and export, and the
+shipped model on held-out real photos."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import read_bgr, shared
+from vlm_node.analysis.sign_proposer import DEFAULT_MODEL, SignProposer, peaks
+from vlm_node.geometry import Box
+from vlm_node.tools import train_sign_proposer as tool
+
+
+def test_peaks_are_local_maxima_best_first_with_sizes_in_pixels() -> None:
+    heat = np.zeros((20, 30), np.float32)
+    sizes = np.zeros((2, 20, 30), np.float32)
+    heat[5, 7], heat[5, 8] = 0.9, 0.5  # a plateau's shoulder is no second peak
+    heat[15, 20] = 0.6
+    heat[2, 2] = 0.02  # under min_score
+    sizes[:, 5, 7] = np.log(3.0), np.log(2.0)
+    sizes[:, 15, 20] = np.log(5.0), np.log(5.0)
+    got = peaks(heat, sizes, stride=4, k=10, min_score=0.05)
+    assert [round(s, 2) for _, s in got] == [0.9, 0.6]
+    first, second = got[0][0], got[1][0]
+    # centre of cell (7, 5) at stride 4 is (30, 22); 3 x 2 cells are 12 x 8 px
+    assert (first.x, first.y, first.w, first.h) == pytest.approx((24.0, 18.0, 12.0, 8.0))
+    assert (second.x + second.w / 2, second.y + second.h / 2) == pytest.approx((82.0, 62.0))
+    assert peaks(heat, sizes, 4, 1, 0.05)[0][1] == pytest.approx(0.9)
+    assert peaks(heat, sizes, 4, 10, 0.95) == []
+
+
+@pytest.mark.parametrize("name, kept", [
+    ("signs_real_dev/gtsdb_00599.jpg", False), ("gtsdb_00600.jpg", True),
+    ("gtsdb-00899.jpg", True), ("gtsdb_00060.jpg", False), ("images/road437.png", False),
+    ("images/road438.png", True), ("road500.png", True), ("road876.png", True),
+    ("road43.png", False), ("road4.png", False)])
+def test_reserved_ranges_are_recognised(name: str, kept: bool) -> None:
+    assert tool.reserved(name) is kept
+
+
+def test_natural_order_compares_numbers_as_numbers() -> None:
+    names = ["road10.png", "road9.png", "road100.png", "road1.png"]
+    assert sorted(names, key=tool.natural_key) == ["road1.png", "road9.png", "road10.png",
+                                                   "road100.png"]
+
+
+def test_reserved_photos_are_refused(tmp_path) -> None:  # noqa: ANN001
+    (tmp_path / "labels.json").write_text(
+        '{"images": [{"file": "road500.png", "signs": [{"box": [1, 1, 20, 20], '
+        '"class": "stop"}]}]}')
+    with pytest.raises(SystemExit, match="reserved"):
+        tool.load_photos([str(tmp_path / "labels.json")], "", 0.25)
+
+
+def _disc_photo(rng: np.random.Generator) -> tool.Photo:
+    import cv2
+
+    bgr = rng.integers(60, 120, (200, 260, 3), dtype=np.uint8)
+    boxes = []
+    for _ in range(3):
+        r = int(rng.integers(8, 20))
+        cx, cy = int(rng.integers(r, 260 - r)), int(rng.integers(r, 200 - r))
+        cv2.circle(bgr, (cx, cy), r, (30, 30, 220), -1)
+        cv2.circle(bgr, (cx, cy), int(r * 0.7), (240, 240, 240), -1)
+        boxes.append((cx - r, cy - r, 2 * r, 2 * r))
+    return tool.Photo("disc.png", bgr, np.array(boxes, np.float32))
+
+
+def test_training_exports_a_model_the_runtime_reads(tmp_path) -> None:  # noqa: ANN001
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(1)
+    photos = [_disc_photo(rng) for _ in range(4)]
+    crop, heat, size, mask = tool.sample(photos[0], rng)
+    assert crop.shape == (tool.CROP, tool.CROP, 3) and heat.shape == size.shape[1:]
+    assert heat.max() <= 1.0 and mask.sum() == (heat == 1.0).sum()
+    net = tool.train(photos, steps=3, batch=2, log_every=0)
+    out = tmp_path / "proposer.onnx"
+    tool.export(net, out, {"steps": 3})
+    proposer = SignProposer(out)
+    assert proposer.stride == tool.STRIDE
+    got = proposer.propose(photos[0].bgr, k=5, min_score=0.0)  # 200 x 260: padded to 208 x 272
+    assert len(got) == 5
+    assert all(0 <= b.x + b.w / 2 <= 272 and 0 <= b.y + b.h / 2 <= 208 for b, _ in got)
+    with pytest.raises(ValueError, match="uint8"):
+        proposer.propose(photos[0].bgr[..., 0], k=5)
+
+
+def test_missing_model_is_a_clear_error(tmp_path) -> None:  # noqa: ANN001
+    with pytest.raises(FileNotFoundError, match="sign proposer model"):
+        SignProposer(tmp_path / "none.onnx")
+
+
+def test_shipped_model_covers_held_out_gtsdb_signs_with_ten_boxes() -> None:
+    """The held-out quarter of the GTSDB development photos (never trained on): the shipped
+    model's ten best boxes a photo cover most signs of 16 px and more. The model card's
+    figure is the same measurement at IoU 0.5 and 0.3 with the Kaggle photos too."""
+    labels = shared("signs_real_dev/labels.json")
+    trained, held_out = tool.load_photos([str(labels)], "andrewmvd_", 0.25)
+    assert len(held_out) > 100
+    assert min(p.name for p in held_out) > max(p.name for p in trained)
+    proposer = SignProposer(DEFAULT_MODEL)
+    hits = total = 0
+    for photo in held_out:
+        boxes = [b for b, _ in proposer.propose(photo.bgr, k=10)]
+        for x, y, w, h in photo.boxes:
+            if max(w, h) < 16:
+                continue
+            total += 1
+            hits += any(Box(float(x), float(y), float(w), float(h)).iou(b) >= 0.3 for b in boxes)
+    assert total > 80
+    assert hits / total >= 0.9, (hits, total)
+
+
+def _reader(**settings: object):  # noqa: ANN202
+    from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
+
+    reader = OcrBackend(OcrConfig(**settings))
+    reader.load()
+    return reader
+
+
+def test_reader_with_learned_outlines_runs_no_hough_pass(monkeypatch) -> None:  # noqa: ANN001
+    """`learned_proposals` with `learned_replaces: outlines`: the proposer's boxes stand for
+    the Hough outlines (no outline thread, find_circles never called), the colour search
+    stays, and a held-out GTSDB 80 reads as it does by default."""
+    from vlm_node.analysis import ocr_backend
+
+    bgr = read_bgr(shared("signs_real_dev/gtsdb_00500.jpg"))
+    default = _reader()
+    expected = [(r.sign_class, r.value) for r in default.read_signs(bgr)]
+    default.close()
+    assert ("speed_limit", 80.0) in expected
+
+    def no_hough(*_args: object, **_kw: object) -> None:
+        raise AssertionError("the Hough pass ran")
+
+    monkeypatch.setattr(ocr_backend, "find_circles", no_hough)
+    reader = _reader(learned_proposals=10)
+    try:
+        assert reader._outline_pool is None  # noqa: SLF001
+        assert "proposer sign_proposer.onnx" in reader.model_id
+        got = [(r.sign_class, r.value) for r in reader.read_signs(bgr)]
+    finally:
+        reader.close()
+    assert ("speed_limit", 80.0) in got
+
+
+def test_reader_with_learned_search_keeps_only_the_finder(monkeypatch) -> None:  # noqa: ANN001
+    """`learned_replaces: search`: no colour proposals, shapes or Hough outlines are searched;
+    the sign is still read through the proposer's boxes."""
+    from vlm_node.analysis import ocr_backend
+
+    def not_searched(*_args: object, **_kw: object) -> None:
+        raise AssertionError("the colour/shape search ran")
+
+    for name in ("find_circles", "find_proposals", "find_triangles", "find_diamonds"):
+        monkeypatch.setattr(ocr_backend, name, not_searched)
+    bgr = read_bgr(shared("signs_real_dev/gtsdb_00500.jpg"))
+    reader = _reader(learned_proposals=10, learned_replaces="search")
+    try:
+        found = reader._search(bgr)  # noqa: SLF001
+        assert 0 < len(found.proposals) <= 10 and found.triangles == found.diamonds == []
+        assert found.circles == found.proposals  # read as outlines too
+        got = [(r.sign_class, r.value) for r in reader.read_signs(bgr)]
+    finally:
+        reader.close()
+    assert ("speed_limit", 80.0) in got
+
+
+def test_settings_resolve_and_bad_values_are_refused() -> None:
+    from vlm_node.config import resolve
+    from vlm_node.errors import ConfigError
+
+    cfg = resolve(overrides={"analysis.ocr.learned_proposals": 10,
+                             "analysis.ocr.learned_replaces": "search"}).analysis.ocr
+    assert (cfg.learned_proposals, cfg.learned_replaces) == (10, "search")
+    assert resolve().analysis.ocr.learned_proposals == 0  # off by default
+    with pytest.raises(ConfigError, match="learned_replaces"):
+        resolve(overrides={"analysis.ocr.learned_replaces": "everything"})
+    with pytest.raises(ConfigError, match="maximum 200"):
+        resolve(overrides={"analysis.ocr.learned_proposals": 500})
