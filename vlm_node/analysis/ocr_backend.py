@@ -48,6 +48,8 @@ from vlm_node.analysis.sign_classifier import (SHIPPED_MODELS, SignClass, SignCl
                                                prepare_crops)
 from vlm_node.analysis.proposal_ranker import DEFAULT_RANKER, ProposalRanker
 from vlm_node.analysis.proposal_ranker import features as ranker_features
+from vlm_node.analysis.sign_proposer import DEFAULT_MODEL as DEFAULT_PROPOSER
+from vlm_node.analysis.sign_proposer import SignProposer
 from vlm_node.analysis.sign_verifier import DEFAULT_VERIFIER, SignVerifier
 from vlm_node.analysis.sign_text import (TextRead, digit_count, letters, parse_number, plausible,
                                          reads_letters, says)
@@ -370,6 +372,22 @@ class OcrConfig:
                                     min=0, max=1000, dynamic=True)
     ranker_model: str = setting("", "Proposal ranker file (`vlm-node fit-ranker`); empty = "
                                     "the shipped one.")
+    learned_proposals: int = setting(
+        0, "With K > 0, the learned sign proposer's K best boxes (vlm_node/analysis/"
+           "sign_proposer.py, docs/sign_proposer.md) replace the colour proposals, the "
+           "triangle and diamond shapes and the Hough outlines as what the classifier checks "
+           "beside the finder's candidates: ~6 ms a 960x544 search image instead of ~40 ms "
+           "of search and a ~33 ms Hough pass. On held-out development photos its 10 best "
+           "boxes cover as many signs as the search's ~120; the reader's rules were tuned on "
+           "the search's boxes, so it is off (0) until its readings match.",
+        min=0, max=200)
+    learned_replaces: str = setting(
+        "outlines", "What the learned proposals stand for: 'outlines' (the Hough pass only; "
+                    "the colour proposals and shapes stay) or 'search' (proposals, shapes and "
+                    "outlines: only the finder's candidates are left beside them).",
+        choices=("outlines", "search"))
+    proposer_model: str = setting("", "Sign proposer file (`python -m vlm_node.tools."
+                                      "train_sign_proposer`); empty = the shipped one.")
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
 
     def runtime(self) -> Runtime:
@@ -396,6 +414,10 @@ _CIRCLE_READ_SCORE = 0.9
 # Round outlines a frame that get such a read (largest first): each is a recogniser call, and
 # on the development photos a third one added no value (a first-only cap lost one).
 _CIRCLE_READS_PER_FRAME = 2
+LEARNED_MIN_SCORE = 0.05
+"""A learned proposal scored lower is no box at all (`learned_proposals`): of the 286 held-out
+development signs its ten best boxes cover (IoU >= 0.3), the lowest scores 0.068 and 2 score
+under 0.1."""
 # A colour proposal whose round outline gets a ring read (`proposal_ring_reads`): red paint on
 # at least this share of its box (a saturated rim covers a fifth or more; a pale one, only
 # partly in the loose red mask, 0.13-0.27 on the Kaggle development photos), 1-3 glyphs (a 5
@@ -841,6 +863,7 @@ class OcrBackend(AnalysisBackend):
         self._classifier: SignClassifier | None = None
         self._verifier: SignVerifier | None = None
         self._ranker: ProposalRanker | None = None
+        self._proposer: SignProposer | None = None  # `learned_proposals`
         self._model_id = ""
         # the round-outline search (a Hough pass, ~60 ms on a 960 px frame, GIL released)
         # runs beside the colour search, which needs nothing from it
@@ -880,7 +903,11 @@ class OcrBackend(AnalysisBackend):
                 self._model_id += " + verifier"
         if self.config.ranked_proposals > 0:
             self._ranker = self._load_ranker()
-        if self.config.circle_proposals:
+        if self.config.learned_proposals > 0:
+            self._proposer = SignProposer(self.config.proposer_model or DEFAULT_PROPOSER,
+                                          self.config.runtime())
+            self._model_id += f" + proposer {self._proposer.path.name}"
+        elif self.config.circle_proposals:
             self._outline_pool = ThreadPoolExecutor(1, thread_name_prefix="sign-outlines")
         # Warm-up: the first onnxruntime run allocates and picks kernels (~100 ms).
         probe = np.full((48, 96, 3), 255, np.uint8)
@@ -916,6 +943,7 @@ class OcrBackend(AnalysisBackend):
         self._classifier = None
         self._verifier = None
         self._ranker = None
+        self._proposer = None
         if self._outline_pool is not None:
             self._outline_pool.shutdown(wait=True)
             self._outline_pool = None
@@ -1033,7 +1061,12 @@ class OcrBackend(AnalysisBackend):
         args: tuple[Any, ...] | None = None
         outlines: Future[list[Box]] | None = None
         cscale = 1.0
-        if cfg.circle_proposals:
+        # the learned proposer's boxes (`learned_proposals`) stand for the Hough outlines, and
+        # with `learned_replaces: search` for the colour proposals and shapes too
+        learned = self._proposer is not None and cfg.learned_proposals > 0
+        learned_boxes = self._learned(small, pcfg.min_size_px) if learned else []
+        all_learned = learned and cfg.learned_replaces == "search"
+        if cfg.circle_proposals and not learned:
             # radius from the smallest proposal (12 px a side at full size: ~5 px with the rim
             # growth) to a sign a twelfth of the frame's height across the rim, then on a
             # shrunk copy up to a sign 0.7 of it across (passed close by)
@@ -1070,16 +1103,17 @@ class OcrBackend(AnalysisBackend):
                 cands = find_candidates(small, ccfg)
         with timed("search.proposals"):
             masks = proposal_masks(small, pcfg)
-            proposals = find_proposals(small, pcfg, masks)
+            proposals = list(learned_boxes) if all_learned else \
+                find_proposals(small, pcfg, masks)
             # the paint shares of boxes, for the pre-filter and the ranker: made once
             integrals = paint_integrals(masks)
-            if pcfg.min_paint > 0:
+            if pcfg.min_paint > 0 and not all_learned:
                 # a proposal without any sign paint could only pass as a grey end-of-limit
                 # sign, which the finder's white candidates cover: not worth a classifier crop
                 shares = max_paint_shares(masks, proposals, integrals)
                 proposals = [b for b, share in zip(proposals, shares)
                              if share >= pcfg.min_paint]
-            if rank and cfg.ranked_proposals > 0:
+            if rank and cfg.ranked_proposals > 0 and not all_learned:
                 if self._ranker is None:  # the setting was raised from 0 at run time
                     self._ranker = self._load_ranker()
                 proposals = self._ranker.best(proposals, masks, scale, cfg.ranked_proposals,
@@ -1088,10 +1122,12 @@ class OcrBackend(AnalysisBackend):
         known = box_array([c.box for c in cands] + proposals)
         with timed("search.shapes"):
             triangles = _not_known(find_triangles(small, pcfg.min_size_px), known,
-                                   SHAPE_KNOWN_IOU) if cfg.triangle_proposals else []
+                                   SHAPE_KNOWN_IOU) \
+                if cfg.triangle_proposals and not all_learned else []
             diamonds = _not_known(find_diamonds(masks, pcfg.min_size_px,
                                                 0.6 * min(small.shape[:2])), known,
-                                  SHAPE_KNOWN_IOU) if cfg.diamond_proposals else []
+                                  SHAPE_KNOWN_IOU) \
+                if cfg.diamond_proposals and not all_learned else []
         up = 1.0 / scale
 
         def full_size(boxes: list[Box]) -> list[Box]:
@@ -1106,6 +1142,12 @@ class OcrBackend(AnalysisBackend):
 
         def outlines_found() -> list[Box]:
             """The round outlines no candidate or proposal already boxes, in frame pixels."""
+            if learned:
+                # (replacing the search, they are its proposals too: read as outlines as well,
+                # the ring reads of big round signs need them: 70.8 -> 81.1 % of the held-out
+                # Kaggle values, docs/sign_proposer.md)
+                return full_size(learned_boxes if all_learned else
+                                 _not_known(learned_boxes, known, 0.5))
             if args is None:
                 return []
             with timed("classify.wait"):  # the caller's wait for the outline thread
@@ -1129,6 +1171,15 @@ class OcrBackend(AnalysisBackend):
             tops = sum(top)
         return (_Search(cands, proposals, squares, [], masks, scale, whole_frame(w, h, cfg),
                         tops, triangles, diamonds), outlines_found)
+
+    def _learned(self, small: np.ndarray, floor: float) -> list[Box]:
+        """The learned proposer's `learned_proposals` best boxes on the search image (its
+        pixels), none under `floor` px across. They need no paint pre-filter or ranking:
+        they are already few and ranked."""
+        assert self._proposer is not None
+        return [b for b, _ in self._proposer.propose(small, self.config.learned_proposals,
+                                                     LEARNED_MIN_SCORE)
+                if max(b.w, b.h) >= floor]
 
     def _read_classified(self, bgr: np.ndarray, hints: Sequence[TextHint] = (),
                          people: Sequence[Box] = ()) -> list[SignReading]:
