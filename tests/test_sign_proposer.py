@@ -159,8 +159,13 @@ def test_reader_with_learned_search_keeps_only_the_finder(monkeypatch) -> None: 
     reader = _reader(learned_proposals=10, learned_replaces="search")
     try:
         found = reader._search(bgr)  # noqa: SLF001
-        assert 0 < len(found.proposals) <= 10 and found.triangles == found.diamonds == []
-        assert found.circles == found.proposals  # read as outlines too
+        n = len(found.circles)  # the proposer's boxes, read as outlines too
+        assert 0 < n <= 10 and found.triangles == found.diamonds == []
+        # classified at each of LEARNED_SCALES about the same centres
+        assert len(found.proposals) == n * len(ocr_backend.LEARNED_SCALES)
+        assert found.proposals[:n] == found.circles
+        for a, b in zip(found.circles, found.proposals[n:2 * n]):
+            assert (b.w / a.w, b.x + b.w / 2) == pytest.approx((1.15, a.x + a.w / 2))
         got = [(r.sign_class, r.value) for r in reader.read_signs(bgr)]
     finally:
         reader.close()

@@ -378,8 +378,10 @@ class OcrConfig:
            "triangle and diamond shapes and the Hough outlines as what the classifier checks "
            "beside the finder's candidates: ~6 ms a 960x544 search image instead of ~40 ms "
            "of search and a ~33 ms Hough pass. On held-out development photos its 10 best "
-           "boxes cover as many signs as the search's ~120; the reader's rules were tuned on "
-           "the search's boxes, so it is off (0) until its readings match.",
+           "boxes cover as many signs as the search's ~120; with 10 replacing the search the "
+           "1080p stage takes 0.57x the time, but the reader's value rules were tuned on the "
+           "search's boxes (4-7 points fewer values on the held-out photos at their own "
+           "sizes), so it is off (0) until its readings match.",
         min=0, max=200)
     learned_replaces: str = setting(
         "outlines", "What the learned proposals stand for: 'outlines' (the Hough pass only; "
@@ -414,6 +416,11 @@ _CIRCLE_READ_SCORE = 0.9
 # Round outlines a frame that get such a read (largest first): each is a recogniser call, and
 # on the development photos a third one added no value (a first-only cap lost one).
 _CIRCLE_READS_PER_FRAME = 2
+LEARNED_SCALES = (1.0, 1.15, 0.87)
+"""Each learned box is also classified 15 % larger and smaller about its centre: its size is a
+heatmap cell's estimate, and the classifier's speed mass on small foreign signs moves with the
+box (Kaggle road398's 100: 0.27 at the proposer's box, 0.48 at the colour region's, 0.77 at the
+label's). With `learned_replaces: search`, held-out Kaggle values 81.1 -> 86.8 %."""
 LEARNED_MIN_SCORE = 0.05
 """A learned proposal scored lower is no box at all (`learned_proposals`): of the 286 held-out
 development signs its ten best boxes cover (IoU >= 0.3), the lowest scores 0.068 and 2 score
@@ -1065,6 +1072,8 @@ class OcrBackend(AnalysisBackend):
         # with `learned_replaces: search` for the colour proposals and shapes too
         learned = self._proposer is not None and cfg.learned_proposals > 0
         learned_boxes = self._learned(small, pcfg.min_size_px) if learned else []
+        # (each box at every scale is one more crop to classify; read as a ring only once)
+        unscaled = learned_boxes[:len(learned_boxes) // len(LEARNED_SCALES)]
         all_learned = learned and cfg.learned_replaces == "search"
         if cfg.circle_proposals and not learned:
             # radius from the smallest proposal (12 px a side at full size: ~5 px with the rim
@@ -1146,7 +1155,7 @@ class OcrBackend(AnalysisBackend):
                 # (replacing the search, they are its proposals too: read as outlines as well,
                 # the ring reads of big round signs need them: 70.8 -> 81.1 % of the held-out
                 # Kaggle values, docs/sign_proposer.md)
-                return full_size(learned_boxes if all_learned else
+                return full_size(unscaled if all_learned else
                                  _not_known(learned_boxes, known, 0.5))
             if args is None:
                 return []
@@ -1174,12 +1183,14 @@ class OcrBackend(AnalysisBackend):
 
     def _learned(self, small: np.ndarray, floor: float) -> list[Box]:
         """The learned proposer's `learned_proposals` best boxes on the search image (its
-        pixels), none under `floor` px across. They need no paint pre-filter or ranking:
-        they are already few and ranked."""
+        pixels), none under `floor` px across, each at the `LEARNED_SCALES`. They need no
+        paint pre-filter or ranking: they are already few and ranked."""
         assert self._proposer is not None
-        return [b for b, _ in self._proposer.propose(small, self.config.learned_proposals,
-                                                     LEARNED_MIN_SCORE)
-                if max(b.w, b.h) >= floor]
+        boxes = [b for b, _ in self._proposer.propose(small, self.config.learned_proposals,
+                                                      LEARNED_MIN_SCORE)
+                 if max(b.w, b.h) >= floor]
+        return [Box(b.x + b.w * (1 - g) / 2, b.y + b.h * (1 - g) / 2, b.w * g, b.h * g)
+                for g in LEARNED_SCALES for b in boxes]
 
     def _read_classified(self, bgr: np.ndarray, hints: Sequence[TextHint] = (),
                          people: Sequence[Box] = ()) -> list[SignReading]:
