@@ -374,14 +374,15 @@ class OcrConfig:
                                     "the shipped one.")
     learned_proposals: int = setting(
         0, "With K > 0, the learned sign proposer's K best boxes (vlm_node/analysis/"
-           "sign_proposer.py, docs/sign_proposer.md) replace the colour proposals, the "
-           "triangle and diamond shapes and the Hough outlines as what the classifier checks "
-           "beside the finder's candidates: ~6 ms a 960x544 search image instead of ~40 ms "
-           "of search and a ~33 ms Hough pass. On held-out development photos its 10 best "
-           "boxes cover as many signs as the search's ~120; with 10 replacing the search the "
-           "1080p stage takes 0.57x the time, but the reader's value rules were tuned on the "
-           "search's boxes (4-7 points fewer values on the held-out photos at their own "
-           "sizes), so it is off (0) until its readings match.",
+           "sign_proposer.py, docs/sign_proposer.md) stand for the Hough outlines, or with "
+           "learned_replaces: search for the colour proposals, the triangle and diamond "
+           "shapes and the outlines, leaving the finder's candidates beside them: ~6 ms a "
+           "960x544 search image instead of ~40 ms of search and a ~33 ms Hough pass. On "
+           "held-out development photos its 10 best boxes cover as many signs as the "
+           "search's ~120; with 10 replacing the search the 1080p stage takes 0.57x the "
+           "time, but the reader's value rules were tuned on the search's boxes (4-7 points "
+           "fewer values on the held-out photos at their own sizes), so it is off (0) until "
+           "its readings match.",
         min=0, max=200)
     learned_replaces: str = setting(
         "outlines", "What the learned proposals stand for: 'outlines' (the Hough pass only; "
@@ -1071,9 +1072,7 @@ class OcrBackend(AnalysisBackend):
         # the learned proposer's boxes (`learned_proposals`) stand for the Hough outlines, and
         # with `learned_replaces: search` for the colour proposals and shapes too
         learned = self._proposer is not None and cfg.learned_proposals > 0
-        learned_boxes = self._learned(small, pcfg.min_size_px) if learned else []
-        # (each box at every scale is one more crop to classify; read as a ring only once)
-        unscaled = learned_boxes[:len(learned_boxes) // len(LEARNED_SCALES)]
+        learned_boxes: list[Box] = []  # (made with the proposals, below)
         all_learned = learned and cfg.learned_replaces == "search"
         if cfg.circle_proposals and not learned:
             # radius from the smallest proposal (12 px a side at full size: ~5 px with the rim
@@ -1111,6 +1110,8 @@ class OcrBackend(AnalysisBackend):
             else:
                 cands = find_candidates(small, ccfg)
         with timed("search.proposals"):
+            if learned:
+                learned_boxes = self._learned(small, pcfg.min_size_px)
             masks = proposal_masks(small, pcfg)
             proposals = list(learned_boxes) if all_learned else \
                 find_proposals(small, pcfg, masks)
@@ -1155,6 +1156,8 @@ class OcrBackend(AnalysisBackend):
                 # (replacing the search, they are its proposals too: read as outlines as well,
                 # the ring reads of big round signs need them: 70.8 -> 81.1 % of the held-out
                 # Kaggle values, docs/sign_proposer.md)
+                # (each box at every scale is one more crop; read as a ring only once)
+                unscaled = learned_boxes[:len(learned_boxes) // len(LEARNED_SCALES)]
                 return full_size(unscaled if all_learned else
                                  _not_known(learned_boxes, known, 0.5))
             if args is None:
@@ -1183,8 +1186,9 @@ class OcrBackend(AnalysisBackend):
 
     def _learned(self, small: np.ndarray, floor: float) -> list[Box]:
         """The learned proposer's `learned_proposals` best boxes on the search image (its
-        pixels), none under `floor` px across, each at the `LEARNED_SCALES`. They need no
-        paint pre-filter or ranking: they are already few and ranked."""
+        pixels), none under `floor` px across, at each of the `LEARNED_SCALES` in turn (the
+        first K at their own size). They need no paint pre-filter or ranking: they are
+        already few and ranked."""
         assert self._proposer is not None
         boxes = [b for b, _ in self._proposer.propose(small, self.config.learned_proposals,
                                                       LEARNED_MIN_SCORE)
