@@ -1113,21 +1113,24 @@ class OcrBackend(AnalysisBackend):
             if learned:
                 learned_boxes = self._learned(small, pcfg.min_size_px)
             masks = proposal_masks(small, pcfg)
-            proposals = list(learned_boxes) if all_learned else \
-                find_proposals(small, pcfg, masks)
-            # the paint shares of boxes, for the pre-filter and the ranker: made once
-            integrals = paint_integrals(masks)
-            if pcfg.min_paint > 0 and not all_learned:
-                # a proposal without any sign paint could only pass as a grey end-of-limit
-                # sign, which the finder's white candidates cover: not worth a classifier crop
-                shares = max_paint_shares(masks, proposals, integrals)
-                proposals = [b for b, share in zip(proposals, shares)
-                             if share >= pcfg.min_paint]
-            if rank and cfg.ranked_proposals > 0 and not all_learned:
-                if self._ranker is None:  # the setting was raised from 0 at run time
-                    self._ranker = self._load_ranker()
-                proposals = self._ranker.best(proposals, masks, scale, cfg.ranked_proposals,
-                                              integrals)
+            if all_learned:
+                # no paint pre-filter or ranking: the learned boxes are few and ranked already
+                proposals = at_learned_scales(learned_boxes)
+            else:
+                proposals = find_proposals(small, pcfg, masks)
+                # the paint shares of boxes, for the pre-filter and the ranker: made once
+                integrals = paint_integrals(masks)
+                if pcfg.min_paint > 0:
+                    # a proposal without any sign paint could only pass as a grey end-of-limit
+                    # sign, which the finder's white candidates cover: not worth a crop
+                    shares = max_paint_shares(masks, proposals, integrals)
+                    proposals = [b for b, share in zip(proposals, shares)
+                                 if share >= pcfg.min_paint]
+                if rank and cfg.ranked_proposals > 0:
+                    if self._ranker is None:  # the setting was raised from 0 at run time
+                        self._ranker = self._load_ranker()
+                    proposals = self._ranker.best(proposals, masks, scale,
+                                                  cfg.ranked_proposals, integrals)
         # outlines that are already a region's box add nothing
         known = box_array([c.box for c in cands] + proposals)
         with timed("search.shapes"):
@@ -1157,9 +1160,8 @@ class OcrBackend(AnalysisBackend):
                 # the ring reads of big round signs need them: 70.8 -> 81.1 % of the held-out
                 # Kaggle values, docs/sign_proposer.md)
                 # (each box at every scale is one more crop; read as a ring only once)
-                unscaled = learned_boxes[:len(learned_boxes) // len(LEARNED_SCALES)]
-                return full_size(unscaled if all_learned else
-                                 _not_known(learned_boxes, known, 0.5))
+                return full_size(learned_boxes if all_learned else
+                                 _not_known(at_learned_scales(learned_boxes), known, 0.5))
             if args is None:
                 return []
             with timed("classify.wait"):  # the caller's wait for the outline thread
@@ -1186,15 +1188,11 @@ class OcrBackend(AnalysisBackend):
 
     def _learned(self, small: np.ndarray, floor: float) -> list[Box]:
         """The learned proposer's `learned_proposals` best boxes on the search image (its
-        pixels), none under `floor` px across, at each of the `LEARNED_SCALES` in turn (the
-        first K at their own size). They need no paint pre-filter or ranking: they are
-        already few and ranked."""
+        pixels), none under `floor` px across."""
         assert self._proposer is not None
-        boxes = [b for b, _ in self._proposer.propose(small, self.config.learned_proposals,
-                                                      LEARNED_MIN_SCORE)
-                 if max(b.w, b.h) >= floor]
-        return [Box(b.x + b.w * (1 - g) / 2, b.y + b.h * (1 - g) / 2, b.w * g, b.h * g)
-                for g in LEARNED_SCALES for b in boxes]
+        return [b for b, _ in self._proposer.propose(small, self.config.learned_proposals,
+                                                     LEARNED_MIN_SCORE)
+                if max(b.w, b.h) >= floor]
 
     def _read_classified(self, bgr: np.ndarray, hints: Sequence[TextHint] = (),
                          people: Sequence[Box] = ()) -> list[SignReading]:
@@ -1969,6 +1967,12 @@ class OcrBackend(AnalysisBackend):
 # least this share of that box's area: a value read on a smaller box inside it (an inner disc)
 # published wrong values on sign crops (120 read as 100 three times).
 FAMILY_YIELD_AREA = 0.8
+
+
+def at_learned_scales(boxes: Sequence[Box]) -> list[Box]:
+    """Each learned box at each of the `LEARNED_SCALES` about its centre, scale by scale (the
+    boxes at their own size first)."""
+    return [b.expanded((g - 1) / 2) for g in LEARNED_SCALES for b in boxes]
 
 
 def _hides_rings(cand: SignCandidate) -> bool:

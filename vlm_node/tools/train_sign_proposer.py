@@ -289,10 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--val-share must lie between 0 and 1")
     if args.evaluate is None and args.output is None:
         parser.error("give --output (train) or --evaluate MODEL")
-    import torch
-
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(1)  # crops are cut one at a time; torch has the cores
     train_photos, val = load_photos(args.labels, args.exclude, args.val_share)
     print(f"{len(train_photos)} training photos ({sum(len(p.boxes) for p in train_photos)} "
           f"signs), {len(val)} held out ({sum(len(p.boxes) for p in val)} signs)", flush=True)
