@@ -215,6 +215,30 @@ def test_stacked_signs_get_a_box_each():
     assert max(p.iou(limit) for p in split) >= 0.6
 
 
+def test_proposals_near_boxes_are_the_paint_regions_of_their_windows():
+    """`find_proposals_near`: around a rough box on gtsdb_00367's 120 (the learned proposer's
+    kind of box, 4 px off), the window's paint regions hold the sign's own square as the
+    frame-wide search finds it, lie in the window, and are a few of the frame's ~100."""
+    from vlm_node.analysis.sign_candidates import (ProposalConfig, find_proposals,
+                                                   find_proposals_near, proposal_masks)
+    from vlm_node.geometry import Box
+
+    bgr = read_bgr(SHARED_DATA / "signs_real_dev" / "gtsdb_00367.jpg")
+    cfg = ProposalConfig()
+    masks = proposal_masks(bgr, cfg)
+    limit = Box(138, 293, 27, 26)
+    rough = Box(142, 297, 25, 25)
+    near = find_proposals_near(bgr, cfg, masks, [rough], 2.0)
+    whole = find_proposals(bgr, cfg, masks)
+    assert 0 < len(near) < len(whole) / 5
+    best = max(near, key=limit.iou)
+    assert best.iou(limit) >= 0.6
+    assert any(b == best for b in whole)  # the same region box, not a new one
+    window = Box(129.5, 284.5, 50, 50)
+    assert all(b.coverage_by(window) > 0.9 for b in near)
+    assert find_proposals_near(bgr, cfg, masks, [], 2.0) == []
+
+
 def _paint_bgr(colour_bgr, box_xywh, size=(240, 160)):
     """A grey frame with one painted rectangle."""
     bgr = np.full((size[1], size[0], 3), 128, np.uint8)

@@ -90,6 +90,15 @@ class Box:
         return self.intersection(other) / self.area if self.area > 0 else 0.0
 
 
+def window(box: Box, grow: float, width: int, height: int) -> tuple[slice, slice]:
+    """Row and column slices of the square `grow` times the box's longer side about its
+    centre, clipped to a `width` x `height` image: where to look again around a box that only
+    roughly places a sign (the learned proposer's)."""
+    side = grow * max(box.w, box.h)
+    cx, cy = box.center
+    return Box(cx - side / 2, cy - side / 2, side, side).int_slices(width, height)
+
+
 def nms(boxes: Sequence[Box], scores: Sequence[float], iou_threshold: float) -> list[int]:
     """Indices kept by greedy non-maximum suppression, highest score first."""
     order = sorted(range(len(boxes)), key=lambda i: -scores[i])

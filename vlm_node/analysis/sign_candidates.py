@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from vlm_node.analysis.diamond_proposals import diamond_masks
-from vlm_node.geometry import Box, box_array, contour_rects, nms
+from vlm_node.geometry import Box, box_array, contour_rects, nms, window
 from vlm_node.params import setting
 
 
@@ -821,6 +821,28 @@ PROPOSAL_PAINTS = ("red", "red_loose", "blue", "yellow")
 dict also holds the priority-road pass's masks, `diamond_masks`, which are never proposed)."""
 
 
+def find_proposals_near(bgr: np.ndarray, cfg: ProposalConfig, masks: dict[str, np.ndarray],
+                        near: Sequence[Box], grow: float) -> list[Box]:
+    """`find_proposals` inside each of the `near` boxes grown `grow` times about its centre
+    (in `bgr`'s pixels), the boxes in `bgr`'s pixels. Why: a learned proposer's box is a
+    heatmap cell's guess of a sign's place and size, while the classifier and the verifier were
+    tuned on the tight boxes of paint regions; the paint regions around a few learned boxes
+    cost a fraction of a millisecond, the whole frame's ~9 ms at 960x540."""
+    height, width = bgr.shape[:2]
+    largest = 0.6 * min(height, width)
+    out: list[Box] = []
+    for box in near:
+        rows, cols = window(box, grow, width, height)
+        if rows.stop - rows.start < 2 or cols.stop - cols.start < 2:
+            continue
+        roi = {k: v[rows, cols] for k, v in masks.items()}
+        out += [b.shifted(cols.start, rows.start)
+                for b in find_proposals(bgr[rows, cols], cfg, roi, largest)]
+    # neighbouring boxes' windows overlap: a region found twice is one proposal
+    keep = box_nms(out, [b.area for b in out], 0.9)
+    return sorted((out[i] for i in keep), key=lambda b: b.area)
+
+
 def proposal_masks(bgr: np.ndarray, cfg: ProposalConfig) -> dict[str, np.ndarray]:
     """Loose paint masks (uint8 0/255): red relative to the pixel's own brightness, so a rim in
     a dark or dusky frame (RGB 30,14,15) still counts (twice: a looser mask finds desaturated
@@ -1057,7 +1079,8 @@ def _region_boxes(contours: Sequence[np.ndarray], holes: np.ndarray, colour: str
 
 
 def find_proposals(bgr: np.ndarray, cfg: ProposalConfig | None = None,
-                   masks: dict[str, np.ndarray] | None = None) -> list[Box]:
+                   masks: dict[str, np.ndarray] | None = None,
+                   largest: float | None = None) -> list[Box]:
     """Boxes that may hold a sign, for a classifier to verify: every roughly square region of
     sign paint (red, blue, yellow), every hole in the paint grown by a rim's width (the light
     face inside a red ring or triangle), and compact bright regions grown the same way. No
@@ -1065,7 +1088,7 @@ def find_proposals(bgr: np.ndarray, cfg: ProposalConfig | None = None,
     lights, red cars and brick. `masks`: `proposal_masks(bgr, cfg)` when already computed."""
     cfg = cfg or ProposalConfig()
     height, width = bgr.shape[:2]
-    largest = 0.6 * min(height, width)
+    largest = 0.6 * min(height, width) if largest is None else largest
     kernel = np.ones((3, 3), np.uint8)
     out: list[Box] = []
     masks = masks if masks is not None else proposal_masks(bgr, cfg)
