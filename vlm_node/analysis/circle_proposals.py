@@ -73,21 +73,21 @@ _FIT_MAX_SIDE = 128.0
 _FIT_RADII = (0.3, 0.6)
 
 
-def fit_ring(bgr: np.ndarray, box: Box) -> Box:
+def fit_ring(bgr: np.ndarray, box: Box, max_side: float = _FIT_MAX_SIDE) -> Box:
     """The box of the most circular outline inside `box` (`ring_in`), or `box` when none is
     found."""
-    ring = ring_in(bgr, box)
+    ring = ring_in(bgr, box, max_side)
     return box if ring is None else ring
 
 
-def ring_in(bgr: np.ndarray, box: Box) -> Box | None:
+def ring_in(bgr: np.ndarray, box: Box, max_side: float = _FIT_MAX_SIDE) -> Box | None:
     """The box of the most circular outline inside `box` (a colour proposal, or the shape
     finder's ring, that OCR is about to read as a speed sign), None when none is found. Why: a
     colour region's box often spans the sign with its post, a plate below or the rim of a
     second sign, and the legend cut from its middle then holds part of the rim, which the
     recogniser reads as a bracket or a "1" ("(40)", "40)"); on the Kaggle development photos
     this cost 21 speed values. One gradient Hough pass on the box's patch, enlarged to
-    `_FIT_MIN_SIDE` or shrunk to `_FIT_MAX_SIDE`, with the frame pass's thresholds
+    `_FIT_MIN_SIDE` or shrunk to `max_side`, with the frame pass's thresholds
     (`_hough`): on the 138 speed limits of >= 20 px in the development photos, boxes grown
     over the post or to one side fit the sign at IoU >= 0.75 in 175 of 276 cases, and in
     none worse than the box given."""
@@ -99,7 +99,7 @@ def ring_in(bgr: np.ndarray, box: Box) -> Box | None:
     if min(x1 - x0, y1 - y0) < 8:
         return None
     patch = cv2.cvtColor(bgr[y0:y1, x0:x1], cv2.COLOR_BGR2GRAY)
-    f = max(1.0, _FIT_MIN_SIDE / side) if side < _FIT_MAX_SIDE else _FIT_MAX_SIDE / side
+    f = max(1.0, _FIT_MIN_SIDE / side) if side < max_side else max_side / side
     if f != 1.0:
         patch = cv2.resize(patch, None, fx=f, fy=f,
                            interpolation=cv2.INTER_CUBIC if f > 1.0 else cv2.INTER_AREA)
