@@ -23,15 +23,16 @@ def _labels():
 
 def test_each_setting_reads_the_same_frames_and_is_scored_at_the_frame_size():
     """Two GTSDB photos (two 80s; two 70s and a priority-road sign) enlarged to 1080p: both
-    settings read all 5 signs with their class and all 4 values, none wrong; times and CPU are
+    settings (the learned proposer's search, the default at 1080p, and the full colour/shape
+    search) read all 5 signs with their class and all 4 values, none wrong; times and CPU are
     per frame, the ratio is against the first setting."""
     photos = [shared("signs_real_dev") / f"gtsdb_{n}.jpg" for n in ("00314", "00405")]
     lines = []
     figures = bench_signs(photos, [("default", OcrConfig()),
-                                   ("floor 6", OcrConfig(search_min_px=6))],
+                                   ("full search", OcrConfig(learned_proposals=0))],
                           labels=_labels(), warmup=1, print_fn=lines.append)
     assert figures["size"] == [1920, 1080] and figures["images"] == 2
-    for name in ("default", "floor 6"):
+    for name in ("default", "full search"):
         f = figures["settings"][name]
         assert f["frames"] == 2 and f["median_ms"] > 0 and f["cpu_ms_per_frame"] > 0
         assert f["p95_ms"] >= f["median_ms"]
@@ -48,18 +49,22 @@ def test_each_setting_reads_the_same_frames_and_is_scored_at_the_frame_size():
     assert top["other"] >= -0.2  # rounding of four figures to 0.1 ms
     assert sum(top.values()) == pytest.approx(figures["settings"]["default"]["mean_ms"],
                                               abs=0.3)
-    # the search's own parts lie inside it
+    # the search's own parts lie inside it; with the learned proposer (a 1080p frame) there
+    # is no shape pass and no outline thread to wait for
     inner = {k: v for k, v in parts.items() if k.startswith("search.")}
     assert set(inner) == {"search.finder", "search.proposals", "search.shapes"}
-    assert all(v > 0 for v in inner.values())
+    assert inner["search.finder"] > 0 and inner["search.proposals"] > 0
+    assert inner["search.shapes"] == 0 and "classify.wait" not in parts
     assert sum(inner.values()) <= top["search"] + 0.3
+    full = figures["settings"]["full search"]["parts_ms_per_frame"]
+    assert all(full[k] > 0 for k in inner)
     # the classifier's wait for the outline thread (after the other boxes' batch) lies inside
     # its part; it may round to 0 when the thread finished first
-    assert 0 <= parts["classify.wait"] <= top["classify"] + 0.1
+    assert 0 <= full["classify.wait"] <= full["classify"] + 0.1
     # the first classifier batch's boxes: one a proposal at least, on both frames
     assert figures["settings"]["default"]["parts_items_per_frame"]["classify"] >= 1
     assert lines[0].startswith("2 photos resized to 1920x1080")
-    assert any(line.startswith("floor 6") and "5/5" in line and "4/4" in line
+    assert any(line.startswith("full search") and "5/5" in line and "4/4" in line
                and " 0+0 " in line for line in lines)  # wrong values: on a sign + on none
     assert any(line.startswith("default: ms a frame by part (mean): search ")
                and "(finder " in line and ", classify " in line and " crops)" in line

@@ -96,9 +96,11 @@ def road_1080p():
 
 
 def test_the_shipped_ranker_caps_a_busy_frame_and_keeps_its_signs(road_1080p):
+    """The full search's ranking (a 1080p frame reads through the learned proposer by default:
+    `learned_min_side`; the ranker serves smaller frames and `learned_proposals: 0`)."""
     frame, signs = road_1080p
     assert DEFAULT_RANKER.is_file()
-    reader = OcrBackend(OcrConfig())
+    reader = OcrBackend(OcrConfig(learned_proposals=0))
     reader.load()
     try:
         every, rows = reader.proposal_features(frame)
@@ -113,6 +115,22 @@ def test_the_shipped_ranker_caps_a_busy_frame_and_keeps_its_signs(road_1080p):
     assert on_sign.any()
     kept = iou_matrix(box_array(ranked), box_array(signs)).max(axis=1) >= 0.4
     assert kept.sum() == on_sign.sum()
+
+
+def test_ranker_features_come_from_the_full_search_whatever_the_frame(road_1080p):
+    """`fit-ranker` fits on the colour proposals: a reader whose 1080p frames go through the
+    learned proposer still gives the full search's proposals and features."""
+    frame, _ = road_1080p
+    learned = OcrBackend(OcrConfig())
+    full = OcrBackend(OcrConfig(learned_proposals=0))
+    try:
+        learned.load()
+        full.load()
+        assert learned.proposal_features(frame)[0] == full.proposal_features(frame)[0]
+        assert len(learned._search(frame).proposals) < len(full._search(frame).proposals)
+    finally:
+        learned.close()
+        full.close()
 
 
 def test_fit_ranker_command_writes_a_ranker_it_can_load(tmp_path, capsys):

@@ -2,6 +2,7 @@
 shipped model on held-out real photos."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -120,24 +121,23 @@ def _reader(**settings: object):  # noqa: ANN202
 
 
 def test_reader_with_learned_outlines_runs_no_hough_pass(monkeypatch) -> None:  # noqa: ANN001
-    """`learned_proposals` with `learned_replaces: outlines`: the proposer's boxes stand for
-    the Hough outlines (no outline thread, find_circles never called), the colour search
-    stays, and a held-out GTSDB 80 reads as it does by default."""
+    """`learned_replaces: outlines`: the proposer's boxes stand for the Hough outlines
+    (find_circles never called), the colour search stays, and a held-out GTSDB 80 reads as
+    it does with the full search."""
     from vlm_node.analysis import ocr_backend
 
     bgr = read_bgr(shared("signs_real_dev/gtsdb_00500.jpg"))
-    default = _reader()
-    expected = [(r.sign_class, r.value) for r in default.read_signs(bgr)]
-    default.close()
+    full = _reader(learned_proposals=0)
+    expected = [(r.sign_class, r.value) for r in full.read_signs(bgr)]
+    full.close()
     assert ("speed_limit", 80.0) in expected
 
     def no_hough(*_args: object, **_kw: object) -> None:
         raise AssertionError("the Hough pass ran")
 
     monkeypatch.setattr(ocr_backend, "find_circles", no_hough)
-    reader = _reader(learned_proposals=10)
+    reader = _reader(learned_replaces="outlines", learned_min_side=0)
     try:
-        assert reader._outline_pool is None  # noqa: SLF001
         assert "proposer sign_proposer.onnx" in reader.model_id
         got = [(r.sign_class, r.value) for r in reader.read_signs(bgr)]
     finally:
@@ -146,9 +146,12 @@ def test_reader_with_learned_outlines_runs_no_hough_pass(monkeypatch) -> None:  
 
 
 def test_reader_with_learned_search_keeps_only_the_finder(monkeypatch) -> None:  # noqa: ANN001
-    """`learned_replaces: search`: no colour proposals, shapes or Hough outlines are searched;
-    the sign is still read through the proposer's boxes."""
+    """`learned_replaces: search`: no frame-wide colour proposals, shapes or Hough outlines;
+    the proposer's boxes are classified at each of LEARNED_SCALES and read as outlines through
+    the ring fitted in each, the paint regions in the windows around them are classified
+    beside them (`learned_paint_regions`), and the sign is read."""
     from vlm_node.analysis import ocr_backend
+    from vlm_node.analysis.circle_proposals import fit_ring
 
     def not_searched(*_args: object, **_kw: object) -> None:
         raise AssertionError("the colour/shape search ran")
@@ -156,30 +159,75 @@ def test_reader_with_learned_search_keeps_only_the_finder(monkeypatch) -> None: 
     for name in ("find_circles", "find_proposals", "find_triangles", "find_diamonds"):
         monkeypatch.setattr(ocr_backend, name, not_searched)
     bgr = read_bgr(shared("signs_real_dev/gtsdb_00500.jpg"))
-    reader = _reader(learned_proposals=10, learned_replaces="search")
+    bare = _reader(learned_min_side=0, learned_paint_regions=0)
+    reader = _reader(learned_min_side=0)
     try:
+        assert reader.config.learned_replaces == "search"
         found = reader._search(bgr)  # noqa: SLF001
-        n = len(found.circles)  # the proposer's boxes, read as outlines too
+        n = len(found.circles)
         assert 0 < n <= 10 and found.triangles == found.diamonds == []
-        # classified at each of LEARNED_SCALES about the same centres
-        assert len(found.proposals) == n * len(ocr_backend.LEARNED_SCALES)
-        assert found.proposals[:n] == found.circles
-        for a, b in zip(found.circles, found.proposals[n:2 * n]):
+        learned = found.proposals[:n]
+        for a, b in zip(learned, found.proposals[n:2 * n]):
             assert (b.w / a.w, b.x + b.w / 2) == pytest.approx((1.15, a.x + a.w / 2))
+        assert found.circles == [fit_ring(bgr, b, ocr_backend.LEARNED_FIT_SIDE)
+                                 for b in learned]
+        # the windows' paint regions come after the scaled boxes, each inside a window
+        regions = found.proposals[n * len(ocr_backend.LEARNED_SCALES):]
+        assert regions
+        # (a window is the square twice the box's longer side about its centre)
+        windows = [Box(b.center[0] - max(b.w, b.h), b.center[1] - max(b.w, b.h),
+                       2 * max(b.w, b.h), 2 * max(b.w, b.h)) for b in learned]
+        assert all(max(r.coverage_by(w) for w in windows) > 0.9 for r in regions)
+        bare_boxes = bare._search(bgr).proposals  # noqa: SLF001
+        assert len(bare_boxes) == n * len(ocr_backend.LEARNED_SCALES)
         got = [(r.sign_class, r.value) for r in reader.read_signs(bgr)]
     finally:
         reader.close()
+        bare.close()
     assert ("speed_limit", 80.0) in got
+
+
+def test_the_frame_size_picks_the_search(monkeypatch) -> None:  # noqa: ANN001
+    """By default a frame with a side of `learned_min_side` (1280) or more goes through the
+    learned proposer (no frame-wide triangle search), a smaller one through the full search,
+    in the same reader; both read the GTSDB 80."""
+    from vlm_node.analysis import ocr_backend
+
+    calls: list[tuple[int, int]] = []
+    real = ocr_backend.find_triangles
+
+    def counted(image, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(image.shape[:2])
+        return real(image, *args, **kwargs)
+
+    monkeypatch.setattr(ocr_backend, "find_triangles", counted)
+    bgr = read_bgr(shared("signs_real_dev/gtsdb_00500.jpg"))  # 816 x 480
+    reader = _reader()
+    try:
+        assert reader.config.learned_min_side == 1280
+        native = [(r.sign_class, r.value) for r in reader.read_signs(bgr)]
+        assert calls == [(480, 816)]
+        big = [(r.sign_class, r.value) for r in reader.read_signs(cv2.resize(bgr, (1920, 1080)))]
+        assert calls == [(480, 816)]  # the 1080p frame: the learned search
+    finally:
+        reader.close()
+    assert ("speed_limit", 80.0) in native and ("speed_limit", 80.0) in big
 
 
 def test_settings_resolve_and_bad_values_are_refused() -> None:
     from vlm_node.config import resolve
     from vlm_node.errors import ConfigError
 
-    cfg = resolve(overrides={"analysis.ocr.learned_proposals": 10,
-                             "analysis.ocr.learned_replaces": "search"}).analysis.ocr
-    assert (cfg.learned_proposals, cfg.learned_replaces) == (10, "search")
-    assert resolve().analysis.ocr.learned_proposals == 0  # off by default
+    cfg = resolve().analysis.ocr
+    assert (cfg.learned_proposals, cfg.learned_min_side, cfg.learned_replaces,
+            cfg.learned_paint_regions) == (10, 1280, "search", 2.0)
+    cfg = resolve(overrides={"analysis.ocr.learned_proposals": 0,
+                             "analysis.ocr.learned_replaces": "outlines"}).analysis.ocr
+    assert (cfg.learned_proposals, cfg.learned_replaces) == (0, "outlines")
+    with pytest.raises(ConfigError, match="learned_min_side"):
+        resolve(overrides={"analysis.ocr.learned_min_side": -1})
+    with pytest.raises(ConfigError, match="learned_paint_regions"):
+        resolve(overrides={"analysis.ocr.learned_paint_regions": 5.0})
     with pytest.raises(ConfigError, match="learned_replaces"):
         resolve(overrides={"analysis.ocr.learned_replaces": "everything"})
     with pytest.raises(ConfigError, match="maximum 200"):

@@ -133,7 +133,7 @@ def test_a_custom_classifier_runs_without_the_shipped_verifier(caplog):
     assert "verifier" not in off.model_id
     on = OcrBackend(OcrConfig())
     on.load()
-    assert on.model_id.endswith("+ verifier")
+    assert "+ verifier" in on.model_id
 
 
 @pytest.fixture(scope="module")
@@ -223,7 +223,7 @@ def test_fit_verifier_command_writes_a_verifier_the_reader_loads(mini_fit_data, 
     assert verifier.classifier_sha256 == SignClassifier(DEFAULT_MODEL).source_sha256
     backend = OcrBackend(OcrConfig(verifier_model=str(out)))
     backend.load()
-    assert backend.model_id.endswith("+ verifier")
+    assert "+ verifier" in backend.model_id
 
 
 def test_fit_verifier_reads_each_photo_at_every_size_with_its_labels_scaled(

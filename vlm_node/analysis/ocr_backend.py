@@ -42,7 +42,8 @@ from vlm_node.analysis.diamond_proposals import find_diamonds
 from vlm_node.analysis.gtsrb import GTSRB_CLASSES, speed_limit_id
 from vlm_node.analysis.sign_candidates import (CandidateConfig, ProposalConfig, Shape,
                                                SignCandidate, end_squares, find_candidates,
-                                               find_proposals, max_paint_shares,
+                                               find_proposals, find_proposals_near,
+                                               max_paint_shares,
                                                paint_integrals, paint_share, proposal_masks)
 from vlm_node.analysis.sign_classifier import (SHIPPED_MODELS, SignClass, SignClassifier,
                                                prepare_crops)
@@ -373,22 +374,33 @@ class OcrConfig:
     ranker_model: str = setting("", "Proposal ranker file (`vlm-node fit-ranker`); empty = "
                                     "the shipped one.")
     learned_proposals: int = setting(
-        0, "With K > 0, the learned sign proposer's K best boxes (vlm_node/analysis/"
-           "sign_proposer.py, docs/sign_proposer.md) stand for the Hough outlines, or with "
-           "learned_replaces: search for the colour proposals, the triangle and diamond "
-           "shapes and the outlines, leaving the finder's candidates beside them: ~6 ms a "
-           "960x544 search image instead of ~40 ms of search and a ~33 ms Hough pass. On "
-           "held-out development photos its 10 best boxes cover as many signs as the "
-           "search's ~120; with 10 replacing the search the 1080p stage takes 0.57x the "
-           "time, but the reader's value rules were tuned on the search's boxes (4-7 points "
-           "fewer values on the held-out photos at their own sizes), so it is off (0) until "
-           "its readings match.",
+        10, "The learned sign proposer's K best boxes (vlm_node/analysis/sign_proposer.py, "
+            "docs/sign_proposer.md) stand for the colour/shape search and the Hough pass on "
+            "frames with a side of at least learned_min_side (learned_replaces: search), or "
+            "for the Hough pass only (outlines): ~6 ms a 960x544 search image, on the second "
+            "core beside the shape finder, instead of ~20 ms of search and a ~33 ms Hough "
+            "pass. GTSDB 00300-00599 at 1080p: 0.67-0.73x the stage's time, 126 vs 123 of 138 "
+            "values, 0 vs 2 wrong. 0 = never.",
         min=0, max=200)
+    learned_min_side: int = setting(
+        1280, "Frames whose longer side is at least this many pixels use the learned proposer "
+              "(learned_proposals); smaller ones the full colour/shape search and Hough pass. "
+              "Why: the 60 ms budget is a 1080p frame's, and there the learned search reads "
+              "as many values with fewer wrong; at the development photos' own sizes "
+              "(<= 816 px) the full search reads more (Kaggle road0-437 245 vs 237 of 287 "
+              "values, 0 vs 2 wrong on a sign). 0 = every frame.", min=0)
     learned_replaces: str = setting(
-        "outlines", "What the learned proposals stand for: 'outlines' (the Hough pass only; "
-                    "the colour proposals and shapes stay) or 'search' (proposals, shapes and "
-                    "outlines: only the finder's candidates are left beside them).",
+        "search", "What the learned proposals stand for: 'search' (colour proposals, "
+                  "shapes and outlines: the finder's candidates are left beside them) or "
+                  "'outlines' (the Hough pass only; the colour proposals and shapes stay).",
         choices=("outlines", "search"))
+    learned_paint_regions: float = setting(
+        2.0, "With learned_replaces: search, the colour proposals are also looked for in the "
+             "square this many times each learned box's side about its centre, and classified "
+             "beside the learned boxes: the reader's value rules were tuned on paint regions' "
+             "tight boxes (held-out native photos read through the learned search: GTSDB "
+             "values 82.1 -> 86.6 %, Kaggle 85.9 -> 90.6 % when added); 0 = not at all.",
+        min=0.0, max=4.0)
     proposer_model: str = setting("", "Sign proposer file (`python -m vlm_node.tools."
                                       "train_sign_proposer`); empty = the shipped one.")
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
@@ -422,6 +434,8 @@ LEARNED_SCALES = (1.0, 1.15, 0.87)
 heatmap cell's estimate, and the classifier's speed mass on small foreign signs moves with the
 box (Kaggle road398's 100: 0.27 at the proposer's box, 0.48 at the colour region's, 0.77 at the
 label's). With `learned_replaces: search`, held-out Kaggle values 81.1 -> 86.8 %."""
+LEARNED_FIT_SIDE = 64.0
+"""The patch side (px) a learned outline's ring is fitted on (`fit_ring`), whatever its size."""
 LEARNED_MIN_SCORE = 0.05
 """A learned proposal scored lower is no box at all (`learned_proposals`): of the 286 held-out
 development signs its ten best boxes cover (IoU >= 0.3), the lowest scores 0.068 and 2 score
@@ -779,6 +793,10 @@ class _Job:
     # the surer of the two readings is used; when any pass of either reads another number, a
     # pending read gives none and a classifier's check keeps its own box's (`_check_read`).
     fallback: "_Job | None" = None
+    # A speed proposal's (`_speed_proposals`): the value the classifier read on its box, which
+    # was not kept as a sign (its paint check failed); OCR may confirm it, not contradict it
+    # (gtsdb_00397 at 1080p: a box half on a dusk 70, the classifier's 70 at 0.97, OCR's 20)
+    classifier_value: float | None = None
 
 
 PEOPLE_MIN_SCORES = {"face": 0.5, "person": 0.7}
@@ -915,7 +933,9 @@ class OcrBackend(AnalysisBackend):
             self._proposer = SignProposer(self.config.proposer_model or DEFAULT_PROPOSER,
                                           self.config.runtime())
             self._model_id += f" + proposer {self._proposer.path.name}"
-        elif self.config.circle_proposals:
+        if self._proposer is not None or self.config.circle_proposals:
+            # the Hough pass's thread, or the learned proposer's (either runs beside the
+            # shape finder on the second core)
             self._outline_pool = ThreadPoolExecutor(1, thread_name_prefix="sign-outlines")
         # Warm-up: the first onnxruntime run allocates and picks kernels (~100 ms).
         probe = np.full((48, 96, 3), 255, np.uint8)
@@ -1032,18 +1052,19 @@ class OcrBackend(AnalysisBackend):
     def proposal_features(self, bgr: np.ndarray) -> tuple[list[Box], np.ndarray]:
         """Every colour proposal of `bgr` (frame coordinates, none held back by the ranker)
         and its ranker features (`proposal_ranker.features`): what `vlm-node fit-ranker`
-        fits on, computed exactly as the search ranks them."""
-        found = self._search(bgr, rank=False)
+        fits on, computed exactly as the search ranks them (the full search, whatever the
+        frame's size: `learned_min_side`)."""
+        found = self._search(bgr, rank=False, learn=False)
         boxes = [b.scaled(found.scale) for b in found.proposals]
         return found.proposals, ranker_features(boxes, found.masks, found.scale)
 
-    def _search(self, bgr: np.ndarray, rank: bool = True) -> _Search:
+    def _search(self, bgr: np.ndarray, rank: bool = True, learn: bool = True) -> _Search:
         """Where to look (`_Search`), in full-frame coordinates, round outlines included
         (`_start_search`, then its outlines awaited)."""
-        found, outlines = self._start_search(bgr, rank)
+        found, outlines = self._start_search(bgr, rank, learn)
         return dataclasses.replace(found, circles=outlines())
 
-    def _start_search(self, bgr: np.ndarray, rank: bool = True
+    def _start_search(self, bgr: np.ndarray, rank: bool = True, learn: bool = True
                       ) -> tuple[_Search, Callable[[], list[Box]]]:
         """Where to look (`_Search`, its `circles` still empty), in full-frame coordinates,
         and a call that returns the round outlines (`circle_proposals`) once the outline
@@ -1052,7 +1073,8 @@ class OcrBackend(AnalysisBackend):
         instead of waiting. The search runs on the frame shrunk so its longer side is at most
         `search_max_side`: its cost grows with the pixel count, and a sign big enough to
         classify (12 px at full size) is still a 6 px region at half size; crops and OCR then
-        use the full-resolution frame."""
+        use the full-resolution frame. `learn`: False for the full search whatever the
+        settings (`learned_proposals`)."""
         cfg = self.config
         pcfg = cfg.proposals
         h, w = bgr.shape[:2]
@@ -1071,9 +1093,13 @@ class OcrBackend(AnalysisBackend):
         cscale = 1.0
         # the learned proposer's boxes (`learned_proposals`) stand for the Hough outlines, and
         # with `learned_replaces: search` for the colour proposals and shapes too
-        learned = self._proposer is not None and cfg.learned_proposals > 0
+        learned = learn and self._proposer is not None and cfg.learned_proposals > 0 and \
+            max(h, w) >= cfg.learned_min_side
         learned_boxes: list[Box] = []  # (made with the proposals, below)
         all_learned = learned and cfg.learned_replaces == "search"
+        proposed: Future[list[Box]] | None = None
+        if learned and self._outline_pool is not None:
+            proposed = self._outline_pool.submit(self._learned, small, pcfg.min_size_px)
         if cfg.circle_proposals and not learned:
             # radius from the smallest proposal (12 px a side at full size: ~5 px with the rim
             # growth) to a sign a twelfth of the frame's height across the rim, then on a
@@ -1111,11 +1137,15 @@ class OcrBackend(AnalysisBackend):
                 cands = find_candidates(small, ccfg)
         with timed("search.proposals"):
             if learned:
-                learned_boxes = self._learned(small, pcfg.min_size_px)
+                learned_boxes = proposed.result() if proposed is not None else \
+                    self._learned(small, pcfg.min_size_px)
             masks = proposal_masks(small, pcfg)
             if all_learned:
                 # no paint pre-filter or ranking: the learned boxes are few and ranked already
                 proposals = at_learned_scales(learned_boxes)
+                if cfg.learned_paint_regions > 0:
+                    proposals += find_proposals_near(small, pcfg, masks, learned_boxes,
+                                                     cfg.learned_paint_regions)
             else:
                 proposals = find_proposals(small, pcfg, masks)
                 # the paint shares of boxes, for the pre-filter and the ranker: made once
@@ -1160,8 +1190,14 @@ class OcrBackend(AnalysisBackend):
                 # the ring reads of big round signs need them: 70.8 -> 81.1 % of the held-out
                 # Kaggle values, docs/sign_proposer.md)
                 # (each box at every scale is one more crop; read as a ring only once)
-                return full_size(learned_boxes if all_learned else
-                                 _not_known(at_learned_scales(learned_boxes), known, 0.5))
+                # (each refitted to the ring inside it, as the Hough pass's circles are
+                # rings: a heatmap cell's box often sits a few pixels off the rim, and a ring
+                # read through it then loses a digit; held-out Kaggle road340's 40 and
+                # road410's 100 read only through the fitted ring. On a 64 px patch: 0.2 ms
+                # a box, where up to 128 px cost ~1 ms for big signs)
+                return [fit_ring(bgr, b, LEARNED_FIT_SIDE) for b in full_size(
+                    learned_boxes if all_learned else
+                    _not_known(at_learned_scales(learned_boxes), known, 0.5))]
             if args is None:
                 return []
             with timed("classify.wait"):  # the caller's wait for the outline thread
@@ -1418,7 +1454,8 @@ class OcrBackend(AnalysisBackend):
                 if passed is not None:
                     readings.append(passed)
             elif job.kind == "ring" and reading.sign_class == "speed_limit" and \
-                    mass >= self.config.ocr_speed_mass:
+                    mass >= self.config.ocr_speed_mass and \
+                    job.classifier_value in (None, reading.value):
                 # a red ring the shape finder vouches for, more likely a speed limit than not
                 # to the classifier but of no GTSRB value or design it is sure of (a 40, a
                 # foreign font): OCR's strict reading of the number decides
@@ -1583,6 +1620,7 @@ class OcrBackend(AnalysisBackend):
                 fitted.fallback = job if job is not None and job.kind == "ring" else None
                 job = fitted
             if job is not None and job.kind == "ring":
+                job.classifier_value = res.value
                 out.append((res.speed_mass, job))
                 if len(out) >= budget:
                     break
@@ -2019,11 +2057,15 @@ def values_over_family(signs: Sequence[tuple[Box, SignClass]], scores: Sequence[
                        keep: Sequence[int], iou_threshold: float) -> list[int]:
     """`keep` (the NMS survivors of `signs`) with each speed-family answer (sure of a speed
     limit, not of which) replaced by the best suppressed box of the same sign (IoU above
-    `iou_threshold`, at least FAMILY_YIELD_AREA of its area) that reads a speed value. Why:
-    the family's probability is the eight speed classes' sum, so it outranks any one class
-    on a near box of the same sign, and NMS then dropped a value the classifier did read
+    `iou_threshold`, at least FAMILY_YIELD_AREA of its area) that reads a speed value, when
+    at least as many of the sign's boxes read that value as answer the family. Why: the
+    family's probability is the eight speed classes' sum, so it outranks any one class on a
+    near box of the same sign, and NMS then dropped a value the classifier did read
     (development photos 170 -> 172 of 199, 0 wrong; held-out GTSRB crops 30-60 px 98.4 ->
-    98.6 %)."""
+    98.6 %). Why the vote: one box among many that reads a value is the classifier's guess at
+    a small foreign sign, not a reading (Kaggle road231's 20 px 100: one box of six said 80;
+    with the learned proposer's boxes, each classified at three scales, 3 of 5 wrong values on
+    Kaggle road0-437 went; the colour search's readings are the same with it)."""
     taken = set(keep)
     out = []
     for k in keep:
@@ -2033,8 +2075,13 @@ def values_over_family(signs: Sequence[tuple[Box, SignClass]], scores: Sequence[
                             r.gtsrb is not None and r.gtsrb.is_speed_limit and
                             b.iou(box) > iou_threshold and b.area >= FAMILY_YIELD_AREA * box.area]
             if alternatives:
-                k = max(alternatives, key=lambda j: scores[j])
-                taken.add(k)
+                best = max(alternatives, key=lambda j: scores[j])
+                value = signs[best][1].value
+                family = sum(1 for b, r in signs
+                             if r.gtsrb is None and b.iou(box) > iou_threshold)
+                if sum(1 for j in alternatives if signs[j][1].value == value) >= family:
+                    k = best
+                    taken.add(k)
         out.append(k)
     return out
 

@@ -230,14 +230,14 @@ def export(net, output: Path, info: dict[str, object]) -> None:  # noqa: ANN001
 def evaluate(model: Path, val: list[Photo], ks: Sequence[int] = (10, 25, 50)) -> None:
     """Held-out recall (IoU >= 0.5 and >= 0.3 with a label) of the proposer's top-K boxes and of
     every box the colour/shape search would classify, by the sign's larger side."""
-    from vlm_node.analysis.ocr_backend import OcrBackend
+    from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
     from vlm_node.analysis.sign_proposer import SignProposer
 
     proposer = SignProposer(model)
     rows: list[dict[str, object]] = []
     search_boxes: list[int] = []
     times: list[float] = []
-    with OcrBackend() as reader:
+    with OcrBackend(OcrConfig(learned_proposals=0)) as reader:  # the search, not the proposer
         for photo in val:
             found = reader._search(photo.bgr)  # noqa: SLF001 (the search's boxes themselves)
             search = [c.box for c in found.candidates] + found.proposals + found.squares + \
