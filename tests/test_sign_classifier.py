@@ -1212,3 +1212,26 @@ def test_quantize_tool_calibrates_on_training_tracks_only(tmp_path):
                   for n in HELD_OUT_SAMPLE]).transpose(0, 3, 1, 2).astype(np.float32)
     same = (SignClassifier().probabilities(x).argmax(1) == q.probabilities(x).argmax(1)).mean()
     assert same >= 0.9
+
+
+def test_one_reading_per_sign_and_value():
+    """Two routes reading the same value on one sign publish it once (the surer), in the
+    readings' order; another value on the same place, the same value elsewhere and a reading
+    without a box all stay."""
+    from vlm_node.analysis.ocr_backend import one_per_sign
+    from vlm_node.results import SignReading
+
+    def r(value, conf, box, cls="speed_limit"):
+        return SignReading(cls, conf, "ocr", value=value, unit="km/h" if value else "",
+                           box=box)
+
+    ring = r(40.0, 1.0, Box(901, 322, 31, 31))
+    refitted = r(40.0, 0.65, Box(897, 316, 38, 38))  # IoU 0.67 with the ring
+    inside = r(40.0, 0.9, Box(905, 326, 20, 20))  # all of it inside the ring
+    other_value = r(60.0, 0.7, Box(897, 316, 38, 38))
+    elsewhere = r(40.0, 0.8, Box(100, 100, 31, 31))
+    family = r(None, 0.99, Box(899, 318, 34, 34))
+    boxless = r(40.0, 0.5, None)
+    readings = [refitted, ring, inside, other_value, elsewhere, family, boxless]
+    assert one_per_sign(readings) == [ring, other_value, elsewhere, family, boxless]
+    assert one_per_sign([]) == []

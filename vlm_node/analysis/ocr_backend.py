@@ -1466,7 +1466,7 @@ class OcrBackend(AnalysisBackend):
         if self.config.crossing_signs:
             readings += self._crossings(bgr, cands, boxes[finder:outline], readings, masks,
                                         scale)
-        return self._verified(rgb, readings, unjudged)
+        return one_per_sign(self._verified(rgb, readings, unjudged))
 
     def _check_job(self, bgr: np.ndarray, box: Box, res: SignClass,
                    cands: Sequence[SignCandidate]) -> _Job | None:
@@ -2025,6 +2025,25 @@ def _hides_rings(cand: SignCandidate) -> bool:
 def _ring_legend(box: Box) -> Box:
     """A speed sign's legend inside its ring's box: the inner ~70 % of the disc."""
     return Box(box.x + 0.15 * box.w, box.y + 0.15 * box.h, 0.7 * box.w, 0.7 * box.h)
+
+
+def one_per_sign(readings: Sequence[SignReading]) -> list[SignReading]:
+    """`readings` less those that repeat a surer reading of the same class and value on the
+    same place (boxes at IoU > 0.5, or one inside the other by more than 0.8 of its area),
+    in their order. Why: two routes can read one sign through boxes that their own overlap
+    checks did not see as one (a round outline's ring read and a speed proposal whose box was
+    refitted onto the same ring afterwards: Kaggle road295's 40 at 1080p, published twice), and
+    a planner would count two signs."""
+    keep: list[SignReading] = []
+    for r in sorted(readings, key=lambda r: -r.confidence):
+        if r.box is None or not any(
+                k.box is not None and (k.sign_class, k.value, k.unit) == (r.sign_class, r.value,
+                                                                          r.unit)
+                and (k.box.iou(r.box) > 0.5 or r.box.coverage_by(k.box) > 0.8
+                     or k.box.coverage_by(r.box) > 0.8) for k in keep):
+            keep.append(r)
+    kept = {id(r) for r in keep}
+    return [r for r in readings if id(r) in kept]
 
 
 def _surer(a: SignReading | None, b: SignReading | None) -> SignReading | None:
