@@ -204,9 +204,12 @@ def test_two_cameras_at_20hz_with_slow_backend_keep_rate_and_freshness(
         # node anonymized at least twice that many. The bound is relative to the batches the
         # node really ran, not to the probe's 20 Hz: a loaded CI machine delivered only 24 of
         # 80 frames in one run, which says nothing about blocking. Counted by the node, and by
-        # the probe.
+        # the probe. The floor is 4, not 10: a fresh-clone run on 2026-12-06 (ninth session,
+        # process variant) anonymized 5 of 25 frames received while the model ran 2 batches,
+        # the rest going stale on a starved machine; a blocked camera path gives one frame a
+        # batch, under 4 with 1-3 batches and under twice the batches beyond.
         anonymized = int(last[c]["frames_anonymized"])
-        assert anonymized >= max(10, 2 * len(batches)), (c, len(batches), last[c])
+        assert anonymized >= max(4, 2 * len(batches)), (c, len(batches), last[c])
         assert _accounted(last[c]), last[c]
         # dropped as it came in (waited too long in the queue) or failed closed: rare here
         assert int(last[c]["dropped_anonymizer_failure"]) <= 0.1 * anonymized, last[c]
