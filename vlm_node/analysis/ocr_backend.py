@@ -1136,10 +1136,11 @@ class OcrBackend(AnalysisBackend):
             else:
                 cands = find_candidates(small, ccfg)
         with timed("search.proposals"):
+            masks = proposal_masks(small, pcfg)
             if learned:
+                # (the paint masks first: the proposer may still be running on the other core)
                 learned_boxes = proposed.result() if proposed is not None else \
                     self._learned(small, pcfg.min_size_px)
-            masks = proposal_masks(small, pcfg)
             if all_learned:
                 # no paint pre-filter or ranking: the learned boxes are few and ranked already
                 proposals = at_learned_scales(learned_boxes)
