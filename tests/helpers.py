@@ -1,6 +1,7 @@
 """Shared test helpers: paths of the shared test data and small image utilities."""
 from __future__ import annotations
 
+import csv
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +24,34 @@ def shared(path: str) -> Path:
 @lru_cache(maxsize=None)
 def shared_labels() -> dict:
     return json.loads(shared("labels.json").read_text())
+
+
+def gtsrb_sample() -> tuple[Path, list[dict]]:
+    """(folder the sample's paths are relative to, rows of gtsrb_train_sample/labels.csv)."""
+    root = shared("gtsrb_train_sample")
+    with (root / "labels.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return root.parent, rows
+
+
+def gtsrb_kaggle_layout(root: Path, keep) -> Path:
+    """The sample's crops for which `keep(row)` holds, written in GTSRB's Kaggle layout
+    (`Train/<class>/<file>` + `Train.csv`; ROI = the crop less GTSRB's ~10 % margin)."""
+    base, rows = gtsrb_sample()
+    lines = ["Width,Height,Roi.X1,Roi.Y1,Roi.X2,Roi.Y2,ClassId,Path"]
+    for r in rows:
+        if not keep(r):
+            continue
+        cid = int(r["class_id"])
+        img = read_bgr(base / r["file"])
+        h, w = img.shape[:2]
+        rel = f"Train/{cid}/{r['file'].split('/')[-1]}"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / rel), img)
+        mx, my = max(1, w // 10), max(1, h // 10)
+        lines.append(f"{w},{h},{mx},{my},{w - mx - 1},{h - my - 1},{cid},{rel}")
+    (root / "Train.csv").write_text("\n".join(lines) + "\n")
+    return root
 
 
 def read_bgr(path: Path) -> np.ndarray:

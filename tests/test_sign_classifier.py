@@ -1,13 +1,12 @@
 """The shipped sign classifier (GTSRB CNN, ONNX) on real GTSRB crops, real non-sign crops and a
 real road photo; the GTSRB -> vocabulary table; OCR's second opinion; the training tool."""
-import csv
 import json
 
 import cv2
 import numpy as np
 import pytest
 
-from helpers import read_bgr, shared
+from helpers import gtsrb_kaggle_layout, gtsrb_sample, read_bgr, shared
 from vlm_node import vocab
 from vlm_node.analysis.gtsrb import (BACKGROUND, CLASSIFIER_LABELS, NUM_GTSRB, SPEED_LIMIT_IDS,
                                      gtsrb_class)
@@ -45,13 +44,6 @@ HELD_OUT_SAMPLE = [
 @pytest.fixture(scope="module")
 def clf():
     return SignClassifier()
-
-
-def _sample():
-    root = shared("gtsrb_train_sample")
-    with (root / "labels.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    return root.parent, rows
 
 
 def _rgb(path):
@@ -101,7 +93,7 @@ def test_real_gtsrb_sample_crops_are_classified(clf):
     """All 860 sample crops. 733 of them come from tracks the model trained on (only 127 from
     its held-out tracks), so this is a floor, not a score. Measured: 778 right, 82 rejected
     (below the calibrated threshold: mostly the small, dark far frames), 0 wrong classes."""
-    base, rows = _sample()
+    base, rows = gtsrb_sample()
     results = clf.classify_patches([_rgb(base / r["file"]) for r in rows])
     truth = [int(r["class_id"]) for r in rows]
     correct = [r.gtsrb is not None and r.gtsrb.class_id == t for r, t in zip(results, truth)]
@@ -911,26 +903,6 @@ def test_a_thin_rimmed_ring_of_a_large_frame_keeps_its_ocr_value():
 
 
 # --------------------------------------------------------------------------- training tool
-def _kaggle_layout(root, keep):
-    """The sample's crops for which `keep(row)` holds, written in GTSRB's Kaggle layout
-    (`Train/<class>/<file>` + `Train.csv`; ROI = the crop less GTSRB's ~10 % margin)."""
-    base, rows = _sample()
-    lines = ["Width,Height,Roi.X1,Roi.Y1,Roi.X2,Roi.Y2,ClassId,Path"]
-    for r in rows:
-        if not keep(r):
-            continue
-        cid = int(r["class_id"])
-        img = read_bgr(base / r["file"])
-        h, w = img.shape[:2]
-        rel = f"Train/{cid}/{r['file'].split('/')[-1]}"
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(root / rel), img)
-        mx, my = max(1, w // 10), max(1, h // 10)
-        lines.append(f"{w},{h},{mx},{my},{w - mx - 1},{h - my - 1},{cid},{rel}")
-    (root / "Train.csv").write_text("\n".join(lines) + "\n")
-    return root
-
-
 def test_training_tool_runs_end_to_end(tmp_path):
     """A tiny Kaggle-layout set from the sample, one short epoch, exported and checked
     against torch by the tool itself."""
@@ -938,7 +910,7 @@ def test_training_tool_runs_end_to_end(tmp_path):
     pytest.importorskip("onnx")
     from vlm_node.tools import train_signs
 
-    data = _kaggle_layout(tmp_path / "gtsrb", lambda r: int(r["class_id"]) in (1, 14, 17))
+    data = gtsrb_kaggle_layout(tmp_path / "gtsrb", lambda r: int(r["class_id"]) in (1, 14, 17))
     negatives = tmp_path / "neg"
     negatives.mkdir()
     for p in sorted(shared("faces_wider_train").glob("*.jpg"))[:2]:
@@ -962,8 +934,8 @@ def test_holdout_evaluation_scores_the_node_path_and_the_single_look(tmp_path):
     from vlm_node.tools.train_signs import evaluate_holdout
 
     held = set(HELD_OUT_SAMPLE)
-    data = _kaggle_layout(tmp_path, lambda r: r["file"].split("/")[-1] in held
-                          or r["file"].endswith("00000_00000_00029.png"))
+    data = gtsrb_kaggle_layout(tmp_path, lambda r: r["file"].split("/")[-1] in held
+                               or r["file"].endswith("00000_00000_00029.png"))
     out = evaluate_holdout(DEFAULT_MODEL, data, 1, 1000)
     single = out["single_look"]
     assert out["crops"] == single["crops"] == len(HELD_OUT_SAMPLE)
@@ -1149,7 +1121,7 @@ def test_shipped_int8_copy_is_the_shipped_model_quantized(clf):
     assert entry["source_sha256"] == hashlib.sha256(DEFAULT_MODEL.read_bytes()).hexdigest()
     assert entry["calibration_sign_crops"] > 1000
 
-    base, rows = _sample()
+    base, rows = gtsrb_sample()
     patches = [_rgb(base / r["file"]) for r in rows]
     a, b = clf.classify_patches(patches), q.classify_patches(patches)
     assert np.mean([x.label == y.label for x, y in zip(a, b)]) >= 0.99
@@ -1181,14 +1153,14 @@ def test_quantize_tool_calibrates_on_training_tracks_only(tmp_path):
     from vlm_node.tools import train_signs
     from vlm_node.tools.quantize_signs import calibration_set
 
-    data = _kaggle_layout(tmp_path / "gtsrb", lambda r: True)
+    data = gtsrb_kaggle_layout(tmp_path / "gtsrb", lambda r: True)
     negatives = tmp_path / "neg"
     negatives.mkdir()
     for p in sorted(shared("faces/dlib_pascal_voc").glob("*.jpg"))[:2]:
         cv2.imwrite(str(negatives / p.name), read_bgr(p))
     calib = calibration_set(data, SignClassifier(), 2, [str(negatives)], [], 4, 13)
     held = set(SignClassifier().info.extra["val_tracks"])
-    _, rows = _sample()
+    _, rows = gtsrb_sample()
     names = [r["file"].split("/")[-1] for r in rows]
     n_held = sum("{}_{}".format(*(int(v) for v in n.split("_")[:2])) in held for n in names)
     assert len(calib.check) == n_held == 127  # every held-out crop, and none calibrates

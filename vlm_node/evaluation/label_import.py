@@ -79,8 +79,9 @@ class Imported:
         return out
 
 
-def _sign(class_id: int, box: Box, where: str) -> dict[str, Any]:
-    """A labels.json sign from a GTSRB class id (GTSDB uses the same ids)."""
+def sign_label(class_id: int, box: Box, where: str) -> dict[str, Any]:
+    """A labels.json sign from a GTSRB class id (GTSDB uses the same ids); `where` names the
+    source in the error for an id outside 0-42."""
     if not 0 <= class_id < len(GTSRB_CLASSES):
         raise ConfigError(f"{where}: class id {class_id} is not a GTSRB class (0-42)")
     g = GTSRB_CLASSES[class_id]
@@ -106,6 +107,14 @@ def gtsrb_roi(row: Mapping[str, str]) -> Box:
     """The sign's box in a GTSRB CSV row (`Roi.X1` ... `Roi.Y2`)."""
     return inclusive_box(float(row["Roi.X1"]), float(row["Roi.Y1"]), float(row["Roi.X2"]),
                          float(row["Roi.Y2"]))
+
+
+def gtsrb_track(path: str) -> str:
+    """The physical sign a GTSRB training crop shows, "class_track", from its file name
+    (`00014_00003_00021.png`: class 14, track 3, frame 21): crops of one track are near-copies,
+    so splits and held-out sets go by track."""
+    cls, track = Path(path).stem.split("_")[:2]
+    return f"{int(cls)}_{int(track)}"
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -178,7 +187,7 @@ def import_gtsdb(gt_file: Path, images: Path, include: Iterable[str] = ()) -> Im
             raise ConfigError(f"{path}: {width}x{height} is not a scaled GTSDB frame (1360x800 "
                               "or the same aspect); its gt.txt boxes cannot be placed")
         where = f"{gt_file} ({path.name})"
-        signs = [_sign(cid, inclusive_box(*c, scale=scale), where)
+        signs = [sign_label(cid, inclusive_box(*c, scale=scale), where)
                  for cid, c in lines.get(paths.get(path, ""), [])]
         out.entries.append({"file": path, "width": width, "height": height, "signs": signs})
     if not out.entries:
@@ -215,7 +224,7 @@ def import_gtsrb(csv_file: Path, include: Iterable[str] = ()) -> Imported:
         if width is None or height is None:
             width, height = image_size(path)
         out.entries.append({"file": path, "width": width, "height": height,
-                            "signs": [_sign(class_id, box, f"{csv_file}:{n}")]})
+                            "signs": [sign_label(class_id, box, f"{csv_file}:{n}")]})
     return out
 
 

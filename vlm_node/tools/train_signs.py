@@ -49,7 +49,7 @@ from vlm_node.analysis.sign_candidates import find_candidates, find_proposals
 from vlm_node.analysis.sign_classifier import (CROP_MARGIN, INPUT_SIZE, SignClass,
                                                SignClassifier, resize_to_input)
 from vlm_node.geometry import Box
-from vlm_node.evaluation.label_import import gtsrb_roi
+from vlm_node.evaluation.label_import import gtsrb_roi, gtsrb_track
 
 log = logging.getLogger(__name__)
 
@@ -110,27 +110,22 @@ def load_gtsrb(data_dir: Path, val_share: float, seed: int, limit_per_class: int
     tracks: dict[int, set[str]] = {}
     for r in rows:
         cls = int(r["ClassId"])
-        tracks.setdefault(cls, set()).add(_track_of(r["Path"]))
+        tracks.setdefault(cls, set()).add(gtsrb_track(r["Path"]))
     if limit_per_class:
         # tiny runs (tests): a few tracks per class, in order
         keep = {c: sorted(t)[:max(2, limit_per_class // 10 + 1)] for c, t in tracks.items()}
         tracks = {c: set(t) for c, t in keep.items()}
-        rows = [r for r in rows if _track_of(r["Path"]) in tracks[int(r["ClassId"])]]
+        rows = [r for r in rows if gtsrb_track(r["Path"]) in tracks[int(r["ClassId"])]]
         rows = _first_per_class(rows, limit_per_class)
     held = split_tracks({c: sorted(t) for c, t in tracks.items()}, val_share, seed)
     ds = Dataset(val_tracks=sorted(held))
     for r in rows:
         img = _read_rgb(data_dir / r["Path"])
         roi = gtsrb_roi(r)
-        track = _track_of(r["Path"])
+        track = gtsrb_track(r["Path"])
         s = Sample(img, roi, int(r["ClassId"]), track)
         (ds.val if track in held else ds.train).append(s)
     return ds
-
-
-def _track_of(path: str) -> str:
-    cls, track = Path(path).stem.split("_")[:2]
-    return f"{int(cls)}_{int(track)}"
 
 
 def _first_per_class(rows: list[dict], n: int) -> list[dict]:
@@ -757,7 +752,7 @@ def evaluate_holdout(model_path: Path, data_dir: Path, min_px: int, max_px: int)
     refine_max = OcrConfig().refine_max
     runtime, single = _HoldoutCounts(), _HoldoutCounts()
     with (data_dir / "Train.csv").open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if _track_of(r["Path"]) in held
+        rows = [r for r in csv.DictReader(f) if gtsrb_track(r["Path"]) in held
                 and not Path(r["Path"]).name.startswith("aug_")]
     for r in rows:
         roi = gtsrb_roi(r)
