@@ -214,13 +214,79 @@ def test_the_frame_size_picks_the_search(monkeypatch) -> None:  # noqa: ANN001
     assert ("speed_limit", 80.0) in native and ("speed_limit", 80.0) in big
 
 
+def _dark_120_scene() -> tuple[np.ndarray, Box]:
+    """A held-out GTSRB 120 (track 8_24, a dark crop: its brightest tenth under grey 35) placed
+    at 24 px into a GTSDB road photo (`sign_scenes.place_sign`)."""
+    from vlm_node.evaluation.sign_scenes import place_sign
+
+    crop = read_bgr(shared("gtsrb_train_sample/00008_00024_00029.png"))
+    h, w = crop.shape[:2]
+    mx, my = max(1, w // 10), max(1, h // 10)
+    frame = read_bgr(shared("signs_real_dev/gtsdb_00304.jpg"))
+    box = place_sign(frame, crop, Box(mx, my, w - 2 * mx, h - 2 * my), 24.0, 600, 150)
+    return frame, box
+
+
+def test_learned_boxes_added_to_the_full_search_read_a_dark_sign() -> None:
+    """`learned_adds` (the default): on a frame under `learned_min_side` the full search keeps
+    every box and the proposer's boxes where it has none are added as proposals (at
+    LEARNED_SCALES, not as outlines); a dark 120 that the paint-based search does not find is
+    then read through one of them, at the classifier's probability of at least 0.97."""
+    from vlm_node.analysis import ocr_backend
+
+    frame, box = _dark_120_scene()
+    full = _reader(learned_adds=False)
+    adds = _reader()
+    try:
+        def values(reader) -> list[float | None]:  # noqa: ANN001
+            return [r.value for r in reader.read_signs(frame)
+                    if r.box is not None and r.box.iou(box) > 0.3]
+
+        assert values(full) == []
+        assert values(adds) == [120.0]
+        read = [r for r in adds.read_signs(frame) if r.box is not None and r.box.iou(box) > 0.3]
+        assert read[0].source == "classifier"
+        assert read[0].confidence >= ocr_backend.ADDED_MIN_PROBABILITY
+        plain, more = full._search(frame), adds._search(frame)  # noqa: SLF001
+        assert plain.added == 0 and 0 < more.added <= 10 * len(ocr_backend.LEARNED_SCALES)
+        assert more.proposals[:len(plain.proposals)] == plain.proposals
+        assert len(more.proposals) == len(plain.proposals) + more.added
+        assert more.circles == plain.circles  # the Hough outlines are not replaced
+        added = more.proposals[len(plain.proposals):]
+        assert any(b.iou(box) > 0.3 for b in added)
+        known = [c.box for c in more.candidates] + plain.proposals
+        assert all(b.iou(k) <= ocr_backend.ADDED_KNOWN_IOU for b in added for k in known)
+    finally:
+        full.close()
+        adds.close()
+
+
+def test_what_an_added_learned_box_may_publish() -> None:
+    """An added learned box's answer stands only when sure (>= ADDED_MIN_PROBABILITY) and not a
+    speed limit without its number; a box counts as on an outline above ADDED_KNOWN_IOU."""
+    from vlm_node.analysis import ocr_backend
+    from vlm_node.analysis.gtsrb import GTSRB_CLASSES
+    from vlm_node.analysis.sign_classifier import SPEED_FAMILY, SignClass
+
+    sure = ocr_backend.ADDED_MIN_PROBABILITY
+    limit_50 = GTSRB_CLASSES[2]
+    assert limit_50.value == 50
+    assert ocr_backend._added_reading(SignClass("2", sure, limit_50))  # noqa: SLF001
+    assert not ocr_backend._added_reading(SignClass("2", sure - 0.01, limit_50))  # noqa: SLF001
+    assert not ocr_backend._added_reading(SignClass(SPEED_FAMILY, 0.99, None))  # noqa: SLF001
+    near = ocr_backend._near  # noqa: SLF001
+    box = Box(10, 10, 20, 20)
+    assert near([box, Box(100, 100, 20, 20)], [Box(12, 12, 20, 20)], 0.2) == [True, False]
+    assert near([box], [], 0.2) == [False] and near([], [box], 0.2) == []
+
+
 def test_settings_resolve_and_bad_values_are_refused() -> None:
     from vlm_node.config import resolve
     from vlm_node.errors import ConfigError
 
     cfg = resolve().analysis.ocr
     assert (cfg.learned_proposals, cfg.learned_min_side, cfg.learned_replaces,
-            cfg.learned_paint_regions) == (10, 1280, "search", 2.0)
+            cfg.learned_paint_regions, cfg.learned_adds) == (10, 1280, "search", 2.0, True)
     cfg = resolve(overrides={"analysis.ocr.learned_proposals": 0,
                              "analysis.ocr.learned_replaces": "outlines"}).analysis.ocr
     assert (cfg.learned_proposals, cfg.learned_replaces) == (0, "outlines")

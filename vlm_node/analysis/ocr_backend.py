@@ -401,6 +401,12 @@ class OcrConfig:
              "tight boxes (held-out native photos read through the learned search: GTSDB "
              "values 82.1 -> 86.6 %, Kaggle 85.9 -> 90.6 % when added); 0 = not at all.",
         min=0.0, max=4.0)
+    learned_adds: bool = setting(
+        True, "On frames under learned_min_side, the learned proposer's boxes are added to "
+              "the full search where it has no box (candidate, proposal or round outline), "
+              "for the classifier alone (no OCR of their own, no paint check, answers under "
+              "0.97 dropped): it finds dark and washed-out signs that the paint-based search "
+              "misses. False = the full search alone there.")
     proposer_model: str = setting("", "Sign proposer file (`python -m vlm_node.tools."
                                       "train_sign_proposer`); empty = the shipped one.")
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
@@ -434,6 +440,15 @@ LEARNED_SCALES = (1.0, 1.15, 0.87)
 heatmap cell's estimate, and the classifier's speed mass on small foreign signs moves with the
 box (Kaggle road398's 100: 0.27 at the proposer's box, 0.48 at the colour region's, 0.77 at the
 label's). With `learned_replaces: search`, held-out Kaggle values 81.1 -> 86.8 %."""
+ADDED_KNOWN_IOU = 0.2
+"""A learned box added to the full search (`learned_adds`) overlapping a candidate or proposal by
+more than this is left out: the search looked there."""
+ADDED_MIN_PROBABILITY = 0.97
+"""What the classifier's answer on a learned box added to the full search must reach, instead of
+the paint check (such a box is where no paint region is: dark and washed-out signs). Dark
+lamps, shirts and shadows there read as signs at 0.93-0.97: on GTSDB 00000-00599 the readings
+`learned_adds` added scored 0.93-0.96 where wrong or on no sign, 0.95-1.00 where right (most
+>= 0.97); on the WIDER crowds 7 of its 9 added false readings scored under 0.97."""
 LEARNED_FIT_SIDE = 64.0
 """The patch side (px) a learned outline's ring is fitted on (`fit_ring`), whatever its size."""
 LEARNED_MIN_SCORE = 0.05
@@ -872,6 +887,9 @@ class _Search:
     triangles: list[Box] = field(default_factory=list)
     # priority-road boxes grown from diamond-shaped yellow fields (`diamond_proposals`)
     diamonds: list[Box] = field(default_factory=list)
+    # how many of `proposals`, the last ones, are learned boxes added to the full search
+    # (`learned_adds`): classified like the others, but not read by OCR on their own
+    added: int = 0
 
 
 class OcrBackend(AnalysisBackend):
@@ -1093,14 +1111,18 @@ class OcrBackend(AnalysisBackend):
         cscale = 1.0
         # the learned proposer's boxes (`learned_proposals`) stand for the Hough outlines, and
         # with `learned_replaces: search` for the colour proposals and shapes too
+        # (`learned_adds`: on smaller frames they are added to the full search instead, but
+        # not to a sign crop's, which its whole-frame box reads: `whole_frame_px`)
+        large = max(h, w) >= cfg.learned_min_side
         learned = learn and self._proposer is not None and cfg.learned_proposals > 0 and \
-            max(h, w) >= cfg.learned_min_side
+            (large or (cfg.learned_adds and not whole_frame(w, h, cfg)))
+        replacing = learned and large
         learned_boxes: list[Box] = []  # (made with the proposals, below)
-        all_learned = learned and cfg.learned_replaces == "search"
+        all_learned = replacing and cfg.learned_replaces == "search"
         proposed: Future[list[Box]] | None = None
         if learned and self._outline_pool is not None:
             proposed = self._outline_pool.submit(self._learned, small, pcfg.min_size_px)
-        if cfg.circle_proposals and not learned:
+        if cfg.circle_proposals and not replacing:
             # radius from the smallest proposal (12 px a side at full size: ~5 px with the rim
             # growth) to a sign a twelfth of the frame's height across the rim, then on a
             # shrunk copy up to a sign 0.7 of it across (passed close by)
@@ -1164,6 +1186,14 @@ class OcrBackend(AnalysisBackend):
                                                   cfg.ranked_proposals, integrals)
         # outlines that are already a region's box add nothing
         known = box_array([c.box for c in cands] + proposals)
+        # added to the full search (`learned_adds`) as proposals where the search has no box
+        # at all (IoU <= ADDED_KNOWN_IOU: where it has one, its box's reads decide; a learned
+        # box beside it took the place of Kaggle road412's 100, which OCR reads through the
+        # proposal); not as outlines: those compete for the frame's ring reads, and a larger
+        # learned box took them from the Hough circle that read Kaggle road352's 70
+        added = _not_known([b for b in at_learned_scales(learned_boxes)
+                            if max(b.w, b.h) >= pcfg.min_size_px], known, ADDED_KNOWN_IOU) \
+            if learned and not replacing else []
         with timed("search.shapes"):
             triangles = _not_known(find_triangles(small, pcfg.min_size_px), known,
                                    SHAPE_KNOWN_IOU) \
@@ -1186,7 +1216,7 @@ class OcrBackend(AnalysisBackend):
 
         def outlines_found() -> list[Box]:
             """The round outlines no candidate or proposal already boxes, in frame pixels."""
-            if learned:
+            if replacing:
                 # (replacing the search, they are its proposals too: read as outlines as well,
                 # the ring reads of big round signs need them: 70.8 -> 81.1 % of the held-out
                 # Kaggle values, docs/sign_proposer.md)
@@ -1199,18 +1229,20 @@ class OcrBackend(AnalysisBackend):
                 return [fit_ring(bgr, b, LEARNED_FIT_SIDE) for b in full_size(
                     learned_boxes if all_learned else
                     _not_known(at_learned_scales(learned_boxes), known, 0.5))]
-            if args is None:
-                return []
-            with timed("classify.wait"):  # the caller's wait for the outline thread
-                found = outlines.result() if outlines is not None else find_circles(*args)
-            if cscale < 1.0:
-                found = [b.scaled(1.0 / cscale) for b in found]
-            return full_size(_not_known(found, known, 0.5))
+            found: list[Box] = []
+            if args is not None:
+                with timed("classify.wait"):  # the caller's wait for the outline thread
+                    found = outlines.result() if outlines is not None else find_circles(*args)
+                if cscale < 1.0:
+                    found = [b.scaled(1.0 / cscale) for b in found]
+                found = _not_known(found, known, 0.5)
+            return full_size(found)
 
         if scale < 1.0:
             cands = [dataclasses.replace(c, box=c.box.scaled(up), legend=c.legend.scaled(up))
                      for c in cands]
-        proposals, triangles, diamonds = (full_size(b) for b in (proposals, triangles, diamonds))
+        proposals, triangles, diamonds, added = (
+            full_size(b) for b in (proposals, triangles, diamonds, added))
         squares = end_squares(proposals, cfg.square_ends, cfg.proposals.min_size_px)
         tops = 0
         if cfg.square_tops_any_class:
@@ -1220,8 +1252,9 @@ class OcrBackend(AnalysisBackend):
             squares = [sq for sq, t in zip(squares, top) if t] + \
                 [sq for sq, t in zip(squares, top) if not t]
             tops = sum(top)
-        return (_Search(cands, proposals, squares, [], masks, scale, whole_frame(w, h, cfg),
-                        tops, triangles, diamonds), outlines_found)
+        return (_Search(cands, proposals + added, squares, [], masks, scale,
+                        whole_frame(w, h, cfg), tops, triangles, diamonds, len(added)),
+                outlines_found)
 
     def _learned(self, small: np.ndarray, floor: float) -> list[Box]:
         """The learned proposer's `learned_proposals` best boxes on the search image (its
@@ -1279,6 +1312,14 @@ class OcrBackend(AnalysisBackend):
         triangle = outline + len(circles)
         diamond = triangle + len(found.triangles)
         unpainted = range(speed_only - len(whole), speed_only)
+        added = range(speed_only - len(whole) - found.added, speed_only - len(whole))
+        # an added learned box on a Hough outline (found beside them, so not yet known when
+        # they were added) answering other than a speed value leaves the place to the
+        # outline's reads: one read as a roundabout took that of Kaggle road368's 40, which OCR
+        # reads through the outline (a speed value stays: OCR checks it, and dropping every
+        # added box on an outline lost 20 of 370 values on half the WIDER scenes)
+        on_outlines = {i for i, near in zip(added, _near(
+            [first_boxes[i] for i in added], circles, ADDED_KNOWN_IOU)) if near}
         # boxes the second look moved: their answer is the shifted copy's
         moved = {i for i, (a, b) in enumerate(zip(first_boxes, boxes)) if a is not b}
         # a sign has its paint: white letters, lamps and faces the network takes for a sign
@@ -1296,7 +1337,10 @@ class OcrBackend(AnalysisBackend):
                  i < speed_only + found.top_squares or r.sign_class == "speed_limit"
                  or (i >= outline and self.config.circle_round_classes
                      and r.gtsrb is not None and r.gtsrb.is_round)) and
-                (i in unpainted or _painted(r, boxes[i], masks, scale, pcfg.min_paint))]
+                (i in unpainted or i in added
+                 or _painted(r, boxes[i], masks, scale, pcfg.min_paint))
+                and (i not in added
+                     or (_added_reading(r) and (r.value is not None or i not in on_outlines)))]
         signs = [(boxes[i], results[i]) for i in kept]
         # results of round outlines no colour region matched (`outline_needs_ocr`)
         outlined = {id(results[i]) for i in kept if outline <= i < triangle
@@ -1390,12 +1434,15 @@ class OcrBackend(AnalysisBackend):
         # looser speed-proposal read of the same place (its box refitted) might not
         pending += self._circle_reads(bgr, boxes[outline:triangle], results[outline:triangle],
                                       held(), budget - len(pending))
+        # (the learned boxes added to the search are the classifier's only: OCR read "60" in
+        # the glasses of a blind-pedestrians plate through one, Kaggle road122)
+        readable = [i for i in range(finder, triangle) if i not in added]
         pending += self._speed_proposals(
-            bgr, boxes[finder:triangle], results[finder:triangle], held(),
-            budget - len(pending), outline - finder, scale)
+            bgr, [boxes[i] for i in readable], [results[i] for i in readable], held(),
+            budget - len(pending), outline - finder - len(added), scale)
         # last: the classifier vouched for none of these
         pending += self._proposal_rings(
-            bgr, boxes[finder:speed_only - len(whole)], results[finder:speed_only - len(whole)],
+            bgr, boxes[finder:added.start], results[finder:added.start],
             masks, scale, held(), budget - len(pending))
         jobs = [j for _, j in checks] + [j for _, j in pending]
         everything = jobs + [j.fallback for j in jobs if j.fallback]
@@ -2062,6 +2109,22 @@ def _circle_fits(cand: SignCandidate) -> bool:
     box = cand.box
     return cand.found_by == _CLASSIFIER_BOX or \
         max(box.w, box.h) <= _ROUNDISH_ASPECT * min(box.w, box.h)
+
+
+def _added_reading(res: SignClass) -> bool:
+    """Whether the classifier's answer on a learned box added to the full search
+    (`learned_adds`) may stand: sure (`ADDED_MIN_PROBABILITY`), and not a speed limit without
+    its number, which would take the place of a proposal OCR reads the value of (Kaggle
+    road412's 100)."""
+    return res.probability >= ADDED_MIN_PROBABILITY and not (
+        res.sign_class == "speed_limit" and res.value is None)
+
+
+def _near(boxes: Sequence[Box], others: Sequence[Box], iou: float) -> list[bool]:
+    """For each of `boxes`, whether it overlaps one of `others` by IoU > `iou`."""
+    if not boxes or not others:
+        return [False] * len(boxes)
+    return (iou_matrix(box_array(boxes), box_array(others)) > iou).any(axis=1).tolist()
 
 
 def _not_known(boxes: Sequence[Box], known: np.ndarray, iou: float) -> list[Box]:

@@ -118,7 +118,9 @@ def fit_verifier(probs: np.ndarray, positive: np.ndarray, classifier_sha256: str
     weights, bias = fit_logistic(centred_log_probs(probs), positive, l2, iterations,
                                  learning_rate)
     unfitted = SignVerifier(weights, bias, 0.0, classifier_sha256)
-    pos_scores = unfitted.scores(np.asarray(probs)[positive])
+    # scored as `accepts` scores them (all rows in one product): a subset's product can round
+    # the last bit otherwise, and `keep` 1.0 then rejected the real reading it was set on
+    pos_scores = unfitted.scores(np.asarray(probs))[positive]
     threshold = float(np.quantile(pos_scores, 1.0 - keep)) if keep < 1.0 else \
         float(pos_scores.min())
     return SignVerifier(weights, bias, threshold, classifier_sha256, dict(training or {}))
