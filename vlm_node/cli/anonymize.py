@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     from vlm_node.anonymize.config import (for_frames_in_flight, for_photos,
                                            frames_in_flight_for)
-    from vlm_node.evaluation.labels import load_labels
+    from vlm_node.evaluation.labels import labels_by_image
     from vlm_node.evaluation.face_coverage import FaceCoverageRun, coverage_lines
     from vlm_node.evaluation.redaction import KINDS, KindCounts, score_image
     from vlm_node.frames import FrameMeta
@@ -103,13 +103,7 @@ def run(args: argparse.Namespace) -> int:
     in_flight = frames_in_flight_for(config, frames_in_flight(args))
     config = for_frames_in_flight(config, in_flight)
     inputs = collect_inputs(args.input, exclude=out_dir)
-    labels: dict[Path, Any] = {}
-    if args.labels:
-        try:
-            labels = {item.path.resolve(): item for item in load_labels(args.labels)
-                      if item.path is not None}
-        except (OSError, ValueError) as exc:
-            raise VlmNodeError(f"--labels {args.labels}: {exc}") from exc
+    labels: dict[Path, Any] = labels_by_image(args.labels, "--labels") if args.labels else {}
     pipeline = Pipeline(config)  # anonymization only: no analyzer
     if (args.baseline or args.misses_dir) and not args.labels:
         raise VlmNodeError("--baseline and --misses-dir score against labels: add --labels")

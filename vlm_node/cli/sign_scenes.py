@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from vlm_node.analysis.gtsrb import SPEED_LIMIT_IDS
     from vlm_node.analysis.sign_classifier import DEFAULT_MODEL
     from vlm_node.cli.inputs import collect_images
-    from vlm_node.evaluation.labels import load_labels
+    from vlm_node.evaluation.labels import labels_by_image
     from vlm_node.evaluation.sign_scenes import (CropPicker, held_out_tracks, load_sign_crops,
                                                  place_signs, scene_entry)
     from vlm_node.geometry import Box
@@ -101,13 +101,8 @@ def run(args: argparse.Namespace) -> int:
     crops = load_sign_crops(Path(args.gtsrb), tracks)
     rng = np.random.default_rng(args.seed)
     picker = CropPicker(crops, args.speed_share, rng)
-    photo_labels = {}
-    if args.photo_labels:
-        try:
-            photo_labels = {item.path.resolve(): item for item in load_labels(args.photo_labels)
-                            if item.path is not None}
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"--photo-labels {args.photo_labels}: {exc}") from exc
+    photo_labels = labels_by_image(args.photo_labels, "--photo-labels") \
+        if args.photo_labels else {}
     inputs = collect_images(args.photos, exclude=out_dir)
     if args.max_photos > 0:
         inputs = inputs[:args.max_photos]

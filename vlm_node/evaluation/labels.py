@@ -117,6 +117,16 @@ def _image_root(labels_file: Path, files: Iterable[str]) -> Path:
     return folder
 
 
+def labels_by_image(path: str | Path, option: str) -> dict[Path, ImageLabel]:
+    """The file entries of a labels.json by resolved image path, as the photo tools look their
+    inputs up; a missing or malformed file is a ConfigError naming the `option` it came from."""
+    try:
+        return {item.path.resolve(): item for item in load_labels(path)
+                if item.path is not None}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{option} {path}: {exc}") from exc
+
+
 def load_labels(path: str | Path, root: str | Path | None = None) -> list[ImageLabel]:
     """Every entry of a labels.json, in file order. ConfigError on a malformed file or entry
     (a wrong labels file fails loudly instead of scoring nothing)."""
