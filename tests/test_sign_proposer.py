@@ -263,7 +263,8 @@ def test_learned_boxes_added_to_the_full_search_read_a_dark_sign() -> None:
 
 def test_what_an_added_learned_box_may_publish() -> None:
     """An added learned box's answer stands only when sure (>= ADDED_MIN_PROBABILITY) and not a
-    speed limit without its number; a box counts as on an outline above ADDED_KNOWN_IOU."""
+    speed limit without its number, on a box with some colour; a box counts as on an outline
+    above ADDED_KNOWN_IOU."""
     from vlm_node.analysis import ocr_backend
     from vlm_node.analysis.gtsrb import GTSRB_CLASSES
     from vlm_node.analysis.sign_classifier import SPEED_FAMILY, SignClass
@@ -274,6 +275,13 @@ def test_what_an_added_learned_box_may_publish() -> None:
     assert ocr_backend._added_reading(SignClass("2", sure, limit_50))  # noqa: SLF001
     assert not ocr_backend._added_reading(SignClass("2", sure - 0.01, limit_50))  # noqa: SLF001
     assert not ocr_backend._added_reading(SignClass(SPEED_FAMILY, 0.99, None))  # noqa: SLF001
+    grey = np.full((40, 40, 3), 120, np.uint8)
+    cv2.circle(grey, (20, 20), 12, (255, 255, 255), 2)  # a white mark on grey: no colour
+    assert not ocr_backend._coloured(grey, Box(5, 5, 30, 30))  # noqa: SLF001
+    dark = np.full((40, 40, 3), 20, np.uint8)
+    cv2.circle(dark, (20, 20), 12, (10, 10, 60), 4)  # a dark sign's rim keeps its hue
+    assert ocr_backend._coloured(dark, Box(5, 5, 30, 30))  # noqa: SLF001
+    assert not ocr_backend._coloured(dark, Box(50, 50, 10, 10))  # noqa: SLF001 (outside)
     near = ocr_backend._near  # noqa: SLF001
     box = Box(10, 10, 20, 20)
     assert near([box, Box(100, 100, 20, 20)], [Box(12, 12, 20, 20)], 0.2) == [True, False]
