@@ -282,10 +282,13 @@ def test_what_an_added_learned_box_may_publish() -> None:
     cv2.circle(dark, (20, 20), 12, (10, 10, 60), 4)  # a dark sign's rim keeps its hue
     assert ocr_backend._coloured(dark, Box(5, 5, 30, 30))  # noqa: SLF001
     assert not ocr_backend._coloured(dark, Box(50, 50, 10, 10))  # noqa: SLF001 (outside)
+    from vlm_node.geometry import box_array
+
     near = ocr_backend._near  # noqa: SLF001
     box = Box(10, 10, 20, 20)
-    assert near([box, Box(100, 100, 20, 20)], [Box(12, 12, 20, 20)], 0.2) == [True, False]
-    assert near([box], [], 0.2) == [False] and near([], [box], 0.2) == []
+    assert near([box, Box(100, 100, 20, 20)], box_array([Box(12, 12, 20, 20)]), 0.2) == \
+        [True, False]
+    assert near([box], box_array([]), 0.2) == [False] and near([], box_array([box]), 0.2) == []
 
 
 def test_settings_resolve_and_bad_values_are_refused() -> None:

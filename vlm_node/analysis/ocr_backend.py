@@ -1232,14 +1232,13 @@ class OcrBackend(AnalysisBackend):
                 return [fit_ring(bgr, b, LEARNED_FIT_SIDE) for b in full_size(
                     learned_boxes if all_learned else
                     _not_known(at_learned_scales(learned_boxes), known, 0.5))]
-            found: list[Box] = []
-            if args is not None:
-                with timed("classify.wait"):  # the caller's wait for the outline thread
-                    found = outlines.result() if outlines is not None else find_circles(*args)
-                if cscale < 1.0:
-                    found = [b.scaled(1.0 / cscale) for b in found]
-                found = _not_known(found, known, 0.5)
-            return full_size(found)
+            if args is None:
+                return []
+            with timed("classify.wait"):  # the caller's wait for the outline thread
+                found = outlines.result() if outlines is not None else find_circles(*args)
+            if cscale < 1.0:
+                found = [b.scaled(1.0 / cscale) for b in found]
+            return full_size(_not_known(found, known, 0.5))
 
         if scale < 1.0:
             cands = [dataclasses.replace(c, box=c.box.scaled(up), legend=c.legend.scaled(up))
@@ -1322,7 +1321,7 @@ class OcrBackend(AnalysisBackend):
         # reads through the outline (a speed value stays: OCR checks it, and dropping every
         # added box on an outline lost 20 of 370 values on half the WIDER scenes)
         on_outlines = {i for i, near in zip(added, _near(
-            [first_boxes[i] for i in added], circles, ADDED_KNOWN_IOU)) if near}
+            [first_boxes[i] for i in added], box_array(circles), ADDED_KNOWN_IOU)) if near}
         # boxes the second look moved: their answer is the shifted copy's
         moved = {i for i, (a, b) in enumerate(zip(first_boxes, boxes)) if a is not b}
         # a sign has its paint: white letters, lamps and faces the network takes for a sign
@@ -1340,11 +1339,10 @@ class OcrBackend(AnalysisBackend):
                  i < speed_only + found.top_squares or r.sign_class == "speed_limit"
                  or (i >= outline and self.config.circle_round_classes
                      and r.gtsrb is not None and r.gtsrb.is_round)) and
-                (i in unpainted or i in added
-                 or _painted(r, boxes[i], masks, scale, pcfg.min_paint))
+                (i in unpainted or (_coloured(bgr, boxes[i]) if i in added
+                                    else _painted(r, boxes[i], masks, scale, pcfg.min_paint)))
                 and (i not in added
-                     or (_added_reading(r) and (r.value is not None or i not in on_outlines)
-                         and _coloured(bgr, boxes[i])))]
+                     or (_added_reading(r) and (r.value is not None or i not in on_outlines)))]
         signs = [(boxes[i], results[i]) for i in kept]
         # results of round outlines no colour region matched (`outline_needs_ocr`)
         outlined = {id(results[i]) for i in kept if outline <= i < triangle
@@ -2137,20 +2135,17 @@ def _coloured(bgr: np.ndarray, box: Box) -> bool:
     return float(np.percentile(sat, 90)) >= ADDED_MIN_SATURATION
 
 
-def _near(boxes: Sequence[Box], others: Sequence[Box], iou: float) -> list[bool]:
-    """For each of `boxes`, whether it overlaps one of `others` by IoU > `iou`."""
-    if not boxes or not others:
+def _near(boxes: Sequence[Box], others: np.ndarray, iou: float) -> list[bool]:
+    """For each of `boxes`, whether it overlaps one of `others` (N x 4 `box_array`) by IoU >
+    `iou`; one matrix, not ~1,600 Box.iou calls in Python (22 ms a 1080p frame)."""
+    if not boxes or not len(others):
         return [False] * len(boxes)
-    return (iou_matrix(box_array(boxes), box_array(others)) > iou).any(axis=1).tolist()
+    return (iou_matrix(box_array(boxes), others) > iou).any(axis=1).tolist()
 
 
 def _not_known(boxes: Sequence[Box], known: np.ndarray, iou: float) -> list[Box]:
-    """`boxes` less those overlapping a `known` box (N x 4 `box_array`) by IoU > `iou`; one
-    matrix, not ~1,600 Box.iou calls in Python (22 ms a 1080p frame)."""
-    if not boxes:
-        return []
-    clash = (iou_matrix(box_array(boxes), known) > iou).any(axis=1)
-    return [b for b, c in zip(boxes, clash) if not c]
+    """`boxes` less those overlapping a `known` box (N x 4 `box_array`) by IoU > `iou`."""
+    return [b for b, near in zip(boxes, _near(boxes, known, iou)) if not near]
 
 
 def values_over_family(signs: Sequence[tuple[Box, SignClass]], scores: Sequence[float],

@@ -109,7 +109,7 @@ def spread(items: list[Any], n: int) -> list[Any]:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from vlm_node.evaluation.labels import load_labels
+    from vlm_node.evaluation.labels import labels_by_image
     from vlm_node.tools.bench_signs import bench_signs
 
     if args.warmup < 0:
@@ -122,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
         images = spread([p for p, _ in collect_images(args.input)], args.max_photos)
         labels = {}
         if args.labels is not None:
-            labels = {e.path.resolve(): e for e in load_labels(args.labels)
-                      if e.path is not None and e.signs is not None}
+            labels = {path: e for path, e in labels_by_image(args.labels, "--labels").items()
+                      if e.signs is not None}
             if not any(p.resolve() in labels for p in images):
                 raise ConfigError(f"{args.labels} labels none of the {len(images)} photos of "
                                   f"{args.input}")

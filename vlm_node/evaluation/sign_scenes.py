@@ -107,7 +107,7 @@ class CropPicker:
         for c in crops:
             by_track.setdefault(c.track, []).append(c)
         self._speed = [t for t, cs in by_track.items() if cs[0].class_id in SPEED_LIMIT_IDS]
-        self._other = [t for t in by_track if t not in set(self._speed)]
+        self._other = [t for t, cs in by_track.items() if cs[0].class_id not in SPEED_LIMIT_IDS]
         self._by_track = by_track
         self._share = speed_share
         self._rng = rng
