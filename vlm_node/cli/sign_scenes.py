@@ -42,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "placed sign's box, class, value and unit; the photos' own face, plate and "
                     "sign labels carried over). A reading on a photo's own pixels counts as "
                     "false unless --photo-labels lists its signs, so photos without labels "
-                    "must hold no sign.",
+                    "must hold no sign. The frames keep the photos' own pixels, faces and "
+                    "plates included (an evaluation set: `analyze` anonymizes them first), so "
+                    "write them only where the photos themselves may be kept.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("gtsrb", metavar="GTSRB_DIR",
                    help="GTSRB training split in the Kaggle layout (Train.csv, Train/<class>/)")
