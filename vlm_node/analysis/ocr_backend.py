@@ -143,6 +143,23 @@ class OcrConfig:
                                      "class at >= 0.9 (SignClassifier.grown_look); the grown "
                                      "box then also gets OCR's second opinion. false: such "
                                      "boxes never carry a value.", dynamic=True)
+    value_looks: int = setting(4, "A speed value the classifier gives alone (OCR read no "
+                                  "number there, or another) is published only when at "
+                                  "least this many of seven looks at its box (its crop and "
+                                  "six shifted and scaled copies, SignClassifier.sure_looks) "
+                                  "give it at >= 0.9; a value the second look found needs "
+                                  "SECOND_LOOK_SURE (3). Watermarks, bokeh and lamps read "
+                                  "as a speed limit at 0.93-0.99 fall apart when the crop "
+                                  "moves, a real sign holds (docs/sign_classifier.md, "
+                                  "'Values that must hold'). 0 = off.",
+                               min=0, max=7, dynamic=True)
+    unpainted_value_looks: int = setting(
+        6, "A speed value the classifier gives at >= 0.97 on a box without its sign's paint "
+           "(the paint check, or an added learned box's colour test: a dark or night sign's "
+           "dull rim shows neither) is kept when at least this many of seven looks at the "
+           "box give it at >= 0.9 (SignClassifier.sure_looks); it is then checked like any "
+           "other. 0 = such boxes are dropped (docs/sign_classifier.md, 'Values that must "
+           "hold').", min=0, max=7, dynamic=True)
     ocr_speed_mass: float = setting(0.4, "OCR may read a speed limit on a red-ring candidate "
                                          "or colour proposal the classifier did not accept "
                                          "when the classifier's speed-limit classes together "
@@ -1333,16 +1350,28 @@ class OcrBackend(AnalysisBackend):
         # squares only as speed limits (other classes: 25 more false readings on the 141
         # crowd photos), except the top of a tall region (`square_tops_any_class`)
         # (a sign crop's whole-frame box has no paint check: a dark crop shows none)
-        kept = [i for i, r in enumerate(results) if r.is_sign and
-                (r.gtsrb is not None and r.gtsrb.is_diamond if i >= diamond else
-                 r.gtsrb is not None and r.gtsrb.is_triangle if i >= triangle else
-                 i < speed_only + found.top_squares or r.sign_class == "speed_limit"
-                 or (i >= outline and self.config.circle_round_classes
-                     and r.gtsrb is not None and r.gtsrb.is_round)) and
-                (i in unpainted or (_coloured(bgr, boxes[i]) if i in added
-                                    else _painted(r, boxes[i], masks, scale, pcfg.min_paint)))
-                and (i not in added
-                     or (_added_reading(r) and (r.value is not None or i not in on_outlines)))]
+        shaped = [i for i, r in enumerate(results) if r.is_sign and
+                  (r.gtsrb is not None and r.gtsrb.is_diamond if i >= diamond else
+                   r.gtsrb is not None and r.gtsrb.is_triangle if i >= triangle else
+                   i < speed_only + found.top_squares or r.sign_class == "speed_limit"
+                   or (i >= outline and self.config.circle_round_classes
+                       and r.gtsrb is not None and r.gtsrb.is_round))
+                  and (i not in added
+                       or (_added_reading(r) and (r.value is not None or i not in on_outlines)))]
+        kept = [i for i in shaped if i in unpainted or (
+            _coloured(bgr, boxes[i]) if i in added
+            else _painted(results[i], boxes[i], masks, scale, pcfg.min_paint))]
+        if self.config.unpainted_value_looks > 0:
+            # a sure speed value without its paint (a dark or night sign's dull rim) stands
+            # when it holds as the crop moves (`unpainted_value_looks`)
+            known = set(kept)
+            dull = [i for i in shaped if i not in known and results[i].value is not None
+                    and results[i].gtsrb is not None
+                    and results[i].probability >= ADDED_MIN_PROBABILITY]
+            looks = classifier.sure_looks_many(
+                rgb, [boxes[i] for i in dull], [results[i].gtsrb.class_id for i in dull])
+            kept = sorted(kept + [i for i, n in zip(dull, looks)
+                                  if n >= self.config.unpainted_value_looks])
         signs = [(boxes[i], results[i]) for i in kept]
         # results of round outlines no colour region matched (`outline_needs_ocr`)
         outlined = {id(results[i]) for i in kept if outline <= i < triangle
@@ -1473,11 +1502,13 @@ class OcrBackend(AnalysisBackend):
                 # a round outline with some red is not yet a sign: red hats and drums with a
                 # light centre pass the classifier; only a number OCR reads too is published
                 reading = dataclasses.replace(reading, value=None, unit="")
-            if index in shifted and reading.value is not None and reading.box is not None and \
+            if reading.value is not None and reading.box is not None and \
                     (ocr is None or ocr.value != reading.value):
+                # the classifier's value alone must hold when its crop moves
+                need = SECOND_LOOK_SURE if index in shifted else self.config.value_looks
                 class_id = speed_limit_id(reading.value, reading.unit)
-                if class_id is not None and self._classifier.sure_looks(
-                        rgb, reading.box, class_id) < SECOND_LOOK_SURE:
+                if need and class_id is not None and self._classifier.sure_looks(
+                        rgb, reading.box, class_id) < need:
                     reading = dataclasses.replace(reading, value=None, unit="")
             readings[index] = reading
         for mass, job in pending:

@@ -277,6 +277,18 @@ class SignClassifier:
         `class_id` at >= GROWN_MIN_PROB."""
         return int(self._sure_looks(rgb, box, class_id).sum())
 
+    def sure_looks_many(self, rgb: np.ndarray, boxes: Sequence[Box], class_ids: Sequence[int]
+                        ) -> list[int]:
+        """`sure_looks` of each box for its class, all in one batch."""
+        if not boxes:
+            return []
+        crops = prepare_crops(rgb, [b for box in boxes for b in [box] + refine_boxes(box)])
+        probs = self.probabilities(crops).reshape(len(boxes), 1 + len(_VARIANTS), -1)
+        ids = np.asarray(class_ids)[:, None]
+        sure = (probs.argmax(axis=2) == ids) & \
+            (np.take_along_axis(probs, ids[:, :, None], axis=2)[..., 0] >= GROWN_MIN_PROB)
+        return sure.sum(axis=1).tolist()
+
     def _sure_looks(self, rgb: np.ndarray, box: Box, class_id: int) -> np.ndarray:
         probs = self.probabilities(prepare_crops(rgb, [box] + refine_boxes(box)))
         return (probs.argmax(axis=1) == class_id) & (probs[:, class_id] >= GROWN_MIN_PROB)
