@@ -82,16 +82,6 @@ OCR_REC_WIDTH = 128
 SETTLE_AGREEMENT = 0.85
 """`OcrBackend._settled`: share of the seven grown crops that must read OCR's number (six)."""
 
-SECOND_LOOK_SURE = 3
-"""A speed value the classifier found only through a shifted copy of a proposal's box (the
-second look, `classify_refined`) and OCR did not read too is kept when at least this many of
-the seven looks at its new box (`SignClassifier.sure_looks`) give it at >= 0.9. Why: on
-the development photos resized to 1080p three of the six values on no sign (dusk branches read
-as 70) came from such a copy, where the network leans to a class everywhere and crosses its
-threshold once; their new boxes held it in one or two of seven looks, the right values there in
-three to seven. At the photos' own size it costs one right value of 199 (gtsdb_00348, two
-looks)."""
-
 
 @dataclass
 class OcrConfig:
@@ -147,19 +137,19 @@ class OcrConfig:
                                   "number there, or another) is published only when at "
                                   "least this many of seven looks at its box (its crop and "
                                   "six shifted and scaled copies, SignClassifier.sure_looks) "
-                                  "give it at >= 0.9; a value the second look found needs "
-                                  "SECOND_LOOK_SURE (3). Watermarks, bokeh and lamps read "
-                                  "as a speed limit at 0.93-0.99 fall apart when the crop "
-                                  "moves, a real sign holds (docs/sign_classifier.md, "
-                                  "'Values that must hold'). 0 = off.",
-                               min=0, max=7, dynamic=True)
+                                  "give it at >= 0.9, the second look's values included (3 "
+                                  "of 7 for those alone until 2026-12-07). Watermarks, "
+                                  "bokeh and lamps read as a speed limit at 0.93-0.99 fall "
+                                  "apart when the crop moves, a real sign holds "
+                                  "(docs/sign_classifier.md, 'Values that must hold'). "
+                                  "0 = off.", min=0, max=7, dynamic=True)
     unpainted_value_looks: int = setting(
-        6, "A speed value the classifier gives at >= 0.97 on a box without its sign's paint "
-           "(the paint check, or an added learned box's colour test: a dark or night sign's "
-           "dull rim shows neither) is kept when at least this many of seven looks at the "
-           "box give it at >= 0.9 (SignClassifier.sure_looks); it is then checked like any "
-           "other. 0 = such boxes are dropped (docs/sign_classifier.md, 'Values that must "
-           "hold').", min=0, max=7, dynamic=True)
+        6, "A speed value the classifier gives at >= 0.97 on a box that fails the paint "
+           "check but shows some colour (a dark or night sign's dull rim) is kept when at "
+           "least this many of seven looks at the box give it at >= 0.9 "
+           "(SignClassifier.sure_looks); it is then checked like any other. 0 = such boxes "
+           "are dropped (docs/sign_classifier.md, 'Values that must hold').",
+        min=0, max=7, dynamic=True)
     ocr_speed_mass: float = setting(0.4, "OCR may read a speed limit on a red-ring candidate "
                                          "or colour proposal the classifier did not accept "
                                          "when the classifier's speed-limit classes together "
@@ -1339,8 +1329,6 @@ class OcrBackend(AnalysisBackend):
         # added box on an outline lost 20 of 370 values on half the WIDER scenes)
         on_outlines = {i for i, near in zip(added, _near(
             [first_boxes[i] for i in added], box_array(circles), ADDED_KNOWN_IOU)) if near}
-        # boxes the second look moved: their answer is the shifted copy's
-        moved = {i for i, (a, b) in enumerate(zip(first_boxes, boxes)) if a is not b}
         # a sign has its paint: white letters, lamps and faces the network takes for a sign
         # do not (the share is measured on the frame's masks, white balance and all)
         # an outline is read only as a sign of its shape: a triangle as a triangular class, a
@@ -1362,12 +1350,15 @@ class OcrBackend(AnalysisBackend):
             _coloured(bgr, boxes[i]) if i in added
             else _painted(results[i], boxes[i], masks, scale, pcfg.min_paint))]
         if self.config.unpainted_value_looks > 0:
-            # a sure speed value without its paint (a dark or night sign's dull rim) stands
-            # when it holds as the crop moves (`unpainted_value_looks`)
+            # a sure speed value without its paint (a dark or night sign's dull rim, which
+            # keeps some colour: a white copyright octagon on grey read as 100 at 0.993 and
+            # held) stands when it holds as the crop moves (`unpainted_value_looks`); an added
+            # learned box has had its colour test already
             known = set(kept)
             dull = [i for i in shaped if i not in known and results[i].value is not None
                     and results[i].gtsrb is not None
-                    and results[i].probability >= ADDED_MIN_PROBABILITY]
+                    and results[i].probability >= ADDED_MIN_PROBABILITY
+                    and i not in added and _coloured(bgr, boxes[i])]
             looks = classifier.sure_looks_many(
                 rgb, [boxes[i] for i in dull], [results[i].gtsrb.class_id for i in dull])
             kept = sorted(kept + [i for i, n in zip(dull, looks)
@@ -1386,7 +1377,6 @@ class OcrBackend(AnalysisBackend):
         # whole is the classifier's own training domain (on the 860 shared GTSRB sample crops
         # the verifier would have dropped 7 right readings through the whole-frame box)
         crop_readings = {id(results[i]) for i in kept if i in unpainted}
-        second_looks = {id(results[i]) for i in kept if i in moved}
         # One reading per sign: a ring and its inner disc, or a candidate and a proposal, are
         # the same sign; the most probable box speaks for it, the finder's shape-fitted box
         # first among near-equals, a triangular outline last: it is there for signs no colour
@@ -1405,7 +1395,6 @@ class OcrBackend(AnalysisBackend):
         checks: list[tuple[int, _Job]] = []
         unconfirmed: set[int] = set()
         unjudged: set[int] = set()  # readings the verifier leaves alone
-        shifted: set[int] = set()  # values found by the second look (SECOND_LOOK_SURE)
         for box, res in signs:
             # report the finder's shape-fitted outline when it lies on the same sign (a
             # proposal is a colour region's bounding box, often a little wider)
@@ -1427,8 +1416,8 @@ class OcrBackend(AnalysisBackend):
                 job = self._check_job(bgr, box, res, cands)
                 if job is not None:
                     checks.append((len(readings), job))
-                if id(res) in second_looks:
-                    shifted.add(len(readings))
+                elif reading.value is not None and not self._holds(rgb, reading):
+                    reading = dataclasses.replace(reading, value=None, unit="")
                 if id(res) in outlined:
                     unconfirmed.add(len(readings))
                     if job is None:
@@ -1502,14 +1491,9 @@ class OcrBackend(AnalysisBackend):
                 # a round outline with some red is not yet a sign: red hats and drums with a
                 # light centre pass the classifier; only a number OCR reads too is published
                 reading = dataclasses.replace(reading, value=None, unit="")
-            if reading.value is not None and reading.box is not None and \
-                    (ocr is None or ocr.value != reading.value):
-                # the classifier's value alone must hold when its crop moves
-                need = SECOND_LOOK_SURE if index in shifted else self.config.value_looks
-                class_id = speed_limit_id(reading.value, reading.unit)
-                if need and class_id is not None and self._classifier.sure_looks(
-                        rgb, reading.box, class_id) < need:
-                    reading = dataclasses.replace(reading, value=None, unit="")
+            if reading.value is not None and (ocr is None or ocr.value != reading.value) and \
+                    not self._holds(rgb, reading):
+                reading = dataclasses.replace(reading, value=None, unit="")
             readings[index] = reading
         for mass, job in pending:
             reading = self._reading(bgr, job)
@@ -1548,6 +1532,15 @@ class OcrBackend(AnalysisBackend):
             readings += self._crossings(bgr, cands, boxes[finder:outline], readings, masks,
                                         scale)
         return one_per_sign(self._verified(rgb, readings, unjudged))
+
+    def _holds(self, rgb: np.ndarray, reading: SignReading) -> bool:
+        """Whether the classifier's speed value on `reading`, which OCR did not read too, holds
+        as its crop moves: at least `value_looks` of the seven looks at its box give it at
+        >= 0.9. A value that is not a GTSRB class's (OCR's own) passes."""
+        need = self.config.value_looks
+        class_id = speed_limit_id(reading.value, reading.unit) if reading.value else None
+        return not need or class_id is None or reading.box is None or \
+            self._classifier.sure_looks(rgb, reading.box, class_id) >= need
 
     def _check_job(self, bgr: np.ndarray, box: Box, res: SignClass,
                    cands: Sequence[SignCandidate]) -> _Job | None:
