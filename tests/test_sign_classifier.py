@@ -315,8 +315,8 @@ def test_ocr_does_not_contradict_the_classifier_value_on_a_speed_proposal(backen
 
 # A value only the second look found, that OCR does not read and its new box does not hold (at
 # most two of seven looks at >= 0.9, `value_looks` asks 4): published without it. gtsdb_00348 is
-# a real 80 (a loss of the rule at the photos' own size); gtsdb_00423 at 1920x1080 is dusk branches against the sky
-# that the second look of the full search read as a 70 at 0.97.
+# a real 80 (a loss of the rule at the photos' own size); gtsdb_00423 at 1920x1080 is dusk
+# branches against the sky that the second look of the full search read as a 70 at 0.97.
 UNHELD = [("gtsdb_00348.jpg", None, Box(571, 314, 24, 24), 80),
           ("gtsdb_00423.jpg", (1920, 1080), Box(207, 632, 25, 30), 70)]
 
