@@ -280,18 +280,23 @@ class SignClassifier:
     def sure_looks_many(self, rgb: np.ndarray, boxes: Sequence[Box], class_ids: Sequence[int]
                         ) -> list[int]:
         """`sure_looks` of each box for its class, all in one batch."""
-        if not boxes:
-            return []
-        crops = prepare_crops(rgb, [b for box in boxes for b in [box] + refine_boxes(box)])
-        probs = self.probabilities(crops).reshape(len(boxes), 1 + len(_VARIANTS), -1)
-        ids = np.asarray(class_ids)[:, None]
-        sure = (probs.argmax(axis=2) == ids) & \
-            (np.take_along_axis(probs, ids[:, :, None], axis=2)[..., 0] >= GROWN_MIN_PROB)
-        return sure.sum(axis=1).tolist()
+        return self._sure_matrix(rgb, boxes, class_ids).sum(axis=1).tolist()
 
     def _sure_looks(self, rgb: np.ndarray, box: Box, class_id: int) -> np.ndarray:
-        probs = self.probabilities(prepare_crops(rgb, [box] + refine_boxes(box)))
-        return (probs.argmax(axis=1) == class_id) & (probs[:, class_id] >= GROWN_MIN_PROB)
+        return self._sure_matrix(rgb, [box], [class_id])[0]
+
+    def _sure_matrix(self, rgb: np.ndarray, boxes: Sequence[Box], class_ids: Sequence[int]
+                     ) -> np.ndarray:
+        """N x 7 booleans: whether each of a box's seven looks (its crop, then
+        `refine_boxes`') gives its class at >= GROWN_MIN_PROB."""
+        looks = 1 + len(_VARIANTS)
+        if not boxes:
+            return np.zeros((0, looks), bool)
+        crops = prepare_crops(rgb, [b for box in boxes for b in [box] + refine_boxes(box)])
+        probs = self.probabilities(crops).reshape(len(boxes), looks, -1)
+        ids = np.asarray(class_ids)[:, None]
+        return (probs.argmax(axis=2) == ids) & \
+            (np.take_along_axis(probs, ids[:, :, None], axis=2)[..., 0] >= GROWN_MIN_PROB)
 
     def classify_patches(self, patches_rgb: Sequence[np.ndarray]) -> list[SignClass]:
         """Results for whole RGB patches that already are sign crops (tests, crop datasets)."""
