@@ -355,6 +355,31 @@ def test_a_classifier_value_its_box_does_not_hold_is_dropped(backend):
             assert [r.value for r in _near(reader.read_signs(road), sign)] == [120.0]
 
 
+def test_a_value_holds_when_most_looks_at_its_box_give_it(backend):
+    """`OcrBackend._holds`, the rule behind `value_looks` wherever the classifier's value stands
+    without OCR (a check that read nothing or another number, or no check job at all): a blur
+    of a crowd photo read as 100 holds in under 4 of 7 looks; gtsdb_00311's 120 in 4 or more; a
+    value GTSRB has no class for (OCR's own) and any value with the rule off pass."""
+    from vlm_node.analysis.ocr_backend import OcrConfig
+
+    def reading(value, box):  # noqa: ANN001, ANN202
+        return SignReading("speed_limit", 0.97, "classifier", value=value, unit="km/h", box=box)
+
+    crowd = _rgb(shared("faces_wider_train") / "1_Handshaking_Handshaking_1_335.jpg")
+    blur = Box(865, 528, 34, 34)
+    road = _rgb(shared("signs_real_dev") / "gtsdb_00311.jpg")
+    (read,) = _near(backend.read_signs(road[..., ::-1].copy()), Box(371, 253, 23, 25))
+    assert read.value == 120
+    sign = read.box  # the box the reader published its 120 on
+    clf = backend._classifier  # noqa: SLF001
+    assert clf.sure_looks(crowd, blur, 7) < 4 <= clf.sure_looks(road, sign, 8)
+    assert not backend._holds(crowd, reading(100.0, blur))  # noqa: SLF001
+    assert backend._holds(road, reading(120.0, sign))  # noqa: SLF001
+    assert backend._holds(crowd, reading(40.0, blur))  # noqa: SLF001
+    with OcrBackend(OcrConfig(value_looks=0)) as off:
+        assert off._holds(crowd, reading(100.0, blur))  # noqa: SLF001
+
+
 def test_a_dark_sign_without_paint_keeps_a_value_that_holds(backend):
     """gtsdb_00519 at 1920x1080 (development photo): a 100 at night, its rim too dull for the
     paint check, read at 0.999 by the classifier. It is published because the value holds in
