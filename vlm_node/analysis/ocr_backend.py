@@ -1538,7 +1538,7 @@ class OcrBackend(AnalysisBackend):
         as its crop moves: at least `value_looks` of the seven looks at its box give it at
         >= 0.9. A value that is not a GTSRB class's (OCR's own) passes."""
         need = self.config.value_looks
-        class_id = speed_limit_id(reading.value, reading.unit) if reading.value else None
+        class_id = speed_limit_id(reading.value, reading.unit)
         return not need or class_id is None or reading.box is None or \
             self._classifier.sure_looks(rgb, reading.box, class_id) >= need
 

@@ -159,8 +159,7 @@ def place_sign(frame: np.ndarray, crop_bgr: np.ndarray, roi: Box, side: float, x
 
 
 def _clear(box: Box, taken: Sequence[Box]) -> bool:
-    pad_x, pad_y = box.w * CLEARANCE, box.h * CLEARANCE
-    grown = Box(box.x - pad_x, box.y - pad_y, box.w + 2 * pad_x, box.h + 2 * pad_y)
+    grown = box.expanded(CLEARANCE)
     return all(grown.intersection(t) == 0 for t in taken)
 
 
