@@ -181,6 +181,12 @@ def test_two_cameras_at_20hz_with_slow_backend_keep_rate_and_freshness(
         sent["a"].append(probe)
         wait_for(lambda: any(r.camera == "a" and convert.stamp_ns(r.header.stamp) == probe
                              for r in results), 30, "the result of a frame sent after the stream")
+        # every batch has ended now (the worker runs one at a time and the probe's was last):
+        # the next diagnostics count each analysed frame whose result came too late
+        answered = len(diags)
+        wait_for(lambda: len(diags) > answered, 20, "diagnostics published after the probe")
+        final = _camera_counts(diags[-1])
+        all_batches = _batches(proc.output())
     finally:
         harness.close()
         proc.stop()
@@ -217,11 +223,19 @@ def test_two_cameras_at_20hz_with_slow_backend_keep_rate_and_freshness(
         assert len(got) >= 0.5 * anonymized, (c, len(got), last[c])
         assert got == sorted(got) and set(got) <= set(sent[c])
     # results are fresh (never older than max_frame_age when published) and there is at most
-    # one per batch and camera: superseded frames are skipped, not queued
+    # one per batch and camera: superseded frames are skipped, not queued. Every frame a batch
+    # took is published or counted as too late to publish, nothing else. Not a floor on the
+    # results published: a starved CI machine (fresh-clone run, 2026-12-07, process variant)
+    # ran 2 batches in the 4 s and published none of one camera's, both rightly too old by the
+    # time the lowered-priority worker finished; the probe's result above shows a fresh one is
+    # published.
     assert max(r.latency_ms for r in results) <= MAX_AGE * 1e3
     for c in "ab":
-        assert 0.3 * len(batches) <= sum(r.camera == c for r in streamed_results) \
-            <= len(batches)
+        assert sum(r.camera == c for r in streamed_results) <= len(batches)
+        published = sum(r.camera == c for r in results)
+        late = int(final[c]["dropped_stale_result"]) + int(final[c]["dropped_backend_error"])
+        assert published + late == sum(c in b for b in all_batches), (c, all_batches, final[c])
+        assert int(final[c]["dropped_backend_error"]) == 0, final[c]
     # diagnostics agree: nothing dropped on the way in, and every anonymized frame is accounted
     # for: taken by a batch (at most one per camera), superseded by a newer one, too old in the
     # slot, or still in the slot at the end
