@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from helpers import shared
-from vlm_node.analysis.ocr_backend import OcrConfig
+from vlm_node.analysis.ocr_config import OcrConfig
 from vlm_node.cli.bench_signs import parse_variant, spread
 from vlm_node.cli.main import main
 from vlm_node.errors import ConfigError

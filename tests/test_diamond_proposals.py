@@ -12,7 +12,8 @@ from helpers import read_bgr, shared, sign_classes_near
 from vlm_node.analysis.diamond_proposals import (FIELD_GROWTH, LIGHT, LOOSE_YELLOW,
                                                  border_light, find_diamonds)
 from vlm_node.analysis.gtsrb import DIAMOND_IDS, GTSRB_CLASSES
-from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
+from vlm_node.analysis.ocr_backend import OcrBackend
+from vlm_node.analysis.ocr_config import OcrConfig
 from vlm_node.analysis.sign_candidates import ProposalConfig, find_proposals, proposal_masks
 from vlm_node.geometry import Box
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from helpers import SHARED_DATA, paste_rgba, read_bgr, shared
-from vlm_node.analysis import ocr_backend
+from vlm_node.analysis import legend_image, ocr_backend
 from vlm_node.analysis.ocr_backend import (OcrBackend, OcrConfig, hint_candidates, parse_number,
                                            plausible, says)
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
@@ -75,9 +75,9 @@ def test_a_broken_glyph_outline_counts_once():
     cv2.rectangle(row, (8, 1), (22, 28), 1, 2)  # the 5, simplified to one blob
     cv2.ellipse(row, (44, 15), (12, 14), 0, 0, 360, 1, 1)
     cv2.ellipse(row, (44, 15), (7, 10), 0, 0, 360, 1, 1)
-    assert ocr_backend._count_glyphs(row) == 2
+    assert legend_image.count_glyphs(row) == 2
     cv2.rectangle(row, (62, 2), (66, 27), 1, -1)  # a third digit (a "1") still counts
-    assert ocr_backend._count_glyphs(row) == 3
+    assert legend_image.count_glyphs(row) == 3
 
 
 def test_the_rims_inner_edge_at_the_row_end_is_no_digit():
@@ -85,9 +85,9 @@ def test_the_rims_inner_edge_at_the_row_end_is_no_digit():
     cv2.rectangle(row, (14, 1), (28, 28), 1, -1)
     cv2.rectangle(row, (34, 1), (50, 28), 1, -1)
     cv2.rectangle(row, (60, 4), (61, 26), 1, -1)  # the sliver of an off-centre box's rim
-    assert ocr_backend._count_glyphs(row) == 2
+    assert legend_image.count_glyphs(row) == 2
     cv2.rectangle(row, (3, 1), (7, 28), 1, -1)  # a "1" inside the text is still a digit
-    assert ocr_backend._count_glyphs(row) == 3
+    assert legend_image.count_glyphs(row) == 3
 
 
 def test_a_lone_digit_is_cut_to_its_ink_with_white_around_it():
@@ -95,16 +95,16 @@ def test_a_lone_digit_is_cut_to_its_ink_with_white_around_it():
     dark = np.zeros((30, 100), bool)
     dark[2:28, 45:58] = True  # the digit
     dark[:, 0:4] = True  # the rim's end, in the outer 10 %: not ink
-    cut = ocr_backend._ink_columns(row, dark, text_h=26)
+    cut = legend_image.ink_columns(row, dark, text_h=26)
     assert cut.shape == (30, (58 + 13) - (45 - 13), 3)  # half a text height each side
-    assert ocr_backend._ink_columns(row, np.zeros_like(dark), 26) is row  # no ink: unchanged
+    assert legend_image.ink_columns(row, np.zeros_like(dark), 26) is row  # no ink: unchanged
 
 
 def test_a_dark_navy_legend_is_ink_and_the_red_rim_is_not():
     crop = np.full((40, 40, 3), (200, 200, 200), np.uint8)
     crop[10:30, 12:18] = (70, 35, 25)  # navy (BGR): saturated, but not red
     cv2.circle(crop, (20, 20), 19, (30, 30, 170), 3)  # the rim, red
-    ink = ocr_backend._dark_mask(crop)
+    ink = legend_image.dark_mask(crop)
     assert ink[15:25, 13:17].all()
     assert not ink[20, 1:3].any() and not ink[1:3, 20].any()
 
@@ -164,13 +164,13 @@ def test_a_big_legend_is_shrunk_before_it_is_read(ocr, monkeypatch):
     """A sign seen from near (a 700 px ring in a 1080p frame) is read from its legend shrunk
     to 3x the recogniser's height: the same value, at a bounded cost."""
     big = np.zeros((400, 300, 3), np.uint8)
-    assert ocr_backend._shrink(big, 192).shape == (192, 144, 3)
+    assert legend_image.shrink(big, 192).shape == (192, 144, 3)
     small = np.zeros((100, 80, 3), np.uint8)
-    assert ocr_backend._shrink(small, 192) is small
+    assert legend_image.shrink(small, 192) is small
     s = scene(SignSpec("speed_limit", 80), 700, "Cars21.jpg", seed=3, size=(1920, 1080))
     seen = []
-    real = ocr_backend._whiten_outside_ellipse
-    monkeypatch.setattr(ocr_backend, "_whiten_outside_ellipse",
+    real = legend_image.whiten_outside_ellipse
+    monkeypatch.setattr(ocr_backend, "whiten_outside_ellipse",
                         lambda crop, scale=1.0: seen.append(crop.shape[0]) or real(crop, scale))
     assert summary(ocr.read_signs(s.image)) == [("speed_limit", 80, "km/h")]
     assert seen and max(seen) <= 3 * ocr.config.legend_height_px
@@ -418,7 +418,7 @@ def test_benchmark_writes_its_report_with_the_config(tmp_path):
 
 
 def _whiten_by_sorting(crop, scale=1.0):
-    """`_whiten_outside_ellipse` as first written (numpy's percentile and median on the
+    """`whiten_outside_ellipse` as first written (numpy's percentile and median on the
     pixels themselves): the reference its histogram version must match to the bit."""
     h, w = crop.shape[:2]
     mask = np.zeros((h, w), np.uint8)
@@ -452,5 +452,5 @@ def test_whitening_outside_the_ellipse_from_histograms_matches_sorting():
     assert sum(not c.flags.c_contiguous for c in crops) > 100
     for crop in crops:
         for scale in (1.0, 0.92):
-            assert np.array_equal(ocr_backend._whiten_outside_ellipse(crop, scale),
+            assert np.array_equal(legend_image.whiten_outside_ellipse(crop, scale),
                                   _whiten_by_sorting(crop, scale))

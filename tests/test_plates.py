@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from helpers import paste_rgba, read_bgr, shared
-from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
+from vlm_node.analysis.ocr_backend import OcrBackend
+from vlm_node.analysis.ocr_config import OcrConfig
 from vlm_node.anonymize import Anonymizer, AnonymizerConfig
 from vlm_node.anonymize.plates import (PlateGeometry, _group_lines, _judge_read,
                                        in_red_disc, in_round_outline, line_is_plate_text,

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from helpers import shared
-from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
+from vlm_node.analysis.ocr_backend import OcrBackend
+from vlm_node.analysis.ocr_config import OcrConfig
 from vlm_node.analysis.proposal_ranker import (BASE_FEATURES, DEFAULT_RANKER, ProposalRanker,
                                                expanded, features, fit_ranker)
 from vlm_node.geometry import Box, box_array, iou_matrix

@@ -192,7 +192,7 @@ def backend():
 def full_search():
     """The reader with the full colour/shape search on every frame (a 1080p one included:
     `learned_min_side`), for the rules tuned on that search's boxes."""
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     with OcrBackend(OcrConfig(learned_proposals=0)) as b:
         yield b
@@ -241,7 +241,7 @@ PROPOSAL_READ = [("andrewmvd_road114.jpg", 50, False), ("andrewmvd_road188.jpg",
 @pytest.mark.parametrize("file, value, proposal", PROPOSAL_READ)
 def test_ocr_reads_foreign_speed_signs_the_classifier_only_leans_to(
         backend, file, value, proposal):
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     labels = json.loads(shared("signs_real_dev/labels.json").read_text())
     entry = next(i for i in labels["images"] if i["file"].endswith(file))
@@ -271,7 +271,7 @@ REFINED = [("gtsdb_00311.jpg", Box(371, 253, 23, 25), 120),
 
 @pytest.mark.parametrize("file, box, value", REFINED)
 def test_a_second_look_reads_the_value_through_a_misfit_box(backend, file, box, value):
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     bgr = read_bgr(shared("signs_real_dev") / file)
     # (since 2026-12-06 OCR reads the value through the ring fitted inside the classifier's
@@ -324,7 +324,7 @@ UNHELD = [("gtsdb_00348.jpg", None, Box(571, 314, 24, 24), 80),
 @pytest.mark.parametrize("file, size, box, value", UNHELD)
 def test_a_second_look_value_its_box_does_not_hold_is_dropped(full_search, file, size, box,
                                                               value):
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     bgr = read_bgr(shared("signs_real_dev") / file)
     if size is not None:
@@ -341,7 +341,7 @@ def test_a_classifier_value_its_box_does_not_hold_is_dropped(backend):
     classifier reads two round blurs as "100" at 0.97-0.98, OCR reads no number there, and
     the crops moved about them do not keep it (`value_looks`). With the rule off both values
     are back; a real sign of a GTSDB development photo keeps its value either way."""
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     crowd = read_bgr(shared("faces_wider_train") / "1_Handshaking_Handshaking_1_335.jpg")
     assert not [r for r in backend.read_signs(crowd) if r.value is not None]
@@ -360,7 +360,7 @@ def test_a_value_holds_when_most_looks_at_its_box_give_it(backend):
     without OCR (a check that read nothing or another number, or no check job at all): a blur
     of a crowd photo read as 100 holds in under 4 of 7 looks; gtsdb_00311's 120 in 4 or more; a
     value GTSRB has no class for (OCR's own) and any value with the rule off pass."""
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     def reading(value, box):  # noqa: ANN001, ANN202
         return SignReading("speed_limit", 0.97, "classifier", value=value, unit="km/h", box=box)
@@ -384,7 +384,7 @@ def test_a_dark_sign_without_paint_keeps_a_value_that_holds(backend):
     """gtsdb_00519 at 1920x1080 (development photo): a 100 at night, its rim too dull for the
     paint check, read at 0.999 by the classifier. It is published because the value holds in
     at least `unpainted_value_looks` of seven looks; with the rule off it is dropped."""
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     bgr = cv2.resize(read_bgr(shared("signs_real_dev") / "gtsdb_00519.jpg"), (1920, 1080))
     sign = Box(272, 319, 33, 32).scaled(1920 / 816, 1080 / 480)
@@ -404,7 +404,7 @@ GROWN = [("gtsdb_00380.jpg", Box(331, 321, 15, 15), 120),
 
 @pytest.mark.parametrize("file, box, value", GROWN)
 def test_a_grown_look_keeps_the_value_of_a_small_box(backend, file, box, value):
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     bgr = read_bgr(shared("signs_real_dev") / file)
     with OcrBackend(OcrConfig(grown_look=False)) as plain:
@@ -423,7 +423,7 @@ def test_ocr_and_a_grown_look_settle_a_contradicted_value(monkeypatch):
     the two readers agree and 50 is published. A number OCR reads that the grown look does not
     confirm (here: 80) leaves the sign without a value, as does `grown_look: false` (with the
     proposer's boxes off: `learned_adds` boxes the whole sign, which reads 50 by itself)."""
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00330.jpg")
     sign = Box(630, 188, 40, 41)
@@ -477,7 +477,7 @@ SQUARED = [("gtsdb_00322.jpg", Box(700, 196, 26, 27), 80),
 
 @pytest.mark.parametrize("file, box, value", SQUARED)
 def test_an_end_square_reads_a_sign_its_region_ran_past(backend, file, box, value):
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     bgr = read_bgr(shared("signs_real_dev") / file)
     with OcrBackend(OcrConfig(square_ends=0, fit_rings=False)) as plain:
@@ -548,7 +548,7 @@ OUTLINED = [("gtsdb_00351.jpg", Box(307, 320, 16, 17), 80),
 
 @pytest.mark.parametrize("file, box, value", OUTLINED)
 def test_a_dusk_outline_keeps_the_classifiers_value(backend, file, box, value):
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     bgr = read_bgr(shared("signs_real_dev") / file)
     hits = _near(backend.read_signs(bgr), box)
@@ -772,7 +772,7 @@ def test_a_shrunk_search_proposes_no_region_under_its_floor():
     default floor of 9 search pixels nothing under 18 px at full size is proposed, while a
     floor of 6 lets 12-17 px regions through. A frame no larger than the search
     (`search_max_side`) is searched whole and keeps the proposals' own 12 px floor."""
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00314.jpg")  # 816x480
     big = cv2.resize(bgr, (1920, 1080), interpolation=cv2.INTER_LINEAR)
@@ -805,7 +805,7 @@ SIGN_CROPS = [("00002_00023_00021.png", "speed_limit", 50.0),  # 42x43
 
 @pytest.fixture(scope="module")
 def crops_off():
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     # round outlines read as round classes would find some crops' grey end-of signs by their
     # outline; off, so that this reader shows what the colour search alone makes of a crop
@@ -877,7 +877,8 @@ def test_a_speed_family_answer_yields_to_a_value_read_on_the_same_sign(backend):
 
 
 def test_only_a_frame_small_enough_to_be_a_crop_is_classified_whole():
-    from vlm_node.analysis.ocr_backend import OcrConfig, whole_frame
+    from vlm_node.analysis.ocr_backend import whole_frame
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     config = OcrConfig()
     assert config.whole_frame_px == 256
@@ -907,7 +908,7 @@ def test_the_outline_search_can_run_smaller_and_answers_in_full_frame_pixels(mon
     frame's own pixels: the dusk 100 of gtsdb_00518 (29 px) is still proposed at 560 px (at
     480 it is lost)."""
     from vlm_node.analysis import ocr_backend
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     seen = []
     real = ocr_backend.find_circles
@@ -937,7 +938,7 @@ def test_the_shape_finder_looks_at_a_large_frame_at_a_smaller_scale(monkeypatch)
     shape-fitted boxes. A frame no larger than the search (the 816x480 photo) is searched by
     the finder at its own size, and `finder_scale: 1` restores the search image."""
     from vlm_node.analysis import ocr_backend
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     seen = []
     real = ocr_backend.find_candidates
@@ -973,7 +974,7 @@ def test_a_thin_rimmed_ring_of_a_large_frame_keeps_its_ocr_value():
     proposal, read it as well: the finder's part is shown with those reads off.)"""
     import dataclasses
 
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
     from vlm_node.tools.bench_signs import as_frame
 
     frame, _ = as_frame(read_bgr(shared("signs_real_dev") / "andrewmvd_road197.jpg"),
@@ -1096,7 +1097,7 @@ DUSK = [("gtsdb_00396.jpg", Box(115, 290, 28, 29), 100),
 def colour_backend():
     """The search without round outlines (`circle_proposals: false`) or the learned proposer
     (`learned_proposals: 0`): colour regions only, and no second thread."""
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     with OcrBackend(OcrConfig(circle_proposals=False, learned_proposals=0)) as b:
         yield b
@@ -1114,7 +1115,7 @@ def test_a_circle_proposals_value_needs_ocr_only_when_asked(backend, monkeypatch
     """With OCR reading nothing, the dusk 100 found by its outline keeps the classifier's value
     by default; with `outline_needs_ocr` (the rule before outlines on people were dropped) it
     is a speed limit without a value."""
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     bgr = read_bgr(shared("signs_real_dev") / "gtsdb_00396.jpg")
     box = Box(115, 290, 28, 29)
@@ -1135,7 +1136,7 @@ NEAR = [("andrewmvd_road378.jpg", Box(75, 168, 125, 126), 40),
 
 @pytest.mark.parametrize("file, box, value", NEAR)
 def test_big_round_outlines_are_read_by_ocr_alone(backend, colour_backend, file, box, value):
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     bgr = read_bgr(shared("signs_real_dev") / file)
     near = _near(backend.read_signs(bgr), box)
@@ -1223,7 +1224,7 @@ def test_shipped_int8_copy_is_the_shipped_model_quantized(clf):
 
 
 def test_classifier_precision_picks_the_shipped_file():
-    from vlm_node.analysis.ocr_backend import OcrConfig
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     with OcrBackend(OcrConfig(classifier_precision="int8")) as b:
         assert b._classifier.path.name == "sign_classifier_int8.onnx"

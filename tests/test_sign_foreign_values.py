@@ -14,10 +14,11 @@ import pytest
 
 from helpers import read_bgr, shared
 from vlm_node.analysis.circle_proposals import fit_ring, ring_in
-from vlm_node.analysis.ocr_backend import (UNKNOWN_VALUE_SCORE, OcrBackend, OcrConfig, _Job,
-                                           _circle_fits, _count_glyphs, _without_bridges,
+from vlm_node.analysis.legend_image import count_glyphs, without_bridges
+from vlm_node.analysis.ocr_backend import (UNKNOWN_VALUE_SCORE, OcrBackend, _circle_fits, _Job,
                                            circle_read_ok, other_digit_count, second_opinion,
                                            surest_circle_read, unknown_value)
+from vlm_node.analysis.ocr_config import OcrConfig
 from vlm_node.analysis.sign_candidates import Shape, SignCandidate
 from vlm_node.analysis.sign_classifier import prepare_crops
 from vlm_node.analysis.sign_text import TextRead
@@ -86,7 +87,7 @@ def test_a_17px_foreign_100_is_read_and_the_120_above_it_not_misread(backend):
         misread = [r for r in unfitted.read_signs(bgr) if r.box is not None
                    and r.box.iou(upper) >= 0.3 and r.value == 20]
     # without the fitted ring this read "20" (why the ring is fitted and both boxes must
-    # agree) until a lone glyph's row was cut to its own blob (`_tall_blob_columns`,
+    # agree) until a lone glyph's row was cut to its own blob (`tall_blob_columns`,
     # 2026-12-06, sixth session); since then it reads no wrong value either
     assert not misread
 
@@ -327,19 +328,19 @@ def test_a_lone_digit_is_cut_without_the_rims_inner_edge():
     """Kaggle road173/road184: the finder's ring sat off a tilted 5, so the row cut from its
     disc held the rim's inner edge 15 % from the right end; cut to the ink it read "15)". Cut
     to the digit's own blob it reads "5"."""
-    from vlm_node.analysis.ocr_backend import _ink_columns, _tall_blob_columns
+    from vlm_node.analysis.legend_image import ink_columns, tall_blob_columns
     dark = np.zeros((40, 100), bool)
     dark[5:35, 40:58] = True   # the digit: 30 px tall, 18 wide
     dark[0:40, 84:87] = True   # the rim's edge: tall but 3 px wide
-    assert _tall_blob_columns(dark, 30) == (40, 58)
+    assert tall_blob_columns(dark, 30) == (40, 58)
     row = np.full((40, 100, 3), 255, np.uint8)
-    cut = _ink_columns(row, dark, 30)
+    cut = ink_columns(row, dark, 30)
     assert cut.shape[1] == (58 + 15) - (40 - 15)  # the digit and half a text height each side
     # nothing tall enough: the former cut (the ink inside the outer tenths)
     low = np.zeros((40, 100), bool)
     low[15:25, 40:58] = True
-    assert _tall_blob_columns(low, 30) is None
-    assert _ink_columns(row, low, 30).shape[1] == (58 + 15) - (40 - 15)
+    assert tall_blob_columns(low, 30) is None
+    assert ink_columns(row, low, 30).shape[1] == (58 + 15) - (40 - 15)
 
 
 # ------------------------------------------------------- checks at the recogniser's confidence
@@ -376,14 +377,14 @@ def test_digits_joined_by_a_thin_line_count_as_two_glyphs():
     ink[4:36, 38:60] = True     # a "0"
     ink[10:30, 43:55] = False   # its hole
     ink[18:20, 28:38] = True    # the twig: 2 px thick
-    assert _count_glyphs(ink) == 1
-    assert _count_glyphs(_without_bridges(ink)) == 2
+    assert count_glyphs(ink) == 1
+    assert count_glyphs(without_bridges(ink)) == 2
     # a digit's own stroke survives the opening: a "1" 5 px wide, beside a "0"
     one = np.zeros((40, 70), bool)
     one[4:36, 12:17] = True
     one[4:36, 38:60] = True
     one[10:30, 43:55] = False
-    assert _count_glyphs(_without_bridges(one)) == _count_glyphs(one) == 2
+    assert count_glyphs(without_bridges(one)) == count_glyphs(one) == 2
 
 
 def test_a_bridged_40_on_a_ring_is_counted_as_two_glyphs(backend, monkeypatch):
@@ -396,7 +397,7 @@ def test_a_bridged_40_on_a_ring_is_counted_as_two_glyphs(backend, monkeypatch):
     cv2.line(img, (20, 62), (100, 58), (30, 30, 30), 1)  # a cable across the legend
     assert backend._job(img, cand).glyphs == 2
     # counted on the plain ink, the cable makes the two digits one glyph
-    monkeypatch.setattr("vlm_node.analysis.ocr_backend._without_bridges",
+    monkeypatch.setattr("vlm_node.analysis.ocr_backend.without_bridges",
                         lambda ink: ink.astype(np.uint8))
     assert backend._job(img, cand).glyphs == 1
 

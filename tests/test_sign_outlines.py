@@ -11,7 +11,8 @@ import pytest
 
 from helpers import read_bgr, shared, sign_classes_near
 from vlm_node.analysis.gtsrb import GTSRB_CLASSES, ROUND_IDS, TRIANGLE_IDS
-from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
+from vlm_node.analysis.ocr_backend import OcrBackend
+from vlm_node.analysis.ocr_config import OcrConfig
 from vlm_node.analysis.stacked_proposals import stacked_boxes
 from vlm_node.analysis.triangle_proposals import find_triangles
 from vlm_node.geometry import Box

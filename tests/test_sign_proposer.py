@@ -113,7 +113,8 @@ def test_shipped_model_covers_held_out_gtsdb_signs_with_ten_boxes() -> None:
 
 
 def _reader(**settings: object):  # noqa: ANN202
-    from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
+    from vlm_node.analysis.ocr_backend import OcrBackend
+    from vlm_node.analysis.ocr_config import OcrConfig
 
     reader = OcrBackend(OcrConfig(**settings))
     reader.load()

@@ -11,7 +11,8 @@ import pytest
 
 from helpers import read_bgr, shared
 from vlm_node.analysis.gtsrb import CLASSIFIER_LABELS
-from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
+from vlm_node.analysis.ocr_backend import OcrBackend
+from vlm_node.analysis.ocr_config import OcrConfig
 from vlm_node.analysis.sign_classifier import DEFAULT_MODEL, SHIPPED_MODELS, SignClassifier
 from vlm_node.analysis.sign_verifier import (DEFAULT_VERIFIER, SignVerifier, centred_log_probs,
                                              fit_verifier)

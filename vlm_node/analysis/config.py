@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vlm_node.analysis.ocr_backend import OcrConfig
+from vlm_node.analysis.ocr_config import OcrConfig
 from vlm_node.errors import ConfigError
 from vlm_node.params import setting, validate
 

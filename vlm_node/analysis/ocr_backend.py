@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,10 +39,15 @@ from vlm_node.analysis.crossing_signs import MIN_SIDE_PX as CROSSING_MIN_SIDE
 from vlm_node.analysis.crossing_signs import crossing_score
 from vlm_node.analysis.diamond_proposals import find_diamonds
 from vlm_node.analysis.gtsrb import GTSRB_CLASSES, speed_limit_id
-from vlm_node.analysis.sign_candidates import (CandidateConfig, ProposalConfig, Shape,
-                                               SignCandidate, end_squares, find_candidates,
-                                               find_proposals, find_proposals_near,
-                                               max_paint_shares,
+from vlm_node.analysis.legend_image import (binarized, count_glyphs, dark_mask, enlarge,
+                                            ink_columns, is_bar, is_exclamation, legend_crop,
+                                            limit_class, row_bands, shrink,
+                                            whiten_outside_ellipse, without_bridges,
+                                            without_stripes)
+from vlm_node.analysis.ocr_config import OcrConfig
+from vlm_node.analysis.sign_candidates import (Shape, SignCandidate, end_squares,
+                                               find_candidates, find_proposals,
+                                               find_proposals_near, max_paint_shares,
                                                paint_integrals, paint_share, proposal_masks)
 from vlm_node.analysis.sign_classifier import (SHIPPED_MODELS, SignClass, SignClassifier,
                                                prepare_crops)
@@ -57,12 +61,10 @@ from vlm_node.analysis.sign_text import (TextRead, digit_count, letters, parse_n
 from vlm_node.analysis.stacked_proposals import KNOWN_IOU, stacked_boxes
 from vlm_node.analysis.triangle_proposals import find_triangles
 from vlm_node.anonymize.plates import REC_PAD
-from vlm_node.anonymize.runtime import (CPU, DEFAULT_ENGINE, ENGINE_HELP, ENGINES, PP_OCR_REC,
-                                        PRECISION_HELP, PRECISIONS, Runtime, rapidocr_model)
+from vlm_node.anonymize.runtime import PP_OCR_REC, rapidocr_model
 from vlm_node.errors import AnalysisError, BackendUnavailableError
 from vlm_node.frames import AnonymizedFrame
 from vlm_node.geometry import Box, box_array, iou_matrix, nms
-from vlm_node.params import setting
 from vlm_node.results import AnalysisResult, SignReading, TextHint
 from vlm_node.stats import PartTimes
 
@@ -81,347 +83,6 @@ OCR_REC_WIDTH = 128
 
 SETTLE_AGREEMENT = 0.85
 """`OcrBackend._settled`: share of the seven grown crops that must read OCR's number (six)."""
-
-
-@dataclass
-class OcrConfig:
-    """Settings of the `ocr` backend (`analysis.ocr.*` parameters)."""
-
-    candidates: CandidateConfig = field(default_factory=CandidateConfig)
-    max_reads: int = setting(8, "OCR at most this many candidates per frame (best scores "
-                                "first); each costs a few ms.", min=1, max=64, dynamic=True)
-    min_text_score: float = setting(0.5, "Minimum PP-OCR recognition score for text to count.",
-                                    min=0.0, max=1.0, dynamic=True)
-    min_confidence: float = setting(0.35, "Readings below this confidence (text score x "
-                                          "candidate score) are not published.",
-                                    min=0.0, max=1.0, dynamic=True)
-    legend_height_px: int = setting(64, "Legend crops smaller than this are enlarged (bicubic) "
-                                        "before recognition.", min=16, max=256)
-    confirm_below_px: int = setting(24, "Legends smaller than this many pixels are read twice "
-                                        "(colour and binarized) and published only when both "
-                                        "reads agree.", min=0, max=256, dynamic=True)
-    retry_binarized: bool = setting(True, "When the first read of a legend is unusable, read "
-                                          "a binarized copy too (a second recogniser pass).",
-                                    dynamic=True)
-    threads: int = setting(0, "Intra-op threads for PP-OCR and the sign classifier; 0 = the "
-                              "engine's default (all cores).", min=0, max=64)
-    engine: str = setting(DEFAULT_ENGINE,
-                          ENGINE_HELP + " Here: the sign classifier and the PP-OCR recogniser.",
-                          choices=ENGINES)
-    precision: str = setting("auto", PRECISION_HELP, choices=PRECISIONS)
-    classifier: bool = setting(True, "Verify and classify sign candidates with the shipped "
-                                     "sign classifier (GTSRB CNN); OCR then reads only what it "
-                                     "cannot know (US SPEED LIMIT signs, text signs) and "
-                                     "second-checks its speed values. false: OCR rules only.")
-    classifier_model: str = setting("", "ONNX sign classifier to load; empty = the shipped "
-                                        "model of classifier_precision.")
-    classifier_precision: str = setting(
-        "fp32", "Which shipped classifier runs: fp32, or int8 (the same network quantized, "
-                "7-bit weights so every x86 CPU gives the same answers): the classifier in "
-                "0.63x the time, the 1080p sign stage 0.81-0.85x, held-out GTSRB crops as "
-                "fp32, but 167 instead of 170 of 199 development photo values (0 wrong either "
-                "way; docs/sign_classifier.md).", choices=tuple(SHIPPED_MODELS))
-    min_value_px: int = setting(14, "A classified sign smaller than this (box side, px) is "
-                                    "published without its number: OCR cannot second-check "
-                                    "legends that small, and on the GTSDB development photos "
-                                    "the classifier's 10-13 px speed values on no sign were "
-                                    "as many as its right ones.", min=0, max=200, dynamic=True)
-    grown_look: bool = setting(True, "A speed value the classifier reads on a box under "
-                                     "min_value_px is kept when the box grown by 1.3 (a "
-                                     "proposal on a small sign is often its inner disc) and "
-                                     "six shifted and scaled copies of it all give the same "
-                                     "class at >= 0.9 (SignClassifier.grown_look); the grown "
-                                     "box then also gets OCR's second opinion. false: such "
-                                     "boxes never carry a value.", dynamic=True)
-    value_looks: int = setting(4, "A speed value the classifier gives alone (OCR read no "
-                                  "number there, or another) is published only when at "
-                                  "least this many of seven looks at its box (its crop and "
-                                  "six shifted and scaled copies, SignClassifier.sure_looks) "
-                                  "give it at >= 0.9, the second look's values included (3 "
-                                  "of 7 for those alone until 2026-12-07). Watermarks, "
-                                  "bokeh and lamps read as a speed limit at 0.93-0.99 fall "
-                                  "apart when the crop moves, a real sign holds "
-                                  "(docs/sign_classifier.md, 'Values that must hold'). "
-                                  "0 = off.", min=0, max=7, dynamic=True)
-    unpainted_value_looks: int = setting(
-        6, "A speed value the classifier gives at >= 0.97 on a box that fails the paint "
-           "check but shows some colour (a dark or night sign's dull rim) is kept when at "
-           "least this many of seven looks at the box give it at >= 0.9 "
-           "(SignClassifier.sure_looks); it is then checked like any other. 0 = such boxes "
-           "are dropped (docs/sign_classifier.md, 'Values that must hold').",
-        min=0, max=7, dynamic=True)
-    ocr_speed_mass: float = setting(0.4, "OCR may read a speed limit on a red-ring candidate "
-                                         "or colour proposal the classifier did not accept "
-                                         "when the classifier's speed-limit classes together "
-                                         "have at least this probability (1.0 = never); OCR's "
-                                         "own number rules then decide.",
-                                    min=0.0, max=1.0, dynamic=True)
-    speed_proposals: int = setting(3, "At most this many colour proposals or round outlines "
-                                      "per frame that the classifier leaned to a speed limit "
-                                      "on (see ocr_speed_mass) get an OCR read; each costs a "
-                                      "recogniser call. 0 = only the shape finder's rings.",
-                                   min=0, max=64, dynamic=True)
-    speed_proposal_px: int = setting(20, "Smallest such proposal OCR reads (box side, in "
-                                         "pixels of the search image, so 40 px of a 1080p "
-                                         "frame); legends under confirm_below_px must read "
-                                         "the same twice. Was 35 frame px (one-pass legends "
-                                         "only): on the Kaggle photos road0-437 20 reads 8 "
-                                         "more values, 0 more wrong (docs/sign_classifier.md).",
-                                     min=0, max=4096, dynamic=True)
-    fit_rings: bool = setting(True, "Before OCR reads a colour proposal as a speed sign, "
-                                    "fit the ring inside it (a small Hough pass on the box) "
-                                    "and read both: a colour region's box often holds the "
-                                    "post or a plate too, and the legend cut from it then "
-                                    "holds the rim, read as '(40)'. The shape finder's rings "
-                                    "(not an ellipse far from round), the classifier's "
-                                    "OCR checks and the big round outlines read alone "
-                                    "(circle_read_px) get the same second read (a tilted 5 "
-                                    "read 15, a foreign 100 stood as 80, a rim read "
-                                    "'(90'). Kaggle photos road0-437: 28 more values, 3 "
-                                    "fewer wrong.",
-                              dynamic=True)
-    ocr_unknown_values: bool = setting(True, "OCR's sure read (>= 0.9) of a speed value GTSRB "
-                                             "has no class for (40, 90, 5, 110, ...) wins over "
-                                             "the classifier's value, which cannot be one of "
-                                             "those; read in only one of two passes it still "
-                                             "drops the classifier's value. false: any "
-                                             "disagreement drops the value.", dynamic=True)
-    ocr_digit_counts: bool = setting(True, "OCR's sure read (>= 0.9) of a speed value whose "
-                                           "digits are the glyphs counted on the ring wins "
-                                           "over a classifier value with fewer digits (a "
-                                           "100 in a foreign font that the "
-                                           "classifier calls 80); so does a read of more "
-                                           "digits that two OCR passes share at >= 0.85 "
-                                           "(small signs, whose digits touch). false: the "
-                                           "value is dropped, as for any disagreement.",
-                                     dynamic=True)
-    ocr_on_pictograms: bool = setting(True, "Red rings the classifier calls a pictogram sign "
-                                            "(no trucks, no vehicles, no overtaking) still get "
-                                            "OCR's strict ring reads (the finder's rings, "
-                                            "speed proposals, round outlines), and a speed "
-                                            "value read there replaces the pictogram: a loose "
-                                            "crop of a 40 (a value GTSRB lacks) is 'no trucks' "
-                                            "at 0.96 to the classifier. Kaggle road0-437: 2 "
-                                            "more values; GTSDB unchanged. false: a "
-                                            "pictogram hides its place from OCR.",
-                                      dynamic=True)
-    crossing_signs: bool = setting(True, "Read blue squares holding a white apex-up triangle "
-                                         "as pedestrian crossings (source 'shape'): the sign "
-                                         "of most of Europe that GTSRB has no class for "
-                                         "(vlm_node/analysis/crossing_signs.py).", dynamic=True)
-    search_max_side: int = setting(960, "The colour/shape search (not the classifier's "
-                                        "crops, not OCR) runs on the frame shrunk to at "
-                                        "most this longer side; 0 = full resolution. 960 "
-                                        "halves a 1080p frame exactly (OpenCV's fast path: "
-                                        "2 ms instead of 24-33 ms for 1024).",
-                                   min=0, max=8192)
-    search_min_px: int = setting(9, "Smallest region (px across, on top of the full-size "
-                                    "min_size_px) that a shrunk search image "
-                                    "(search_max_side) proposes: 18 px at 1080p. At 6 a 1080p "
-                                    "frame gave hundreds of 6-8 px texture regions, which "
-                                    "filled proposals.max_proposals (smallest first) in half "
-                                    "the frames and pushed larger regions, real signs among "
-                                    "them, out. The 466 GTSDB development photos resized to "
-                                    "1080p (bench signs): signs with their class 626 -> 651 of "
-                                    "801, speed values 249 -> 254 of 284, readings on no "
-                                    "labelled sign 136 -> 103, speed values there 8 -> 10 "
-                                    "(blurred foliage of the enlarged photos). Frames up to "
-                                    "1280 px are unchanged.",
-                                 min=2, max=64)
-    outline_needs_ocr: bool = setting(False, "A speed value read on a round outline no "
-                                             "colour region matched (circle_proposals) is "
-                                             "published only when OCR reads the same number. "
-                                             "false: the classifier's value stands unless OCR "
-                                             "reads another, as for other boxes; outlines on "
-                                             "people (the anonymizer's faces and persons: red "
-                                             "hats) are never classified. Development photos: "
-                                             "165 -> 169 of 199 speed values, 0 wrong; crowd "
-                                             "photos: no more valued speed readings.",
-                                      dynamic=True)
-    square_ends: float = setting(1.3, "Proposals at least this many times as long as wide "
-                                      "also get their end squares classified (the top one "
-                                      "of a tall box, both of a wide one), for speed limits "
-                                      "only but see square_tops_any_class (a sign's face run "
-                                      "on into a panel below it or into a light sky beside "
-                                      "it); other classes on them were false readings in "
-                                      "crowd photos. Development "
-                                      "photos: 162 -> 165 of 199 speed values, 0 wrong; "
-                                      "0 = off.", min=0.0, max=10.0)
-    circle_round_classes: bool = setting(
-        True, "A round outline (circle_proposals) may be read as any round class (prohibitions, "
-              "mandatory directions, end-of signs), not only a speed limit: backlit and dusk "
-              "no-entry, keep-right and no-overtaking signs. GTSDB 00300-00599 270 -> 279 of "
-              "347 signs with their class, 00000-00299 354 -> 362; one more false reading on "
-              "the 141 crowd photos.")
-    square_tops_any_class: bool = setting(
-        True, "The top square of a proposal taller than wide (a sign run on into the panel "
-              "hung below it) may be read as any class, not only a speed limit; the other end "
-              "squares stay speed limits only. Development photos: GTSDB 00300-00599 262 -> "
-              "265 of 347 signs with their class, GTSDB 00000-00299 349 -> 351, no more "
-              "readings on the 187 photos without signs.")
-    refine_max: int = setting(12, "Boxes per frame (>= 20 px) that the classifier leaned "
-                                  "towards a speed limit on without reading its value, "
-                                  "classified again shifted and scaled (6 variants each, one "
-                                  "batch); 0 = off.", min=0, max=200, dynamic=True)
-    circle_proposals: bool = setting(True, "Also propose round outlines (gradient Hough "
-                                           "circles on the search image, and on a shrunk copy "
-                                           "for signs seen from near) to the classifier, for "
-                                           "round classes (speed limits only with "
-                                           "circle_round_classes false), none on people (see "
-                                           "outline_needs_ocr): dusk signs whose rims keep too "
-                                           "little red for a colour region; big ones also get "
-                                           "OCR's own read (circle_read_px). Development "
-                                           "photos: 148 -> 160 of 199 speed values, 0 wrong, "
-                                           "for ~1.4x the sign stage's time; false = the "
-                                           "faster search.")
-    triangle_proposals: bool = setting(
-        True, "Also propose triangular outlines (a local-mean threshold of the search image, "
-              "vlm_node/analysis/triangle_proposals.py), read as triangular classes only "
-              "(warnings, yield): backlit and overcast warning signs whose rims keep no colour "
-              "for a region. With square_tops_any_class, GTSDB 00300-00599 262 -> 270 of 347 "
-              "signs with their class, 00000-00299 349 -> 354, crowd photos unchanged; ~+5 % "
-              "of the 1080p stage (docs/sign_classifier.md).")
-    diamond_proposals: bool = setting(
-        True, "Also propose priority-road signs from their yellow field (a diamond-shaped "
-              "region of a looser yellow-to-orange mask, grown to twice its width; "
-              "vlm_node/analysis/diamond_proposals.py), read as priority road only: the "
-              "colour proposals box the field alone, which the classifier reads as "
-              "background, or miss its orange or shaded paint (docs/sign_classifier.md).")
-    stacked_proposals: bool = setting(
-        True, "Also classify boxes of 0.8-1.25 times the size of each sign the classifier "
-              "accepted, one and 1.15 mean heights above and below it "
-              "(vlm_node/analysis/stacked_proposals.py): the other signs on its post, which "
-              "merged into its colour region, left none (dusk) or were proposed off-centre. "
-              "Read under the same rules as every box. GTSDB 00300-00599 285 -> 293 of 347 "
-              "signs with their class, 00000-00299 364 -> 371, speed values 172 -> 174 of "
-              "199, no reading on a photo without signs; ~+5 % of the 1080p stage "
-              "(docs/sign_classifier.md).")
-    whole_frame_px: int = setting(256, "A frame whose longer side is at most this many pixels "
-                                       "is also classified whole (less a 10 % margin, as sign "
-                                       "datasets cut their crops), without the paint check: "
-                                       "such a frame is a sign crop (GTSRB's are 15-250 px), "
-                                       "whose sign the search rejects as too big for a scene "
-                                       "and a dark one shows no paint. Held-out GTSRB "
-                                       "crops 30-60 px wide: speed values 82.6 -> 96.3 %, "
-                                       "classes 52.5 -> 96.7 %; larger frames are never "
-                                       "classified whole; 0 = off.",
-                                  min=0, max=4096)
-    circle_max_side: int = setting(0, "The round-outline search (circle_proposals) runs on "
-                                      "the search image shrunk to at most this longer side; "
-                                      "0 = the search image itself (search_max_side). The "
-                                      "Hough pass is ~90 CPU-ms of a 1080p frame: 720 makes "
-                                      "the stage ~0.85x, but reads 2 fewer development-photo "
-                                      "values (640: 4 fewer).", min=0, max=8192)
-    finder_scale: float = setting(
-        0.75, "On a frame larger than the search image (search_max_side), the shape finder "
-              "(shape-fitted rings, discs, white signs; not the colour proposals, outlines or "
-              "the classifier) runs on the search image scaled by this; 1 = the search image "
-              "itself. At 0.75 a 1080p frame's finder sees 720x405: its smallest sign is 24 "
-              "px of the frame, ~1.25 % of its width (14 px of the 816 px development photos "
-              "is 1.7 %); smaller signs are the proposals' and the classifier's. GTSDB "
-              "development photos resized to 1080p: 272 instead of 273 of 347 classes, 123 "
-              "instead of 120 of 138 values, the finder 21 -> 16 ms a frame. 0.5 (480x270, "
-              "9 ms) lost a clear 88 px speed limit 5 of a Kaggle photo letterboxed to 1080p "
-              "(its thin rim gone at 22 px; GTSRB has no 5, so only the finder's ring and OCR "
-              "read it).",
-        min=0.1, max=1.0)
-    circle_read_px: int = setting(28, "With circle_proposals: round outlines at least this "
-                                      "big (box side, px) that no sign or candidate covers "
-                                      "and that hold 2-3 glyphs get OCR's ring read "
-                                      "whatever the classifier said (big foreign speed "
-                                      "limits: backlit maroon rims, values "
-                                      "GTSRB lacks). Published only on the strictest "
-                                      "evidence: as many digits read as glyphs counted, "
-                                      "recogniser score >= 0.9, and under confirm_below_px "
-                                      "the same in both passes. 40 until 2026-12-06: 28 reads "
-                                      "3 more Kaggle road0-437 values, nothing else changed "
-                                      "on the development photos. 0 = off.",
-                                  min=0, max=4096, dynamic=True)
-    proposal_ring_reads: int = setting(2, "Colour proposals with red paint at their edge, "
-                                          "at least circle_read_px a side, no sign or "
-                                          "candidate on them, whose box holds a round "
-                                          "outline (a Hough pass on the box): this many a "
-                                          "frame, largest "
-                                          "first, get the ring read of circle_read_px on that "
-                                          "outline whatever the classifier said. Why: a "
-                                          "washed-out rim (pink at dusk, S ~75) is no ring "
-                                          "to the colour finder and a 40 or a 5 is no GTSRB "
-                                          "class. 0 = off.",
-                                       min=0, max=64, dynamic=True)
-    verifier: bool = setting(True, "Drop the classifier's readings that the sign verifier "
-                                   "(a logistic regression on the classifier's 44 outputs, "
-                                   "fitted on readings of training photos: "
-                                   "vlm_node/analysis/sign_verifier.py) judges false, unless "
-                                   "OCR read the same number or the frame is a sign crop read "
-                                   "whole (whole_frame_px). Held out: false readings on "
-                                   "crowd photos 49 -> 23, readings on no labelled sign of "
-                                   "the GTSDB development photos 50 -> 23; 1 of 347 signs and "
-                                   "no speed value lost (docs/sign_classifier.md). false: "
-                                   "every accepted reading is published.")
-    verifier_spares_fitted: bool = setting(
-        True, "The verifier leaves alone a reading whose box the shape finder fitted (a "
-              "painted border of the class's colours around a regular shape): it was fitted "
-              "to catch readings with no such outline (collars, flags, letters). Development "
-              "photos at their own size: 180 of 182 finder-backed readings were real signs, "
-              "the 2 others it kept anyway, and it dropped 2 real ones (a priority road "
-              "scored 0.04).", dynamic=True)
-    verifier_model: str = setting("", "Sign verifier file (`vlm-node fit-verifier`); empty = "
-                                      "the shipped one, which belongs to the shipped classifier "
-                                      "(with classifier_model set, no verifier runs unless this "
-                                      "names one fitted for it).")
-    ranked_proposals: int = setting(150, "At most this many colour proposals a frame reach "
-                                         "the classifier, the most sign-like first by the "
-                                         "proposal ranker (vlm_node/analysis/"
-                                         "proposal_ranker.py, `vlm-node fit-ranker`); a 1080p "
-                                         "frame has ~300. GTSDB 00300-00599 at 1080p: stage "
-                                         "0.88x, 274/347 classes and 120/138 values either "
-                                         "way, readings on no labelled sign 58 -> 29. 0 = "
-                                         "every proposal.",
-                                    min=0, max=1000, dynamic=True)
-    ranker_model: str = setting("", "Proposal ranker file (`vlm-node fit-ranker`); empty = "
-                                    "the shipped one.")
-    learned_proposals: int = setting(
-        10, "The learned sign proposer's K best boxes (vlm_node/analysis/sign_proposer.py, "
-            "docs/sign_proposer.md) stand for the colour/shape search and the Hough pass on "
-            "frames with a side of at least learned_min_side (learned_replaces: search), or "
-            "for the Hough pass only (outlines): ~6 ms a 960x544 search image, on the second "
-            "core beside the shape finder, instead of ~20 ms of search and a ~33 ms Hough "
-            "pass. GTSDB 00300-00599 at 1080p: 0.67-0.73x the stage's time, 126 vs 123 of 138 "
-            "values, 0 vs 2 wrong. 0 = never.",
-        min=0, max=200)
-    learned_min_side: int = setting(
-        1280, "Frames whose longer side is at least this many pixels use the learned proposer "
-              "(learned_proposals); smaller ones the full colour/shape search and Hough pass. "
-              "Why: the 60 ms budget is a 1080p frame's, and there the learned search reads "
-              "as many values with fewer wrong; at the development photos' own sizes "
-              "(<= 816 px) the full search reads more (Kaggle road0-437 245 vs 237 of 287 "
-              "values, 0 vs 2 wrong on a sign). 0 = every frame.", min=0)
-    learned_replaces: str = setting(
-        "search", "What the learned proposals stand for: 'search' (colour proposals, "
-                  "shapes and outlines: the finder's candidates are left beside them) or "
-                  "'outlines' (the Hough pass only; the colour proposals and shapes stay).",
-        choices=("outlines", "search"))
-    learned_paint_regions: float = setting(
-        2.0, "With learned_replaces: search, the colour proposals are also looked for in the "
-             "square this many times each learned box's side about its centre, and classified "
-             "beside the learned boxes: the reader's value rules were tuned on paint regions' "
-             "tight boxes (held-out native photos read through the learned search: GTSDB "
-             "values 82.1 -> 86.6 %, Kaggle 85.9 -> 90.6 % when added); 0 = not at all.",
-        min=0.0, max=4.0)
-    learned_adds: bool = setting(
-        True, "On frames under learned_min_side, the learned proposer's boxes are added to "
-              "the full search where it has no candidate or proposal, for the classifier "
-              "alone (no OCR of their own; instead of the paint check, answers of at least "
-              "0.97 on a box with some colour): it finds dark signs that the paint-based "
-              "search misses (GTSDB 00000-00599: 249 -> 253 of 284 values, no wrong one "
-              "added; 1.10x the stage's time at 816x480). False = the full search alone.")
-    proposer_model: str = setting("", "Sign proposer file (`python -m vlm_node.tools."
-                                      "train_sign_proposer`); empty = the shipped one.")
-    proposals: ProposalConfig = field(default_factory=ProposalConfig)
-
-    def runtime(self) -> Runtime:
-        """Where the sign classifier and the PP-OCR recogniser run (the CPU, by `engine`)."""
-        return Runtime(CPU, self.threads, self.engine, self.precision)
 
 
 _MIN_SPEED_TEXT_HEIGHT = 0.36
@@ -489,7 +150,6 @@ _CROSSING_PAINT = 0.2
 _CROSSING_ASPECT = 1.4
 _CROSSING_TESTS = 12
 CROSSING_CONFIDENCE = 0.9
-_RED_HUE_MAX = 15  # OpenCV hue (0-180) within this of 0 is the rim's red (and orange-red)
 
 
 def _decimal_point(sign_class: str, value: float, unit: str, score: float
@@ -503,293 +163,6 @@ def _decimal_point(sign_class: str, value: float, unit: str, score: float
             plausible(sign_class, value / 10.0, unit):
         return value / 10.0, score * 0.8
     return None, 0.0
-
-
-# --- crops -------------------------------------------------------------------------------------
-
-
-def _slice(bgr: np.ndarray, box: Any) -> np.ndarray:
-    ys, xs = box.int_slices(bgr.shape[1], bgr.shape[0])
-    return bgr[ys, xs]
-
-
-def _to_height(img: np.ndarray, height: int, interpolation: int) -> np.ndarray:
-    """`img` resized to `height` rows, its aspect kept."""
-    k = height / img.shape[0]
-    return cv2.resize(img, (max(1, int(round(img.shape[1] * k))), height),
-                      interpolation=interpolation)
-
-
-def _enlarge(img: np.ndarray, height: int) -> np.ndarray:
-    if img.shape[0] >= height or img.shape[0] == 0:
-        return img
-    return _to_height(img, height, cv2.INTER_CUBIC)
-
-
-def _shrink(img: np.ndarray, height: int) -> np.ndarray:
-    """`img` scaled down (area average) to `height` rows when it is taller. Why: the
-    recogniser reads 48 px high lines and the glyph count needs a few dozen rows, while a
-    round outline seen from near gives a 300-500 px legend whose whitening and masks cost
-    ~2 ms each at full size (most of a rendered 1080p frame's ring jobs)."""
-    if img.shape[0] <= height:
-        return img
-    return _to_height(img, height, cv2.INTER_AREA)
-
-
-def _kth_of_histogram(cumulative: np.ndarray, k: int) -> int:
-    """The k-th smallest (0-based) of the 8-bit values whose cumulative histogram this is."""
-    return int(np.searchsorted(cumulative, k, side="right"))
-
-
-def _histogram_percentile(hist: np.ndarray, q: float) -> float:
-    """`np.percentile(values, q)` (linear interpolation, numpy's arithmetic to the bit) of
-    the 8-bit values counted in `hist`, without sorting them."""
-    cumulative = np.cumsum(hist)
-    n = int(cumulative[-1])
-    pos = (n - 1) * (q / 100)
-    k = math.floor(pos)
-    t = pos - k
-    a = float(_kth_of_histogram(cumulative, k))
-    b = float(_kth_of_histogram(cumulative, min(k + 1, n - 1)))
-    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
-
-
-def _histogram_median(hist: np.ndarray) -> float:
-    """`np.median` of the 8-bit values counted in `hist`."""
-    cumulative = np.cumsum(hist)
-    n = int(cumulative[-1])
-    if n % 2:
-        return float(_kth_of_histogram(cumulative, n // 2))
-    return (_kth_of_histogram(cumulative, n // 2 - 1) + _kth_of_histogram(cumulative, n // 2)) / 2
-
-
-def _histogram(image: np.ndarray, mask: np.ndarray, channel: int = 0) -> np.ndarray:
-    """The 256-bin histogram of one channel of `image` under `mask` (no copy of the channel)."""
-    return cv2.calcHist([image], [channel], mask, [256], [0, 256]).ravel().astype(np.int64)
-
-
-def _whiten_outside_ellipse(crop: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """Paint everything outside the crop's inscribed ellipse (times `scale`) with the crop's
-    white, so the remains of a red rim in the corners are not read as '(' or '1'. The white:
-    per channel the median of the pixels inside whose grey is within 10 levels of the inside's
-    90th percentile; both from histograms (a ring read costs two of these, and a frame's
-    outlines several reads: sorting the pixels was ~40 % of them)."""
-    h, w = crop.shape[:2]
-    mask = np.zeros((h, w), np.uint8)
-    axes = (max(1, int(w * scale) // 2), max(1, int(h * scale) // 2))
-    cv2.ellipse(mask, (w // 2, h // 2), axes, 0, 0, 360, 255, -1)
-    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-    fill = np.array([255.0, 255.0, 255.0])
-    inside = _histogram(gray, mask)
-    if inside.any():
-        white = _histogram_percentile(inside, 90)
-        bg = cv2.bitwise_and(mask, (gray >= white - 10).view(np.uint8) * np.uint8(255))
-        if cv2.countNonZero(bg):
-            fill = np.array([_histogram_median(_histogram(crop, bg, c)) for c in range(3)])
-    # the white everywhere, the crop copied back inside the ellipse (cv2 rather than numpy's
-    # boolean indexing: the same pixels, ~15 % of the function's time saved)
-    out = np.empty_like(crop)
-    out[:] = fill.astype(np.uint8)
-    cv2.copyTo(crop, mask, out)
-    return out
-
-
-def _binarized(crop: np.ndarray, light_legend: bool) -> np.ndarray:
-    """Black legend on white (Otsu on grey), as a 3-channel image for the recogniser."""
-    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-    gray = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX)
-    mode = cv2.THRESH_BINARY if not light_legend else cv2.THRESH_BINARY_INV
-    _, bw = cv2.threshold(gray, 0, 255, mode + cv2.THRESH_OTSU)
-    return cv2.cvtColor(bw, cv2.COLOR_GRAY2BGR)
-
-
-def _without_stripes(crop: np.ndarray, size: int = 128) -> np.ndarray:
-    """An end-of-limit legend with its diagonal stripes closed away: a grey closing along
-    the falling diagonal, perpendicular to the thin rising stripes, fills them with the
-    white around them and leaves the thicker digit strokes standing."""
-    gray = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), (size, size),
-                      interpolation=cv2.INTER_CUBIC)
-    closed = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, np.eye(7, dtype=np.uint8))
-    return cv2.cvtColor(closed, cv2.COLOR_GRAY2BGR)
-
-
-def _dark_mask(crop: np.ndarray) -> np.ndarray:
-    """Legend ink: darker than Otsu's threshold and not saturated red (sign red is dark in
-    grey but is the rim, not the legend). Only red is excluded, not every saturated colour: a
-    dark navy legend (many non-German signs) is saturated too, and excluding it left only its
-    blurred outline as ink (a "0" then made two glyphs, its outline and its hole's)."""
-    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
-    _, bw = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
-    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
-    hue = hsv[..., 0]
-    red = (hsv[..., 1] >= 110) & ((hue <= _RED_HUE_MAX) | (hue >= 180 - _RED_HUE_MAX))
-    return (bw > 0) & ~red
-
-
-def _count_glyphs(row: np.ndarray) -> int:
-    """Ink blobs at least 60 % as tall as the text row (digits; not specks or dots). A blob
-    lying inside another's bounding box is part of the same glyph (the hole of a "0" whose
-    stroke broke into an outer and an inner outline), not a digit of its own; a sliver at the
-    very left or right end of the row is the rim's inner edge left by an off-centre box (a
-    "1" is as thin, but it sits inside the text, not at the disc's edge)."""
-    if row.size == 0:
-        return 0
-    n, _, stats, _ = cv2.connectedComponentsWithStats(row.astype(np.uint8))
-    h, w = row.shape[:2]
-
-    def rim_sliver(st: np.ndarray) -> bool:
-        centre = st[cv2.CC_STAT_LEFT] + st[cv2.CC_STAT_WIDTH] / 2
-        return bool(st[cv2.CC_STAT_WIDTH] < 0.2 * h and
-                    (centre < 0.08 * w or centre > 0.92 * w))
-
-    tall = [st for st in stats[1:] if st[cv2.CC_STAT_HEIGHT] >= 0.6 * h and not rim_sliver(st)]
-
-    def inside(a: np.ndarray, b: np.ndarray) -> bool:
-        ax, ay, aw, ah = a[:4]
-        bx, by, bw, bh = b[:4]
-        return bool(bx <= ax and by <= ay and ax + aw <= bx + bw and ay + ah <= by + bh
-                    and (aw, ah) != (bw, bh))
-
-    return sum(1 for a in tall if not any(inside(a, b) for b in tall if b is not a))
-
-
-_BRIDGE_PX = 3
-"""Side of the opening `_without_bridges` applies to a legend's ink (at legend_height_px)."""
-
-
-def _without_bridges(ink: np.ndarray) -> np.ndarray:
-    """`ink` (a legend's text row at legend_height_px) without strokes under `_BRIDGE_PX`
-    wide. Why: a twig or a cable behind a pale sign, or a dark seam, joins the 4 and the 0 of a
-    40 by a line a pixel or two wide, and the pair is counted as one glyph; the strict reads
-    that want as many digits as glyphs then reject the right number (Kaggle road281/282). A
-    digit's own stroke is ~8 px at this height and survives. The count of the job is the
-    larger of the two (`_job`): opening can also erase a faint, thin "1"."""
-    kernel = np.ones((_BRIDGE_PX, _BRIDGE_PX), np.uint8)
-    return cv2.morphologyEx(ink.astype(np.uint8), cv2.MORPH_OPEN, kernel)
-
-
-def _ink_columns(row: np.ndarray, dark: np.ndarray, text_h: int) -> np.ndarray:
-    """`row` cut to the columns holding ink, with half a text height of white on each side.
-    Why: a lone digit (a 5 km/h sign) in a row as wide as the disc is mostly white space, and
-    the recogniser then scores it low or reads nothing; cut to its width it reads like any
-    number. The rim's ends (outer 10 %) are not ink."""
-    w = dark.shape[1]
-    margin = max(2, text_h // 2)
-    glyph = _tall_blob_columns(dark, text_h)
-    if glyph is not None:
-        left, right = max(0, glyph[0] - margin), min(w, glyph[1] + margin)
-        return row[:, left:right] if right - left < w else row
-    mx = max(1, int(w * 0.1))
-    cols = np.flatnonzero(dark[:, mx:w - mx].any(axis=0))
-    if cols.size == 0:
-        return row
-    left, right = max(0, mx + cols[0] - margin), min(w, mx + cols[-1] + 1 + margin)
-    return row[:, left:right] if right - left < w else row
-
-
-def _tall_blob_columns(dark: np.ndarray, text_h: int) -> tuple[int, int] | None:
-    """The columns (first, past-last) of the ink blobs at least 0.6 text heights tall that
-    are not thin slivers (under a fifth of the text height wide): the digit, without the rim's
-    inner edge that an off-centre ring box leaves in the row, which the recogniser read as a
-    bracket or a "1" (Kaggle road173/road184: a 5 read "15)"). None when there is none."""
-    _, _, stats, _ = cv2.connectedComponentsWithStats(dark.astype(np.uint8))
-    tall = [st for st in stats[1:] if st[cv2.CC_STAT_HEIGHT] >= 0.6 * text_h
-            and st[cv2.CC_STAT_WIDTH] >= 0.2 * text_h]
-    if not tall:
-        return None
-    return (int(min(st[cv2.CC_STAT_LEFT] for st in tall)),
-            int(max(st[cv2.CC_STAT_LEFT] + st[cv2.CC_STAT_WIDTH] for st in tall)))
-
-
-def _row_bands(dark: np.ndarray, min_frac: float = 0.25) -> list[tuple[int, int]]:
-    """Text rows of a legend: runs of rows holding dark pixels, keeping those at least
-    `min_frac` as tall as the tallest (drops borders and specks)."""
-    h, w = dark.shape
-    # Ignore the outer 10 % / 4 % (the sign's border line, tilted by perspective).
-    mx, my = max(1, int(w * 0.1)), max(1, int(h * 0.04))
-    prof = dark[:, mx:w - mx].mean(axis=1)
-    prof[:my] = 0
-    prof[h - my:] = 0
-    on = prof > 0.05
-    bands, start = [], None
-    for i, v in enumerate(on):
-        if v and start is None:
-            start = i
-        elif not v and start is not None:
-            bands.append((start, i))
-            start = None
-    if start is not None:
-        bands.append((start, h))
-    if not bands:
-        return []
-    tallest = max(b - a for a, b in bands)
-    return [(a, b) for a, b in bands if (b - a) >= min_frac * tallest and b - a >= 3]
-
-
-# --- shape checks for legends without text -----------------------------------------------------
-
-
-def _is_exclamation(crop: np.ndarray) -> bool:
-    """A '!' pictogram: a tall bar above a dot, centred, and nothing else of size."""
-    dark = _dark_mask(crop).astype(np.uint8)
-    h, w = dark.shape
-    n, _, stats, _ = cv2.connectedComponentsWithStats(dark)
-    parts = [s for s in stats[1:] if s[cv2.CC_STAT_AREA] >= max(3, 0.004 * h * w)]
-    # Keep what lies in the middle third across (the slanted sides of the triangle and its
-    # blurred red border fall outside it).
-    parts = [s for s in parts if 0.3 * w <= s[0] + s[2] / 2 <= 0.7 * w
-             and s[2] < 0.4 * w]
-    if len(parts) != 2:
-        return False
-    bar, dot = sorted(parts, key=lambda s: -s[cv2.CC_STAT_HEIGHT])
-    bx, by, bw, bh = bar[:4]
-    dx, dy, dw, dh = dot[:4]
-    return (bh >= 2.2 * bw and bh >= 0.3 * h and dy > by + bh * 0.8
-            and abs((bx + bw / 2) - (dx + dw / 2)) <= max(2.0, bw) and dh <= 0.5 * bh)
-
-
-def _is_bar(crop: np.ndarray) -> bool:
-    """The no-entry legend: one solid white bar, wide and low, across the middle."""
-    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
-    s, v = hsv[..., 1].astype(np.float32), hsv[..., 2].astype(np.float32)
-    light = ((s < 0.5 * np.median(s)) & (v > 0.8 * np.median(v))).astype(np.uint8)
-    h, w = light.shape
-    # Only inside the disc: the legend box's corners show what is behind the sign.
-    disc = np.zeros_like(light)
-    cv2.ellipse(disc, (w // 2, h // 2), (max(1, w // 2), max(1, h // 2)), 0, 0, 360, 1, -1)
-    light &= disc
-    n, _, stats, _ = cv2.connectedComponentsWithStats(light)
-    parts = [st for st in stats[1:] if st[cv2.CC_STAT_AREA] >= 0.01 * h * w]
-    if len(parts) != 1:
-        return False
-    x, y, bw, bh, area = parts[0]
-    return (bw >= 0.6 * w and bw >= 2.5 * bh and area >= 0.7 * bw * bh
-            and 0.3 * h < y + bh / 2 < 0.7 * h)
-
-
-def _limit_class(crop: np.ndarray) -> str | None:
-    """Height or width limit from the arrowheads around the "3.5 m": above and below the text
-    (height) or left and right of it (width); None when neither shows."""
-    dark = _dark_mask(crop)
-    h, w = dark.shape
-    bands = _row_bands(dark, min_frac=0.5)
-    if not bands:
-        return None
-    a, b = max(bands, key=lambda ab: ab[1] - ab[0])  # the text row
-    centre = slice(int(w * 0.35), int(w * 0.65) + 1)
-    above = dark[max(0, int(h * 0.08)):a, centre]
-    below = dark[b:int(h * 0.92), centre]
-    if above.size and below.size and above.mean() > 0.06 and below.mean() > 0.06:
-        return "height_limit"
-    # Width: a separate small blob at each end of the text row, clear of the text.
-    n, _, stats, _ = cv2.connectedComponentsWithStats(dark[a:b].astype(np.uint8))
-    blobs = sorted((st for st in stats[1:] if st[cv2.CC_STAT_AREA] >= 3), key=lambda st: st[0])
-    if len(blobs) >= 3:
-        left, right = blobs[0], blobs[-1]
-        if left[0] + left[2] <= 0.2 * w and blobs[1][0] >= left[0] + left[2] + 0.02 * w and \
-                right[0] >= 0.8 * w and right[0] >= blobs[-2][0] + blobs[-2][2] + 0.02 * w:
-            return "width_limit"
-    return None
 
 
 # --- the backend -------------------------------------------------------------------------------
@@ -1069,7 +442,7 @@ class OcrBackend(AnalysisBackend):
         # small ones, whose reading must be confirmed (a blurred 50 reads as 30 alone).
         second = [j for j in jobs if self._is_small(j) or
                   (cfg.retry_binarized and self._interpret(bgr, j, j.reads) is None)]
-        self._run(second, [[_binarized(c, j.light_legend) for c in j.crops] for j in second],
+        self._run(second, [[binarized(c, j.light_legend) for c in j.crops] for j in second],
                   alt=True)
         for job in jobs:
             reading = self._reading(bgr, job)
@@ -1468,7 +841,7 @@ class OcrBackend(AnalysisBackend):
         everything = jobs + [j.fallback for j in jobs if j.fallback]
         self._run(everything, [j.crops for j in everything])
         small = [j for j in everything if self._is_small(j)]
-        self._run(small, [[_binarized(c, j.light_legend) for c in j.crops] for j in small],
+        self._run(small, [[binarized(c, j.light_legend) for c in j.crops] for j in small],
                   alt=True)
         for index, job in checks:
             ocr = self._check_read(bgr, job, readings[index])
@@ -1913,8 +1286,8 @@ class OcrBackend(AnalysisBackend):
         if cand.border == "red" and cand.shape == Shape.TRIANGLE_DOWN and not cand.filled:
             return reading("yield", cand.score)
         if cand.border == "red" and cand.shape == Shape.TRIANGLE_UP and not cand.filled:
-            crop = _enlarge(_slice(bgr, cand.legend), self.config.legend_height_px)
-            if crop.size and _is_exclamation(crop):
+            crop = enlarge(legend_crop(bgr, cand.legend), self.config.legend_height_px)
+            if crop.size and is_exclamation(crop):
                 return reading("general_caution", cand.score * 0.9)
             return True, None  # other warning signs differ only in pictograms: skip
         if cand.border == "yellow" and cand.shape == Shape.DIAMOND:
@@ -1922,8 +1295,8 @@ class OcrBackend(AnalysisBackend):
             cls = "end_priority_road" if cand.dark_fraction > 0.15 else "priority_road"
             return reading(cls, cand.score)
         if cand.border == "red" and cand.filled and cand.shape == Shape.CIRCLE:
-            crop = _slice(bgr, cand.legend)
-            if crop.size and _is_bar(_enlarge(crop, self.config.legend_height_px)):
+            crop = legend_crop(bgr, cand.legend)
+            if crop.size and is_bar(enlarge(crop, self.config.legend_height_px)):
                 return reading("no_entry", cand.score * 0.95)
         return False, None
 
@@ -1932,46 +1305,46 @@ class OcrBackend(AnalysisBackend):
         height = self.config.legend_height_px
         # A ring's legend box is its inner disc exactly; other legends get a small margin.
         ring = cand.border == "red" and not cand.filled and cand.shape == Shape.CIRCLE
-        legend = _slice(bgr, cand.legend if ring else cand.legend.expanded(0.04))
+        legend = legend_crop(bgr, cand.legend if ring else cand.legend.expanded(0.04))
         if legend.size == 0 or min(legend.shape[:2]) < 6:
             return None
-        legend = _shrink(legend, 3 * height)
+        legend = shrink(legend, 3 * height)
         if cand.border == "red" and not cand.filled and cand.shape == Shape.CIRCLE:
             if cand.inner != "white":
                 return None  # red ring on blue: no parking / no stopping, no text to read
-            face = _enlarge(_whiten_outside_ellipse(legend), height)
-            bands = _row_bands(_dark_mask(face), min_frac=0.5)
+            face = enlarge(whiten_outside_ellipse(legend), height)
+            bands = row_bands(dark_mask(face), min_frac=0.5)
             if not bands:
                 return None
             # For counting glyphs, also drop the blurred inner edge of the rim.
-            core = _enlarge(_whiten_outside_ellipse(legend, 0.92), height)
+            core = enlarge(whiten_outside_ellipse(legend, 0.92), height)
             # The tallest row is the text; arrowheads of height limits are rows of their own.
             a, b = max(bands, key=lambda ab: ab[1] - ab[0])
             pad = max(2, (b - a) // 5)
             row = face[max(0, a - pad):b + pad] if len(bands) > 1 else face
-            ink = _dark_mask(core)
-            glyphs = _count_glyphs(ink[a:b])
+            ink = dark_mask(core)
+            glyphs = count_glyphs(ink[a:b])
             if glyphs == 1:
                 top = max(0, a - pad)
-                row = _ink_columns(face[top:b + pad], ink[top:b + pad], b - a)
+                row = ink_columns(face[top:b + pad], ink[top:b + pad], b - a)
             # digits joined by a thin line count apart; the cut above keeps to the plain count
             # (a small 120 whose digits touch the rim reads right only when cut to its ink)
-            glyphs = max(glyphs, _count_glyphs(_without_bridges(ink[a:b])))
-            return _Job(cand, "ring", [_enlarge(row, height)],
+            glyphs = max(glyphs, count_glyphs(without_bridges(ink[a:b])))
+            return _Job(cand, "ring", [enlarge(row, height)],
                         text_height=(b - a) / face.shape[0], glyphs=glyphs)
         if cand.border == "red" and cand.filled:
-            return _Job(cand, "stop", [_enlarge(legend, height)], light_legend=True)
+            return _Job(cand, "stop", [enlarge(legend, height)], light_legend=True)
         if cand.border == "blue":
-            return _Job(cand, "blue", [_enlarge(legend, height)], light_legend=True)
+            return _Job(cand, "blue", [enlarge(legend, height)], light_legend=True)
         if cand.border == "white" and cand.shape == Shape.RECTANGLE:
-            big = _enlarge(legend, 3 * height)
-            bands = _row_bands(_dark_mask(big))
+            big = enlarge(legend, 3 * height)
+            bands = row_bands(dark_mask(big))
             if not bands:
                 return None
-            crops = [_enlarge(big[max(0, a - 3):b + 3], height) for a, b in bands]
+            crops = [enlarge(big[max(0, a - 3):b + 3], height) for a, b in bands]
             return _Job(cand, "us", crops, rows=len(bands))
         if cand.border == "white" and cand.shape in (Shape.CIRCLE, Shape.OCTAGON):
-            return _Job(cand, "end", [_without_stripes(_whiten_outside_ellipse(legend))])
+            return _Job(cand, "end", [without_stripes(whiten_outside_ellipse(legend))])
         return None
 
     def _interpret(self, bgr: np.ndarray, job: _Job, reads: list[TextRead]
@@ -2009,9 +1382,9 @@ class OcrBackend(AnalysisBackend):
                 if num.unit == "t":
                     cls = "weight_limit"
                 else:
-                    crop = _enlarge(_whiten_outside_ellipse(_slice(bgr, cand.legend)),
-                                    cfg.legend_height_px)
-                    found = _limit_class(crop) if crop.size else None
+                    crop = enlarge(whiten_outside_ellipse(legend_crop(bgr, cand.legend)),
+                                   cfg.legend_height_px)
+                    found = limit_class(crop) if crop.size else None
                     if found != "height_limit":
                         # No arrowheads seen (height or width?), or arrowheads beside the text,
                         # which the recogniser reads into it ("2.2 m" as "2m"): skip.
@@ -2026,9 +1399,9 @@ class OcrBackend(AnalysisBackend):
                 # Small text with a decimal point on a red ring, its unit not read: with
                 # arrowheads a height or width limit, without them a weight limit ("7.5").
                 # (A bare integer could be anything with a lost digit or unit: skipped.)
-                crop = _enlarge(_whiten_outside_ellipse(_slice(bgr, cand.legend)),
-                                cfg.legend_height_px)
-                cls = (_limit_class(crop) if crop.size else None) or "weight_limit"
+                crop = enlarge(whiten_outside_ellipse(legend_crop(bgr, cand.legend)),
+                               cfg.legend_height_px)
+                cls = (limit_class(crop) if crop.size else None) or "weight_limit"
                 if cls == "width_limit":
                     return None
                 unit = "t" if cls == "weight_limit" else "m"

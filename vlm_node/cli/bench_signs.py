@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from vlm_node.analysis.ocr_backend import OcrConfig
+from vlm_node.analysis.ocr_config import OcrConfig
 from vlm_node.cli.args import add_config, add_output, frame_size, split_variant
 from vlm_node.cli.inputs import collect_images
 from vlm_node.errors import ConfigError

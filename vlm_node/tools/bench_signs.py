@@ -22,7 +22,9 @@ from typing import Any, Callable, Sequence
 import cv2
 import numpy as np
 
-from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
+from vlm_node.analysis.ocr_backend import OcrBackend
+
+from vlm_node.analysis.ocr_config import OcrConfig
 from vlm_node.anonymize.config import AnonymizerConfig
 from vlm_node.errors import AnonymizationError
 from vlm_node.frames import AnonymizedFrame, FrameMeta

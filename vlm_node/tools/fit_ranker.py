@@ -45,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
-    from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
+    from vlm_node.analysis.ocr_backend import OcrBackend
+
+    from vlm_node.analysis.ocr_config import OcrConfig
     from vlm_node.analysis.proposal_ranker import fit_ranker
     from vlm_node.cli.analyze import included_sign_photos
     from vlm_node.config import resolve

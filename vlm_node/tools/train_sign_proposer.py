@@ -230,7 +230,8 @@ def export(net, output: Path, info: dict[str, object]) -> None:  # noqa: ANN001
 def evaluate(model: Path, val: list[Photo], ks: Sequence[int] = (10, 25, 50)) -> None:
     """Held-out recall (IoU >= 0.5 and >= 0.3 with a label) of the proposer's top-K boxes and of
     every box the colour/shape search would classify, by the sign's larger side."""
-    from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
+    from vlm_node.analysis.ocr_backend import OcrBackend
+    from vlm_node.analysis.ocr_config import OcrConfig
     from vlm_node.analysis.sign_proposer import SignProposer
 
     proposer = SignProposer(model)

@@ -44,7 +44,7 @@ import numpy as np
 
 from vlm_node.analysis.gtsrb import (BACKGROUND_ID, CLASSIFIER_LABELS, NUM_GTSRB, SPEED_LIMIT_IDS,
                                      gtsrb_class)
-from vlm_node.analysis.ocr_backend import OcrConfig
+from vlm_node.analysis.ocr_config import OcrConfig
 from vlm_node.analysis.sign_candidates import find_candidates, find_proposals
 from vlm_node.analysis.sign_classifier import (CROP_MARGIN, INPUT_SIZE, SignClass,
                                                SignClassifier, resize_to_input)

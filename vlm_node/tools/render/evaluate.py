@@ -17,7 +17,9 @@ def ocr_benchmark(out_dir: str | Path, count: int = 100, seed: int = 2024,
     Writes `out_dir/ocr_report.json` (with the configuration used) and returns it."""
     from dataclasses import asdict
 
-    from vlm_node.analysis.ocr_backend import OcrBackend, OcrConfig
+    from vlm_node.analysis.ocr_backend import OcrBackend
+
+    from vlm_node.analysis.ocr_config import OcrConfig
     from vlm_node.tools.render.scenes import load_photos, render_labelled_set
 
     out = Path(out_dir)
