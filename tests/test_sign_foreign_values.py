@@ -15,9 +15,10 @@ import pytest
 from helpers import read_bgr, shared
 from vlm_node.analysis.circle_proposals import fit_ring, ring_in
 from vlm_node.analysis.legend_image import count_glyphs, without_bridges
-from vlm_node.analysis.ocr_backend import (UNKNOWN_VALUE_SCORE, OcrBackend, _circle_fits, _Job,
-                                           circle_read_ok, other_digit_count, second_opinion,
-                                           surest_circle_read, unknown_value)
+from vlm_node.analysis.ocr_backend import (_RANKED_MIN_MASS, UNKNOWN_VALUE_SCORE, OcrBackend,
+                                           _circle_fits, _Job,
+                                           circle_read_ok, other_digit_count, ranked_ring_read,
+                                           second_opinion, surest_circle_read, unknown_value)
 from vlm_node.analysis.ocr_config import OcrConfig
 from vlm_node.analysis.sign_candidates import Shape, SignCandidate
 from vlm_node.analysis.sign_classifier import prepare_crops
@@ -493,3 +494,61 @@ def test_pictogram_rings_are_gtsrb_classes_without_numbers():
     names = {c.sign_class: c for c in GTSRB_CLASSES}
     assert PICTOGRAM_RINGS <= set(names)
     assert all(names[n].value is None for n in PICTOGRAM_RINGS)
+
+
+# ------------------------------------------------ rings fitted in the most speed-like proposals
+def _loose_40(backend):
+    """andrewmvd_road357: a 40 (GTSRB has no 40) behind branches, 120 px, and the box the
+    colour search gave it on 2026-12-07 (wider than the sign, over the lane sign's edge)."""
+    from vlm_node.analysis.sign_candidates import proposal_masks
+    file = "andrewmvd_road357.jpg"
+    bgr = read_bgr(shared("signs_real_dev") / file)
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    loose = Box(82, 89, 140, 121)
+    results = backend.classifier.results(backend.classifier.probabilities(
+        prepare_crops(rgb, [loose])))
+    return _label(file, 40), bgr, rgb, loose, results, proposal_masks(bgr,
+                                                                      backend.config.proposals)
+
+
+def test_a_40_whose_proposal_is_loose_is_read_through_the_ring_fitted_in_it(backend):
+    """The loose box leaves the classifier too little lean to a speed limit for a
+    speed-proposal read (`ocr_speed_mass`); the ring fitted in it is a speed limit to the
+    classifier, and OCR reads 40 there."""
+    sign, bgr, rgb, loose, results, masks = _loose_40(backend)
+    assert loose.iou(sign) < 0.9
+    assert _RANKED_MIN_MASS <= results[0].speed_mass < backend.config.ocr_speed_mass
+    jobs = backend._ranked_rings(bgr, rgb, [loose], results, masks, 1.0, [], 8, 1.0)
+    assert len(jobs) == 1
+    mass, job = jobs[0]
+    assert job.cand.found_by == "ranked_ring" and job.kind == "ring"
+    assert job.cand.box.iou(sign) >= 0.9 and mass >= backend.config.ocr_speed_mass
+    backend._run([job], [job.crops])
+    reading = backend._reading(bgr, job)
+    assert reading is not None and (reading.sign_class, reading.value) == ("speed_limit", 40)
+
+
+def test_ranked_rings_need_a_lean_red_paint_room_and_the_setting(backend, monkeypatch):
+    sign, bgr, rgb, loose, results, masks = _loose_40(backend)
+    leanless = [dataclasses.replace(r, speed_mass=_RANKED_MIN_MASS / 2) for r in results]
+    assert backend._ranked_rings(bgr, rgb, [loose], leanless, masks, 1.0, [], 8, 1.0) == []
+    unpainted = {k: np.zeros_like(m) for k, m in masks.items()}
+    assert backend._ranked_rings(bgr, rgb, [loose], results, unpainted, 1.0, [], 8, 1.0) == []
+    assert backend._ranked_rings(bgr, rgb, [loose], results, masks, 1.0, [sign], 8, 1.0) == []
+    assert backend._ranked_rings(bgr, rgb, [loose], results, masks, 1.0, [], 0, 1.0) == []
+    # a proposal under speed_proposal_px search pixels (here: a search image at a tenth scale)
+    assert backend._ranked_rings(bgr, rgb, [loose], results, masks, 1.0, [], 8, 0.1) == []
+    monkeypatch.setattr(backend, "config",
+                        dataclasses.replace(backend.config, ranked_ring_reads=0))
+    assert backend._ranked_rings(bgr, rgb, [loose], results, masks, 1.0, [], 8, 1.0) == []
+
+
+def test_a_ranked_rings_number_stands_on_its_glyphs_or_the_classifiers_vote():
+    forty = _ocr(40, 0.95, "40")
+    assert ranked_ring_read(forty, 2, 0.3) == forty  # the strict read: as many glyphs
+    merged = ranked_ring_read(forty, 1, 0.55)  # one blob, but a speed limit to the classifier
+    assert merged is not None and merged.value == 40 and merged.confidence == 0.55
+    assert ranked_ring_read(forty, 1, 0.45) is None  # the vote too weak
+    assert ranked_ring_read(_ocr(40, 0.85, "40"), 1, 0.9) is None  # OCR unsure
+    assert ranked_ring_read(None, 2, 0.9) is None
+    assert ranked_ring_read(dataclasses.replace(forty, value=None), 1, 0.9) is None

@@ -87,6 +87,7 @@ SETTLE_AGREEMENT = 0.85
 
 _MIN_SPEED_TEXT_HEIGHT = 0.36
 _SPEED_PROPOSAL = "speed_proposal"  # found_by of a proposal OCR reads for a speed value only
+_RANKED_RING = "ranked_ring"  # found_by of a ring fitted in a proposal (`ranked_ring_reads`)
 _CIRCLE_READ = "circle_read"  # found_by of a big round outline OCR alone reads (circle_read_px)
 SHAPE_KNOWN_IOU = 0.85  # a triangle or grown diamond overlapping a colour region's box this
 # much is that box
@@ -138,6 +139,14 @@ _RING_READ_MAX_SHARE = 0.7
 # ring's red is at its edge, a red car's or a brick wall's all over (at 1080p half the Hough
 # passes saved).
 _RING_MIDDLE_RED = 0.5
+# `ranked_ring_reads`: Hough passes a frame, the colour proposals' lowest speed mass for one,
+# the IoU at which a proposal is a near-copy of one tried (colour proposals come in
+# near-copies), and the fitted ring's speed mass from which OCR's sure number stands without
+# the strict read's glyph count.
+_RANKED_RING_TRIES = 6
+_RANKED_MIN_MASS = 0.1
+_RANKED_RING_SAME = 0.6
+_RANKED_SURE_MASS = 0.5
 # The finder's ring boxes a circle can be fitted in (`fit_rings`): a sign seen at an angle is an
 # ellipse the finder fits and a circle does not.
 _ROUNDISH_ASPECT = 1.25
@@ -273,6 +282,8 @@ class _Search:
     # how many of `proposals`, the last ones, are learned boxes added to the full search
     # (`learned_adds`): classified like the others, but not read by OCR on their own
     added: int = 0
+    # whether the learned proposer stood for the search (frames of `learned_min_side` and more)
+    learned: bool = False
 
 
 class OcrBackend(AnalysisBackend):
@@ -635,8 +646,8 @@ class OcrBackend(AnalysisBackend):
                 [sq for sq, t in zip(squares, top) if not t]
             tops = sum(top)
         return (_Search(cands, proposals + added, squares, [], masks, scale,
-                        whole_frame(w, h, cfg), tops, triangles, diamonds, len(added)),
-                outlines_found)
+                        whole_frame(w, h, cfg), tops, triangles, diamonds, len(added),
+                        learned=replacing), outlines_found)
 
     def _learned(self, small: np.ndarray, floor: float) -> list[Box]:
         """The learned proposer's `learned_proposals` best boxes on the search image (its
@@ -837,6 +848,12 @@ class OcrBackend(AnalysisBackend):
         pending += self._proposal_rings(
             bgr, boxes[finder:added.start], results[finder:added.start],
             masks, scale, held(), budget - len(pending))
+        if not found.learned:
+            # (at 1080p, with the learned proposer's tighter boxes, they read no more values
+            # and cost 1.05x the stage: `ranked_ring_reads`)
+            pending += self._ranked_rings(
+                bgr, rgb, boxes[finder:added.start], results[finder:added.start], masks,
+                scale, held(), budget - len(pending), scale)
         jobs = [j for _, j in checks] + [j for _, j in pending]
         everything = jobs + [j.fallback for j in jobs if j.fallback]
         self._run(everything, [j.crops for j in everything])
@@ -889,6 +906,10 @@ class OcrBackend(AnalysisBackend):
                     readings.append(reading)
             elif job.cand.found_by == _CIRCLE_READ:
                 passed = surest_circle_read(reads)
+                if passed is not None:
+                    readings.append(passed)
+            elif job.cand.found_by == _RANKED_RING:
+                passed = ranked_ring_read(reading, job.glyphs, mass)
                 if passed is not None:
                     readings.append(passed)
             elif job.kind == "ring" and reading.sign_class == "speed_limit" and \
@@ -1159,6 +1180,64 @@ class OcrBackend(AnalysisBackend):
             if tried >= n:
                 break
         return self._circle_reads(bgr, rings, ring_results, taken, budget, _RING_READ_GLYPHS)
+
+    def _ranked_rings(self, bgr: np.ndarray, rgb: np.ndarray, boxes: Sequence[Box],
+                      results: Sequence[SignClass], masks: dict[str, np.ndarray],
+                      scale: float, taken: Sequence[Box], budget: int, search_scale: float
+                      ) -> list[tuple[float, _Job]]:
+        """Ring jobs (`ranked_ring_reads`) for the rings fitted inside the red colour
+        proposals the classifier leaned most towards a speed limit, those whose fitted ring
+        it then takes for one (speed mass >= `ocr_speed_mass`), the most speed-like first.
+        Why: a colour proposal is often looser than its sign (the sign with its post, or
+        with the sign above it), and the classifier's speed mass on the loose box is low
+        (Kaggle road357's 40: 0.14 on the proposal, 0.55 on the ring fitted in it), so the
+        speed-proposal reads never see it; a value GTSRB has no class for (40, 90, 5) then
+        has only OCR, which reads it through a tight box. At most `_RANKED_RING_TRIES` Hough
+        passes a frame, on proposals of at least `speed_proposal_px` search pixels."""
+        n = min(self.config.ranked_ring_reads, budget)
+        if n <= 0 or self._classifier is None:
+            return []
+        min_side = max(self.config.min_value_px, self.config.speed_proposal_px / search_scale)
+        order = sorted((i for i, b in enumerate(boxes) if min(b.w, b.h) >= min_side
+                        and results[i].speed_mass >= _RANKED_MIN_MASS),
+                       key=lambda i: -results[i].speed_mass)
+        rings: list[Box] = []
+        tried: list[Box] = []
+        for i in order:
+            if len(tried) >= _RANKED_RING_TRIES:
+                break
+            box = boxes[i]
+            if any(box.iou(t) > 0.3 for t in taken) or \
+                    any(box.iou(t) > _RANKED_RING_SAME for t in tried) or \
+                    paint_share(masks, box.scaled(scale), "red") < _RING_READ_RED:
+                continue
+            tried.append(box)
+            ring = ring_in(bgr, box)
+            if ring is not None and min(ring.w, ring.h) >= min_side:
+                rings.append(ring)
+        if not rings:
+            return []
+        found = self._classifier.results(
+            self._classifier.probabilities(prepare_crops(rgb, rings)))
+        jobs: list[tuple[float, _Job]] = []
+        used = list(taken)
+        for i in sorted(range(len(rings)), key=lambda i: -found[i].speed_mass):
+            ring, res = rings[i], found[i]
+            if res.speed_mass < self.config.ocr_speed_mass:
+                break
+            if any(ring.iou(u) > 0.3 or ring.coverage_by(u) > 0.5 for u in used):
+                continue
+            # (scored 1 as a round outline is: the classifier's mass caps what is published)
+            cand = dataclasses.replace(self._ring_candidate(ring, res, []), score=1.0,
+                                       found_by=_RANKED_RING)
+            job = self._job(bgr, cand)
+            if job is None or job.kind != "ring" or job.glyphs not in _RING_READ_GLYPHS:
+                continue
+            used.append(ring)
+            jobs.append((res.speed_mass, job))
+            if len(jobs) >= n:
+                break
+        return jobs
 
     @staticmethod
     def _ring_candidate(box: Box, res: SignClass, cands: list[SignCandidate]) -> SignCandidate:
@@ -1732,6 +1811,25 @@ def numbers_over_pictograms(readings: list[SignReading], unjudged: set[int]
     kept = [i for i in range(len(readings)) if i not in drop]
     renumbered = {old: new for new, old in enumerate(kept)}
     return [readings[i] for i in kept], {renumbered[i] for i in unjudged if i in renumbered}
+
+
+def ranked_ring_read(reading: SignReading | None, glyphs: int, mass: float
+                     ) -> SignReading | None:
+    """What OCR's reading of a ring fitted in a colour proposal (`ranked_ring_reads`)
+    publishes: the round outlines' strict read (`circle_read_ok`), or, where the classifier
+    took the ring for a speed limit (speed mass >= `_RANKED_SURE_MASS`), a speed value read at
+    >= _CIRCLE_READ_SCORE whatever the glyphs counted, its confidence capped at that mass.
+    Why the second: branches and shadows across a sign merge or split the blobs of its digits
+    (Kaggle road357's 40 counts one), and the classifier's vote stands in for the count. A
+    small legend's two passes must agree before either (`OcrBackend._reading`)."""
+    if reading is None:
+        return None
+    if circle_read_ok(reading, glyphs):
+        return reading
+    if mass >= _RANKED_SURE_MASS and reading.sign_class == "speed_limit" and \
+            reading.value is not None and reading.confidence >= _CIRCLE_READ_SCORE:
+        return dataclasses.replace(reading, confidence=min(reading.confidence, mass))
+    return None
 
 
 def surest_circle_read(reads: Sequence[tuple[SignReading | None, int]]

@@ -282,6 +282,17 @@ class OcrConfig:
                                           "to the colour finder and a 40 or a 5 is no GTSRB "
                                           "class. 0 = off.",
                                        min=0, max=64, dynamic=True)
+    ranked_ring_reads: int = setting(2, "On frames the full search reads (under "
+                                        "learned_min_side): rings fitted (a Hough pass each, "
+                                        "at most 6 a frame) in the red colour proposals the "
+                                        "classifier leaned most towards a speed limit are "
+                                        "classified again, and this many a frame, those it "
+                                        "then takes for one, get the round outlines' ring "
+                                        "read. Why: a proposal looser than its sign scores "
+                                        "low, the ring fitted in it as a speed limit, and a "
+                                        "40 or 90 (no GTSRB class) has only OCR: Kaggle "
+                                        "road0-437 244 -> 246 of 287 values, 0 wrong. 0 = off.",
+                                     min=0, max=16, dynamic=True)
     verifier: bool = setting(True, "Drop the classifier's readings that the sign verifier "
                                    "(a logistic regression on the classifier's 44 outputs, "
                                    "fitted on readings of training photos: "
