@@ -518,7 +518,7 @@ def test_a_40_whose_proposal_is_loose_is_read_through_the_ring_fitted_in_it(back
     sign, bgr, rgb, loose, results, masks = _loose_40(backend)
     assert loose.iou(sign) < 0.9
     assert _RANKED_MIN_MASS <= results[0].speed_mass < backend.config.ocr_speed_mass
-    jobs = backend._ranked_rings(bgr, rgb, [loose], results, masks, 1.0, [], 8, 1.0)
+    jobs = backend._ranked_rings(bgr, rgb, [loose], results, masks, 1.0, [], 8)
     assert len(jobs) == 1
     mass, job = jobs[0]
     assert job.cand.found_by == "ranked_ring" and job.kind == "ring"
@@ -531,16 +531,16 @@ def test_a_40_whose_proposal_is_loose_is_read_through_the_ring_fitted_in_it(back
 def test_ranked_rings_need_a_lean_red_paint_room_and_the_setting(backend, monkeypatch):
     sign, bgr, rgb, loose, results, masks = _loose_40(backend)
     leanless = [dataclasses.replace(r, speed_mass=_RANKED_MIN_MASS / 2) for r in results]
-    assert backend._ranked_rings(bgr, rgb, [loose], leanless, masks, 1.0, [], 8, 1.0) == []
+    assert backend._ranked_rings(bgr, rgb, [loose], leanless, masks, 1.0, [], 8) == []
     unpainted = {k: np.zeros_like(m) for k, m in masks.items()}
-    assert backend._ranked_rings(bgr, rgb, [loose], results, unpainted, 1.0, [], 8, 1.0) == []
-    assert backend._ranked_rings(bgr, rgb, [loose], results, masks, 1.0, [sign], 8, 1.0) == []
-    assert backend._ranked_rings(bgr, rgb, [loose], results, masks, 1.0, [], 0, 1.0) == []
+    assert backend._ranked_rings(bgr, rgb, [loose], results, unpainted, 1.0, [], 8) == []
+    assert backend._ranked_rings(bgr, rgb, [loose], results, masks, 1.0, [sign], 8) == []
+    assert backend._ranked_rings(bgr, rgb, [loose], results, masks, 1.0, [], 0) == []
     # a proposal under speed_proposal_px search pixels (here: a search image at a tenth scale)
-    assert backend._ranked_rings(bgr, rgb, [loose], results, masks, 1.0, [], 8, 0.1) == []
+    assert backend._ranked_rings(bgr, rgb, [loose], results, masks, 0.1, [], 8) == []
     monkeypatch.setattr(backend, "config",
                         dataclasses.replace(backend.config, ranked_ring_reads=0))
-    assert backend._ranked_rings(bgr, rgb, [loose], results, masks, 1.0, [], 8, 1.0) == []
+    assert backend._ranked_rings(bgr, rgb, [loose], results, masks, 1.0, [], 8) == []
 
 
 def test_a_ranked_rings_number_stands_on_its_glyphs_or_the_classifiers_vote():

@@ -853,7 +853,7 @@ class OcrBackend(AnalysisBackend):
             # and cost 1.05x the stage: `ranked_ring_reads`)
             pending += self._ranked_rings(
                 bgr, rgb, boxes[finder:added.start], results[finder:added.start], masks,
-                scale, held(), budget - len(pending), scale)
+                scale, held(), budget - len(pending))
         jobs = [j for _, j in checks] + [j for _, j in pending]
         everything = jobs + [j.fallback for j in jobs if j.fallback]
         self._run(everything, [j.crops for j in everything])
@@ -1183,7 +1183,7 @@ class OcrBackend(AnalysisBackend):
 
     def _ranked_rings(self, bgr: np.ndarray, rgb: np.ndarray, boxes: Sequence[Box],
                       results: Sequence[SignClass], masks: dict[str, np.ndarray],
-                      scale: float, taken: Sequence[Box], budget: int, search_scale: float
+                      scale: float, taken: Sequence[Box], budget: int
                       ) -> list[tuple[float, _Job]]:
         """Ring jobs (`ranked_ring_reads`) for the rings fitted inside the red colour
         proposals the classifier leaned most towards a speed limit, those whose fitted ring
@@ -1193,11 +1193,12 @@ class OcrBackend(AnalysisBackend):
         (Kaggle road357's 40: 0.14 on the proposal, 0.55 on the ring fitted in it), so the
         speed-proposal reads never see it; a value GTSRB has no class for (40, 90, 5) then
         has only OCR, which reads it through a tight box. At most `_RANKED_RING_TRIES` Hough
-        passes a frame, on proposals of at least `speed_proposal_px` search pixels."""
+        passes a frame, on proposals of at least `speed_proposal_px` search pixels (`scale`:
+        the search image's pixels per frame pixel, as for `masks`)."""
         n = min(self.config.ranked_ring_reads, budget)
         if n <= 0 or self._classifier is None:
             return []
-        min_side = max(self.config.min_value_px, self.config.speed_proposal_px / search_scale)
+        min_side = max(self.config.min_value_px, self.config.speed_proposal_px / scale)
         order = sorted((i for i, b in enumerate(boxes) if min(b.w, b.h) >= min_side
                         and results[i].speed_mass >= _RANKED_MIN_MASS),
                        key=lambda i: -results[i].speed_mass)
