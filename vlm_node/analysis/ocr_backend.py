@@ -1123,12 +1123,11 @@ class OcrBackend(AnalysisBackend):
             if min(box.w, box.h) < min_px or \
                     any(box.iou(u) > 0.3 or box.coverage_by(u) > 0.5 for u in used):
                 continue  # (a circle inside a sign is one of its digits or its inner edge)
-            ring = self._ring_candidate(box, res, [])
-            job = self._job(bgr, dataclasses.replace(ring, score=1.0, found_by=_CIRCLE_READ))
             # a speed number here has two or three glyphs (circle_read_ok wants as many digits
             # read): on the development photos 237 of 258 outlines read in vain held one blob
             # (a wheel's hub, a lamp), skipped before the recogniser runs
-            if job is not None and job.kind == "ring" and job.glyphs in glyphs:
+            job = self._ring_read_job(bgr, box, res, _CIRCLE_READ, glyphs)
+            if job is not None:
                 # only an outline that is read hides the circles inside it: a large false
                 # outline (around a sign and its post) must not hide the sign's own rim
                 used.append(box)
@@ -1142,6 +1141,15 @@ class OcrBackend(AnalysisBackend):
                 if len(out) >= budget:
                     break
         return out
+
+    def _ring_read_job(self, bgr: np.ndarray, box: Box, res: SignClass, found_by: str,
+                       glyphs: Collection[int]) -> _Job | None:
+        """The ring job of a ring OCR alone reads (`found_by`: a round outline, a ring fitted in
+        a proposal), scored 1 as a fitted shape is, when its legend holds one of `glyphs`
+        counted glyphs; None otherwise."""
+        ring = self._ring_candidate(box, res, [])
+        job = self._job(bgr, dataclasses.replace(ring, score=1.0, found_by=found_by))
+        return job if job is not None and job.kind == "ring" and job.glyphs in glyphs else None
 
     def _proposal_rings(self, bgr: np.ndarray, boxes: Sequence[Box],
                         results: Sequence[SignClass], masks: dict[str, np.ndarray],
@@ -1229,10 +1237,8 @@ class OcrBackend(AnalysisBackend):
             if any(ring.iou(u) > 0.3 or ring.coverage_by(u) > 0.5 for u in used):
                 continue
             # (scored 1 as a round outline is: the classifier's mass caps what is published)
-            cand = dataclasses.replace(self._ring_candidate(ring, res, []), score=1.0,
-                                       found_by=_RANKED_RING)
-            job = self._job(bgr, cand)
-            if job is None or job.kind != "ring" or job.glyphs not in _RING_READ_GLYPHS:
+            job = self._ring_read_job(bgr, ring, res, _RANKED_RING, _RING_READ_GLYPHS)
+            if job is None:
                 continue
             used.append(ring)
             jobs.append((res.speed_mass, job))
