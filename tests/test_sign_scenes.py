@@ -168,3 +168,49 @@ def test_the_labels_name_the_source(layout, tmp_path):
                  "all", "-o", str(tmp_path / "s")]) == 0
     doc = json.loads((tmp_path / "s" / "labels.json").read_text())
     assert "tracks all" in doc["source"] and len(doc["images"]) == 2
+
+
+@pytest.mark.parametrize("fit", [False, True])
+def test_photos_are_resized_to_the_frame_size_first_labels_alike(layout, tmp_path, fit):
+    """--size: every frame is the camera's size, the photo's labelled faces follow the photo
+    (stretched, or letterboxed with --fit), and the placed signs keep the sizes asked for in
+    that frame (not enlarged with the photo)."""
+    photos = shared("faces")
+    labels_file = shared("labels.json")
+    # the output names a photo by its path under PHOTOS, "/" as "__", as a .jpg
+    original = {it.path.relative_to(photos).with_suffix(".jpg").as_posix().replace("/", "__"): it
+                for it in load_labels(labels_file) if it.path.is_relative_to(photos)}
+    out = tmp_path / "scenes"
+    assert main(["sign-scenes", str(layout), str(photos), "--photo-labels", str(labels_file),
+                 "--size", "1920x1080", "--sizes", "16:24", "--max-photos", "6", "-o",
+                 str(out)] + (["--fit"] if fit else [])) == 0
+    doc = json.loads((out / "labels.json").read_text())
+    assert ("fitted" if fit else "resized") + " to 1920x1080" in doc["source"]
+    items = load_labels(out / "labels.json")
+    assert len(items) == 6
+    checked = 0
+    for it in items:
+        assert read_bgr(it.path).shape == (1080, 1920, 3)
+        assert (it.width, it.height) == (1920, 1080)
+        # (the crop is resized to whole pixels: the sign's side within a pixel of the draw)
+        assert all(15 <= max(s["box"][2:]) <= 25 for s in it.signs)
+        src = original.get(it.path.name)
+        if src is None or not src.faces:
+            continue
+        height, width = read_bgr(src.path).shape[:2]
+        sx, sy = 1920 / width, 1080 / height
+        if fit:
+            sx = sy = min(sx, sy)
+        dx = (1920 - round(width * sx)) // 2 if fit else 0
+        for before, after in zip(src.faces, it.faces):
+            assert after.x == pytest.approx(before.x * sx + dx, abs=0.02)
+            assert after.w == pytest.approx(before.w * sx, abs=0.02)
+            assert after.h == pytest.approx(before.h * sy, abs=0.02)
+        checked += 1
+    assert checked >= 2
+
+
+def test_fit_needs_a_size(layout, tmp_path, capsys):
+    assert main(["sign-scenes", str(layout), str(tmp_path), "--fit", "-o",
+                 str(tmp_path / "o")]) != 0
+    assert "--fit letterboxes photos into --size" in capsys.readouterr().err

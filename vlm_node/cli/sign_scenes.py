@@ -13,6 +13,8 @@ EXAMPLES = """examples:
   vlm-node sign-scenes gtsrb_train/ street_photos/ -o scenes/
   vlm-node sign-scenes gtsrb_train/ crowds/ --photo-labels crowds/labels.json \\
       --signs-per-photo 3 --sizes 14:48 -o scenes/
+  vlm-node sign-scenes gtsrb_train/ road_photos/ --photo-labels road_photos/labels.json \\
+      --size 1920x1080 -o scenes_1080p/     # signs at their own size in camera frames
 then: vlm-node analyze scenes/ --labels scenes/labels.json --backend ocr --misses-dir misses/
 """
 
@@ -29,7 +31,7 @@ def _sizes(text: str) -> tuple[float, float]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from vlm_node.cli.args import add_output
+    from vlm_node.cli.args import add_output, frame_size
 
     p = sub.add_parser(
         "sign-scenes", help="place real GTSRB sign crops into photos without signs: a "
@@ -61,6 +63,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sizes", type=_sizes, default=(16.0, 64.0), metavar="MIN:MAX",
                    help="the sign's larger side in px, drawn log-uniformly (default 16:64: the "
                         "sizes a road camera sees signs at)")
+    p.add_argument("--size", type=frame_size, metavar="WxH",
+                   help="resize each photo to this frame size first, its labels alike, and "
+                        "place the signs at --sizes in that frame (e.g. 1920x1080: far signs "
+                        "at the size a 1080p camera sees them, where resizing a finished set "
+                        "would enlarge the signs with the photo); default: each photo's own "
+                        "size")
+    p.add_argument("--fit", action="store_true",
+                   help="with --size, keep each photo's aspect: scale it to fit and centre it "
+                        "on a black frame (as `bench signs --fit`) instead of stretching it")
     p.add_argument("--speed-share", type=float, default=0.5, metavar="P",
                    help="share of placed signs that are speed limits (default 0.5)")
     p.add_argument("--tracks", choices=("held-out", "all"), default="held-out",
@@ -87,9 +98,11 @@ def run(args: argparse.Namespace) -> int:
     from vlm_node.analysis.sign_classifier import DEFAULT_MODEL
     from vlm_node.cli.inputs import collect_images
     from vlm_node.evaluation.labels import labels_by_image
+    from vlm_node.evaluation.matching import scaled_signs
     from vlm_node.evaluation.sign_scenes import (CropPicker, held_out_tracks, load_sign_crops,
                                                  place_signs, scene_entry)
     from vlm_node.geometry import Box
+    from vlm_node.tools.bench_signs import as_frame
 
     if args.signs_per_photo < 1:
         raise ConfigError(f"--signs-per-photo must be at least 1, got {args.signs_per_photo}")
@@ -97,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--speed-share must be in [0, 1], got {args.speed_share}")
     if not 1 <= args.quality <= 100:
         raise ConfigError(f"--quality must be in 1..100, got {args.quality}")
+    if args.fit and args.size is None:
+        raise ConfigError("--fit letterboxes photos into --size: give --size WxH too")
     out_dir = Path(args.output)
     tracks = (held_out_tracks(Path(args.model or DEFAULT_MODEL))
               if args.tracks == "held-out" else None)
@@ -120,17 +135,21 @@ def run(args: argparse.Namespace) -> int:
         if frame is None:
             skipped["unreadable"] += 1
             continue
+        # (fx, fy, dx, dy): where the photo's labelled boxes go in the frame
+        frame, (fx, fy, dx, dy) = as_frame(frame, args.size, args.fit)
         avoid: list[Box] = []
         carried = {}
         if label is not None:
             for key in ("faces", "faces_ignore", "plates"):
                 boxes = getattr(label, key)
                 if boxes is not None:
-                    avoid += list(boxes)
+                    boxes = [b.scaled(fx, fy).shifted(dx, dy) for b in boxes]
+                    avoid += boxes
                     carried[key] = [b.to_list(2) for b in boxes]
             if label.signs is not None:
-                avoid += [Box(*s["box"]) for s in label.signs if s.get("box") is not None]
-                carried["signs"] = list(label.signs)
+                signs = scaled_signs(label.signs, fx, fy, dx, dy)
+                avoid += [Box(*s["box"]) for s in signs if s.get("box") is not None]
+                carried["signs"] = signs
         placed = place_signs(frame, picker, args.signs_per_photo,
                              (args.sizes[0], args.sizes[1]), rng, avoid)
         if not placed:
@@ -149,7 +168,9 @@ def run(args: argparse.Namespace) -> int:
     doc = {"format": "docs/labels.md of vlm_node: boxes are [x, y, w, h] in pixels of the "
                      "image as stored",
            "source": f"vlm-node sign-scenes {args.gtsrb} {args.photos} (tracks {args.tracks}, "
-                     f"sizes {args.sizes[0]:g}-{args.sizes[1]:g} px, seed {args.seed})",
+                     f"sizes {args.sizes[0]:g}-{args.sizes[1]:g} px, seed {args.seed}"
+                     + (f", photos {'fitted' if args.fit else 'resized'} to "
+                        f"{args.size[0]}x{args.size[1]}" if args.size else "") + ")",
            "images": entries}
     (out_dir / "labels.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     print(f"{placed_total} signs ({speed} speed limits) placed into {len(entries)} photos from "
