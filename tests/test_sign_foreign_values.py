@@ -14,14 +14,16 @@ import pytest
 
 from helpers import read_bgr, shared
 from vlm_node.analysis.circle_proposals import fit_ring, ring_in
+from vlm_node.analysis.gtsrb import gtsrb_class
 from vlm_node.analysis.legend_image import count_glyphs, without_bridges
 from vlm_node.analysis.ocr_backend import (_RANKED_MIN_MASS, UNKNOWN_VALUE_SCORE, OcrBackend,
                                            _circle_fits, _Job,
-                                           circle_read_ok, other_digit_count, ranked_ring_read,
-                                           second_opinion, surest_circle_read, unknown_value)
+                                           circle_read_ok, lost_leading_one, other_digit_count,
+                                           ranked_ring_read, second_opinion, surest_circle_read,
+                                           unknown_value)
 from vlm_node.analysis.ocr_config import OcrConfig
 from vlm_node.analysis.sign_candidates import Shape, SignCandidate
-from vlm_node.analysis.sign_classifier import prepare_crops
+from vlm_node.analysis.sign_classifier import SignClass, prepare_crops
 from vlm_node.analysis.sign_text import TextRead
 from vlm_node.geometry import Box
 from vlm_node.results import SignReading
@@ -552,3 +554,58 @@ def test_a_ranked_rings_number_stands_on_its_glyphs_or_the_classifiers_vote():
     assert ranked_ring_read(_ocr(40, 0.85, "40"), 1, 0.9) is None  # OCR unsure
     assert ranked_ring_read(None, 2, 0.9) is None
     assert ranked_ring_read(dataclasses.replace(forty, value=None), 1, 0.9) is None
+
+
+# ------------------------------------------------------------------------- the lost leading 1
+def _leaning(label, probability=0.96):
+    """The classifier's answer "some speed limit", leaning to `label` most."""
+    return SignClass("speed_limit", probability, None, label, probability)
+
+
+def test_a_two_digit_fill_under_a_three_digit_lean_may_have_lost_its_1():
+    for lean, value in (("speed_limit_120", 20), ("speed_limit_100", 20),
+                        ("speed_limit_120", 30), ("speed_limit_100", 10)):
+        assert lost_leading_one(_leaning(lean), value, "km/h"), (lean, value)
+    # a number no leading 1 makes a limit, a lean of as many digits (road106's 60 leans to 80,
+    # road116's 130 to 120), or the leaned number itself: OCR's fill stands
+    for lean, value in (("speed_limit_120", 40), ("speed_limit_100", 80),
+                        ("speed_limit_80", 60), ("speed_limit_30", 20),
+                        ("speed_limit_120", 130), ("speed_limit_120", 120),
+                        ("speed_limit_120", 5)):
+        assert not lost_leading_one(_leaning(lean), value, "km/h"), (lean, value)
+    assert not lost_leading_one(_leaning("speed_limit_120"), 20, "mph")
+    assert not lost_leading_one(_leaning("no_trucks"), 20, "km/h")  # no speed class leaned to
+    # a valued answer is not a fill
+    valued = SignClass("speed_limit_120", 0.99, gtsrb_class(8), "speed_limit_20", 1.0)
+    assert not lost_leading_one(valued, 20, "km/h")
+
+
+def test_the_guard_keeps_ocrs_20_off_a_speed_limit_leaning_to_120(backend, monkeypatch):
+    """Kaggle road112's big 120 is "some speed limit" leaning to 120 to the classifier, and
+    OCR's 120 fills it. Were OCR to read "(20" there (the thin 1 lost, as on a blurred 120),
+    the guard withholds the value; OCR's 120 still fills it, guard on or off."""
+    file = "andrewmvd_road112.jpg"
+    sign = _label(file, 120)
+    bgr = read_bgr(shared("signs_real_dev") / file)
+    real = backend._check_read
+
+    def read_as(value, text):
+        def check_read(img, job, classified):
+            out = real(img, job, classified)
+            if job.cand.box.iou(sign) > 0.5 and out is not None:
+                return dataclasses.replace(out, value=float(value), text=text, confidence=0.99)
+            return out
+        return check_read
+
+    def value_on_sign(guard):
+        monkeypatch.setattr(backend, "config",
+                            dataclasses.replace(backend.config, lost_one_guard=guard))
+        on = [r for r in backend.read_signs(bgr)
+              if r.box is not None and r.box.iou(sign) > 0.5 and r.sign_class == "speed_limit"]
+        assert len(on) == 1
+        return on[0].value
+
+    assert value_on_sign(True) == 120
+    monkeypatch.setattr(backend, "_check_read", read_as(20, "(20"))
+    assert value_on_sign(False) == 20
+    assert value_on_sign(True) is None

@@ -38,7 +38,8 @@ from vlm_node.analysis.crossing_signs import MIN_BLUE_SHARE as CROSSING_MIN_BLUE
 from vlm_node.analysis.crossing_signs import MIN_SIDE_PX as CROSSING_MIN_SIDE
 from vlm_node.analysis.crossing_signs import crossing_score
 from vlm_node.analysis.diamond_proposals import find_diamonds
-from vlm_node.analysis.gtsrb import GTSRB_CLASSES, speed_limit_id
+from vlm_node.analysis.gtsrb import (CLASSIFIER_LABELS, GTSRB_CLASSES, SPEED_LIMIT_IDS,
+                                     gtsrb_class, speed_limit_id)
 from vlm_node.analysis.legend_image import (binarized, count_glyphs, dark_mask, enlarge,
                                             ink_columns, is_bar, is_exclamation, legend_crop,
                                             limit_class, row_bands, shrink,
@@ -779,6 +780,7 @@ class OcrBackend(AnalysisBackend):
         checks: list[tuple[int, _Job]] = []
         unconfirmed: set[int] = set()
         unjudged: set[int] = set()  # readings the verifier leaves alone
+        answers: list[SignClass] = []  # the classifier's answer behind each reading so far
         for box, res in signs:
             # report the finder's shape-fitted outline when it lies on the same sign (a
             # proposal is a colour region's bounding box, often a little wider)
@@ -809,6 +811,7 @@ class OcrBackend(AnalysisBackend):
             if id(res) in crop_readings or (outlined_sign and self.config.verifier_spares_fitted):
                 unjudged.add(len(readings))
             readings.append(reading)
+            answers.append(res)
         # OCR for what the classifier cannot know, on the finder's candidates it rejected
         # (a pictogram ring may be a foreign speed number: `ocr_on_pictograms`)
         taken = [b for b, r in signs if not (self.config.ocr_on_pictograms
@@ -869,6 +872,10 @@ class OcrBackend(AnalysisBackend):
             if reading.value is None and self.config.ocr_digit_counts and \
                     self._passes_agree_on_more_digits(bgr, job, readings[index], ocr):
                 reading = with_ocr_value(readings[index], ocr)
+            if readings[index].value is None and reading.value is not None and \
+                    self.config.lost_one_guard and \
+                    lost_leading_one(answers[index], reading.value, reading.unit):
+                reading = dataclasses.replace(reading, value=None, unit="")
             if ocr is None and reading.value is not None and reads_letters(job.reads):
                 reading = dataclasses.replace(reading, value=None, unit="")
             if ocr is None and reading.value is not None and self.config.ocr_unknown_values \
@@ -1736,6 +1743,31 @@ def second_opinion(reading: SignReading, ocr: SignReading | None, min_confidence
             (glyphs and other_digit_count(reading, ocr, glyphs)):
         return with_ocr_value(reading, ocr)
     return dataclasses.replace(reading, value=None, unit="", text=ocr.text)
+
+
+LOST_ONE_VALUES = frozenset({10.0, 20.0, 30.0})
+"""Two-digit speed values that a leading 1 makes another one (110, 120, 130 km/h): what OCR
+reads on a three-digit sign whose thin 1 it lost (`lost_leading_one`)."""
+
+
+def lost_leading_one(answer: SignClass, value: float, unit: str) -> bool:
+    """Whether OCR's `value`, filling the speed limit the classifier answered (`answer`)
+    without its number, may be a three-digit sign's number less its leading 1: a 10, 20 or 30
+    (`LOST_ONE_VALUES`) where the classifier's most probable speed class has three digits
+    (`lost_one_guard`). Why: the thin 1 of a blurred 120 is what the recogniser loses or reads
+    as the rim ("(20") and the blob count merges with the ring; a Kaggle 120 enlarged into a
+    1080p frame and a GTSRB 120 placed into one (the classifier leaning to 120 and to 100)
+    were published as 20 that way. Only this pattern: where the lean names another number of
+    as many digits, OCR's fill is the one to trust (Kaggle road106's 60 leans to 80, road116's
+    130 to 120), and a 40 or 90 has no class of its own to lean to."""
+    if answer.gtsrb is not None or answer.runner_up not in CLASSIFIER_LABELS:
+        return False
+    lean = CLASSIFIER_LABELS.index(answer.runner_up)
+    if lean not in SPEED_LIMIT_IDS:
+        return False
+    leaned = gtsrb_class(lean)
+    return leaned.value is not None and leaned.unit == unit == "km/h" and \
+        value_digits(leaned.value) == 3 and value in LOST_ONE_VALUES
 
 
 def with_ocr_value(reading: SignReading, ocr: SignReading) -> SignReading:
