@@ -130,11 +130,11 @@ class OcrConfig:
                                            "value is dropped, as for any disagreement.",
                                      dynamic=True)
     lost_one_guard: bool = setting(True, "OCR's 10, 20 or 30 does not fill a speed limit "
-                                          "the classifier read without its value when the "
-                                          "speed class it leaned to most has three digits "
-                                          "(100, 120). Why: the thin 1 of a blurred 120 is "
-                                          "what OCR loses or takes for the rim. false: any "
-                                          "number OCR reads fills the value.",
+                                         "the classifier read without its value when the "
+                                         "speed class it leaned to most has three digits "
+                                         "(100, 120). Why: the thin 1 of a blurred 120 is "
+                                         "what OCR loses or takes for the rim. false: any "
+                                         "number OCR reads fills the value.",
                                    dynamic=True)
     ocr_on_pictograms: bool = setting(True, "Red rings the classifier calls a pictogram sign "
                                             "(no trucks, no vehicles, no overtaking) still get "
