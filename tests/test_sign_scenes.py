@@ -180,6 +180,8 @@ def test_photos_are_resized_to_the_frame_size_first_labels_alike(layout, tmp_pat
     # the output names a photo by its path under PHOTOS, "/" as "__", as a .jpg
     original = {it.path.relative_to(photos).with_suffix(".jpg").as_posix().replace("/", "__"): it
                 for it in load_labels(labels_file) if it.path.is_relative_to(photos)}
+    sources = {p.relative_to(photos).with_suffix(".jpg").as_posix().replace("/", "__"): p
+               for p in photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png")}
     out = tmp_path / "scenes"
     assert main(["sign-scenes", str(layout), str(photos), "--photo-labels", str(labels_file),
                  "--size", "1920x1080", "--sizes", "16:24", "--max-photos", "6", "-o",
@@ -194,6 +196,13 @@ def test_photos_are_resized_to_the_frame_size_first_labels_alike(layout, tmp_pat
         assert (it.width, it.height) == (1920, 1080)
         # (the crop is resized to whole pixels: the sign's side within a pixel of the draw)
         assert all(15 <= max(s["box"][2:]) <= 25 for s in it.signs)
+        if fit:  # on the photo, never on the letterbox's black bands
+            source = read_bgr(sources[it.path.name])
+            scale = min(1920 / source.shape[1], 1080 / source.shape[0])
+            photo = Box((1920 - round(source.shape[1] * scale)) // 2,
+                        (1080 - round(source.shape[0] * scale)) // 2,
+                        source.shape[1] * scale, source.shape[0] * scale)
+            assert all(Box(*s["box"]).coverage_by(photo) > 0.999 for s in it.signs)
         src = original.get(it.path.name)
         if src is None or not src.faces:
             continue

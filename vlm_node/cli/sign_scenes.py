@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from vlm_node.errors import ConfigError
+from vlm_node.geometry import Box
 
 EXAMPLES = """examples:
   vlm-node sign-scenes gtsrb_train/ street_photos/ -o scenes/
@@ -28,6 +29,14 @@ def _sizes(text: str) -> tuple[float, float]:
     if not sep or not 4 <= out[0] <= out[1]:
         raise argparse.ArgumentTypeError(f"expected MIN:MAX px with 4 <= MIN <= MAX, got {text!r}")
     return out
+
+
+def _outside(photo: Box, width: int, height: int) -> list[Box]:
+    """The bands of a width x height frame around `photo` (a letterboxed photo's place), as
+    boxes; none when the photo fills the frame."""
+    bands = [Box(0, 0, width, photo.y), Box(0, photo.y2, width, height - photo.y2),
+             Box(0, 0, photo.x, height), Box(photo.x2, 0, width - photo.x2, height)]
+    return [b for b in bands if b.w >= 1 and b.h >= 1]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -101,7 +110,6 @@ def run(args: argparse.Namespace) -> int:
     from vlm_node.evaluation.matching import scaled_signs
     from vlm_node.evaluation.sign_scenes import (CropPicker, held_out_tracks, load_sign_crops,
                                                  place_signs, scene_entry)
-    from vlm_node.geometry import Box
     from vlm_node.tools.bench_signs import as_frame
 
     if args.signs_per_photo < 1:
@@ -136,8 +144,11 @@ def run(args: argparse.Namespace) -> int:
             skipped["unreadable"] += 1
             continue
         # (fx, fy, dx, dy): where the photo's labelled boxes go in the frame
+        photo_h, photo_w = frame.shape[:2]
         frame, (fx, fy, dx, dy) = as_frame(frame, args.size, args.fit)
-        avoid: list[Box] = []
+        # no sign on a letterbox's black bands (`--fit`): the frame outside the photo
+        avoid: list[Box] = _outside(Box(dx, dy, photo_w * fx, photo_h * fy),
+                                    frame.shape[1], frame.shape[0])
         carried = {}
         if label is not None:
             for key in ("faces", "faces_ignore", "plates"):
