@@ -19,8 +19,8 @@ from vlm_node.analysis.legend_image import count_glyphs, without_bridges
 from vlm_node.analysis.ocr_backend import (_RANKED_MIN_MASS, UNKNOWN_VALUE_SCORE, OcrBackend,
                                            _circle_fits, _Job,
                                            circle_read_ok, lost_leading_one, other_digit_count,
-                                           ranked_ring_read, second_opinion, surest_circle_read,
-                                           unknown_value)
+                                           ranked_ring_read, rim_blob, second_opinion,
+                                           surest_circle_read, unknown_value)
 from vlm_node.analysis.ocr_config import OcrConfig
 from vlm_node.analysis.sign_candidates import Shape, SignCandidate
 from vlm_node.analysis.sign_classifier import SignClass, prepare_crops
@@ -609,3 +609,32 @@ def test_the_guard_keeps_ocrs_20_off_a_speed_limit_leaning_to_120(backend, monke
     monkeypatch.setattr(backend, "_check_read", read_as(20, "(20"))
     assert value_on_sign(False) == 20
     assert value_on_sign(True) is None
+
+
+# ------------------------------------------------------------------------------ a rim's blob
+def test_a_blob_more_than_the_digits_is_spared_only_where_no_digit_can_be_lost():
+    for value in (40, 50, 60, 70, 80, 90):
+        assert rim_blob(value, 3, 2), value
+    # a 120 or 110 whose 1 was lost, a 5 that is a 50 or 15, two blobs more, or none more
+    for value, glyphs, digits in ((20, 3, 2), (10, 3, 2), (30, 3, 2), (5, 2, 1),
+                                  (40, 4, 2), (40, 2, 2), (100, 4, 3)):
+        assert not rim_blob(value, glyphs, digits), (value, glyphs, digits)
+
+
+def test_a_sure_40_on_three_blobs_is_read_and_a_20_is_not(backend, monkeypatch):
+    """Kaggle road297's 40 reads "40" at 1.0 in both passes where a rim fragment made three
+    blobs: the ring read stands; the same three blobs under a "20" (a 120's lost 1) do not;
+    with `spare_rim_blob` off neither does the 40."""
+    bgr = np.full((60, 60, 3), 200, np.uint8)
+
+    def read(text, spare):
+        monkeypatch.setattr(backend, "config",
+                            dataclasses.replace(backend.config, spare_rim_blob=spare))
+        job = _ring_job([TextRead(text, 1.0)], None)
+        job.glyphs = 3
+        return backend._interpret(bgr, job, job.reads)
+
+    forty = read("40", True)
+    assert forty is not None and (forty.sign_class, forty.value) == ("speed_limit", 40)
+    assert read("20", True) is None
+    assert read("40", False) is None

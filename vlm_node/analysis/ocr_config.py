@@ -136,6 +136,13 @@ class OcrConfig:
                                          "what OCR loses or takes for the rim. false: any "
                                          "number OCR reads fills the value.",
                                    dynamic=True)
+    spare_rim_blob: bool = setting(True, "One blob more on a ring than OCR's digits still "
+                                         "lets a 40-90 stand (no limit is written 140-190: "
+                                         "the blob is a rim fragment or a branch); a 5 or a "
+                                         "10-30 with a blob more stays a misread (a 50, a "
+                                         "120 whose 1 was lost). false: any blob more is a "
+                                         "misread.",
+                                   dynamic=True)
     ocr_on_pictograms: bool = setting(True, "Red rings the classifier calls a pictogram sign "
                                             "(no trucks, no vehicles, no overtaking) still get "
                                             "OCR's strict ring reads (the finder's rings, "
