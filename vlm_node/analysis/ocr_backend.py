@@ -784,10 +784,10 @@ class OcrBackend(AnalysisBackend):
         if self.config.stacked_proposals:
             signs += self._stacked(rgb, signs, people, masks, scale)
         readings: list[SignReading] = []
+        # (index, job): readings[index] is the reading of signs[index], one a sign in order
         checks: list[tuple[int, _Job]] = []
         unconfirmed: set[int] = set()
         unjudged: set[int] = set()  # readings the verifier leaves alone
-        answers: list[SignClass] = []  # the classifier's answer behind each reading so far
         for box, res in signs:
             # report the finder's shape-fitted outline when it lies on the same sign (a
             # proposal is a colour region's bounding box, often a little wider)
@@ -818,7 +818,6 @@ class OcrBackend(AnalysisBackend):
             if id(res) in crop_readings or (outlined_sign and self.config.verifier_spares_fitted):
                 unjudged.add(len(readings))
             readings.append(reading)
-            answers.append(res)
         # OCR for what the classifier cannot know, on the finder's candidates it rejected
         # (a pictogram ring may be a foreign speed number: `ocr_on_pictograms`)
         taken = [b for b, r in signs if not (self.config.ocr_on_pictograms
@@ -881,7 +880,7 @@ class OcrBackend(AnalysisBackend):
                 reading = with_ocr_value(readings[index], ocr)
             if readings[index].value is None and reading.value is not None and \
                     self.config.lost_one_guard and \
-                    lost_leading_one(answers[index], reading.value, reading.unit):
+                    lost_leading_one(signs[index][1], reading.value, reading.unit):
                 reading = dataclasses.replace(reading, value=None, unit="")
             if ocr is None and reading.value is not None and reads_letters(job.reads):
                 reading = dataclasses.replace(reading, value=None, unit="")
