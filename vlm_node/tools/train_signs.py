@@ -624,7 +624,10 @@ def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = 15)
     return float(ece)
 
 
-def export_onnx(net, temperature: float, threshold: float, summary: dict, output: Path) -> None:
+def export_onnx(net, temperature: float, threshold: float, summary: dict, output: Path,
+                labels: Sequence[str] = CLASSIFIER_LABELS) -> None:
+    """The network with its temperature baked in, as ONNX, with `labels`, the threshold and the
+    training summary in the file's metadata (what the runtime loads and checks)."""
     import torch
 
     model = _Exported.wrap(net, temperature)
@@ -634,7 +637,7 @@ def export_onnx(net, temperature: float, threshold: float, summary: dict, output
                       output_names=["probabilities"], opset_version=17,
                       dynamic_axes={"crops": {0: "n"}, "probabilities": {0: "n"}},
                       dynamo=False)
-    meta = {"labels": json.dumps(list(CLASSIFIER_LABELS)), "min_probability": str(threshold),
+    meta = {"labels": json.dumps(list(labels)), "min_probability": str(threshold),
             "temperature": str(temperature), "input": "float32 N x 3 x 32 x 32 RGB 0..255",
             "training": json.dumps({k: v for k, v in summary.items() if k != "per_class"})}
     with output.open("ab") as f:
