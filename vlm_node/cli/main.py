@@ -13,8 +13,8 @@ from vlm_node.errors import VlmNodeError
 
 # Subcommand modules, in the order `--help` lists them.
 SUBCOMMANDS = ("demo", "run", "anonymize", "analyze", "sample_bag", "anonymize_bag", "eval",
-               "import_labels", "sign_scenes", "bench", "params", "train_signs", "fit_verifier",
-               "fit_ranker", "face_identity")
+               "import_labels", "sign_scenes", "bench", "params", "train_signs",
+               "train_speed_values", "fit_verifier", "fit_ranker", "face_identity")
 
 
 def build_parser() -> argparse.ArgumentParser:
