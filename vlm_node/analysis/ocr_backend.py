@@ -57,6 +57,7 @@ from vlm_node.analysis.proposal_ranker import features as ranker_features
 from vlm_node.analysis.sign_proposer import DEFAULT_MODEL as DEFAULT_PROPOSER
 from vlm_node.analysis.sign_proposer import SignProposer
 from vlm_node.analysis.sign_verifier import DEFAULT_VERIFIER, SignVerifier
+from vlm_node.analysis.speed_values import DEFAULT_VALUE_MODEL, SpeedValueReader, ValueRead
 from vlm_node.analysis.sign_text import (TextRead, digit_count, letters, parse_number, plausible,
                                          reads_letters, says)
 from vlm_node.analysis.stacked_proposals import KNOWN_IOU, stacked_boxes
@@ -303,6 +304,7 @@ class OcrBackend(AnalysisBackend):
         self._verifier: SignVerifier | None = None
         self._ranker: ProposalRanker | None = None
         self._proposer: SignProposer | None = None  # `learned_proposals`
+        self._values: SpeedValueReader | None = None  # `value_reader`
         self._model_id = ""
         # the round-outline search (a Hough pass, ~60 ms on a 960 px frame, GIL released)
         # runs beside the colour search, which needs nothing from it
@@ -340,6 +342,11 @@ class OcrBackend(AnalysisBackend):
             self._verifier = self._load_verifier()
             if self._verifier is not None:
                 self._model_id += " + verifier"
+            if self.config.value_reader:
+                self._values = SpeedValueReader(
+                    self.config.value_reader_model or DEFAULT_VALUE_MODEL,
+                    self.config.runtime())
+                self._model_id += f" + value reader {self._values.path.name}"
         if self.config.ranked_proposals > 0:
             self._ranker = self._load_ranker()
         if self.config.learned_proposals > 0:
@@ -385,6 +392,7 @@ class OcrBackend(AnalysisBackend):
         self._verifier = None
         self._ranker = None
         self._proposer = None
+        self._values = None
         if self._outline_pool is not None:
             self._outline_pool.shutdown(wait=True)
             self._outline_pool = None
@@ -869,6 +877,9 @@ class OcrBackend(AnalysisBackend):
         small = [j for j in everything if self._is_small(j)]
         self._run(small, [[binarized(c, j.light_legend) for c in j.crops] for j in small],
                   alt=True)
+        # speed limits left without a value, which the speed-value reader may fill: (index,
+        # the classifier's value, the number OCR read there), either None
+        unfilled: list[tuple[int, float | None, float | None]] = []
         for index, job in checks:
             ocr = self._check_read(bgr, job, readings[index])
             reading = second_opinion(
@@ -897,7 +908,13 @@ class OcrBackend(AnalysisBackend):
             if reading.value is not None and (ocr is None or ocr.value != reading.value) and \
                     not self._holds(rgb, reading):
                 reading = dataclasses.replace(reading, value=None, unit="")
+            if reading.value is None and reading.sign_class == "speed_limit" and \
+                    index not in unconfirmed:
+                unfilled.append((index, readings[index].value,
+                                 ocr.value if ocr is not None else None))
             readings[index] = reading
+        if self._values is not None and self.config.value_reader and unfilled:
+            self._fill_values(rgb, readings, unfilled)
         for mass, job in pending:
             reading = self._reading(bgr, job)
             # (reading, glyphs counted on its crop) of the box and of the ring fitted in it
@@ -933,12 +950,66 @@ class OcrBackend(AnalysisBackend):
                 # foreign font): OCR's strict reading of the number decides
                 readings.append(dataclasses.replace(
                     reading, confidence=min(reading.confidence, mass)))
+        if self._values is not None and self.config.value_reader:
+            for reading in self._read_rings(bgr, rgb, pending, readings):
+                # the reader's own calibrated threshold judged it; the verifier was fitted
+                # on the sign classifier's answers, which on these rings are unsure
+                unjudged.add(len(readings))
+                readings.append(reading)
         if self.config.ocr_on_pictograms:
             readings, unjudged = numbers_over_pictograms(readings, unjudged)
         if self.config.crossing_signs:
             readings += self._crossings(bgr, cands, boxes[finder:outline], readings, masks,
                                         scale)
         return one_per_sign(self._verified(rgb, readings, unjudged))
+
+    def _read_rings(self, bgr: np.ndarray, rgb: np.ndarray,
+                    pending: Sequence[tuple[float, _Job]], readings: Sequence[SignReading]
+                    ) -> list[SignReading]:
+        """Speed limits of values GTSRB lacks on red rings OCR was asked to read and nothing
+        was published from: the speed-value reader's sure read (`value_reader_ring_probability`)
+        of a ring the classifier gives a speed mass of at least `value_reader_mass`, where OCR
+        read no other number (`ring_value`). Why: a 40 or a 5 under a branch's shadow or on a
+        washed-out rim is a ring the classifier half believes and OCR cannot read (Kaggle
+        road208's 5 and road210's 40: the reader 0.99 through the finder's box). One reading
+        a place: the surest first, nothing over a reading already made."""
+        assert self._values is not None
+        cfg = self.config
+        jobs = [(mass, job) for mass, job in pending
+                if job.kind == "ring" and mass >= cfg.value_reader_mass
+                and not any(r.box is not None and r.box.iou(job.cand.box) > 0.3
+                            for r in readings)]
+        if not jobs:
+            return []
+        found: list[SignReading] = []
+        reads = self._values.read(rgb, [job.cand.box for _, job in jobs])
+        order = sorted(range(len(jobs)), key=lambda i: -reads[i].probability)
+        for i in order:
+            mass, job = jobs[i]
+            ocr = self._reading(bgr, job)
+            reading = ring_value(reads[i], mass, job.cand.box,
+                                 ocr.value if ocr is not None else None,
+                                 cfg.value_reader_ring_probability)
+            if reading is not None and not any(f.box is not None and f.box.iou(job.cand.box)
+                                               > 0.3 for f in found):
+                found.append(reading)
+        return found
+
+    def _fill_values(self, rgb: np.ndarray, readings: list[SignReading],
+                     unfilled: Sequence[tuple[int, float | None, float | None]]) -> None:
+        """Speed limits left without a number after OCR's second opinion get the speed-value
+        reader's value where `value_fill` allows it, in place. One batch for the frame's such
+        signs."""
+        assert self._values is not None
+        need = self.config.value_reader_min_probability or self._values.min_probability
+        boxes = [readings[i].box for i, _, _ in unfilled]
+        if any(b is None for b in boxes):
+            return
+        answers = self._values.read(rgb, boxes)
+        for (index, classifier_value, ocr_value), read in zip(unfilled, answers):
+            filled = value_fill(readings[index], read, classifier_value, ocr_value, need)
+            if filled is not None:
+                readings[index] = filled
 
     def _holds(self, rgb: np.ndarray, reading: SignReading) -> bool:
         """Whether the classifier's speed value on `reading`, which OCR did not read too, holds
@@ -1751,6 +1822,44 @@ def second_opinion(reading: SignReading, ocr: SignReading | None, min_confidence
             (glyphs and other_digit_count(reading, ocr, glyphs)):
         return with_ocr_value(reading, ocr)
     return dataclasses.replace(reading, value=None, unit="", text=ocr.text)
+
+
+def value_fill(reading: SignReading, read: ValueRead, classifier_value: float | None,
+               ocr_value: float | None, min_probability: float) -> SignReading | None:
+    """The speed limit `reading`, left without a value, with the speed-value reader's number,
+    or None. The reader must be sure (`min_probability`) of a number no GTSRB class carries,
+    and OCR must not have read another one on the same legend (two readers disagreeing: a
+    wrong speed limit is worse than none). Where the classifier gave a value of its own
+    (`classifier_value`, dropped because OCR read another number), OCR must have read the
+    reader's number: two readers against one (Kaggle road111: a 110 the classifier calls
+    100). Why only values GTSRB lacks (5, 10, 15, 40, 90, 110): those are why the classifier
+    could not answer, while between its own classes it had already weighed the evidence and
+    stayed unsure; the reader's sure mistakes on foreign designs are GTSRB values (Kaggle
+    road0-437 through the labelled boxes: a 130 read as 100 at 0.99, a 90 as 80 at 0.96).
+    The reading is as sure as the less sure of the classifier and the reader."""
+    if reading.sign_class != "speed_limit" or reading.value is not None or \
+            not read.sure(min_probability) or read.value is None or \
+            speed_limit_id(read.value, "km/h") is not None or \
+            (ocr_value is not None and ocr_value != read.value) or \
+            (classifier_value is not None and ocr_value != read.value):
+        return None
+    return dataclasses.replace(reading, value=read.value, unit="km/h",
+                               confidence=min(reading.confidence, read.probability))
+
+
+def ring_value(read: ValueRead, mass: float, box: Box, ocr_value: float | None,
+               min_probability: float) -> SignReading | None:
+    """The speed limit the speed-value reader reads on a red ring nothing else published
+    (`OcrBackend._read_rings`), or None: the read must be sure (`min_probability`), of a
+    value GTSRB lacks (`value_fill`'s reason) and not contradicted by OCR. Its confidence is
+    the reader's probability capped at the classifier's speed mass, as for OCR's reads of
+    such rings: the classifier did not vouch for the sign."""
+    if not read.sure(min_probability) or read.value is None or \
+            speed_limit_id(read.value, "km/h") is not None or \
+            (ocr_value is not None and ocr_value != read.value):
+        return None
+    return SignReading("speed_limit", min(read.probability, mass), "classifier",
+                       value=read.value, unit="km/h", text=f"{read.value:g}", box=box)
 
 
 LOST_ONE_VALUES = frozenset({10.0, 20.0, 30.0})

@@ -143,6 +143,28 @@ class OcrConfig:
                                          "120 whose 1 was lost). false: any blob more is a "
                                          "misread.",
                                    dynamic=True)
+    value_reader: bool = setting(True, "A speed limit the classifier read without its "
+                                       "number (a 40, a 90: GTSRB has no such class) and OCR "
+                                       "could not fill gets the speed-value reader's number "
+                                       "(a second CNN trained on GTSRB and Tsinghua-Tencent "
+                                       "100K speed limits, docs/speed_value_reader.md) when "
+                                       "the reader is sure and OCR read no other number. "
+                                       "false: OCR alone fills such signs.", dynamic=True)
+    value_reader_model: str = setting("", "ONNX speed-value reader to load; empty = the "
+                                          "shipped one.")
+    value_reader_min_probability: float = setting(
+        0.0, "The reader's calibrated probability a filled value needs; 0 = the threshold "
+             "stored with the model (99.5 % of its held-out fills right).", min=0.0, max=1.0,
+        dynamic=True)
+    value_reader_mass: float = setting(0.35, "A red ring OCR read nothing on is shown to the "
+                                             "speed-value reader when the classifier gives it "
+                                             "at least this speed mass (its eight speed "
+                                             "classes together).", min=0.0, max=1.0,
+                                       dynamic=True)
+    value_reader_ring_probability: float = setting(
+        0.97, "The reader's probability a value read on such a ring needs (stricter than a "
+              "fill: the classifier did not vouch for the sign).", min=0.0, max=1.0,
+        dynamic=True)
     ocr_on_pictograms: bool = setting(True, "Red rings the classifier calls a pictogram sign "
                                             "(no trucks, no vehicles, no overtaking) still get "
                                             "OCR's strict ring reads (the finder's rings, "
