@@ -683,6 +683,13 @@ def _check_onnx(net, temperature: float, output: Path, images: np.ndarray) -> No
     log.info("ONNX check: onnxruntime == torch (max |diff| %.1e on %d crops)", diff, len(x))
 
 
+def confusion(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:
+    """k x k counts: row the true class, column the answer."""
+    cm = np.zeros((k, k), np.int64)
+    np.add.at(cm, (y, pred), 1)
+    return cm
+
+
 def write_reports(report_dir: Path, probs: np.ndarray, y: np.ndarray, summary: dict) -> None:
     """Per-class accuracy (JSON), confusion matrix and reliability diagram (PNG)."""
     import matplotlib
@@ -693,9 +700,7 @@ def write_reports(report_dir: Path, probs: np.ndarray, y: np.ndarray, summary: d
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "sign_classifier_validation.json").write_text(json.dumps(summary, indent=1))
     k = len(CLASSIFIER_LABELS)
-    cm = np.zeros((k, k), np.int64)
-    for t, p in zip(y, probs.argmax(1)):
-        cm[t, p] += 1
+    cm = confusion(y, probs.argmax(1), k)
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(11, 10))
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)

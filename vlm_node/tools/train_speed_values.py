@@ -37,8 +37,9 @@ from vlm_node.evaluation.label_import import gtsrb_roi, gtsrb_track
 from vlm_node.geometry import Box
 from vlm_node.tools.train_signs import (MEAN, STD, Sample, _AugSet, _check_onnx, _EpochSampler,
                                         _logits, _read_rgb, _seed_everything, _worker_init,
-                                        augment, build_model, expected_calibration_error,
-                                        export_onnx, fit_temperature, nominal_crop, softmax)
+                                        augment, build_model, confusion,
+                                        expected_calibration_error, export_onnx,
+                                        fit_temperature, nominal_crop, softmax)
 
 log = logging.getLogger(__name__)
 
@@ -276,9 +277,7 @@ def write_reports(report_dir: Path, probs: np.ndarray, y: np.ndarray, summary: d
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "speed_values_validation.json").write_text(json.dumps(summary, indent=1))
     k = len(VALUE_LABELS)
-    cm = np.zeros((k, k), np.int64)
-    for t, p in zip(y, probs.argmax(1)):
-        cm[t, p] += 1
+    cm = confusion(y, probs.argmax(1), k)
     fig, axes = plt.subplots(1, 2, figsize=(14, 6))
     ax = axes[0]
     ax.imshow(cm / np.maximum(cm.sum(1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
