@@ -56,6 +56,33 @@ def test_two_readers_against_the_classifier():
                       ValueRead(40.0, 0.99), None, None, 0.94) is None
 
 
+def test_a_value_the_classifier_leans_to_fills_when_ocr_reads_nothing():
+    """`value_reader_lean`: two networks naming the same GTSRB value, OCR silent."""
+    got = value_fill(_valueless(), ValueRead(80.0, 0.99), None, None, 0.94, lean=80.0)
+    assert got is not None and got.value == 80.0
+    # another lean, OCR reading another number, or no lean given: nothing
+    assert value_fill(_valueless(), ValueRead(80.0, 0.99), None, None, 0.94, lean=60.0) is None
+    assert value_fill(_valueless(), ValueRead(80.0, 0.99), None, 50.0, 0.94, lean=80.0) is None
+    assert value_fill(_valueless(), ValueRead(80.0, 0.99), None, None, 0.94) is None
+    # the classifier's own value, dropped because it did not hold as the crop moved (OCR
+    # silent), comes back when the reader reads it too
+    got = value_fill(_valueless(), ValueRead(60.0, 0.97), 60.0, None, 0.94, lean=60.0)
+    assert got is not None and got.value == 60.0
+    assert value_fill(_valueless(), ValueRead(60.0, 0.97), 60.0, 80.0, 0.94, lean=60.0) is None
+
+
+def test_the_classifiers_lean():
+    from vlm_node.analysis.gtsrb import gtsrb_class
+    from vlm_node.analysis.ocr_backend import speed_lean
+    from vlm_node.analysis.sign_classifier import SPEED_FAMILY, SignClass
+
+    assert speed_lean(SignClass("speed_limit_80", 0.97, gtsrb_class(5))) == 80.0
+    assert speed_lean(SignClass(SPEED_FAMILY, 0.95, None, "speed_limit_120")) == 120.0
+    assert speed_lean(SignClass(SPEED_FAMILY, 0.95, None, "end_speed_limit_80")) is None
+    assert speed_lean(SignClass("background", 0.9, None, "stop")) is None
+    assert speed_lean(SignClass("stop", 0.99, gtsrb_class(14))) is None
+
+
 def test_a_ring_value_is_capped_at_the_classifiers_speed_mass():
     box = Box(5, 5, 30, 30)
     got = ring_value(ValueRead(5.0, 0.99), 0.51, box, None, 0.97)
@@ -182,6 +209,23 @@ def test_the_backend_reads_a_40_on_a_ring_the_classifier_half_believes(on):
         assert 0.35 <= got[0].confidence < 0.93
     else:
         assert got == []
+
+
+@pytest.mark.parametrize("file, value", [("gtsdb_00348.jpg", 80), ("gtsdb_00560.jpg", 60)])
+@pytest.mark.parametrize("lean", [True, False])
+def test_the_backend_fills_the_value_both_networks_name(file, value, lean):
+    """GTSDB development photos (real OCR): a 24 px 80 and a 37 px 60 the classifier leans to
+    without reaching its threshold for the value, OCR reads nothing usable; the reader names
+    the same value, so it is published (`value_reader_lean`); without that the sign has no
+    number."""
+    bgr = read_bgr(shared("signs_real_dev") / file)
+    sign = next(Box.from_list(s["box"]) for i in json.loads(
+        shared("signs_real_dev/labels.json").read_text())["images"]
+        if i["file"].endswith(file) for s in i["signs"] if s.get("value") == value)
+    with OcrBackend(OcrConfig(value_reader_lean=lean)) as b:
+        got = [r.value for r in b.read_signs(bgr) if r.sign_class == "speed_limit"
+               and r.box is not None and r.box.iou(sign) > 0.5]
+    assert got == ([float(value)] if lean else [None])
 
 
 # ------------------------------------------------------------------------ the training tool

@@ -878,8 +878,8 @@ class OcrBackend(AnalysisBackend):
         self._run(small, [[binarized(c, j.light_legend) for c in j.crops] for j in small],
                   alt=True)
         # speed limits left without a value, which the speed-value reader may fill: (index,
-        # the classifier's value, the number OCR read there), either None
-        unfilled: list[tuple[int, float | None, float | None]] = []
+        # the classifier's value, the number OCR read there, the classifier's lean), or None
+        unfilled: list[tuple[int, float | None, float | None, float | None]] = []
         for index, job in checks:
             ocr = self._check_read(bgr, job, readings[index])
             reading = second_opinion(
@@ -911,7 +911,8 @@ class OcrBackend(AnalysisBackend):
             if reading.value is None and reading.sign_class == "speed_limit" and \
                     index not in unconfirmed:
                 unfilled.append((index, readings[index].value,
-                                 ocr.value if ocr is not None else None))
+                                 ocr.value if ocr is not None else None,
+                                 speed_lean(signs[index][1])))
             readings[index] = reading
         if self._values is not None and self.config.value_reader and unfilled:
             self._fill_values(rgb, readings, unfilled)
@@ -996,18 +997,21 @@ class OcrBackend(AnalysisBackend):
         return found
 
     def _fill_values(self, rgb: np.ndarray, readings: list[SignReading],
-                     unfilled: Sequence[tuple[int, float | None, float | None]]) -> None:
+                     unfilled: Sequence[tuple[int, float | None, float | None, float | None]]
+                     ) -> None:
         """Speed limits left without a number after OCR's second opinion get the speed-value
         reader's value where `value_fill` allows it, in place. One batch for the frame's such
         signs."""
         assert self._values is not None
         need = self.config.value_reader_min_probability or self._values.min_probability
-        boxes = [readings[i].box for i, _, _ in unfilled]
+        boxes = [readings[i].box for i, _, _, _ in unfilled]
         if any(b is None for b in boxes):
             return
         answers = self._values.read(rgb, boxes)
-        for (index, classifier_value, ocr_value), read in zip(unfilled, answers):
-            filled = value_fill(readings[index], read, classifier_value, ocr_value, need)
+        lean_ok = self.config.value_reader_lean
+        for (index, classifier_value, ocr_value, lean), read in zip(unfilled, answers):
+            filled = value_fill(readings[index], read, classifier_value, ocr_value, need,
+                                lean if lean_ok else None)
             if filled is not None:
                 readings[index] = filled
 
@@ -1824,24 +1828,45 @@ def second_opinion(reading: SignReading, ocr: SignReading | None, min_confidence
     return dataclasses.replace(reading, value=None, unit="", text=ocr.text)
 
 
+def speed_lean(answer: SignClass) -> float | None:
+    """The km/h value the classifier's answer leans to: its value, or without one the value of
+    its most probable speed class; None when that is no speed class."""
+    if answer.gtsrb is not None:
+        return answer.value if answer.unit == "km/h" else None
+    if answer.runner_up not in CLASSIFIER_LABELS:
+        return None
+    lean = CLASSIFIER_LABELS.index(answer.runner_up)
+    return gtsrb_class(lean).value if lean in SPEED_LIMIT_IDS else None
+
+
 def value_fill(reading: SignReading, read: ValueRead, classifier_value: float | None,
-               ocr_value: float | None, min_probability: float) -> SignReading | None:
+               ocr_value: float | None, min_probability: float,
+               lean: float | None = None) -> SignReading | None:
     """The speed limit `reading`, left without a value, with the speed-value reader's number,
-    or None. The reader must be sure (`min_probability`) of a number no GTSRB class carries,
-    and OCR must not have read another one on the same legend (two readers disagreeing: a
-    wrong speed limit is worse than none). Where the classifier gave a value of its own
-    (`classifier_value`, dropped because OCR read another number), OCR must have read the
-    reader's number: two readers against one (Kaggle road111: a 110 the classifier calls
-    100). Why only values GTSRB lacks (5, 10, 15, 40, 90, 110): those are why the classifier
-    could not answer, while between its own classes it had already weighed the evidence and
-    stayed unsure; the reader's sure mistakes on foreign designs are GTSRB values (Kaggle
-    road0-437 through the labelled boxes: a 130 read as 100 at 0.99, a 90 as 80 at 0.96).
+    or None. The reader must be sure (`min_probability`), and OCR must not have read another
+    number on the same legend (two readers disagreeing: a wrong speed limit is worse than
+    none). Then:
+
+    - a number no GTSRB class carries (5, 10, 15, 40, 90, 110) fills the sign: that is why the
+      classifier could not answer; where the classifier had a value of its own that OCR
+      contradicted, OCR must have read the reader's number (two readers against one, Kaggle
+      road111: a 110 the classifier calls 100);
+    - a GTSRB value fills only when it is the classifier's `lean` (its value, or its most
+      probable speed class: `speed_lean`) and OCR read nothing (`value_reader_lean`): two
+      networks naming one number, where the classifier alone stayed under its threshold or
+      its value did not hold as the crop moved. Alone, the reader's sure mistakes on foreign
+      designs are such values (Kaggle road0-437 through the labelled boxes, the first trained
+      model: a 130 read as 100 at 0.99, 90s as 80 at 0.96).
+
     The reading is as sure as the less sure of the classifier and the reader."""
     if reading.sign_class != "speed_limit" or reading.value is not None or \
             not read.sure(min_probability) or read.value is None or \
-            speed_limit_id(read.value, "km/h") is not None or \
-            (ocr_value is not None and ocr_value != read.value) or \
-            (classifier_value is not None and ocr_value != read.value):
+            (ocr_value is not None and ocr_value != read.value):
+        return None
+    leaned = lean is not None and read.value == lean and ocr_value is None
+    if speed_limit_id(read.value, "km/h") is not None and not leaned:
+        return None
+    if classifier_value is not None and ocr_value != read.value and not leaned:
         return None
     return dataclasses.replace(reading, value=read.value, unit="km/h",
                                confidence=min(reading.confidence, read.probability))
