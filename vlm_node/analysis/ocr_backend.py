@@ -910,9 +910,13 @@ class OcrBackend(AnalysisBackend):
                 reading = dataclasses.replace(reading, value=None, unit="")
             if reading.value is None and reading.sign_class == "speed_limit" and \
                     index not in unconfirmed:
+                # the classifier's lean counts only where OCR read nothing at all: no number in
+                # either pass, no letters (a protest card's "C" the classifier takes for 100)
+                silent = ocr is None and not reads_letters(job.reads) and \
+                    not self._pass_values(bgr, [job])
                 unfilled.append((index, readings[index].value,
                                  ocr.value if ocr is not None else None,
-                                 speed_lean(signs[index][1])))
+                                 speed_lean(signs[index][1]) if silent else None))
             readings[index] = reading
         if self._values is not None and self.config.value_reader and unfilled:
             self._fill_values(rgb, readings, unfilled)
@@ -1852,9 +1856,11 @@ def value_fill(reading: SignReading, read: ValueRead, classifier_value: float | 
       contradicted, OCR must have read the reader's number (two readers against one, Kaggle
       road111: a 110 the classifier calls 100);
     - a GTSRB value fills only when it is the classifier's `lean` (its value, or its most
-      probable speed class: `speed_lean`) and OCR read nothing (`value_reader_lean`): two
-      networks naming one number, where the classifier alone stayed under its threshold or
-      its value did not hold as the crop moved. Alone, the reader's sure mistakes on foreign
+      probable speed class: `speed_lean`) and OCR read nothing (the caller passes no lean
+      otherwise: no number in either pass, no letters; `value_reader_lean`): two networks
+      naming one number, where the classifier alone stayed under its threshold or its value
+      did not hold as the crop moved. Letters matter: a protest card's "C" is a 100 to the
+      classifier and to the reader alike (WIDER 2_Demonstration_..._990). Alone, the reader's sure mistakes on foreign
       designs are such values (Kaggle road0-437 through the labelled boxes, the first trained
       model: a 130 read as 100 at 0.99, 90s as 80 at 0.96).
 
