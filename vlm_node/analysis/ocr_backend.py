@@ -1860,9 +1860,9 @@ def value_fill(reading: SignReading, read: ValueRead, classifier_value: float | 
       otherwise: no number in either pass, no letters; `value_reader_lean`): two networks
       naming one number, where the classifier alone stayed under its threshold or its value
       did not hold as the crop moved. Letters matter: a protest card's "C" is a 100 to the
-      classifier and to the reader alike (WIDER 2_Demonstration_..._990). Alone, the reader's sure mistakes on foreign
-      designs are such values (Kaggle road0-437 through the labelled boxes, the first trained
-      model: a 130 read as 100 at 0.99, 90s as 80 at 0.96).
+      classifier and to the reader alike (WIDER 2_Demonstration_..._990). Alone, the reader's
+      sure mistakes on foreign designs are such values (Kaggle road0-437 through the labelled
+      boxes, the first trained model: a 130 read as 100 at 0.99, 90s as 80 at 0.96).
 
     The reading is as sure as the less sure of the classifier and the reader."""
     if reading.sign_class != "speed_limit" or reading.value is not None or \
