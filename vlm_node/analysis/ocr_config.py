@@ -161,8 +161,8 @@ class OcrConfig:
                                             "value, or its most probable speed class) and OCR "
                                             "read nothing (no number in either pass, no "
                                             "letters): two networks naming one number. "
-                                            "Placed crowd set 652 -> 668 of 872 values, GTSDB "
-                                            "251 -> 255, no wrong value added. false: the "
+                                            "Placed crowd set 652 -> 663 of 872 values, GTSDB "
+                                            "251 -> 254, no wrong value added. false: the "
                                             "reader adds only values GTSRB lacks.",
                                       dynamic=True)
     value_reader_mass: float = setting(0.35, "A red ring OCR read nothing on is shown to the "
