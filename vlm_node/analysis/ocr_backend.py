@@ -57,9 +57,9 @@ from vlm_node.analysis.proposal_ranker import features as ranker_features
 from vlm_node.analysis.sign_proposer import DEFAULT_MODEL as DEFAULT_PROPOSER
 from vlm_node.analysis.sign_proposer import SignProposer
 from vlm_node.analysis.sign_verifier import DEFAULT_VERIFIER, SignVerifier
-from vlm_node.analysis.speed_values import DEFAULT_VALUE_MODEL, SpeedValueReader, ValueRead
 from vlm_node.analysis.sign_text import (TextRead, digit_count, letters, parse_number, plausible,
                                          reads_letters, says)
+from vlm_node.analysis.speed_values import DEFAULT_VALUE_MODEL, SpeedValueReader, ValueRead
 from vlm_node.analysis.stacked_proposals import KNOWN_IOU, stacked_boxes
 from vlm_node.analysis.triangle_proposals import find_triangles
 from vlm_node.anonymize.plates import REC_PAD
@@ -1008,12 +1008,10 @@ class OcrBackend(AnalysisBackend):
         signs."""
         assert self._values is not None
         need = self.config.value_reader_min_probability or self._values.min_probability
-        boxes = [readings[i].box for i, _, _, _ in unfilled]
-        if any(b is None for b in boxes):
-            return
-        answers = self._values.read(rgb, boxes)
+        todo = [(u, box) for u in unfilled if (box := readings[u[0]].box) is not None]
+        answers = self._values.read(rgb, [box for _, box in todo])
         lean_ok = self.config.value_reader_lean
-        for (index, classifier_value, ocr_value, lean), read in zip(unfilled, answers):
+        for ((index, classifier_value, ocr_value, lean), _), read in zip(todo, answers):
             filled = value_fill(readings[index], read, classifier_value, ocr_value, need,
                                 lean if lean_ok else None)
             if filled is not None:
