@@ -149,7 +149,8 @@ class OcrConfig:
                                        "(a second CNN trained on GTSRB and Tsinghua-Tencent "
                                        "100K speed limits, docs/speed_value_reader.md) when "
                                        "the reader is sure and OCR read no other number. "
-                                       "false: OCR alone fills such signs.", dynamic=True)
+                                       "false: OCR alone fills such signs (set at start: "
+                                       "the model loads with the classifier).")
     value_reader_model: str = setting("", "ONNX speed-value reader to load; empty = the "
                                           "shipped one.")
     value_reader_min_probability: float = setting(
