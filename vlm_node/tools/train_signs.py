@@ -484,12 +484,14 @@ def softmax(logits: np.ndarray, t: float) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def choose_threshold(probs: np.ndarray, labels: np.ndarray, target: float) -> float:
-    """Lowest probability threshold at which accepted sign readings on validation are at least
-    `target` precise (a crop below it is reported as no sign)."""
+def choose_threshold(probs: np.ndarray, labels: np.ndarray, target: float,
+                     reject_id: int = BACKGROUND_ID) -> float:
+    """Lowest probability threshold at which accepted answers on validation (any but
+    `reject_id`, the class that means "nothing to report") are at least `target` precise (a
+    crop below it is reported as nothing)."""
     pred = probs.argmax(1)
     conf = probs.max(1)
-    sign = pred != BACKGROUND_ID
+    sign = pred != reject_id
     for t in np.round(np.arange(0.30, 0.99, 0.01), 2):
         acc = sign & (conf >= t)
         if acc.sum() == 0:
@@ -505,7 +507,6 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, negatives: Sequence[st
           runtime_crops: int = 0) -> dict:
     """Train, calibrate, export and check; returns the summary written into the model."""
     import torch
-    import torch.nn as nn
 
     t_start = time.time()
     torch.set_num_threads(cfg.threads)
@@ -535,38 +536,8 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, negatives: Sequence[st
         log.warning("no background crops: the model will not learn to reject non-signs")
 
     net = build_model()
-    loader = torch.utils.data.DataLoader(
-        _AugSet(ds.train, cfg.seed), batch_size=cfg.batch_size,
-        sampler=_EpochSampler(len(ds.train), cfg.epochs, cfg.seed), num_workers=cfg.workers,
-        worker_init_fn=_worker_init)
-    steps = cfg.epochs * math.ceil(len(ds.train) / cfg.batch_size)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps,
-                                                pct_start=0.15)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
     val_aug, val_clean, val_y = _val_arrays(ds.val, cfg.seed)
-    per_epoch = math.ceil(len(ds.train) / cfg.batch_size)
-    net.train()
-    step, run_loss = 0, 0.0
-    for x, y in loader:
-        x = (x - MEAN) / STD
-        loss = loss_fn(net(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        step += 1
-        run_loss += float(loss)
-        if step % per_epoch == 0 or step == steps:
-            net.eval()
-            acc = float((_logits(net, val_aug).argmax(1) == val_y).mean()) if len(val_y) else 0
-            net.train()
-            log.info("epoch %d/%d loss %.4f val(aug) acc %.4f  [%.0f s]", step // per_epoch,
-                     cfg.epochs, run_loss / per_epoch, acc, time.time() - t_start)
-            run_loss = 0.0
-        if step >= steps:
-            break
-    net.eval()
+    fit(net, ds.train, val_aug, val_y, cfg, t_start)
 
     logits_aug, logits_clean = _logits(net, val_aug), _logits(net, val_clean)
     temperature = fit_temperature(logits_aug, val_y) if len(val_y) else 1.0
@@ -586,6 +557,47 @@ def train(data_dir: Path, output: Path, cfg: TrainConfig, negatives: Sequence[st
              output, summary["val_aug_accuracy"], summary["val_clean_accuracy"], temperature,
              threshold)
     return summary
+
+
+def fit(net, samples: list[Sample], val_aug: np.ndarray, val_y: np.ndarray, cfg: TrainConfig,
+        t_start: float) -> None:
+    """Train `net` on augmented views of `samples` (AdamW, one-cycle learning rate, label
+    smoothing), logging the loss and the accuracy on the validation views each epoch; leaves
+    it in eval mode. Both training tools (the classifier, the speed-value reader) use it."""
+    import torch
+    import torch.nn as nn
+
+    loader = torch.utils.data.DataLoader(
+        _AugSet(samples, cfg.seed), batch_size=cfg.batch_size,
+        sampler=_EpochSampler(len(samples), cfg.epochs, cfg.seed), num_workers=cfg.workers,
+        worker_init_fn=_worker_init)
+    steps = cfg.epochs * math.ceil(len(samples) / cfg.batch_size)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps,
+                                                pct_start=0.15)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
+    per_epoch = math.ceil(len(samples) / cfg.batch_size)
+    net.train()
+    step, run_loss = 0, 0.0
+    for x, y in loader:
+        x = (x - MEAN) / STD
+        loss = loss_fn(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        run_loss += float(loss.detach())
+        if step % per_epoch == 0 or step == steps:
+            net.eval()
+            acc = float((_logits(net, val_aug).argmax(1) == val_y).mean()) if len(val_y) else 0
+            net.train()
+            log.info("epoch %d/%d loss %.4f val(aug) acc %.4f  [%.0f s]", step // per_epoch,
+                     cfg.epochs, run_loss / per_epoch, acc, time.time() - t_start)
+            run_loss = 0.0
+        if step >= steps:
+            break
+    net.eval()
 
 
 def _summary(probs_aug: np.ndarray, probs_clean: np.ndarray, y: np.ndarray, temperature: float,

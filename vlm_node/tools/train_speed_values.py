@@ -35,11 +35,10 @@ from vlm_node.analysis.speed_values import (DEFAULT_VALUE_MODEL, OTHER, VALUE_LA
                                             value_class)
 from vlm_node.evaluation.label_import import gtsrb_roi, gtsrb_track
 from vlm_node.geometry import Box
-from vlm_node.tools.train_signs import (MEAN, STD, Sample, _AugSet, _check_onnx, _EpochSampler,
-                                        _logits, _read_rgb, _seed_everything, _worker_init,
-                                        augment, build_model, confusion,
-                                        expected_calibration_error, export_onnx,
-                                        fit_temperature, nominal_crop, softmax)
+from vlm_node.tools.train_signs import (Sample, TrainConfig, _check_onnx, _logits, _read_rgb,
+                                        _seed_everything, _val_arrays, build_model,
+                                        choose_threshold, confusion, expected_calibration_error,
+                                        export_onnx, fit, fit_temperature, softmax)
 
 log = logging.getLogger(__name__)
 
@@ -155,18 +154,6 @@ def balanced(samples: list[Sample], min_per_class: int) -> list[Sample]:
     return out
 
 
-def choose_value_threshold(probs: np.ndarray, labels: np.ndarray, target: float) -> float:
-    """Lowest probability at which the values read on validation are at least `target`
-    precise (a read below it fills nothing)."""
-    pred, conf = probs.argmax(1), probs.max(1)
-    valued = pred != OTHER_ID
-    for t in np.round(np.arange(0.30, 0.995, 0.01), 2):
-        acc = valued & (conf >= t)
-        if acc.sum() == 0 or (pred[acc] == labels[acc]).mean() >= target:
-            return float(t)
-    return 0.99
-
-
 def value_summary(probs: np.ndarray, y: np.ndarray, threshold: float) -> dict:
     """Accuracy per class, and at the threshold: share of value crops filled, wrong fills."""
     pred, conf = probs.argmax(1), probs.max(1)
@@ -191,7 +178,6 @@ def train(gtsrb_dir: Path, tt_dir: Path, output: Path, *, epochs: int = 40, seed
           speed_every: int = 2, other_every: int = 8) -> dict:
     """Train, calibrate, export and check; returns the summary written into the model."""
     import torch
-    import torch.nn as nn
 
     t0 = time.time()
     torch.set_num_threads(threads)
@@ -207,45 +193,14 @@ def train(gtsrb_dir: Path, tt_dir: Path, output: Path, *, epochs: int = 40, seed
     log.info("train crops per class (balanced): %s",
              dict(sorted(Counter(VALUE_LABELS[s.label] for s in samples).items())))
     net = build_model(len(VALUE_LABELS))
-    loader = torch.utils.data.DataLoader(
-        _AugSet(samples, seed), batch_size=batch_size,
-        sampler=_EpochSampler(len(samples), epochs, seed), num_workers=0,
-        worker_init_fn=_worker_init)
-    steps = epochs * math.ceil(len(samples) / batch_size)
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
-                                                pct_start=0.15)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
     val = g_val + t_val
-    val_aug = np.stack([augment(s, np.random.default_rng((seed, 7, i)))
-                        for i, s in enumerate(val)])
-    val_clean = np.stack([nominal_crop(s) for s in val])
-    val_y = np.array([s.label for s in val], np.int64)
-    per_epoch = math.ceil(len(samples) / batch_size)
-    net.train()
-    step, run_loss = 0, 0.0
-    for x, y in loader:
-        loss = loss_fn(net((x - MEAN) / STD), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        step += 1
-        run_loss += float(loss.detach())
-        if step % per_epoch == 0 or step == steps:
-            net.eval()
-            acc = float((_logits(net, val_aug).argmax(1) == val_y).mean())
-            net.train()
-            log.info("epoch %d/%d loss %.4f val(aug) acc %.4f  [%.0f s]", step // per_epoch,
-                     epochs, run_loss / per_epoch, acc, time.time() - t0)
-            run_loss = 0.0
-        if step >= steps:
-            break
-    net.eval()
+    val_aug, val_clean, val_y = _val_arrays(val, seed)
+    fit(net, samples, val_aug, val_y,
+        TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed), t0)
     logits_aug, logits_clean = _logits(net, val_aug), _logits(net, val_clean)
     temperature = fit_temperature(logits_aug, val_y)
     probs_aug, probs_clean = softmax(logits_aug, temperature), softmax(logits_clean, temperature)
-    threshold = choose_value_threshold(probs_aug, val_y, target_precision)
+    threshold = choose_threshold(probs_aug, val_y, target_precision, reject_id=OTHER_ID)
     n_g = len(g_val)
     summary = {
         "temperature": round(temperature, 4), "min_probability": threshold, "seed": seed,
