@@ -920,8 +920,12 @@ class OcrBackend(AnalysisBackend):
             readings[index] = reading
         if self._values is not None and self.config.value_reader and unfilled:
             self._fill_values(rgb, readings, unfilled)
+        # OCR's reading of each pending job's own box (the speed-value reader checks its
+        # number against it, `_read_rings`)
+        box_reads: list[SignReading | None] = []
         for mass, job in pending:
             reading = self._reading(bgr, job)
+            box_reads.append(reading)
             # (reading, glyphs counted on its crop) of the box and of the ring fitted in it
             reads = [(reading, job.glyphs)]
             if job.fallback is not None:
@@ -956,7 +960,7 @@ class OcrBackend(AnalysisBackend):
                 readings.append(dataclasses.replace(
                     reading, confidence=min(reading.confidence, mass)))
         if self._values is not None and self.config.value_reader:
-            for reading in self._read_rings(bgr, rgb, pending, readings):
+            for reading in self._read_rings(rgb, pending, box_reads, readings):
                 # the reader's own calibrated threshold judged it; the verifier was fitted
                 # on the sign classifier's answers, which on these rings are unsure
                 unjudged.add(len(readings))
@@ -968,8 +972,8 @@ class OcrBackend(AnalysisBackend):
                                         scale)
         return one_per_sign(self._verified(rgb, readings, unjudged))
 
-    def _read_rings(self, bgr: np.ndarray, rgb: np.ndarray,
-                    pending: Sequence[tuple[float, _Job]], readings: Sequence[SignReading]
+    def _read_rings(self, rgb: np.ndarray, pending: Sequence[tuple[float, _Job]],
+                    box_reads: Sequence[SignReading | None], readings: Sequence[SignReading]
                     ) -> list[SignReading]:
         """Speed limits of values GTSRB lacks on red rings OCR was asked to read and nothing
         was published from: the speed-value reader's sure read (`value_reader_ring_probability`)
@@ -980,18 +984,17 @@ class OcrBackend(AnalysisBackend):
         a place: the surest first, nothing over a reading already made."""
         assert self._values is not None
         cfg = self.config
-        jobs = [(mass, job) for mass, job in pending
+        jobs = [(mass, job, ocr) for (mass, job), ocr in zip(pending, box_reads)
                 if job.kind == "ring" and mass >= cfg.value_reader_mass
                 and not any(r.box is not None and r.box.iou(job.cand.box) > 0.3
                             for r in readings)]
         if not jobs:
             return []
         found: list[SignReading] = []
-        reads = self._values.read(rgb, [job.cand.box for _, job in jobs])
+        reads = self._values.read(rgb, [job.cand.box for _, job, _ in jobs])
         order = sorted(range(len(jobs)), key=lambda i: -reads[i].probability)
         for i in order:
-            mass, job = jobs[i]
-            ocr = self._reading(bgr, job)
+            mass, job, ocr = jobs[i]
             reading = ring_value(reads[i], mass, job.cand.box,
                                  ocr.value if ocr is not None else None,
                                  cfg.value_reader_ring_probability)
