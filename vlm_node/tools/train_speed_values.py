@@ -34,6 +34,7 @@ from vlm_node.analysis.sign_classifier import DEFAULT_MODEL
 from vlm_node.analysis.speed_values import (DEFAULT_VALUE_MODEL, OTHER, VALUE_LABELS,
                                             value_class)
 from vlm_node.evaluation.label_import import gtsrb_roi, gtsrb_track
+from vlm_node.evaluation.sign_scenes import held_out_tracks
 from vlm_node.geometry import Box
 from vlm_node.tools.train_signs import (Sample, TrainConfig, _check_onnx, _logits, _read_rgb,
                                         _seed_everything, _val_arrays, build_model,
@@ -93,15 +94,6 @@ def load_tt100k(root: Path, held_block: int, blocks: int, block_size: int, other
             s = Sample(img, Box(0, 0, w, h), label, f"tt_{group}")
             (val if (group // block_size) % blocks == held_block else train).append(s)
     return train, val
-
-
-def classifier_val_tracks(model: Path = DEFAULT_MODEL) -> set[str]:
-    """The GTSRB tracks the shipped sign classifier held out (stored in its metadata)."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    meta = sess.get_modelmeta().custom_metadata_map
-    return set(json.loads(meta["training"])["val_tracks"])
 
 
 def load_gtsrb_values(data_dir: Path, held: set[str], speed_every: int, other_every: int
@@ -183,7 +175,7 @@ def train(gtsrb_dir: Path, tt_dir: Path, output: Path, *, epochs: int = 40, seed
     torch.set_num_threads(threads)
     cv2.setNumThreads(1)
     _seed_everything(seed)
-    held = classifier_val_tracks()
+    held = set(held_out_tracks(DEFAULT_MODEL))
     g_train, g_val = load_gtsrb_values(gtsrb_dir, held, speed_every, other_every)
     t_train, t_val = load_tt100k(tt_dir, held_block=0, blocks=6, block_size=500,
                                  other_per_code=40, negatives=800, seed=seed)
