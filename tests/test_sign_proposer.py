@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import read_bgr, shared
+from helpers import gtsrb_kaggle_layout, read_bgr, shared
 from vlm_node.analysis.sign_proposer import DEFAULT_MODEL, SignProposer, peaks
 from vlm_node.geometry import Box
 from vlm_node.tools import train_sign_proposer as tool
@@ -84,6 +84,73 @@ def test_training_exports_a_model_the_runtime_reads(tmp_path) -> None:  # noqa: 
     assert all(0 <= b.x + b.w / 2 <= 272 and 0 <= b.y + b.h / 2 <= 208 for b, _ in got)
     with pytest.raises(ValueError, match="uint8"):
         proposer.propose(photos[0].bgr[..., 0], k=5)
+
+
+@pytest.fixture(scope="module")
+def paster(tmp_path_factory):  # noqa: ANN001, ANN201
+    """A Paster over the shared GTSRB sample in the Kaggle layout (held-out tracks and all)."""
+    return tool.Paster.from_folder(gtsrb_kaggle_layout(tmp_path_factory.mktemp("gtsrb"),
+                                                       lambda r: True))
+
+
+def test_the_classifiers_held_out_tracks_are_never_pasted(paster) -> None:  # noqa: ANN001
+    """The placed-sign sets are built from the classifier's held-out tracks: a proposer trained
+    on them would be scored on signs it saw."""
+    from vlm_node.analysis.sign_classifier import DEFAULT_MODEL as CLASSIFIER
+    from vlm_node.evaluation.sign_scenes import held_out_tracks, load_sign_crops
+
+    held = set(held_out_tracks(CLASSIFIER))
+    every = load_sign_crops(paster.crops[0].path.parents[2])
+    assert paster.crops and not {c.track for c in paster.crops} & held
+    assert len(paster.crops) == sum(c.track not in held for c in every) < len(every)
+
+
+def test_pasted_signs_are_labelled_where_their_pixels_are(paster) -> None:  # noqa: ANN001
+    """Each pasted sign's box holds the crop's pixels (the grey canvas changed there and only
+    around it), none overlaps a labelled sign or another pasted one, and the sample's heatmap
+    gets a centre for each."""
+    rng = np.random.default_rng(3)
+    seen = 0
+    for _ in range(20):
+        canvas = np.full((320, 320, 3), 128, np.uint8)
+        own = np.array([[10, 10, 40, 40]], np.float32)
+        boxes = paster.paste(canvas, own, rng)
+        assert np.array_equal(boxes[:1], own) and 1 <= len(boxes) <= 1 + tool.PASTE_COUNT[1]
+        changed = np.any(canvas != 128, axis=2)
+        for x, y, w, h in boxes[1:]:
+            b = Box(float(x), float(y), float(w), float(h))
+            assert tool.PASTE_SIZES[0] - 1 <= max(w, h) <= tool.PASTE_SIZES[1] + 1
+            assert b.intersection(Box(10, 10, 40, 40)) == 0
+            inside = changed[int(y):int(y + h), int(x):int(x + w)]
+            assert inside.mean() > 0.9  # the sign itself is opaque
+            seen += 1
+        pasted = [Box(*map(float, b)) for b in boxes[1:]]
+        assert all(a.intersection(b) == 0 for i, a in enumerate(pasted) for b in pasted[i + 1:])
+        ys, xs = np.nonzero(changed)
+        grown = [b.expanded(0.35) for b in pasted]  # the crop's faded margin lies around it
+        assert all(any(g.x <= x + 0.5 <= g.x2 and g.y <= y + 0.5 <= g.y2 for g in grown)
+                   for x, y in zip(xs[::7], ys[::7]))
+    assert seen >= 20
+    photo = tool.Photo("grey.png", np.full((400, 400, 3), 128, np.uint8),
+                       np.zeros((0, 4), np.float32))
+    centres = [int(tool.sample(photo, rng, paster)[3].sum()) for _ in range(40)]
+    assert 0 < sum(c > 0 for c in centres) < 40  # about PASTE_SHARE of the crops get signs
+    assert all(c == 0 for c in (int(tool.sample(photo, rng)[3].sum()) for _ in range(5)))
+
+
+def test_backgrounds_are_unlabelled_photos_and_need_paste(tmp_path, capsys) -> None:  # noqa: ANN001
+    cv2.imwrite(str(tmp_path / "street.jpg"), np.full((64, 96, 3), 90, np.uint8))
+    (bg,) = tool.load_backgrounds([tmp_path])
+    assert bg.bgr.shape == (64, 96, 3) and bg.boxes.shape == (0, 4)
+    with pytest.raises(SystemExit, match="no images"):
+        tool.load_backgrounds([tmp_path / "empty"])
+    cv2.imwrite(str(tmp_path / "road500.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(SystemExit, match="reserved"):
+        tool.load_backgrounds([tmp_path])
+    with pytest.raises(SystemExit):
+        tool.main(["--labels", str(tmp_path / "l.json"), "--backgrounds", str(tmp_path),
+                   "--output", str(tmp_path / "p.onnx")])
+    assert "give --paste too" in capsys.readouterr().err
 
 
 def test_missing_model_is_a_clear_error(tmp_path) -> None:  # noqa: ANN001
