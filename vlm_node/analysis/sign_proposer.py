@@ -4,8 +4,9 @@ A small fully convolutional network (trained here, `vlm_node.tools.train_sign_pr
 card docs/sign_proposer.md) maps a BGR frame to a heatmap of sign centres at stride 4 and each
 centre's width and height. Why: the colour/shape search sends ~110-180 boxes a frame to the
 classifier and, with its Hough pass, costs most of the 1080p sign stage; on held-out
-development photos the proposer's ten best boxes cover about as many signs. It is not yet
-wired into the reader (docs/sign_proposer.md says what is measured and what is next).
+development photos the proposer's ten best boxes cover about as many signs. The reader uses
+it as its search on large frames and adds its boxes to the colour/shape search on smaller ones
+(`analysis.ocr.learned_*`; docs/sign_proposer.md says what is measured and what is next).
 """
 from __future__ import annotations
 
