@@ -179,6 +179,36 @@ def test_shipped_model_covers_held_out_gtsdb_signs_with_ten_boxes() -> None:
     assert hits / total >= 0.9, (hits, total)
 
 
+def test_shipped_model_finds_held_out_gtsrb_signs_placed_into_held_out_road_photos(
+        tmp_path) -> None:  # noqa: ANN001
+    """Why the proposer was retrained with pasted signs: GTSRB crops of the classifier's
+    held-out tracks (never pasted in training), placed at 20-48 px into GTSDB development
+    photos of the proposer's held-out quarter (never trained on), are covered by its ten best
+    boxes at IoU >= 0.5 (the first proposer, trained without pasted signs: 101 of 116 = 0.87;
+    the shipped one 115 of 116)."""
+    from vlm_node.analysis.sign_classifier import DEFAULT_MODEL as CLASSIFIER
+    from vlm_node.evaluation.sign_scenes import (CropPicker, held_out_tracks, load_sign_crops,
+                                                 place_signs)
+
+    crops = load_sign_crops(gtsrb_kaggle_layout(tmp_path, lambda r: True),
+                            held_out_tracks(CLASSIFIER))
+    photos = [p for p in sorted(shared("signs_real_dev").glob("gtsdb_00[45]*.jpg"))
+              if p.stem > "gtsdb_00410"][::4]
+    assert len(photos) == 29
+    proposer = SignProposer(DEFAULT_MODEL)
+    rng = np.random.default_rng(0)
+    picker = CropPicker(crops, 0.5, rng)
+    hits = total = 0
+    for path in photos:
+        frame = read_bgr(path)
+        placed = place_signs(frame, picker, 4, (20.0, 48.0), rng)
+        boxes = [b for b, _ in proposer.propose(frame, k=10)]
+        total += len(placed)
+        hits += sum(any(p.box.iou(b) >= 0.5 for b in boxes) for p in placed)
+    assert total >= 100
+    assert hits / total >= 0.95, (hits, total)
+
+
 def _reader(**settings: object):  # noqa: ANN202
     from vlm_node.analysis.ocr_backend import OcrBackend
     from vlm_node.analysis.ocr_config import OcrConfig
@@ -242,10 +272,13 @@ def test_reader_with_learned_search_keeps_only_the_finder(monkeypatch) -> None: 
         # the windows' paint regions come after the scaled boxes, each inside a window
         regions = found.proposals[n * len(ocr_backend.LEARNED_SCALES):]
         assert regions
-        # (a window is the square twice the box's longer side about its centre)
+        # (a window is the square twice the box's longer side about its centre; a region's box
+        # is its paint's, grown by the search's margin, so only its centre is sure to lie in
+        # the window that found it)
         windows = [Box(b.center[0] - max(b.w, b.h), b.center[1] - max(b.w, b.h),
                        2 * max(b.w, b.h), 2 * max(b.w, b.h)) for b in learned]
-        assert all(max(r.coverage_by(w) for w in windows) > 0.9 for r in regions)
+        assert all(any(w.x <= r.center[0] <= w.x2 and w.y <= r.center[1] <= w.y2
+                       for w in windows) for r in regions)
         bare_boxes = bare._search(bgr).proposals  # noqa: SLF001
         assert len(bare_boxes) == n * len(ocr_backend.LEARNED_SCALES)
         got = [(r.sign_class, r.value) for r in reader.read_signs(bgr)]
@@ -297,9 +330,10 @@ def _dark_120_scene() -> tuple[np.ndarray, Box]:
 
 def test_learned_boxes_added_to_the_full_search_read_a_dark_sign() -> None:
     """`learned_adds` (the default): on a frame under `learned_min_side` the full search keeps
-    every box and the proposer's boxes where it has none are added as proposals (at
-    LEARNED_SCALES, not as outlines); a dark 120 that the paint-based search does not find is
-    then read through one of them, at the classifier's probability of at least 0.97."""
+    every box and the proposer's boxes where it has none of their size are added as proposals
+    (at LEARNED_SCALES, not as outlines); a dark 120 that the paint-based search does not find
+    is then read through one of them, at the classifier's probability of at least 0.97 (only
+    since `learned_known_area`: a small paint region on the sign kept that box out before)."""
     from vlm_node.analysis import ocr_backend
 
     frame, box = _dark_120_scene()
@@ -323,10 +357,22 @@ def test_learned_boxes_added_to_the_full_search_read_a_dark_sign() -> None:
         added = more.proposals[len(plain.proposals):]
         assert any(b.iou(box) > 0.3 for b in added)
         known = [c.box for c in more.candidates] + plain.proposals
-        assert all(b.iou(k) <= ocr_backend.ADDED_KNOWN_IOU for b in added for k in known)
+        share = adds.config.learned_known_area
+        assert all(b.iou(k) <= ocr_backend.ADDED_KNOWN_IOU or k.area < share * b.area
+                   for b in added for k in known)
+        # the box that reads the 120 overlaps a small paint region of the sign: with every
+        # overlapping box counting as known (the earlier rule), it is not added
+        assert any(b.iou(box) > 0.3 and b.iou(k) > ocr_backend.ADDED_KNOWN_IOU
+                   for b in added for k in known)
     finally:
         full.close()
         adds.close()
+    every = _reader(learned_known_area=0.0)
+    try:
+        assert [r.value for r in every.read_signs(frame)
+                if r.box is not None and r.box.iou(box) > 0.3] == []
+    finally:
+        every.close()
 
 
 def test_what_an_added_learned_box_may_publish() -> None:

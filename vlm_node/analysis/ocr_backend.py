@@ -597,12 +597,14 @@ class OcrBackend(AnalysisBackend):
         # outlines that are already a region's box add nothing
         known = box_array([c.box for c in cands] + proposals)
         # added to the full search (`learned_adds`) as proposals where the search has no box
-        # at all (IoU <= ADDED_KNOWN_IOU: where it has one, its box's reads decide; a learned
+        # of its size (IoU <= ADDED_KNOWN_IOU with every box of at least `learned_known_area`
+        # of its area: where it has one, its box's reads decide; a learned
         # box beside it took the place of Kaggle road412's 100, which OCR reads through the
         # proposal); not as outlines: those compete for the frame's ring reads, and a larger
         # learned box took them from the Hough circle that read Kaggle road352's 70
         added = _not_known([b for b in at_learned_scales(learned_boxes)
-                            if max(b.w, b.h) >= pcfg.min_size_px], known, ADDED_KNOWN_IOU) \
+                            if max(b.w, b.h) >= pcfg.min_size_px], known, ADDED_KNOWN_IOU,
+                           cfg.learned_known_area) \
             if learned and not replacing else []
         with timed("search.shapes"):
             triangles = _not_known(find_triangles(small, pcfg.min_size_px), known,
@@ -1721,9 +1723,16 @@ def _near(boxes: Sequence[Box], others: np.ndarray, iou: float) -> list[bool]:
     return (iou_matrix(box_array(boxes), others) > iou).any(axis=1).tolist()
 
 
-def _not_known(boxes: Sequence[Box], known: np.ndarray, iou: float) -> list[Box]:
-    """`boxes` less those overlapping a `known` box (N x 4 `box_array`) by IoU > `iou`."""
-    return [b for b, near in zip(boxes, _near(boxes, known, iou)) if not near]
+def _not_known(boxes: Sequence[Box], known: np.ndarray, iou: float, min_area: float = 0.0
+               ) -> list[Box]:
+    """`boxes` less those overlapping a `known` box (N x 4 `box_array`) by IoU > `iou`; with
+    `min_area`, only known boxes of at least that share of the box's area count."""
+    if min_area <= 0 or not len(known) or not boxes:
+        return [b for b, near in zip(boxes, _near(boxes, known, iou)) if not near]
+    areas = known[:, 2] * known[:, 3]
+    ious = iou_matrix(box_array(boxes), known)
+    return [b for b, row in zip(boxes, ious)
+            if not ((row > iou) & (areas >= min_area * b.w * b.h)).any()]
 
 
 def values_over_family(signs: Sequence[tuple[Box, SignClass]], scores: Sequence[float],

@@ -406,6 +406,15 @@ class OcrConfig:
               "0.97 on a box with some colour): it finds dark signs that the paint-based "
               "search misses (GTSDB 00000-00599: 249 -> 253 of 284 values, no wrong one "
               "added; 1.10x the stage's time at 816x480). False = the full search alone.")
+    learned_known_area: float = setting(
+        0.5, "With learned_adds, a learned box counts as already searched only where a "
+             "candidate or proposal of at least this share of its area overlaps it (IoU > "
+             "0.2): a small paint region on a dark sign's rim or legend left the proposer's "
+             "box on the whole sign out (a dark placed 120: read at 0.992 through it). Placed "
+             "crowd signs 701 -> 714 of 872 values, GTSDB 00000-00599 classes 696 -> 701 of "
+             "801, the same values and wrong values on the development photos and the crowds "
+             "(2026-12-07). 0 = any overlapping box counts.",
+        min=0.0, max=1.0, dynamic=True)
     proposer_model: str = setting("", "Sign proposer file (`python -m vlm_node.tools."
                                       "train_sign_proposer`); empty = the shipped one.")
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
