@@ -138,7 +138,8 @@ def test_pasted_signs_are_labelled_where_their_pixels_are(paster) -> None:  # no
     assert all(c == 0 for c in (int(tool.sample(photo, rng)[3].sum()) for _ in range(5)))
 
 
-def test_backgrounds_are_unlabelled_photos_and_need_paste(tmp_path, capsys) -> None:  # noqa: ANN001
+def test_backgrounds_are_unlabelled_photos_and_need_paste(
+        tmp_path, capsys) -> None:  # noqa: ANN001
     cv2.imwrite(str(tmp_path / "street.jpg"), np.full((64, 96, 3), 90, np.uint8))
     (bg,) = tool.load_backgrounds([tmp_path])
     assert bg.bgr.shape == (64, 96, 3) and bg.boxes.shape == (0, 4)
