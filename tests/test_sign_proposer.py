@@ -376,6 +376,21 @@ def test_learned_boxes_added_to_the_full_search_read_a_dark_sign() -> None:
         every.close()
 
 
+def test_only_search_boxes_of_the_learned_boxs_size_make_it_known() -> None:
+    """`_not_known` with `learned_known_area`: a small region inside a learned box (IoU 0.25)
+    does not stand for it at 0.5, a box of its size does; at 0 both do (the earlier rule)."""
+    from vlm_node.analysis.ocr_backend import ADDED_KNOWN_IOU, _not_known
+    from vlm_node.geometry import box_array
+
+    learned = [Box(0, 0, 20, 20)]
+    small, big = box_array([Box(5, 5, 10, 10)]), box_array([Box(2, 2, 20, 20)])
+    assert Box(0, 0, 20, 20).iou(Box(5, 5, 10, 10)) > ADDED_KNOWN_IOU
+    assert _not_known(learned, small, ADDED_KNOWN_IOU) == []
+    assert _not_known(learned, small, ADDED_KNOWN_IOU, 0.5) == learned
+    assert _not_known(learned, big, ADDED_KNOWN_IOU, 0.5) == []
+    assert _not_known(learned, box_array([]), ADDED_KNOWN_IOU, 0.5) == learned
+
+
 def test_what_an_added_learned_box_may_publish() -> None:
     """An added learned box's answer stands only when sure (>= ADDED_MIN_PROBABILITY) and not a
     speed limit without its number, on a box with some colour; a box counts as on an outline
