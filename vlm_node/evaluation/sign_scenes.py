@@ -139,6 +139,14 @@ def fade_mask(height: int, width: int, roi: Box) -> np.ndarray:
     return np.outer(ramp(ys, roi.y, roi.y2, height), ramp(xs, roi.x, roi.x2, width))
 
 
+def pasted_size(crop_bgr: np.ndarray, roi: Box, side: float) -> tuple[int, int]:
+    """(width, height) in pixels of `crop_bgr` (its sign at `roi`) scaled so that the sign's
+    larger side is `side` px: the footprint `place_sign` pastes."""
+    scale = side / max(roi.w, roi.h)
+    ch, cw = crop_bgr.shape[:2]
+    return max(1, round(cw * scale)), max(1, round(ch * scale))
+
+
 def place_sign(frame: np.ndarray, crop_bgr: np.ndarray, roi: Box, side: float, x: int, y: int
                ) -> Box:
     """Paste `crop_bgr` (its sign at `roi`) into `frame` in place, scaled so that the sign's
@@ -146,7 +154,7 @@ def place_sign(frame: np.ndarray, crop_bgr: np.ndarray, roi: Box, side: float, x
     sign's box in the frame."""
     scale = side / max(roi.w, roi.h)
     ch, cw = crop_bgr.shape[:2]
-    w, h = max(1, round(cw * scale)), max(1, round(ch * scale))
+    w, h = pasted_size(crop_bgr, roi, side)
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     pixels = cv2.resize(crop_bgr, (w, h), interpolation=interp).astype(np.float32)
     sx, sy = w / cw, h / ch
@@ -176,12 +184,10 @@ def place_signs(frame: np.ndarray, picker: CropPicker, count: int, sizes: tuple[
     for _ in range(count):
         side = float(math.exp(rng.uniform(lo, hi)))
         crop = picker.pick(side)
-        scale = side / max(crop.roi.w, crop.roi.h)
         image = cv2.imread(str(crop.path), cv2.IMREAD_COLOR)
         if image is None:
             raise ConfigError(f"{crop.path}: unreadable GTSRB crop")
-        ch, cw = image.shape[:2]
-        w, h = max(1, round(cw * scale)), max(1, round(ch * scale))
+        w, h = pasted_size(image, crop.roi, side)
         top_max = int(UPPER_SHARE * fh) - h
         if w >= fw or top_max < 0:
             continue

@@ -155,7 +155,7 @@ class Paster:
               ) -> np.ndarray:
         """Paste 1-4 signs into `canvas` (in place) clear of `boxes` and of each other;
         returns `boxes` with the pasted signs' boxes added."""
-        from vlm_node.evaluation.sign_scenes import place_sign
+        from vlm_node.evaluation.sign_scenes import pasted_size, place_sign
 
         height, width = canvas.shape[:2]
         taken = [Box(*map(float, b)) for b in boxes]
@@ -165,8 +165,7 @@ class Paster:
             i = int(rng.integers(len(self.crops)))
             crop, image = self.crops[i], self._image(i)
             side = float(np.exp(rng.uniform(lo, hi)))
-            scale = side / max(crop.roi.w, crop.roi.h)
-            w, h = max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))
+            w, h = pasted_size(image, crop.roi, side)
             if w >= width or h >= height:
                 continue
             x, y = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
