@@ -1727,12 +1727,11 @@ def _not_known(boxes: Sequence[Box], known: np.ndarray, iou: float, min_area: fl
                ) -> list[Box]:
     """`boxes` less those overlapping a `known` box (N x 4 `box_array`) by IoU > `iou`; with
     `min_area`, only known boxes of at least that share of the box's area count."""
-    if min_area <= 0 or not len(known) or not boxes:
-        return [b for b, near in zip(boxes, _near(boxes, known, iou)) if not near]
+    if not boxes or not len(known):
+        return list(boxes)
     areas = known[:, 2] * known[:, 3]
-    ious = iou_matrix(box_array(boxes), known)
-    return [b for b, row in zip(boxes, ious)
-            if not ((row > iou) & (areas >= min_area * b.w * b.h)).any()]
+    return [b for b, row in zip(boxes, iou_matrix(box_array(boxes), known))
+            if not ((row > iou) & (areas >= min_area * b.area)).any()]
 
 
 def values_over_family(signs: Sequence[tuple[Box, SignClass]], scores: Sequence[float],
