@@ -1028,8 +1028,16 @@ class OcrBackend(AnalysisBackend):
         >= 0.9. A value that is not a GTSRB class's (OCR's own) passes."""
         need = self.config.value_looks
         class_id = speed_limit_id(reading.value, reading.unit)
-        return not need or class_id is None or reading.box is None or \
-            self._classifier.sure_looks(rgb, reading.box, class_id) >= need
+        if class_id is None or reading.box is None:
+            return True
+        if need and self._classifier.sure_looks(rgb, reading.box, class_id) < need:
+            return False
+        agree = self.config.value_reader_agrees
+        if not agree or self._values is None:
+            return True
+        box = reading.box
+        return any(r.value == reading.value and r.probability >= agree for r in
+                   self._values.read(rgb, [box, box.expanded(0.1), box.expanded(-0.1)]))
 
     def _check_job(self, bgr: np.ndarray, box: Box, res: SignClass,
                    cands: Sequence[SignCandidate]) -> _Job | None:
