@@ -55,11 +55,16 @@ class OcrConfig:
                 "0.63x the time, the 1080p sign stage 0.81-0.85x, held-out GTSRB crops as "
                 "fp32, but 167 instead of 170 of 199 development photo values (0 wrong either "
                 "way; docs/sign_classifier.md).", choices=tuple(SHIPPED_MODELS))
-    min_value_px: int = setting(14, "A classified sign smaller than this (box side, px) is "
+    min_value_px: int = setting(12, "A classified sign smaller than this (box side, px) is "
                                     "published without its number: OCR cannot second-check "
-                                    "legends that small, and on the GTSDB development photos "
-                                    "the classifier's 10-13 px speed values on no sign were "
-                                    "as many as its right ones.", min=0, max=200, dynamic=True)
+                                    "legends that small. 14 until 2026-12-07 (on the GTSDB "
+                                    "development photos the classifier's 10-13 px speed "
+                                    "values on no sign were then as many as its right ones); "
+                                    "12 since value_looks and value_reader_agrees judge a "
+                                    "value the classifier gives alone: +5 GTSDB and +5 Kaggle "
+                                    "development values, +44 of 539 held-out GTSRB crops "
+                                    "placed at 9-16 px, no wrong value more.", min=0, max=200,
+                                dynamic=True)
     grown_look: bool = setting(True, "A speed value the classifier reads on a box under "
                                      "min_value_px is kept when the box grown by 1.3 (a "
                                      "proposal on a small sign is often its inner disc) and "
