@@ -1025,7 +1025,11 @@ class OcrBackend(AnalysisBackend):
     def _holds(self, rgb: np.ndarray, reading: SignReading) -> bool:
         """Whether the classifier's speed value on `reading`, which OCR did not read too, holds
         as its crop moves: at least `value_looks` of the seven looks at its box give it at
-        >= 0.9. A value that is not a GTSRB class's (OCR's own) passes."""
+        >= 0.9; and whether the speed-value reader reads it too (`value_reader_agrees`) on the
+        box, grown or shrunk by 10 %. Why the second network: a truck's red cab side read as 30
+        held in 4 of 7 looks, the reader called it no speed value on all three of its own.
+        A value that is not a GTSRB class's (OCR's own) passes; without the reader
+        (`value_reader` false) the looks alone judge."""
         need = self.config.value_looks
         class_id = speed_limit_id(reading.value, reading.unit)
         if class_id is None or reading.box is None:

@@ -184,7 +184,8 @@ class OcrConfig:
         0.9, "A speed value the classifier gives alone (the rule of value_looks) also needs "
              "the speed-value reader to read the same value at least this surely on its box "
              "or on the box grown or shrunk by 10 %: two networks trained apart must agree "
-             "where OCR did not. 0 = off.", min=0.0, max=1.0, dynamic=True)
+             "where OCR did not. 0 = off; with value_reader false the looks alone judge.",
+        min=0.0, max=1.0, dynamic=True)
     ocr_on_pictograms: bool = setting(True, "Red rings the classifier calls a pictogram sign "
                                             "(no trucks, no vehicles, no overtaking) still get "
                                             "OCR's strict ring reads (the finder's rings, "
