@@ -972,7 +972,10 @@ class OcrBackend(AnalysisBackend):
         if self.config.crossing_signs:
             readings += self._crossings(bgr, cands, boxes[finder:outline], readings, masks,
                                         scale)
-        return one_per_sign(self._verified(rgb, readings, unjudged))
+        readings = self._verified(rgb, readings, unjudged)
+        if self.config.lost_zero_guard:
+            readings = self._lost_zeros(rgb, readings)
+        return one_per_sign(readings)
 
     def _read_rings(self, rgb: np.ndarray, pending: Sequence[tuple[float, _Job]],
                     box_reads: Sequence[SignReading | None], readings: Sequence[SignReading]
@@ -1039,9 +1042,30 @@ class OcrBackend(AnalysisBackend):
         agree = self.config.value_reader_agrees
         if not agree or self._values is None:
             return True
-        box = reading.box
-        return any(r.value == reading.value and r.probability >= agree for r in
-                   self._values.read(rgb, [box, box.expanded(0.1), box.expanded(-0.1)]))
+        return any(r.value == reading.value and r.probability >= agree
+                   for r in self._values.read(rgb, reader_looks(reading.box)))
+
+    def _lost_zeros(self, rgb: np.ndarray, readings: list[SignReading]) -> list[SignReading]:
+        """`readings` with a km/h 5 or 10 left without its number where the speed-value reader
+        reads ten times it (50, 100) at >= LOST_ZERO_PROBABILITY on one of its looks at the
+        box (`lost_zero_guard`). Why: OCR loses a blurred 0 beside the rim (a placed 26 px
+        50 read "(5."), the reader does not (it read 50 at 0.97 there, and 5 or no value on
+        every real 5 of the development photos), and a 5 where the limit is 50 is the worst
+        misread a planner could get. Without the reader (`value_reader` false) nothing
+        changes. One batch for the frame's such readings."""
+        todo = [i for i, r in enumerate(readings) if r.sign_class == "speed_limit"
+                and r.unit == "km/h" and r.value in LOST_ZERO_VALUES and r.box is not None]
+        if not todo or self._values is None or not self.config.value_reader:
+            return readings
+        reads = self._values.read(rgb, [b for i in todo for b in reader_looks(readings[i].box)])
+        out = list(readings)
+        n = len(reader_looks(readings[todo[0]].box))
+        for k, i in enumerate(todo):
+            tens = 10 * readings[i].value
+            if any(r.value == tens and r.probability >= LOST_ZERO_PROBABILITY
+                   for r in reads[k * n:(k + 1) * n]):
+                out[i] = dataclasses.replace(readings[i], value=None, unit="")
+        return out
 
     def _check_job(self, bgr: np.ndarray, box: Box, res: SignClass,
                    cands: Sequence[SignCandidate]) -> _Job | None:
@@ -1662,6 +1686,18 @@ def _hides_rings(cand: SignCandidate) -> bool:
     reads an mph limit only under the words SPEED LIMIT; it read nothing, and the sign's own
     red ring, proposed at speed mass 0.88, went unread (Kaggle road406, a 100)."""
     return not (cand.border == "white" and cand.shape == Shape.RECTANGLE)
+
+
+def reader_looks(box: Box) -> list[Box]:
+    """The speed-value reader's looks at a sign's box when it checks a value: the box, grown
+    and shrunk by 10 % (a box a little off the sign reads surely in one of them)."""
+    return [box, box.expanded(0.1), box.expanded(-0.1)]
+
+
+LOST_ZERO_VALUES = frozenset({5.0, 10.0})
+"""km/h values that are another limit less its trailing 0 (50, 100): `lost_zero_guard`."""
+LOST_ZERO_PROBABILITY = 0.9
+"""The speed-value reader's probability of ten times such a value that drops it."""
 
 
 def _ring_legend(box: Box) -> Box:

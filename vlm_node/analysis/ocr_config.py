@@ -141,6 +141,13 @@ class OcrConfig:
                                          "what OCR loses or takes for the rim. false: any "
                                          "number OCR reads fills the value.",
                                    dynamic=True)
+    lost_zero_guard: bool = setting(True, "A published 5 or 10 km/h loses its number when "
+                                          "the speed-value reader reads ten times it (50, "
+                                          "100) at >= 0.9 on the sign's box, grown or shrunk "
+                                          "by 10 %. Why: OCR loses a blurred 0 next to the "
+                                          "rim (a 50 read '(5.'), and 5 where the limit is 50 "
+                                          "is the worst misread a planner could get. false: "
+                                          "OCR's 5 and 10 stand.", dynamic=True)
     spare_rim_blob: bool = setting(True, "One blob more on a ring than OCR's digits still "
                                          "lets a 40-90 stand (no limit is written 140-190: "
                                          "the blob is a rim fragment or a branch); a 5 or a "
