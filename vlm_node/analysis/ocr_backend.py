@@ -1040,7 +1040,7 @@ class OcrBackend(AnalysisBackend):
         if need and self._classifier.sure_looks(rgb, reading.box, class_id) < need:
             return False
         agree = self.config.value_reader_agrees
-        if not agree or self._values is None:
+        if not agree or self._values is None or not self.config.value_reader:
             return True
         return any(r.value == reading.value and r.probability >= agree
                    for r in self._values.read(rgb, reader_looks(reading.box)))
