@@ -412,17 +412,18 @@ def test_a_classifier_value_the_value_reader_does_not_read_is_dropped(backend):
     the classifier gives alone and the reader reads at >= 0.99, keep their values."""
     from vlm_node.analysis.ocr_config import OcrConfig
 
+    from vlm_node.analysis.ocr_backend import reader_looks
+
     assert backend.config.value_reader_agrees == 0.9
     bgr = cv2.resize(read_bgr(shared("signs_real_dev") / "gtsdb_00363.jpg"), (1920, 1080))
     panel, sign = Box(1382, 634, 28, 24), Box(569, 649, 70, 70)
-    assert [(r.sign_class, r.value) for r in _near(backend.read_signs(bgr), panel)] == \
-        [("speed_limit", None)]
-    assert [r.value for r in _near(backend.read_signs(bgr), sign)] == [120.0]
+    readings = backend.read_signs(bgr)
+    assert [(r.sign_class, r.value) for r in _near(readings, panel)] == [("speed_limit", None)]
+    assert [r.value for r in _near(readings, sign)] == [120.0]
     with OcrBackend(OcrConfig(value_reader_agrees=0.0)) as off:
         assert [r.value for r in _near(off.read_signs(bgr), panel)] == [30.0]
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    values = backend._values  # noqa: SLF001
-    reads = values.read(rgb, [panel, panel.expanded(0.1), panel.expanded(-0.1)])
+    reads = backend._values.read(rgb, reader_looks(panel))  # noqa: SLF001
     assert all(r.value is None for r in reads)
     road = read_bgr(shared("signs_real_dev") / "gtsdb_00311.jpg")
     (read,) = _near(backend.read_signs(road), Box(778, 232, 21, 24))

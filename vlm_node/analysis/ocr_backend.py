@@ -1057,13 +1057,14 @@ class OcrBackend(AnalysisBackend):
                 and r.unit == "km/h" and r.value in LOST_ZERO_VALUES and r.box is not None]
         if not todo or self._values is None or not self.config.value_reader:
             return readings
-        reads = self._values.read(rgb, [b for i in todo for b in reader_looks(readings[i].box)])
+        looks = [reader_looks(readings[i].box) for i in todo]
+        reads = self._values.read(rgb, [b for boxes in looks for b in boxes])
         out = list(readings)
-        n = len(reader_looks(readings[todo[0]].box))
-        for k, i in enumerate(todo):
+        start = 0
+        for i, boxes in zip(todo, looks):
+            mine, start = reads[start:start + len(boxes)], start + len(boxes)
             tens = 10 * readings[i].value
-            if any(r.value == tens and r.probability >= LOST_ZERO_PROBABILITY
-                   for r in reads[k * n:(k + 1) * n]):
+            if any(r.value == tens and r.probability >= LOST_ZERO_PROBABILITY for r in mine):
                 out[i] = dataclasses.replace(readings[i], value=None, unit="")
         return out
 
